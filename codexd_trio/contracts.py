@@ -1,0 +1,221 @@
+"""Every wire and file shape of codexd, written down once.
+
+codexd, the conductor, the CLI and the tests all import these ``msgspec.Struct`` types. Inputs
+forbid unknown fields so a typo in a client is a 400, not a silently ignored key; records are
+frozen and changed with :func:`msgspec.structs.replace`. Field names are camelCase because they
+mirror the app-server (see ``../shared/CONTRACT.md``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+# --------------------------------------------------------------------------------------------
+# Small vocabularies
+
+Level = Literal["info", "warn", "error"]
+Purpose = Literal["duplex", "smoke", "worker"]
+SessionStatus = Literal["active", "closed"]
+TurnStatus = Literal["inProgress", "completed", "failed", "interrupted"]
+ApprovalPolicy = Literal["untrusted", "on-request", "never"]
+SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
+# How codexd answers the child's approval requests for a session: ``decline`` answers at once,
+# ``clients`` waits for a client's decision (up to a timeout, then declines).
+ApprovalMode = Literal["decline", "clients"]
+Decision = Literal["accept", "acceptForSession", "decline", "cancel"]
+ApprovalState = Literal["pending", "resolved", "expired"]
+ChildState = Literal["stopped", "starting", "running", "restarting", "failed"]
+
+
+def now_iso() -> str:
+    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-24T03:08:22.269Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------------------------
+# Records (files and responses)
+
+
+class TurnError(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
+class Session(msgspec.Struct, frozen=True, kw_only=True):
+    sessionId: str
+    threadId: str
+    purpose: Purpose = "duplex"
+    status: SessionStatus = "active"
+    cwd: str | None = None
+    model: str | None = None
+    approvalPolicy: str | None = None
+    # As the app-server reports it (a kebab-case mode when it is one of the plain modes).
+    sandbox: str | None = None
+    approvals: ApprovalMode = "decline"
+    createdAt: str
+    updatedAt: str
+    currentTurnId: str | None = None
+    lastTurnId: str | None = None
+    lastTurnStatus: TurnStatus | None = None
+    lastTurnStartedAt: str | None = None
+    lastTurnCompletedAt: str | None = None
+    lastTurnError: TurnError | None = None
+    lastTurnOutput: str | None = None
+    turnCount: int = 0
+    # False until a turn has run: Codex persists a thread lazily, so until then it cannot be
+    # resumed after a restart and codexd re-creates it instead.
+    threadPersisted: bool = False
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    at: str
+    type: str
+    level: Level = "info"
+    sessionId: str | None = None
+    threadId: str | None = None
+    turnId: str | None = None
+    message: str = ""
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Identity(msgspec.Struct, frozen=True, kw_only=True):
+    daemonId: str
+    nodeId: str
+    repoRoot: str
+    createdAt: str
+    version: str
+
+
+class ChildStatus(msgspec.Struct, frozen=True, kw_only=True):
+    state: ChildState = "stopped"
+    pid: int | None = None
+    command: str | None = None
+    args: list[str] = msgspec.field(default_factory=list)
+    startedAt: str | None = None
+    initializedAt: str | None = None
+    exitedAt: str | None = None
+    exitCode: int | None = None
+    exitSignal: int | None = None
+    restarts: int = 0
+    lastError: str | None = None
+    userAgent: str | None = None
+
+
+class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
+    started: bool
+    startedAt: str | None
+    stoppedAt: str | None = None
+    pid: int
+    child: ChildStatus
+    updatedAt: str
+
+
+class SessionRegistry(msgspec.Struct, frozen=True, kw_only=True):
+    version: int = 1
+    sessions: list[Session] = msgspec.field(default_factory=list)
+
+
+class RecentEvents(msgspec.Struct, frozen=True, kw_only=True):
+    events: list[Event] = msgspec.field(default_factory=list)
+
+
+class Approval(msgspec.Struct, frozen=True, kw_only=True):
+    approvalId: str
+    sessionId: str | None
+    threadId: str | None
+    turnId: str | None
+    itemId: str | None
+    kind: str
+    method: str
+    state: ApprovalState = "pending"
+    decision: Decision | None = None
+    decidedBy: str | None = None
+    createdAt: str
+    resolvedAt: str | None = None
+    expiresAt: str | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Request bodies (clients -> codexd). Unknown fields are a 400.
+
+
+class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cwd: str | None = None
+    model: str | None = None
+    purpose: Purpose = "duplex"
+    approvalPolicy: ApprovalPolicy | None = None
+    sandbox: SandboxMode | None = None
+    approvals: ApprovalMode | None = None
+
+
+# A turn's input: plain text, or a list of app-server ``UserInput`` items passed through.
+TurnInput = str | list[dict[str, Any]]
+
+
+class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    sessionId: str
+    input: TurnInput
+
+
+class SteerRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    sessionId: str
+    input: TurnInput
+    expectedTurnId: str | None = None
+
+
+class InterruptRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    sessionId: str
+    turnId: str | None = None
+
+
+class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    decision: Decision
+    decidedBy: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Envelopes and stream frames
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ErrorEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool = False
+    error: ErrorBody
+
+
+class HelloData(msgspec.Struct, frozen=True, kw_only=True):
+    lastSeq: int
+    replayFrom: int
+
+
+class OverflowData(msgspec.Struct, frozen=True, kw_only=True):
+    lastDeliveredSeq: int
+
+
+class HelloFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="hello"):
+    data: HelloData
+
+
+class OverflowFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="overflow"):
+    data: OverflowData
+
+
+def input_items(value: TurnInput) -> list[dict[str, Any]]:
+    """The app-server ``UserInput`` list for a turn input (a string becomes one text item)."""
+    if isinstance(value, str):
+        return [{"type": "text", "text": value, "text_elements": []}]
+    return value
+
+
+json_encoder = msgspec.json.Encoder()
+event_decoder = msgspec.json.Decoder(Event)
