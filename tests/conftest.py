@@ -1,0 +1,2 @@
+"""Shared pytest configuration. Fixtures that several test modules need live in
+``codexd_trio.testing.fixtures`` (a pytest plugin) so they are importable and typed."""
