@@ -1,0 +1,325 @@
+"""The event hub: numbering, the recent ring, and fan-out to subscribers with replay.
+
+:meth:`EventHub.emit` is the only way an event comes into being. It is synchronous and never
+blocks: it assigns the next ``seq``, appends the event to the :class:`EventLog` buffer (group
+commit makes it durable shortly after), pushes it to the persisted recent ring and offers it to
+every live subscriber with ``send_nowait``.
+
+Replay and the live handoff
+---------------------------
+A :class:`Subscription` has a *cursor*: every event with ``seq <= cursor`` has been handed to the
+consumer, is waiting in the subscription's small local buffer, or was filtered out. It is in one
+of two modes:
+
+* **replaying** — not registered for live events at all. When its local buffer runs dry it first
+  tries to *attach* (below); if it cannot, it reads the next page (``replay_page`` events) after
+  the cursor from the log with :meth:`EventLog.read_after`, which returns exactly the events in
+  ``(cursor, log.last_seq at call]`` (disk plus not-yet-durable buffer), and advances the cursor.
+* **live** — registered with a bounded memory channel that ``emit`` feeds.
+
+The hub keeps an in-memory *tail* of the last ``tail_size`` events. A subscription can attach as
+soon as its cursor is within that tail (or at ``last_seq``): in one synchronous step (no
+checkpoint, so no ``emit`` can interleave) it copies the tail events after its cursor into its
+local buffer, moves its cursor to ``last_seq`` and registers its channel. Every later ``emit``
+goes to the channel, so the handoff has no gap and no duplicate, however fast events are being
+emitted.
+
+Memory is bounded per subscriber by ``max(replay_page, tail_size)`` buffered events plus
+``queue_size`` queued ones: a subscriber replaying a million events holds one page at a time and
+is not registered for live events until it has caught up. Replay reads run in worker threads, so
+they never slow ``emit``; if events arrive faster than a replay can read them, the replay keeps
+paging (bounded memory, unbounded patience).
+
+Overflow: when ``emit`` finds a live subscriber's channel full, the subscriber is dropped at
+once and its next ``__anext__`` raises :class:`Overflowed` carrying the last seq it reached
+(``lastDeliveredSeq``); reconnecting with ``after=`` that seq loses nothing. With a session
+filter that position is still in the global seq numbering.
+"""
+
+from __future__ import annotations
+
+import collections
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from codexd_trio.contracts import Event, Level, RecentEvents, now_iso
+from codexd_trio.eventlog import EventLog
+from codexd_trio.store import JsonDocument
+
+__all__ = ["EventHub", "Overflowed", "Subscription"]
+
+DEFAULT_TAIL_SIZE = 1024
+DEFAULT_REPLAY_PAGE = 256
+
+
+class Overflowed(Exception):
+    """A subscriber fell too far behind and was dropped.
+
+    Attributes:
+        last_delivered_seq: The seq the subscriber had reached: every (matching) event up to it
+            was handed over. Resubscribe with ``after=last_delivered_seq``.
+    """
+
+    def __init__(self, last_delivered_seq: int) -> None:
+        super().__init__(f"subscriber overflowed after seq {last_delivered_seq}")
+        self.last_delivered_seq = last_delivered_seq
+
+
+class Subscription:
+    """One consumer's view of the event stream: replay after a seq, then live.
+
+    Use it as ``async with hub.subscribe(...) as sub: async for event in sub: ...``. Events come
+    in seq order without gaps or duplicates (among those matching the session filter). Not safe
+    for two tasks to iterate at once.
+
+    Attributes:
+        last_seq: The hub's ``last_seq`` when subscribed (``hello.lastSeq``).
+        replay_from: The first seq that can be delivered (``hello.replayFrom``).
+        session_id: The session filter, or ``None`` for every event.
+    """
+
+    def __init__(self, hub: EventHub, *, after: int | None, session_id: str | None,
+                 queue_size: int) -> None:
+        """Internal; use :meth:`EventHub.subscribe`."""
+        self._hub = hub
+        self.session_id = session_id
+        self.last_seq = hub.last_seq
+        cursor = hub.last_seq if after is None else max(after, 0)
+        self.replay_from = cursor + 1
+        self._cursor = cursor
+        self._delivered = cursor
+        self._buffer: collections.deque[Event] = collections.deque()
+        self._queue_size = max(1, queue_size)
+        self._send: trio.MemorySendChannel[Event] | None = None
+        self._recv: trio.MemoryReceiveChannel[Event] | None = None
+        self._overflowed = False
+        self._ended = False
+
+    # -- hub side (synchronous, Trio thread) ---------------------------------------------------
+
+    def _matches(self, event: Event) -> bool:
+        return self.session_id is None or event.sessionId == self.session_id
+
+    def _try_attach(self) -> bool:
+        hub = self._hub
+        if self._cursor < hub.last_seq:
+            tail = hub._tail
+            if not tail or tail[0].seq > self._cursor + 1:
+                return False
+            self._buffer.extend(e for e in tail if e.seq > self._cursor and self._matches(e))
+            self._cursor = hub.last_seq
+        # A cursor beyond last_seq (``after`` in the future) stays: live events up to it are
+        # not offered.
+        self._send, self._recv = trio.open_memory_channel[Event](self._queue_size)
+        hub._live.add(self)
+        return True
+
+    def _offer(self, event: Event) -> None:
+        if event.seq <= self._cursor or not self._matches(event):
+            return
+        assert self._send is not None
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self._overflowed = True
+            self._detach()
+
+    def _detach(self) -> None:
+        self._hub._live.discard(self)
+        if self._send is not None:
+            self._send.close()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._detach()
+        self._hub._subscriptions.discard(self)
+
+    # -- consumer side --------------------------------------------------------------------------
+
+    async def _read_page(self) -> None:
+        hub = self._hub
+        page_size = hub._replay_page
+        # read_after snapshots the log before its first checkpoint, so ``upto`` is exactly the
+        # end of the range it covers.
+        upto = hub.last_seq
+        page = await hub._log.read_after(self._cursor, limit=page_size, session_id=self.session_id)
+        self._buffer.extend(page)
+        if len(page) >= page_size:
+            self._cursor = page[-1].seq
+        else:
+            self._cursor = max(self._cursor, upto)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        """The next event.
+
+        Raises:
+            Overflowed: The subscriber fell behind and was dropped.
+            StopAsyncIteration: The hub closed its subscribers (graceful shutdown), or the
+                subscription was exited.
+
+        Cancellation:
+            Safe: no event is lost; a cancelled call hands nothing over, and the next call
+            continues where this one stopped.
+        """
+        await trio.lowlevel.checkpoint()
+        while True:
+            if self._overflowed:
+                raise Overflowed(self._delivered)
+            if self._ended or self._hub._closed:
+                raise StopAsyncIteration
+            if self._buffer:
+                event = self._buffer.popleft()
+                self._delivered = event.seq
+                return event
+            # Buffer empty: everything up to the cursor was handed over or filtered out.
+            self._delivered = max(self._delivered, self._cursor)
+            if self._recv is None:
+                if not self._try_attach():
+                    await self._read_page()
+                continue
+            try:
+                event = await self._recv.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                continue  # overflowed or closed: the checks above say which
+            self._delivered = event.seq
+            return event
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._end()
+        if self._recv is not None:
+            await self._recv.aclose()
+
+
+class EventHub:
+    """Numbers events, keeps the recent ring, and fans events out to subscribers.
+
+    Attributes:
+        last_seq: The seq of the newest event (0 before the first one ever).
+    """
+
+    def __init__(self, log: EventLog, recent_doc: JsonDocument[RecentEvents], *,
+                 recent_size: int = 50, subscriber_queue: int = 1024,
+                 tail_size: int = DEFAULT_TAIL_SIZE,
+                 replay_page: int = DEFAULT_REPLAY_PAGE) -> None:
+        """Create the hub over an open log.
+
+        Args:
+            log: The open event log; the hub continues its seq numbering.
+            recent_doc: The persisted recent ring (``recent-events.json``); its current value
+                seeds the ring. The hub only ``set``s it; the caller runs its writer.
+            recent_size: How many events the recent ring keeps.
+            subscriber_queue: Default bound of a live subscriber's queue.
+            tail_size: How many recent events are kept in memory for the replay handoff.
+            replay_page: How many events a replaying subscriber reads from the log at a time.
+        """
+        self._log = log
+        self._recent_doc = recent_doc
+        self._recent_size = max(0, recent_size)
+        self._subscriber_queue = subscriber_queue
+        self._replay_page = max(1, replay_page)
+        self._ring: collections.deque[Event] = collections.deque(
+            recent_doc.value.events[-self._recent_size:] if self._recent_size else [],
+            maxlen=self._recent_size,
+        )
+        self._tail: collections.deque[Event] = collections.deque(maxlen=max(1, tail_size))
+        self._live: set[Subscription] = set()
+        self._subscriptions: set[Subscription] = set()
+        self._closed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self._log.last_seq
+
+    def emit(self, type: str, *, level: Level = "info", session_id: str | None = None,
+             thread_id: str | None = None, turn_id: str | None = None, message: str = "",
+             detail: dict[str, Any] | None = None) -> Event:
+        """Create the next event, log it, and offer it to every subscriber. Never blocks.
+
+        A live subscriber whose queue is full is dropped (its stream ends with
+        :class:`Overflowed`); a slow consumer never slows ``emit``.
+
+        Args:
+            type: The event type, e.g. ``session.created``.
+            level: ``info``, ``warn`` or ``error``.
+            session_id: The session it concerns, if any.
+            thread_id: The app-server thread, if any.
+            turn_id: The turn, if any.
+            message: One short human sentence.
+            detail: Extra data (the app-server params for ``app-server.*`` events).
+
+        Returns:
+            The event, with its ``seq`` and ``at``.
+        """
+        event = Event(
+            seq=self._log.last_seq + 1, at=now_iso(), type=type, level=level,
+            sessionId=session_id, threadId=thread_id, turnId=turn_id, message=message,
+            detail=detail if detail is not None else {},
+        )
+        self._log.append(event)
+        self._tail.append(event)
+        if self._recent_size:
+            self._ring.append(event)
+            self._recent_doc.set(RecentEvents(events=list(self._ring)))
+        # A copy: an overflowing subscriber removes itself from the set during the loop.
+        for sub in list(self._live):
+            sub._offer(event)
+        return event
+
+    def recent(self, *, limit: int | None = None, session_id: str | None = None) -> list[Event]:
+        """The newest events of the recent ring, oldest first.
+
+        Args:
+            limit: At most this many (the newest ones).
+            session_id: Only this session's events.
+        """
+        events = [e for e in self._ring if session_id is None or e.sessionId == session_id]
+        if limit is not None:
+            events = events[-limit:] if limit > 0 else []
+        return events
+
+    def subscribe(self, *, after: int | None = None, session_id: str | None = None,
+                  queue_size: int | None = None) -> Subscription:
+        """Open a subscription: replay after ``after`` (from the log), then live.
+
+        The subscription is positioned at once, so no event emitted after this call is missed,
+        even before the first ``__anext__``.
+
+        Args:
+            after: Replay every event with a larger seq first; ``None`` means live only. A value
+                beyond ``last_seq`` delivers nothing until events pass it.
+            session_id: Only this session's events (replay and live).
+            queue_size: Bound of the live queue (default: the hub's ``subscriber_queue``).
+
+        Returns:
+            The subscription; use it as an async context manager.
+
+        Resource handling:
+            Exiting the subscription's ``async with`` unregisters it.
+        """
+        sub = Subscription(self, after=after, session_id=session_id,
+                           queue_size=queue_size if queue_size is not None
+                           else self._subscriber_queue)
+        self._subscriptions.add(sub)
+        if not self._closed:
+            sub._try_attach()
+        return sub
+
+    def close_subscribers(self) -> None:
+        """End every subscription normally (graceful shutdown).
+
+        Each subscription's iteration ends with ``StopAsyncIteration`` (events still queued are
+        not delivered), so the websocket layer can close with 1001. Subscriptions opened later
+        end at once too.
+        """
+        self._closed = True
+        for sub in list(self._subscriptions):
+            sub._detach()
