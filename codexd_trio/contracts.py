@@ -112,6 +112,7 @@ class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     child: ChildStatus
     updatedAt: str
+    resolvedBaseUrl: str | None = None
 
 
 class SessionRegistry(msgspec.Struct, frozen=True, kw_only=True):

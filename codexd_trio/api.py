@@ -1,0 +1,421 @@
+"""codexd's HTTP and WebSocket API: Quart-Trio routes over :class:`~codexd_trio.service.Daemon`.
+
+Bodies are decoded with msgspec into the request types of :mod:`codexd_trio.contracts`; every
+answer is the JSON envelope of CONTRACT.md, including 404/405/413/500 (never an HTML page).
+POST routes honour an ``Idempotency-Key`` header (see :mod:`codexd_trio.idempotency`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from quart import Response, request, websocket
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from codexd_trio import __version__
+from codexd_trio.contracts import (
+    CreateSessionRequest,
+    DecisionRequest,
+    ErrorBody,
+    ErrorEnvelope,
+    HelloData,
+    HelloFrame,
+    InterruptRequest,
+    OverflowData,
+    OverflowFrame,
+    SteerRequest,
+    TurnRequest,
+)
+from codexd_trio.errors import ApiError, InvalidJson, InvalidRequest, NotFound
+from codexd_trio.hub import Overflowed
+from codexd_trio.idempotency import IdempotencyStore
+from codexd_trio.protocol.appserver import AppServerError
+from codexd_trio.service import Daemon
+
+log = logging.getLogger("codexd.api")
+_encoder = msgspec.json.Encoder()
+T = TypeVar("T")
+
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/healthz", "liveness: 200 while the process serves"),
+    ("GET", "/readyz", "readiness: 200 once the child is initialized and the store is open"),
+    ("GET", "/describe", "this description"),
+    ("GET", "/v1/codexd/status", "service and snapshot: identity, daemon, child, sessions, events"),
+    ("GET", "/v1/codexd/sessions", "all sessions"),
+    ("POST", "/v1/codexd/sessions", "create a session (thread/start)"),
+    ("GET", "/v1/codexd/sessions/{sessionId}", "one session with its recent events"),
+    ("POST", "/v1/codexd/sessions/{sessionId}/close", "close a session (no more turns)"),
+    ("POST", "/v1/codexd/turn", "start a turn on a session (202)"),
+    ("POST", "/v1/codexd/turn/steer", "add input to the running turn"),
+    ("POST", "/v1/codexd/turn/interrupt", "interrupt the running turn (202)"),
+    ("GET", "/v1/codexd/approvals", "approval records (?state=pending)"),
+    ("GET", "/v1/codexd/approvals/{approvalId}", "one approval"),
+    ("POST", "/v1/codexd/approvals/{approvalId}", "decide an approval"),
+    ("GET", "{events}", "a page of the durable event log (?after=&limit=)"),
+    ("WS", "{events}", "the live event stream (?after=&sessionId=)"),
+]
+
+
+def envelope(data: Any, status: int = 200) -> Response:
+    body = _encoder.encode({"ok": True, "data": data})
+    return Response(body, status=status, content_type="application/json")
+
+
+def error_response(code: str, message: str, status: int, **details: Any) -> Response:
+    body = _encoder.encode(
+        ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
+    )
+    return Response(body, status=status, content_type="application/json")
+
+
+_PATH_RE = re.compile(r" - at `([^`]*)`$")
+
+
+def decode_body(data: bytes, type_: type[T]) -> T:
+    """Decode a JSON body into ``type_`` or raise the matching 400 error."""
+    if not data.strip():
+        raise InvalidJson("the request body is empty; send a JSON object")
+    try:
+        return msgspec.json.decode(data, type=type_)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH_RE.search(text)
+        field = match.group(1) if match else "$"
+        raise InvalidRequest(
+            f"invalid request body: {_PATH_RE.sub('', text)}", field=field, path=field
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+
+
+def _int_arg(name: str, raw: str | None, *, default: int | None, minimum: int = 0) -> int | None:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"query parameter {name} must be a whole number", field=name) from None
+    if value < minimum:
+        raise InvalidRequest(f"query parameter {name} must be at least {minimum}", field=name)
+    return value
+
+
+def create_app(daemon: Daemon) -> QuartTrio:
+    """Build the Quart-Trio app for one daemon."""
+    cfg = daemon.config
+    app = QuartTrio("codexd")
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    idem = IdempotencyStore(daemon.idem_doc)
+    stream_path = cfg.event_stream_path
+
+    @app.errorhandler(ApiError)
+    async def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.code, exc.message, exc.status, **exc.details)
+
+    @app.errorhandler(AppServerError)
+    async def _app_server_error(exc: AppServerError) -> Response:
+        return error_response(
+            "app_server_error",
+            f"the app-server refused {exc.method}: {exc.message}",
+            502,
+            method=exc.method,
+            jsonrpcCode=exc.code,
+            jsonrpcMessage=exc.message,
+        )
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 404:
+            return error_response("not_found", f"no route {request.method} {request.path}", 404)
+        if status == 405:
+            allowed = getattr(exc, "valid_methods", None) or []
+            return error_response(
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.path}",
+                405,
+                allowed=sorted(allowed),
+            )
+        if status == 413:
+            return error_response(
+                "payload_too_large",
+                f"the request body is larger than {cfg.max_body_bytes} bytes",
+                413,
+                limit=cfg.max_body_bytes,
+            )
+        return error_response("http_error", exc.description or exc.name, status)
+
+    @app.errorhandler(Exception)
+    async def _internal(exc: Exception) -> Response:
+        correlation = f"err-{uuid.uuid4().hex[:12]}"
+        log.exception("internal error %s on %s %s", correlation, request.method, request.path)
+        return error_response(
+            "internal_error",
+            "codexd hit an internal error; see its log",
+            500,
+            correlationId=correlation,
+        )
+
+    async def _post(
+        route: str, body_type: type[T], handler: Callable[[T], Awaitable[Response]]
+    ) -> Response:
+        data = await request.get_data(cache=False, as_text=False)
+        assert isinstance(data, bytes)
+
+        async def run() -> Response:
+            return await handler(decode_body(data, body_type))
+
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            return await run()
+        return await idem.run(key, route, data, run)
+
+    # ---------------------------------------------------------------- probes
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        uptime = trio.current_time() - daemon.started_monotonic
+        return envelope({"status": "ok", "pid": _pid(), "uptimeS": round(uptime, 3)})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready, reason = daemon.readiness()
+        if not ready:
+            return error_response(
+                "child_unavailable" if not daemon.stopping else "shutting_down",
+                reason,
+                503,
+                child=msgspec.to_builtins(daemon.child),
+            )
+        return envelope({"ready": True, "child": msgspec.to_builtins(daemon.child)})
+
+    @app.get("/describe")
+    async def describe() -> Response:
+        return envelope(
+            {
+                "name": "codexd",
+                "surface": "local-api",
+                "version": __version__,
+                "routes": [
+                    {"method": m, "path": p.format(events=stream_path), "summary": s}
+                    for m, p, s in ROUTES
+                ],
+                "eventStream": {
+                    "path": stream_path,
+                    "url": daemon.status()["service"]["eventStreamUrl"],
+                },
+                "errors": "every error is {ok:false, error:{code, message, details}}",
+            }
+        )
+
+    @app.get("/v1/codexd/status")
+    async def status() -> Response:
+        return envelope(daemon.status())
+
+    # ---------------------------------------------------------------- sessions
+
+    @app.get("/v1/codexd/sessions")
+    async def list_sessions() -> Response:
+        return envelope({"sessions": [msgspec.to_builtins(s) for s in daemon.book.all()]})
+
+    @app.post("/v1/codexd/sessions")
+    async def create_session() -> Response:
+        async def handle(body: CreateSessionRequest) -> Response:
+            session = await daemon.create_session(body)
+            return envelope({"session": msgspec.to_builtins(session)}, 201)
+
+        return await _post("POST /v1/codexd/sessions", CreateSessionRequest, handle)
+
+    @app.get("/v1/codexd/sessions/<session_id>")
+    async def read_session(session_id: str) -> Response:
+        session = daemon.book.get(session_id)
+        recent = daemon.hub.recent(session_id=session_id)
+        return envelope(
+            {
+                "session": msgspec.to_builtins(session),
+                "recentEvents": [msgspec.to_builtins(e) for e in recent],
+            }
+        )
+
+    @app.post("/v1/codexd/sessions/<session_id>/close")
+    async def close_session(session_id: str) -> Response:
+        data = await request.get_data(cache=False, as_text=False)
+        assert isinstance(data, bytes)
+
+        async def run() -> Response:
+            session = await daemon.close_session(session_id)
+            return envelope({"session": msgspec.to_builtins(session)})
+
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            return await run()
+        return await idem.run(key, f"POST /v1/codexd/sessions/{session_id}/close", data, run)
+
+    # ---------------------------------------------------------------- turns
+
+    @app.post("/v1/codexd/turn")
+    async def start_turn() -> Response:
+        async def handle(body: TurnRequest) -> Response:
+            session, turn_id = await daemon.start_turn(body)
+            return envelope(
+                {
+                    "accepted": True,
+                    "sessionId": session.sessionId,
+                    "turnId": turn_id,
+                    "session": msgspec.to_builtins(session),
+                },
+                202,
+            )
+
+        return await _post("POST /v1/codexd/turn", TurnRequest, handle)
+
+    @app.post("/v1/codexd/turn/steer")
+    async def steer_turn() -> Response:
+        async def handle(body: SteerRequest) -> Response:
+            session, turn_id = await daemon.steer_turn(body)
+            return envelope(
+                {
+                    "accepted": True,
+                    "sessionId": session.sessionId,
+                    "turnId": turn_id,
+                    "session": msgspec.to_builtins(session),
+                }
+            )
+
+        return await _post("POST /v1/codexd/turn/steer", SteerRequest, handle)
+
+    @app.post("/v1/codexd/turn/interrupt")
+    async def interrupt_turn() -> Response:
+        async def handle(body: InterruptRequest) -> Response:
+            session, turn_id = await daemon.interrupt_turn(body)
+            return envelope(
+                {
+                    "accepted": True,
+                    "sessionId": session.sessionId,
+                    "turnId": turn_id,
+                    "session": msgspec.to_builtins(session),
+                },
+                202,
+            )
+
+        return await _post("POST /v1/codexd/turn/interrupt", InterruptRequest, handle)
+
+    # ---------------------------------------------------------------- approvals
+
+    @app.get("/v1/codexd/approvals")
+    async def list_approvals() -> Response:
+        state = request.args.get("state")
+        if state not in (None, "pending", "resolved", "expired"):
+            raise InvalidRequest(
+                "state must be one of pending, resolved, expired", field="state"
+            )
+        items = daemon.approvals(state)
+        return envelope({"approvals": [msgspec.to_builtins(a) for a in items]})
+
+    @app.get("/v1/codexd/approvals/<approval_id>")
+    async def read_approval(approval_id: str) -> Response:
+        return envelope({"approval": msgspec.to_builtins(daemon.approval(approval_id))})
+
+    @app.post("/v1/codexd/approvals/<approval_id>")
+    async def decide_approval(approval_id: str) -> Response:
+        async def handle(body: DecisionRequest) -> Response:
+            approval = await daemon.decide_approval(approval_id, body.decision, body.decidedBy)
+            return envelope({"approval": msgspec.to_builtins(approval)})
+
+        return await _post(f"POST /v1/codexd/approvals/{approval_id}", DecisionRequest, handle)
+
+    # ---------------------------------------------------------------- events
+
+    @app.get(stream_path)
+    async def events_page() -> Response:
+        after = _int_arg("after", request.args.get("after"), default=0) or 0
+        limit = _int_arg("limit", request.args.get("limit"), default=100, minimum=1) or 100
+        limit = min(limit, 1000)
+        session_id = request.args.get("sessionId") or None
+        events = await daemon.log.read_after(after, limit=limit, session_id=session_id)
+        next_after = events[-1].seq if events else after
+        return envelope(
+            {
+                "events": [msgspec.to_builtins(e) for e in events],
+                "lastSeq": daemon.hub.last_seq,
+                "nextAfter": next_after,
+            }
+        )
+
+    @app.websocket(stream_path)
+    async def events_stream() -> Response | None:
+        try:
+            after = _int_arg("after", websocket.args.get("after"), default=None)
+        except ApiError as exc:
+            return error_response(exc.code, exc.message, exc.status, **exc.details)
+        session_id = websocket.args.get("sessionId") or None
+        if daemon.stopping:
+            return error_response("shutting_down", "codexd is shutting down", 503)
+        await websocket.accept()
+        subscription = daemon.hub.subscribe(after=after, session_id=session_id)
+        async with subscription:
+            hello = HelloFrame(
+                data=HelloData(
+                    lastSeq=subscription.last_seq, replayFrom=subscription.replay_from
+                )
+            )
+            await websocket.send(_encoder.encode(hello).decode())
+            try:
+                async for event in subscription:
+                    await websocket.send(_encoder.encode(event).decode())
+            except Overflowed as exc:
+                frame = OverflowFrame(data=OverflowData(lastDeliveredSeq=exc.last_delivered_seq))
+                await websocket.send(_encoder.encode(frame).decode())
+                await websocket.close(1013, "consumer too slow; reconnect with after=")
+                return None
+        await websocket.close(1001, "codexd is shutting down")
+        return None
+
+    return app
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+async def serve_api(
+    daemon: Daemon,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API until ``shutdown`` is set; reports the bound base URL when listening.
+
+    Cancellation: Hypercorn closes its listeners; open connections are cancelled.
+    """
+    cfg = daemon.config
+    app = create_app(daemon)
+    hconfig = HypercornConfig()
+    host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
+    hconfig.bind = [f"{host}:{cfg.port}"]
+    hconfig.accesslog = None
+    hconfig.graceful_timeout = 3.0
+    hconfig.include_server_header = False
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(serve, app, hconfig, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+        )
+        daemon.resolved_base_url = binds[0]
+        daemon._save_state()
+        task_status.started(binds[0])
+
+
+__all__ = ["create_app", "decode_body", "envelope", "error_response", "serve_api", "NotFound"]

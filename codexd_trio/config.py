@@ -1,0 +1,246 @@
+"""codexd configuration: defaults, then environment, then command-line flags.
+
+Every setting has all three (CONTRACT.md, "Configuration"). A bad value raises
+:class:`ConfigError` whose message is one human line; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from codexd_trio.codexbin import REPO_ROOT
+
+DEFAULT_API_BASE = "http://127.0.0.1:4319"
+DEFAULT_EVENT_STREAM_PATH = "/v1/codexd/events"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message is one line for a person."""
+
+
+@dataclass(frozen=True)
+class CodexdConfig:
+    node_id: str = "mini-main"
+    local_api_base: str = DEFAULT_API_BASE
+    repo_root: Path = REPO_ROOT
+    logs_dir: Path = REPO_ROOT / "var" / "logs"
+    state_dir: Path = REPO_ROOT / "var" / "state"
+    event_stream_path: str = DEFAULT_EVENT_STREAM_PATH
+    server_endpoint: str = "stdio"
+    server_strategy: str = "spawn"
+    server_command: str = "codex"
+    server_args: tuple[str, ...] = ("app-server",)
+    server_cwd: Path | None = None
+    shutdown_grace_s: float = 10.0
+    event_cache_size: int = 50
+    max_body_bytes: int = 1024 * 1024
+    request_timeout_s: float = 30.0
+    # How long a `clients` approval waits for a decision before codexd declines it.
+    approval_timeout_s: float = 300.0
+    subscriber_queue: int = 1024
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return _split_base(self.local_api_base)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_base(self.local_api_base)[1]
+
+    @property
+    def codexd_logs(self) -> Path:
+        return self.logs_dir / "codexd"
+
+    @property
+    def codexd_state(self) -> Path:
+        return self.state_dir / "codexd"
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        out["extra_env"] = sorted(self.extra_env)
+        return out
+
+
+def _split_base(base: str) -> tuple[str, int]:
+    parts = urlsplit(base)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"local API base must look like http://127.0.0.1:4319, got {base!r}")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"local API base must not have a path or query, got {base!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"local API base has an invalid port: {base!r}") from None
+    return parts.hostname, 80 if port is None else port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--node-id")
+    p.add_argument("--local-api-base")
+    p.add_argument("--repo-root")
+    p.add_argument("--logs-dir")
+    p.add_argument("--state-dir")
+    p.add_argument("--event-stream-path")
+    p.add_argument("--server-endpoint")
+    p.add_argument("--server-strategy")
+    p.add_argument("--server-command")
+    p.add_argument("--server-arg", action="append", dest="server_args")
+    p.add_argument("--server-cwd")
+    p.add_argument("--shutdown-grace", dest="shutdown_grace")
+    p.add_argument("--event-cache-size")
+    p.add_argument("--max-body-bytes")
+    p.add_argument("--approval-timeout")
+    return p
+
+
+CONFIG_FLAGS_HELP = """\
+configuration (flag / environment variable / default):
+  --node-id             BAA_NODE_ID                      mini-main
+  --local-api-base      BAA_CODEXD_LOCAL_API_BASE        http://127.0.0.1:4319 (loopback; port 0 ok)
+  --repo-root           BAA_CODEXD_REPO_ROOT             this checkout
+  --logs-dir            BAA_CODEXD_LOGS_DIR              <repo>/var/logs (then codexd/)
+  --state-dir           BAA_CODEXD_STATE_DIR             <repo>/var/state (then codexd/)
+  --event-stream-path   BAA_CODEXD_EVENT_STREAM_PATH     /v1/codexd/events
+  --server-endpoint     BAA_CODEXD_SERVER_ENDPOINT       stdio
+  --server-strategy     BAA_CODEXD_SERVER_STRATEGY       spawn
+  --server-command      BAA_CODEXD_SERVER_COMMAND        codex (the project's pinned native binary)
+  --server-arg ARG      BAA_CODEXD_SERVER_ARGS           app-server (repeatable; env: spaces)
+  --server-cwd          BAA_CODEXD_SERVER_CWD            the repo root
+  --shutdown-grace S    BAA_CODEXD_SHUTDOWN_GRACE_S      10
+  --event-cache-size N  BAA_CODEXD_EVENT_CACHE_SIZE      50
+  --max-body-bytes N    BAA_CODEXD_MAX_BODY_BYTES        1048576
+  --approval-timeout S  BAA_CODEXD_APPROVAL_TIMEOUT_S    300
+"""
+
+_ENV = {
+    "node_id": "BAA_NODE_ID",
+    "local_api_base": "BAA_CODEXD_LOCAL_API_BASE",
+    "repo_root": "BAA_CODEXD_REPO_ROOT",
+    "logs_dir": "BAA_CODEXD_LOGS_DIR",
+    "state_dir": "BAA_CODEXD_STATE_DIR",
+    "event_stream_path": "BAA_CODEXD_EVENT_STREAM_PATH",
+    "server_endpoint": "BAA_CODEXD_SERVER_ENDPOINT",
+    "server_strategy": "BAA_CODEXD_SERVER_STRATEGY",
+    "server_command": "BAA_CODEXD_SERVER_COMMAND",
+    "server_args": "BAA_CODEXD_SERVER_ARGS",
+    "server_cwd": "BAA_CODEXD_SERVER_CWD",
+    "shutdown_grace": "BAA_CODEXD_SHUTDOWN_GRACE_S",
+    "event_cache_size": "BAA_CODEXD_EVENT_CACHE_SIZE",
+    "max_body_bytes": "BAA_CODEXD_MAX_BODY_BYTES",
+    "approval_timeout": "BAA_CODEXD_APPROVAL_TIMEOUT_S",
+}
+
+
+def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> float:
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "whole number" if integer else "number"
+        raise ConfigError(f"{name} must be a {kind}, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def resolve_config(
+    argv: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> tuple[CodexdConfig, list[str]]:
+    """Resolve defaults ← environment ← flags.
+
+    Returns the config and the arguments that are not configuration flags (for the caller's own
+    parser). Raises :class:`ConfigError` with a one-line message for any bad value.
+    """
+    environ = os.environ if env is None else env
+    flags, rest = _parser().parse_known_args(list(argv))
+    raw: dict[str, Any] = {}
+    for key, var in _ENV.items():
+        value = getattr(flags, key, None)
+        if value is None and environ.get(var, "") != "":
+            value = environ[var].split() if key == "server_args" else environ[var]
+        if value is not None:
+            raw[key] = value
+
+    base = CodexdConfig()
+    repo_root = Path(raw.get("repo_root", base.repo_root)).expanduser().resolve()
+    logs_default = repo_root / "var" / "logs"
+    state_default = repo_root / "var" / "state"
+    local_api_base = str(raw.get("local_api_base", base.local_api_base)).rstrip("/")
+    host, _port = _split_base(local_api_base)
+    if not is_loopback(host):
+        raise ConfigError(
+            f"codexd only listens on loopback (127.0.0.0/8, ::1, localhost); got host {host!r}"
+        )
+    stream_path = str(raw.get("event_stream_path", base.event_stream_path))
+    if not stream_path.startswith("/") or " " in stream_path:
+        raise ConfigError(f"event stream path must start with '/', got {stream_path!r}")
+    strategy = str(raw.get("server_strategy", "spawn"))
+    if strategy != "spawn":
+        raise ConfigError(f"server strategy {strategy!r} is not supported (only 'spawn')")
+    endpoint = str(raw.get("server_endpoint", "stdio"))
+    if endpoint != "stdio":
+        raise ConfigError(f"server endpoint {endpoint!r} is not supported (only 'stdio')")
+    server_args = tuple(raw.get("server_args", base.server_args))
+    cwd_raw = raw.get("server_cwd")
+    config = CodexdConfig(
+        node_id=str(raw.get("node_id", base.node_id)),
+        local_api_base=local_api_base,
+        repo_root=repo_root,
+        logs_dir=Path(raw.get("logs_dir", logs_default)).expanduser().absolute(),
+        state_dir=Path(raw.get("state_dir", state_default)).expanduser().absolute(),
+        event_stream_path=stream_path,
+        server_endpoint=endpoint,
+        server_strategy=strategy,
+        server_command=str(raw.get("server_command", base.server_command)),
+        server_args=server_args,
+        server_cwd=Path(cwd_raw).expanduser().absolute() if cwd_raw else repo_root,
+        shutdown_grace_s=_number(
+            "shutdown grace", str(raw.get("shutdown_grace", base.shutdown_grace_s)), minimum=0
+        ),
+        event_cache_size=int(
+            _number(
+                "event cache size",
+                str(raw.get("event_cache_size", base.event_cache_size)),
+                minimum=1,
+                integer=True,
+            )
+        ),
+        max_body_bytes=int(
+            _number(
+                "max body bytes",
+                str(raw.get("max_body_bytes", base.max_body_bytes)),
+                minimum=1024,
+                integer=True,
+            )
+        ),
+        approval_timeout_s=_number(
+            "approval timeout",
+            str(raw.get("approval_timeout", base.approval_timeout_s)),
+            minimum=0,
+        ),
+    )
+    if not config.node_id.strip():
+        raise ConfigError("node id must not be empty")
+    return config, rest

@@ -1,0 +1,395 @@
+"""Sessions and turns: a synchronous state machine, no I/O.
+
+API commands (create a session, begin/accept a turn) and app-server notifications go in; updated
+:class:`~codexd_trio.contracts.Session` records and :class:`Emit` descriptions of events come out.
+The service publishes the events (the hub gives them a ``seq``) and persists the registry.
+
+Ordering subtlety: the JSON-RPC reader folds notifications synchronously, while the task that
+sent ``turn/start`` resumes only later. A fast turn can therefore *complete* before its start is
+accepted here; :meth:`SessionBook.accept_turn` checks the turns already settled so such a turn
+never leaves the session looking busy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import msgspec
+
+from codexd_trio.contracts import Level, Session, TurnError, TurnStatus, now_iso
+from codexd_trio.errors import ApiError
+
+_SETTLED_MEMORY = 256
+
+
+class DomainError(ApiError):
+    """A command the current state of the sessions refuses."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class SessionNotFound(DomainError):
+    code = "not_found"
+    status = 404
+
+
+class TurnInProgress(DomainError):
+    code = "turn_in_progress"
+    status = 409
+
+
+class SessionClosed(DomainError):
+    code = "session_closed"
+    status = 409
+
+
+class NoActiveTurn(DomainError):
+    code = "no_active_turn"
+    status = 409
+
+
+class TurnMismatch(DomainError):
+    code = "turn_mismatch"
+    status = 409
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An event to publish (the hub assigns ``seq`` and ``at``)."""
+
+    type: str
+    message: str
+    level: Level = "info"
+    session_id: str | None = None
+    thread_id: str | None = None
+    turn_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def event_type_for(method: str) -> str:
+    """``turn/completed`` -> ``app-server.turn.completed``."""
+    return "app-server." + method.replace("/", ".")
+
+
+def _turn_error(error: Any) -> TurnError:
+    if not isinstance(error, dict):
+        return TurnError(code="turn_failed", message=str(error or "the turn failed"))
+    info = error.get("codexErrorInfo")
+    if isinstance(info, str):
+        code = info
+    elif isinstance(info, dict) and info:
+        code = next(iter(info))
+    else:
+        code = "turn_failed"
+    return TurnError(code=code, message=str(error.get("message") or "the turn failed"))
+
+
+def _final_agent_text(items: Any) -> str | None:
+    text = None
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and item.get("type") == "agentMessage":
+                text = item.get("text")
+    return text if isinstance(text, str) else None
+
+
+class SessionBook:
+    """The registry of sessions and the fold of turn notifications into them."""
+
+    def __init__(self, sessions: Iterable[Session] = ()) -> None:
+        self._sessions: dict[str, Session] = {s.sessionId: s for s in sessions}
+        self._by_thread: dict[str, str] = {s.threadId: s.sessionId for s in self._sessions.values()}
+        self._starting: set[str] = set()
+        # Turns whose turn/completed arrived before their turn/start was accepted.
+        self._settled: OrderedDict[str, tuple[TurnStatus, TurnError | None, str | None]] = (
+            OrderedDict()
+        )
+        self._agent_text: dict[str, str] = {}
+        self.version = 0
+
+    # ---------------------------------------------------------------- reads
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(f"no session {session_id!r}", sessionId=session_id) from None
+
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def session_for_thread(self, thread_id: str | None) -> Session | None:
+        if thread_id is None:
+            return None
+        sid = self._by_thread.get(thread_id)
+        return self._sessions.get(sid) if sid else None
+
+    def active_turns(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "sessionId": s.sessionId,
+                "threadId": s.threadId,
+                "turnId": s.currentTurnId,
+                "startedAt": s.lastTurnStartedAt,
+            }
+            for s in self._sessions.values()
+            if s.currentTurnId is not None
+        ]
+
+    def is_busy(self, session_id: str) -> bool:
+        s = self.get(session_id)
+        return s.currentTurnId is not None or session_id in self._starting
+
+    # ---------------------------------------------------------------- commands
+
+    def _put(self, session: Session) -> Session:
+        old = self._sessions.get(session.sessionId)
+        if old is not None and old.threadId != session.threadId:
+            self._by_thread.pop(old.threadId, None)
+        self._sessions[session.sessionId] = session
+        self._by_thread[session.threadId] = session.sessionId
+        self.version += 1
+        return session
+
+    def _update(self, session: Session, **changes: Any) -> Session:
+        return self._put(msgspec.structs.replace(session, updatedAt=now_iso(), **changes))
+
+    def add(self, session: Session) -> Emit:
+        self._put(session)
+        return Emit(
+            "session.created",
+            f"session {session.sessionId} created on thread {session.threadId}",
+            session_id=session.sessionId,
+            thread_id=session.threadId,
+            detail={"session": msgspec.to_builtins(session)},
+        )
+
+    def rethread(self, session_id: str, thread_id: str, reason: str) -> Emit:
+        """Record a new thread for a session whose old thread could not be resumed."""
+        old = self.get(session_id)
+        self._update(old, threadId=thread_id, threadPersisted=False)
+        return Emit(
+            "session.rethreaded",
+            f"session {session_id} moved to a new thread ({reason})",
+            level="warn",
+            session_id=session_id,
+            thread_id=thread_id,
+            detail={"previousThreadId": old.threadId, "reason": reason},
+        )
+
+    def begin_turn(self, session_id: str) -> Session:
+        """Reserve the session for a new turn (409 if one is running or starting)."""
+        s = self.get(session_id)
+        if s.status == "closed":
+            raise SessionClosed(f"session {session_id} is closed", sessionId=session_id)
+        if s.currentTurnId is not None or session_id in self._starting:
+            raise TurnInProgress(
+                f"session {session_id} already has a turn in progress",
+                sessionId=session_id,
+                currentTurnId=s.currentTurnId,
+            )
+        self._starting.add(session_id)
+        return s
+
+    def close(self, session_id: str) -> Emit:
+        s = self.get(session_id)
+        if s.currentTurnId is not None or session_id in self._starting:
+            raise TurnInProgress(
+                f"session {session_id} has a turn in progress; interrupt it first",
+                sessionId=session_id,
+                currentTurnId=s.currentTurnId,
+            )
+        s = self._update(s, status="closed")
+        return Emit(
+            "session.closed",
+            f"session {session_id} closed",
+            session_id=session_id,
+            thread_id=s.threadId,
+        )
+
+    def abort_turn(self, session_id: str) -> None:
+        """The turn/start request failed: release the reservation."""
+        self._starting.discard(session_id)
+
+    def accept_turn(self, session_id: str, turn_id: str) -> tuple[Session, Emit]:
+        self._starting.discard(session_id)
+        s = self.get(session_id)
+        now = now_iso()
+        changes: dict[str, Any] = {
+            "currentTurnId": turn_id,
+            "lastTurnId": turn_id,
+            "lastTurnStatus": "inProgress",
+            "lastTurnStartedAt": now,
+            "lastTurnCompletedAt": None,
+            "lastTurnError": None,
+            "lastTurnOutput": None,
+            "turnCount": s.turnCount + 1,
+        }
+        settled = self._settled.pop(turn_id, None)
+        if settled is not None:
+            status, error, output = settled
+            changes.update(
+                currentTurnId=None,
+                lastTurnStatus=status,
+                lastTurnCompletedAt=now,
+                lastTurnError=error,
+                lastTurnOutput=output,
+                threadPersisted=True,
+            )
+        s = self._update(s, **changes)
+        return s, Emit(
+            "turn.accepted",
+            f"turn {turn_id} accepted on session {session_id}",
+            session_id=session_id,
+            thread_id=s.threadId,
+            turn_id=turn_id,
+        )
+
+    def fail_current(self, session_id: str, code: str, message: str) -> list[Emit]:
+        """Settle the session's running turn as failed without a turn/completed (child gone)."""
+        s = self.get(session_id)
+        turn_id = s.currentTurnId
+        self._starting.discard(session_id)
+        if turn_id is None:
+            return []
+        self._agent_text.pop(turn_id, None)
+        self._update(
+            s,
+            currentTurnId=None,
+            lastTurnStatus="failed",
+            lastTurnCompletedAt=now_iso(),
+            lastTurnError=TurnError(code=code, message=message),
+        )
+        return [
+            Emit(
+                "app-server.turn.completed.missing",
+                f"turn {turn_id} ended without turn/completed: {message}",
+                level="error",
+                session_id=session_id,
+                thread_id=s.threadId,
+                turn_id=turn_id,
+                detail={"code": code},
+            ),
+            Emit(
+                "turn.failed",
+                f"turn {turn_id} failed ({code})",
+                level="error",
+                session_id=session_id,
+                thread_id=s.threadId,
+                turn_id=turn_id,
+                detail={"error": {"code": code, "message": message}},
+            ),
+        ]
+
+    def fail_all_current(self, code: str, message: str) -> list[Emit]:
+        emits: list[Emit] = []
+        for s in list(self._sessions.values()):
+            emits.extend(self.fail_current(s.sessionId, code, message))
+        return emits
+
+    def mark_persisted(self, session_id: str) -> None:
+        s = self.get(session_id)
+        if not s.threadPersisted:
+            self._update(s, threadPersisted=True)
+
+    # ---------------------------------------------------------------- notifications
+
+    def on_notification(self, method: str, params: dict[str, Any]) -> list[Emit]:
+        """Fold one app-server notification; returns the events to publish (its own first)."""
+        thread_id = params.get("threadId")
+        turn = params.get("turn") if isinstance(params.get("turn"), dict) else None
+        if thread_id is None and isinstance(params.get("thread"), dict):
+            thread_id = params["thread"].get("id")
+        turn_id = params.get("turnId") or (turn or {}).get("id")
+        session = self.session_for_thread(thread_id if isinstance(thread_id, str) else None)
+        level: Level = "info"
+        message = f"app-server {method}"
+        follow: list[Emit] = []
+
+        if method == "item/completed":
+            item = params.get("item")
+            if (
+                isinstance(item, dict)
+                and item.get("type") == "agentMessage"
+                and isinstance(turn_id, str)
+            ):
+                self._agent_text[turn_id] = str(item.get("text") or "")
+        elif method == "turn/completed" and turn is not None and isinstance(turn_id, str):
+            status = cast(TurnStatus, turn.get("status") or "completed")
+            error = _turn_error(turn.get("error")) if status == "failed" else None
+            output = _final_agent_text(turn.get("items"))
+            fallback = self._agent_text.pop(turn_id, None)
+            output = output if output is not None else fallback
+            message = f"turn {turn_id} {status}"
+            if status == "failed":
+                level = "error"
+                message += f": {error.message if error else ''}"
+            if session is not None:
+                follow = self._complete(session, turn_id, status, error, output)
+        elif method == "error":
+            will_retry = bool(params.get("willRetry"))
+            level = "warn" if will_retry else "error"
+            err = params.get("error")
+            text = err.get("message") if isinstance(err, dict) else None
+            message = f"app-server error{' (retrying)' if will_retry else ''}: {text or 'unknown'}"
+        elif method in ("warning", "configWarning", "deprecationNotice"):
+            level = "warn"
+            text = params.get("message") or params.get("summary")
+            message = f"app-server {method}: {text}" if text else message
+        elif method == "item/agentMessage/delta":
+            message = "agent message delta"
+
+        own = Emit(
+            event_type_for(method),
+            message,
+            level=level,
+            session_id=session.sessionId if session else None,
+            thread_id=thread_id if isinstance(thread_id, str) else None,
+            turn_id=turn_id if isinstance(turn_id, str) else None,
+            detail=params,
+        )
+        return [own, *follow]
+
+    def _complete(
+        self,
+        session: Session,
+        turn_id: str,
+        status: TurnStatus,
+        error: TurnError | None,
+        output: str | None,
+    ) -> list[Emit]:
+        if session.currentTurnId == turn_id:
+            self._update(
+                session,
+                currentTurnId=None,
+                lastTurnStatus=status,
+                lastTurnCompletedAt=now_iso(),
+                lastTurnError=error,
+                lastTurnOutput=output,
+                threadPersisted=True,
+            )
+        elif session.sessionId in self._starting:
+            # turn/completed overtook our own turn/start response: remember it for accept_turn.
+            self._settled[turn_id] = (status, error, output)
+            while len(self._settled) > _SETTLED_MEMORY:
+                self._settled.popitem(last=False)
+            return []
+        else:
+            return []
+        if status == "failed":
+            return [
+                Emit(
+                    "turn.failed",
+                    f"turn {turn_id} failed: {error.message if error else 'unknown error'}",
+                    level="error",
+                    session_id=session.sessionId,
+                    thread_id=session.threadId,
+                    turn_id=turn_id,
+                    detail={"error": msgspec.to_builtins(error)},
+                )
+            ]
+        return []
