@@ -317,9 +317,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     async def list_approvals() -> Response:
         state = request.args.get("state")
         if state not in (None, "pending", "resolved", "expired"):
-            raise InvalidRequest(
-                "state must be one of pending, resolved, expired", field="state"
-            )
+            raise InvalidRequest("state must be one of pending, resolved, expired", field="state")
         items = daemon.approvals(state)
         return envelope({"approvals": [msgspec.to_builtins(a) for a in items]})
 
@@ -366,9 +364,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
         subscription = daemon.hub.subscribe(after=after, session_id=session_id)
         async with subscription:
             hello = HelloFrame(
-                data=HelloData(
-                    lastSeq=subscription.last_seq, replayFrom=subscription.replay_from
-                )
+                data=HelloData(lastSeq=subscription.last_seq, replayFrom=subscription.replay_from)
             )
             await websocket.send(_encoder.encode(hello).decode())
             try:
@@ -411,11 +407,11 @@ async def serve_api(
     hconfig.include_server_header = False
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(serve, app, hconfig, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+            partial(serve, app, hconfig, shutdown_trigger=shutdown.wait)
         )
         daemon.resolved_base_url = binds[0]
         daemon._save_state()
         task_status.started(binds[0])
 
 
-__all__ = ["create_app", "decode_body", "envelope", "error_response", "serve_api", "NotFound"]
+__all__ = ["NotFound", "create_app", "decode_body", "envelope", "error_response", "serve_api"]

@@ -42,7 +42,9 @@ class IdempotencyBook(msgspec.Struct, frozen=True, kw_only=True):
 class IdempotencyStore:
     """Replays recorded answers; one request per key runs at a time."""
 
-    def __init__(self, doc: JsonDocument[IdempotencyBook], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, doc: JsonDocument[IdempotencyBook], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._doc = doc
         self._clock = clock
         self._locks: dict[str, trio.Lock] = {}
@@ -76,7 +78,9 @@ class IdempotencyStore:
                             key=key,
                             originalRoute=record.route,
                         )
-                    replay = Response(record.response, status=record.status, content_type=record.contentType)
+                    replay = Response(
+                        record.response, status=record.status, content_type=record.contentType
+                    )
                     replay.headers["Idempotency-Replayed"] = "true"
                     return replay
                 response = await handler()

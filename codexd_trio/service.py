@@ -55,8 +55,8 @@ from codexd_trio.contracts import (
 from codexd_trio.domain import DomainError, Emit, NoActiveTurn, SessionBook, TurnMismatch
 from codexd_trio.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable, ShuttingDown
 from codexd_trio.eventlog import EventLog
-from codexd_trio.idempotency import IdempotencyBook
 from codexd_trio.hub import EventHub
+from codexd_trio.idempotency import IdempotencyBook
 from codexd_trio.protocol.appserver import (
     AppServerClient,
     AppServerError,
@@ -91,7 +91,8 @@ class Backoff:
     def next_delay(self) -> float:
         delay = min(self.maximum, self.initial * 2**self.failures)
         self.failures += 1
-        return delay * random.uniform(0.8, 1.2)
+        jitter: float = random.uniform(0.8, 1.2)
+        return delay * jitter
 
     def reset(self) -> None:
         self.failures = 0
@@ -172,12 +173,18 @@ class Daemon:
             state / "approvals.json", ApprovalBook, approvals or ApprovalBook()
         )
         idem = read_document(state / "idempotency.json", IdempotencyBook)
-        self.idem_doc = JsonDocument(state / "idempotency.json", IdempotencyBook, idem or IdempotencyBook())
+        self.idem_doc = JsonDocument(
+            state / "idempotency.json", IdempotencyBook, idem or IdempotencyBook()
+        )
         self.state_doc = JsonDocument(
             state / "daemon-state.json",
             DaemonState,
             DaemonState(
-                started=False, startedAt=None, pid=os.getpid(), child=self.child, updatedAt=now_iso()
+                started=False,
+                startedAt=None,
+                pid=os.getpid(),
+                child=self.child,
+                updatedAt=now_iso(),
             ),
         )
         self.log = EventLog.open(logs / "events.jsonl")
@@ -337,11 +344,23 @@ class Daemon:
                 started = trio.current_time()
                 status: ExitStatus | None = None
                 error: str | None = None
+                first = not reported
+
+                def on_ready(first: bool = first) -> None:
+                    nonlocal reported
+                    if first:
+                        reported = True
+                        task_status.started(scope)
+
                 try:
-                    status = await self._run_child_once(
-                        lambda: task_status.started(scope) if not reported else None
-                    )
-                except (CodexBinaryNotFound, OSError, ChildExited, AppServerError, RequestTimeout) as exc:
+                    status = await self._run_child_once(on_ready)
+                except (
+                    CodexBinaryNotFound,
+                    OSError,
+                    ChildExited,
+                    AppServerError,
+                    RequestTimeout,
+                ) as exc:
                     error = f"{type(exc).__name__}: {exc}"
                     log.warning("codex app-server failed: %s", error)
                 finally:
@@ -379,7 +398,9 @@ class Daemon:
             exitCode=None,
             exitSignal=None,
         )
-        self.publish(Emit("child.starting", "starting codex app-server", detail={"argv": list(spec.argv)}))
+        self.publish(
+            Emit("child.starting", "starting codex app-server", detail={"argv": list(spec.argv)})
+        )
         async with open_app_server(
             spec,
             on_notification=self._on_notification,
@@ -402,7 +423,11 @@ class Daemon:
                 lastError=None,
             )
             self.publish(
-                Emit("child.started", f"codex app-server running (pid {client.pid})", detail={"pid": client.pid})
+                Emit(
+                    "child.started",
+                    f"codex app-server running (pid {client.pid})",
+                    detail={"pid": client.pid},
+                )
             )
             self.publish(
                 Emit(
@@ -480,7 +505,11 @@ class Daemon:
     async def create_session(self, req: CreateSessionRequest) -> Session:
         self._check_accepting()
         client = self.require_client()
-        result = await self._call(client.thread_start(**_thread_params(req.cwd, req.model, req.approvalPolicy, req.sandbox)))
+        result = await self._call(
+            client.thread_start(
+                **_thread_params(req.cwd, req.model, req.approvalPolicy, req.sandbox)
+            )
+        )
         thread = result.get("thread") or {}
         now = now_iso()
         session = Session(
@@ -549,7 +578,11 @@ class Daemon:
                         )
                     )
                     return session
-            sandbox = session.sandbox if session.sandbox in ("read-only", "workspace-write", "danger-full-access") else None
+            sandbox = (
+                session.sandbox
+                if session.sandbox in ("read-only", "workspace-write", "danger-full-access")
+                else None
+            )
             params = _thread_params(session.cwd, session.model, session.approvalPolicy, sandbox)
             result = await self._call(client.thread_start(**params))
             thread_id = str(result["thread"]["id"])
@@ -594,12 +627,16 @@ class Daemon:
         self._check_accepting()
         session = self.book.get(req.sessionId)
         if session.currentTurnId is None:
-            raise NoActiveTurn(f"session {req.sessionId} has no turn to steer", sessionId=req.sessionId)
+            raise NoActiveTurn(
+                f"session {req.sessionId} has no turn to steer", sessionId=req.sessionId
+            )
         expected = req.expectedTurnId or session.currentTurnId
         client = self.require_client()
         try:
             result = await self._call(
-                client.turn_steer(session.threadId, input_items(req.input), expected_turn_id=expected)
+                client.turn_steer(
+                    session.threadId, input_items(req.input), expected_turn_id=expected
+                )
             )
         except AppServerError as exc:
             raise _map_turn_error(exc, req.sessionId, session.currentTurnId) from exc
@@ -651,7 +688,9 @@ class Daemon:
         raise ApprovalNotFound(f"no approval {approval_id!r}", approvalId=approval_id)
 
     def _put_approval(self, approval: Approval) -> None:
-        items = [a for a in self.approvals_doc.value.approvals if a.approvalId != approval.approvalId]
+        items = [
+            a for a in self.approvals_doc.value.approvals if a.approvalId != approval.approvalId
+        ]
         items.append(approval)
         # Keep every pending one and the newest 500 settled ones.
         settled = [a for a in items if a.state != "pending"]
@@ -734,7 +773,11 @@ class Daemon:
         pending.decided_by = decided_by
         pending.decided.set()
         approval = msgspec.structs.replace(
-            approval, state="resolved", decision=decision, decidedBy=decided_by, resolvedAt=now_iso()
+            approval,
+            state="resolved",
+            decision=decision,
+            decidedBy=decided_by,
+            resolvedAt=now_iso(),
         )
         self._put_approval(approval)
         self.publish(
@@ -749,7 +792,9 @@ class Daemon:
         )
         return approval
 
-    async def decide_approval(self, approval_id: str, decision: Decision, decided_by: str | None) -> Approval:
+    async def decide_approval(
+        self, approval_id: str, decision: Decision, decided_by: str | None
+    ) -> Approval:
         approval = self._decide(approval_id, decision, decided_by or "client")
         await self.approvals_doc.flush()
         return approval

@@ -1,0 +1,3 @@
+from codexd_trio.cli import main
+
+raise SystemExit(main())
