@@ -1,0 +1,597 @@
+"""The public async client of codexd's local API (HTTP and the event websocket).
+
+Used by the codexd CLI, the console, the conductor and the tests. Every call goes to codexd over
+loopback HTTP through one ``httpx.AsyncClient`` (which runs on trio through anyio); the event
+stream goes through trio-websocket.
+
+Errors are typed at this boundary:
+
+* :class:`CodexdError` — codexd answered with an error envelope (status, code, message, details).
+* :class:`CodexdUnavailable` — codexd could not be reached or did not answer in time.
+* :class:`StreamOverflow` — the event websocket was closed because this consumer fell behind;
+  reconnect with ``after=exc.last_delivered_seq`` to lose nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import msgspec
+import trio
+import trio_websocket
+
+from codexd_trio.contracts import (
+    Approval,
+    Event,
+    HelloData,
+    HelloFrame,
+    OverflowFrame,
+    Session,
+    TurnInput,
+)
+
+__all__ = [
+    "CodexdClient",
+    "CodexdError",
+    "CodexdUnavailable",
+    "EventStream",
+    "StreamOverflow",
+]
+
+# Close codes after which an event stream simply ends (normal closure, server going away).
+_NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+_OVERFLOW_CLOSE_CODE = 1013
+# Event types that settle a turn (CONTRACT.md, "Event").
+_TURN_END_TYPES = frozenset(
+    {"app-server.turn.completed", "turn.failed", "app-server.turn.completed.missing"}
+)
+
+
+class CodexdError(Exception):
+    """codexd answered with an error envelope.
+
+    Attributes:
+        status: the HTTP status code.
+        code: the envelope's snake_case code (``not_found``, ``turn_in_progress``, ...).
+        message: the envelope's human sentence.
+        details: the envelope's details object.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+
+class CodexdUnavailable(Exception):
+    """codexd could not be reached (connection refused, reset, or timed out)."""
+
+
+class StreamOverflow(Exception):
+    """The event stream was closed because this consumer fell behind.
+
+    Attributes:
+        last_delivered_seq: the seq of the last event delivered; reconnect with ``after=`` it.
+    """
+
+    def __init__(self, last_delivered_seq: int) -> None:
+        super().__init__(f"event stream overflow after seq {last_delivered_seq}")
+        self.last_delivered_seq = last_delivered_seq
+
+
+class _ErrorBody(msgspec.Struct, kw_only=True):
+    code: str
+    message: str = ""
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _ErrorEnvelope(msgspec.Struct, kw_only=True):
+    ok: bool
+    error: _ErrorBody
+
+
+class _OkEnvelope(msgspec.Struct, kw_only=True):
+    ok: bool
+    data: Any = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+_ok_decoder = msgspec.json.Decoder(_OkEnvelope)
+_frame_decoder = msgspec.json.Decoder(HelloFrame | OverflowFrame)
+_sessions_decoder = msgspec.json.Decoder(list[Session])
+
+
+def error_from_response(response: httpx.Response) -> CodexdError:
+    """The :class:`CodexdError` an error response stands for (envelope or not)."""
+    try:
+        env = _error_decoder.decode(response.content)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        pass
+    else:
+        error = env.error
+        return CodexdError(response.status_code, error.code, error.message, error.details)
+    text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+    return CodexdError(
+        response.status_code,
+        f"http_{response.status_code}",
+        text or f"codexd answered HTTP {response.status_code}",
+    )
+
+
+class EventStream:
+    """One open websocket subscription to codexd's events.
+
+    Async-iterate it for :class:`~codexd_trio.contracts.Event` values. Iteration ends when the
+    server closes normally (1000, or 1001 on its shutdown); it raises :class:`StreamOverflow`
+    when the server dropped this consumer, and :class:`CodexdUnavailable` on an abnormal close.
+
+    Attributes:
+        hello: the first frame's data (``lastSeq``, ``replayFrom``).
+        last_seq: the seq of the last event yielded (or ``hello.replayFrom`` before any).
+    """
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, hello: HelloData) -> None:
+        self._ws = ws
+        self.hello = hello
+        self.last_seq = hello.replayFrom
+        self.close_code: int | None = None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.receive()
+            if event is None:
+                return
+            yield event
+
+    async def receive(self) -> Event | None:
+        """The next event, or ``None`` once the server closed the stream normally.
+
+        Raises:
+            StreamOverflow: the server dropped this consumer (overflow frame and/or close 1013).
+            CodexdUnavailable: the connection ended abnormally.
+        """
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                code = exc.reason.code if exc.reason is not None else 1006
+                self.close_code = code
+                if code in _NORMAL_CLOSE_CODES:
+                    return None
+                if code == _OVERFLOW_CLOSE_CODE:
+                    raise StreamOverflow(self.last_seq) from None
+                raise CodexdUnavailable(
+                    f"codexd event stream closed abnormally (code {code})"
+                ) from None
+            raw = message.encode() if isinstance(message, str) else message
+            if b'"seq"' in raw:
+                try:
+                    event = msgspec.json.decode(raw, type=Event)
+                except msgspec.ValidationError:
+                    pass
+                except msgspec.DecodeError:
+                    pass
+                else:
+                    self.last_seq = event.seq
+                    return event
+            try:
+                frame = _frame_decoder.decode(raw)
+            except msgspec.ValidationError:
+                continue
+            except msgspec.DecodeError:
+                continue
+            if isinstance(frame, OverflowFrame):
+                self.last_seq = frame.data.lastDeliveredSeq
+                raise StreamOverflow(frame.data.lastDeliveredSeq)
+
+
+class CodexdClient:
+    """An async client of one codexd.
+
+    Use as an async context manager (or call :meth:`aclose`)::
+
+        async with CodexdClient("http://127.0.0.1:4319") as client:
+            session = await client.create_session()
+            accepted = await client.start_turn(session.sessionId, "hello")
+            done = await client.wait_for_turn(session.sessionId, accepted["turnId"])
+
+    Args:
+        base_url: codexd's local API base, e.g. ``http://127.0.0.1:4319``.
+        timeout: per-request network timeout in seconds (connect, read, write, pool); a request
+            that exceeds it raises :class:`CodexdUnavailable`. Callers bound whole operations with
+            their own ``trio.fail_after`` scopes.
+
+    **Resource handling:** owns one ``httpx.AsyncClient`` (connection pool), closed by
+    :meth:`aclose`; each :meth:`events` stream owns its websocket and closes it on exit.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"codexd base URL must look like http://127.0.0.1:4319: {base_url!r}")
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def __aenter__(self) -> CodexdClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # ----------------------------------------------------------------------------------------
+    # Raw access
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request and return the raw response, whatever its status (for proxying).
+
+        Raises:
+            CodexdUnavailable: codexd could not be reached or did not answer in time.
+
+        **Cancellation:** a cancel drops the request; the pooled connection is discarded.
+        """
+        kwargs: dict[str, Any] = {}
+        if json is not None:
+            kwargs["content"] = msgspec.json.encode(json)
+            merged = {"content-type": "application/json"}
+            merged.update(headers or {})
+            headers = merged
+        elif content is not None:
+            kwargs["content"] = content
+        try:
+            return await self._http.request(
+                method, path, params=dict(params) if params else None, headers=headers, **kwargs
+            )
+        except httpx.TransportError as exc:
+            raise CodexdUnavailable(
+                f"cannot reach codexd at {self.base_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        response = await self.request(method, path, json=json, params=params, headers=headers)
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        try:
+            env = _ok_decoder.decode(response.content)
+        except msgspec.ValidationError as exc:
+            raise CodexdError(
+                response.status_code, "invalid_response", f"codexd answered {path} oddly: {exc}"
+            ) from exc
+        except msgspec.DecodeError as exc:
+            raise CodexdError(
+                response.status_code, "invalid_response", f"codexd answered {path} with non-JSON"
+            ) from exc
+        return env.data
+
+    @staticmethod
+    def _idem(key: str | None) -> dict[str, str] | None:
+        return {"Idempotency-Key": key} if key else None
+
+    # ----------------------------------------------------------------------------------------
+    # Probes
+
+    async def healthz(self) -> dict[str, Any]:
+        """``GET /healthz``: ``{status, pid, uptimeS}``."""
+        data: dict[str, Any] = await self._call("GET", "/healthz")
+        return data
+
+    async def readyz(self) -> dict[str, Any]:
+        """``GET /readyz``: ``{ready: true}``; raises :class:`CodexdError` (503) when not ready."""
+        data: dict[str, Any] = await self._call("GET", "/readyz")
+        return data
+
+    async def describe(self) -> dict[str, Any]:
+        """``GET /describe``: name, version, routes, event stream."""
+        data: dict[str, Any] = await self._call("GET", "/describe")
+        return data
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /v1/codexd/status``: ``{service, snapshot}``."""
+        data: dict[str, Any] = await self._call("GET", "/v1/codexd/status")
+        return data
+
+    # ----------------------------------------------------------------------------------------
+    # Sessions and turns
+
+    async def list_sessions(self) -> list[Session]:
+        """``GET /v1/codexd/sessions``."""
+        data = await self._call("GET", "/v1/codexd/sessions")
+        return msgspec.convert(data["sessions"], list[Session])
+
+    async def create_session(
+        self,
+        *,
+        cwd: str | None = None,
+        model: str | None = None,
+        purpose: str = "duplex",
+        approval_policy: str | None = None,
+        sandbox: str | None = None,
+        approvals: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Session:
+        """``POST /v1/codexd/sessions``; returns the new session."""
+        body: dict[str, Any] = {"purpose": purpose}
+        for key, value in (
+            ("cwd", cwd),
+            ("model", model),
+            ("approvalPolicy", approval_policy),
+            ("sandbox", sandbox),
+            ("approvals", approvals),
+        ):
+            if value is not None:
+                body[key] = value
+        data = await self._call(
+            "POST", "/v1/codexd/sessions", json=body, headers=self._idem(idempotency_key)
+        )
+        return msgspec.convert(data["session"], Session)
+
+    async def get_session(self, session_id: str) -> tuple[Session, list[Event]]:
+        """``GET /v1/codexd/sessions/{id}``: the session and its recent events."""
+        data = await self._call("GET", f"/v1/codexd/sessions/{session_id}")
+        return (
+            msgspec.convert(data["session"], Session),
+            msgspec.convert(data.get("recentEvents", []), list[Event]),
+        )
+
+    async def start_turn(
+        self, session_id: str, input: TurnInput, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/codexd/turn``: ``{accepted, sessionId, turnId, session}``.
+
+        Raises:
+            CodexdError: e.g. 409 ``turn_in_progress``, 404 ``not_found``.
+        """
+        data: dict[str, Any] = await self._call(
+            "POST",
+            "/v1/codexd/turn",
+            json={"sessionId": session_id, "input": input},
+            headers=self._idem(idempotency_key),
+        )
+        return data
+
+    async def steer_turn(
+        self,
+        session_id: str,
+        input: TurnInput,
+        *,
+        expected_turn_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/codexd/turn/steer``: ``{sessionId, turnId}``; 409 ``no_active_turn``."""
+        body: dict[str, Any] = {"sessionId": session_id, "input": input}
+        if expected_turn_id is not None:
+            body["expectedTurnId"] = expected_turn_id
+        data: dict[str, Any] = await self._call(
+            "POST", "/v1/codexd/turn/steer", json=body, headers=self._idem(idempotency_key)
+        )
+        return data
+
+    async def interrupt_turn(
+        self,
+        session_id: str,
+        *,
+        turn_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/codexd/turn/interrupt``: ``{sessionId, turnId, accepted}``."""
+        body: dict[str, Any] = {"sessionId": session_id}
+        if turn_id is not None:
+            body["turnId"] = turn_id
+        data: dict[str, Any] = await self._call(
+            "POST", "/v1/codexd/turn/interrupt", json=body, headers=self._idem(idempotency_key)
+        )
+        return data
+
+    # ----------------------------------------------------------------------------------------
+    # Approvals
+
+    async def list_approvals(self, state: str | None = None) -> list[Approval]:
+        """``GET /v1/codexd/approvals[?state=...]``."""
+        params = {"state": state} if state else None
+        data = await self._call("GET", "/v1/codexd/approvals", params=params)
+        return msgspec.convert(data["approvals"], list[Approval])
+
+    async def get_approval(self, approval_id: str) -> Approval:
+        """``GET /v1/codexd/approvals/{id}``."""
+        data = await self._call("GET", f"/v1/codexd/approvals/{approval_id}")
+        return msgspec.convert(data["approval"], Approval)
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        decision: str,
+        *,
+        decided_by: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Approval:
+        """``POST /v1/codexd/approvals/{id} {decision}``; 409 ``approval_resolved`` on a second."""
+        body: dict[str, Any] = {"decision": decision}
+        if decided_by is not None:
+            body["decidedBy"] = decided_by
+        data = await self._call(
+            "POST",
+            f"/v1/codexd/approvals/{approval_id}",
+            json=body,
+            headers=self._idem(idempotency_key),
+        )
+        return msgspec.convert(data["approval"], Approval)
+
+    # ----------------------------------------------------------------------------------------
+    # Events
+
+    async def events_page(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+        """``GET /v1/codexd/events?after=N&limit=M``: retained events with ``seq > after``."""
+        data = await self._call(
+            "GET", "/v1/codexd/events", params={"after": str(after), "limit": str(limit)}
+        )
+        return msgspec.convert(data["events"], list[Event])
+
+    def events_url(self, *, after: int | None = None, session_id: str | None = None) -> str:
+        """The websocket URL of the event stream with the given query."""
+        query: dict[str, str] = {}
+        if after is not None:
+            query["after"] = str(after)
+        if session_id is not None:
+            query["sessionId"] = session_id
+        scheme = "wss" if self.base_url.startswith("https") else "ws"
+        base = scheme + self.base_url[self.base_url.index(":") :]
+        return f"{base}/v1/codexd/events" + (f"?{urlencode(query)}" if query else "")
+
+    def events(
+        self, *, after: int | None = None, session_id: str | None = None
+    ) -> AbstractAsyncContextManager[EventStream]:
+        """Subscribe to ``WS /v1/codexd/events``.
+
+        Args:
+            after: replay every retained event with a larger seq first; ``None`` = live only.
+            session_id: only this session's events.
+
+        Yields:
+            An :class:`EventStream` whose ``hello`` has been received.
+
+        Raises:
+            CodexdUnavailable: cannot connect, or the handshake timed out.
+            CodexdError: codexd refused the handshake with an error envelope.
+
+        **Resource handling:** the websocket (and its TCP stream, which trio-websocket 0.12
+        would leak when the server closes first) is closed when the context exits.
+        """
+        return _open_event_stream(self.events_url(after=after, session_id=session_id))
+
+    async def wait_for_turn(self, session_id: str, turn_id: str) -> Session:
+        """Wait until a turn has settled and return the session as it is then.
+
+        Subscribes to the session's events first, then reads the session (so a turn that already
+        ended is seen at once, and one that ends later is seen on the stream), and follows the
+        stream until ``app-server.turn.completed``, ``turn.failed`` or
+        ``app-server.turn.completed.missing`` for that turn. Reconnects after an overflow.
+
+        Raises:
+            CodexdUnavailable: codexd went away (including a normal close on its shutdown).
+            CodexdError: unknown session.
+
+        **Cancellation:** bound it with ``trio.fail_after`` at the call site; a cancel closes
+        the subscription and leaves nothing behind.
+        """
+        after: int | None = None
+        while True:
+            try:
+                async with self.events(after=after, session_id=session_id) as stream:
+                    if after is None:
+                        after = stream.hello.lastSeq
+                    session = await self._settled(session_id, turn_id)
+                    if session is not None:
+                        return session
+                    async for event in stream:
+                        after = event.seq
+                        if event.turnId == turn_id and event.type in _TURN_END_TYPES:
+                            session = await self._settled(session_id, turn_id)
+                            if session is not None:
+                                return session
+                    raise CodexdUnavailable("codexd closed the event stream before the turn ended")
+            except StreamOverflow as exc:
+                after = exc.last_delivered_seq
+
+    async def _settled(self, session_id: str, turn_id: str) -> Session | None:
+        session, _ = await self.get_session(session_id)
+        if session.currentTurnId == turn_id:
+            return None
+        if session.lastTurnId == turn_id and session.lastTurnStatus != "inProgress":
+            return session
+        if session.lastTurnId != turn_id and session.currentTurnId is None:
+            # A later turn already replaced it, or the turn never ran: either way it is over.
+            return session
+        return None
+
+
+@asynccontextmanager
+async def _open_event_stream(url: str) -> AsyncIterator[EventStream]:
+    try:
+        async with trio_websocket.open_websocket_url(url, connect_timeout=10.0) as ws:
+            try:
+                stream = EventStream(ws, await _read_hello(ws, url))
+                yield stream
+            finally:
+                # trio-websocket 0.12 leaves the client's TCP stream open when the server closes
+                # first; close it ourselves (idempotent) so nothing leaks.
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(5):
+                        await ws.aclose()
+                    await ws._stream.aclose()
+    except trio_websocket.ConnectionRejected as exc:
+        raise _rejected_error(exc) from None
+    except trio_websocket.HandshakeError as exc:
+        raise CodexdUnavailable(f"cannot open codexd event stream {url}: {exc!r}") from exc
+
+
+async def _read_hello(ws: trio_websocket.WebSocketConnection, url: str) -> HelloData:
+    with trio.fail_after(10):
+        try:
+            message = await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise CodexdUnavailable(
+                f"codexd closed the event stream before hello ({exc.reason})"
+            ) from None
+    try:
+        frame = _frame_decoder.decode(message)
+    except msgspec.ValidationError as exc:
+        raise CodexdUnavailable(f"codexd event stream {url} did not start with hello") from exc
+    except msgspec.DecodeError as exc:
+        raise CodexdUnavailable(f"codexd event stream {url} did not start with hello") from exc
+    if not isinstance(frame, HelloFrame):
+        raise CodexdUnavailable(f"codexd event stream {url} did not start with hello")
+    return frame.data
+
+
+def _rejected_error(exc: trio_websocket.ConnectionRejected) -> CodexdError:
+    body = exc.body or b""
+    try:
+        env = _error_decoder.decode(body)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        pass
+    else:
+        return CodexdError(exc.status_code, env.error.code, env.error.message, env.error.details)
+    return CodexdError(
+        exc.status_code, f"http_{exc.status_code}", "codexd refused the event stream"
+    )
