@@ -1,0 +1,199 @@
+"""The append-only event log: group commit, torn-tail recovery, replay through the sparse index."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from codexd_trio.contracts import Event, event_decoder
+from codexd_trio.eventlog import EventLog, EventLogCorrupt
+
+
+def make_event(seq: int, session: str | None = None) -> Event:
+    return Event(seq=seq, at="2026-01-01T00:00:00.000Z", type="test.event", sessionId=session,
+                 message=f"event {seq}", detail={"n": seq})
+
+
+def lines_on_disk(path: Path) -> list[Event]:
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [event_decoder.decode(line) for line in data.splitlines()]
+
+
+def write_log(path: Path, count: int, session_of: dict[int, str] | None = None) -> None:
+    log = EventLog.open(path)
+    for seq in range(1, count + 1):
+        log.append(make_event(seq, (session_of or {}).get(seq)))
+    log.close()
+
+
+def test_open_creates_parents_and_an_empty_log(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "codexd" / "events.jsonl"
+    log = EventLog.open(path)
+    try:
+        assert path.exists()
+        assert log.last_seq == 0
+        assert log.durable_seq == 0
+    finally:
+        log.close()
+
+
+async def test_group_commit_makes_events_durable(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                for seq in range(1, 101):
+                    log.append(make_event(seq))
+                assert log.last_seq == 100
+                assert log.durable_seq < 100  # append only buffers
+                await log.wait_durable(100)
+                assert log.durable_seq == 100
+                assert [e.seq for e in lines_on_disk(path)] == list(range(1, 101))
+                # An event appended later is committed too, without any flush call.
+                log.append(make_event(101))
+                await log.wait_durable(101)
+                assert lines_on_disk(path)[-1] == make_event(101)
+                nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+    reopened = EventLog.open(path)
+    try:
+        assert reopened.last_seq == 101
+    finally:
+        reopened.close()
+
+
+async def test_cancel_flushes_the_buffer(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                for seq in range(1, 6):
+                    log.append(make_event(seq))
+                nursery.cancel_scope.cancel()
+        assert log.durable_seq == 5
+        assert [e.seq for e in lines_on_disk(path)] == [1, 2, 3, 4, 5]
+    finally:
+        log.close()
+
+
+def test_close_writes_what_is_still_buffered(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    write_log(path, 3)
+    assert [e.seq for e in lines_on_disk(path)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b'{"seq":4,"at":"2026-01-01T00', b'{"seq":4}garbage\n', b"\x00\x00\x00\x00"],
+    ids=["no-newline", "undecodable-line", "zero-fill"],
+)
+def test_torn_last_line_is_cut_and_seq_continues(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, garbage: bytes
+) -> None:
+    path = tmp_path / "events.jsonl"
+    write_log(path, 3)
+    whole = path.read_bytes()
+    with path.open("ab") as f:  # the crash: a partial write after the last whole line
+        f.write(garbage)
+    with caplog.at_level(logging.WARNING, logger="codexd_trio.eventlog"):
+        log = EventLog.open(path)
+    try:
+        assert "cut 1 torn" in caplog.text
+        assert log.last_seq == 3
+        assert path.read_bytes() == whole
+        log.append(make_event(4))
+    finally:
+        log.close()
+    assert [e.seq for e in lines_on_disk(path)] == [1, 2, 3, 4]
+    reopened = EventLog.open(path)
+    try:
+        assert reopened.last_seq == 4
+    finally:
+        reopened.close()
+
+
+def test_many_damaged_lines_are_corruption_not_a_torn_write(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    write_log(path, 3)
+    original = path.read_bytes()
+    with path.open("ab") as f:
+        f.write(b"not json\n" * 100)
+    with pytest.raises(EventLogCorrupt, match="damaged lines"):
+        EventLog.open(path)
+    assert path.read_bytes().startswith(original)  # nothing was cut
+
+
+async def test_read_after_across_many_events_with_session_filter(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    sessions = {seq: ("a" if seq % 3 == 0 else "b") for seq in range(1, 10_001) if seq % 5}
+    write_log(path, 10_000, sessions)
+    log = EventLog.open(path)  # the sparse index is rebuilt from the file
+    try:
+        assert log.last_seq == 10_000
+        everything = await log.read_after(0)
+        assert [e.seq for e in everything] == list(range(1, 10_001))
+        assert everything[4999] == make_event(5000, sessions.get(5000))
+
+        assert [e.seq for e in await log.read_after(5000, limit=10)] == list(range(5001, 5011))
+        assert [e.seq for e in await log.read_after(9995)] == [9996, 9997, 9998, 9999, 10_000]
+        assert await log.read_after(10_000) == []
+        assert await log.read_after(20_000) == []
+
+        only_a = await log.read_after(1234, session_id="a", limit=5)
+        expected_a = [s for s in range(1235, 10_001) if sessions.get(s) == "a"][:5]
+        assert [e.seq for e in only_a] == expected_a
+        assert all(e.sessionId == "a" for e in only_a)
+        all_a = await log.read_after(0, session_id="a")
+        assert len(all_a) == sum(1 for s in sessions.values() if s == "a")
+        assert await log.read_after(0, session_id="nobody") == []
+    finally:
+        log.close()
+
+
+async def test_read_after_includes_events_not_yet_durable(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    try:
+        for seq in range(1, 601):
+            log.append(make_event(seq, "s" if seq % 2 else None))
+        await log.flush()
+        for seq in range(601, 1001):  # buffered only: the writer task is not running
+            log.append(make_event(seq, "s" if seq % 2 else None))
+        assert log.durable_seq == 600
+        assert [e.seq for e in await log.read_after(590, limit=20)] == list(range(591, 611))
+        assert [e.seq for e in await log.read_after(0)] == list(range(1, 1001))
+        assert [e.seq for e in await log.read_after(995, session_id="s")] == [997, 999]
+        assert len(lines_on_disk(path)) == 600
+    finally:
+        log.close()
+    assert len(lines_on_disk(path)) == 1000
+
+
+async def test_read_after_is_consistent_while_commits_happen(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                seq = 0
+                for _ in range(30):
+                    for _ in range(50):
+                        seq += 1
+                        log.append(make_event(seq))
+                    # Each read races the group commit; it must always see 1..last_seq exactly.
+                    assert [e.seq for e in await log.read_after(0)] == list(range(1, seq + 1))
+                    await trio.sleep(0.005)  # let some commits land between reads
+                nursery.cancel_scope.cancel()
+    finally:
+        log.close()

@@ -1,0 +1,174 @@
+"""Atomic JSON documents: atomic replace, coalescing writer, flush and cancel semantics."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+from codexd_trio.store import (
+    JsonDocument,
+    StoreCorrupt,
+    StoreWriteError,
+    atomic_write_bytes,
+    read_document,
+)
+
+
+class Counter(msgspec.Struct, frozen=True):
+    n: int = 0
+    label: str = ""
+
+
+def test_atomic_write_leaves_no_temp_file_and_readers_never_see_a_mix(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "doc.json"
+    old, new = b'{"v": "old"}' * 2000, b'{"v": "new"}' * 3000
+    atomic_write_bytes(path, old)
+    seen: set[bytes] = set()
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                seen.add(path.read_bytes())
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(60):
+            atomic_write_bytes(path, new if i % 2 == 0 else old)
+    finally:
+        done.set()
+        t.join()
+    assert not errors
+    assert seen <= {old, new}
+    assert path.read_bytes() == old  # the last write (i == 59)
+    assert os.listdir(path.parent) == ["doc.json"]
+
+
+def test_read_document_missing_invalid_and_wrong_shape(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    assert read_document(path, Counter) is None
+    path.write_bytes(b'{"n": 3, "label": "x"}')
+    assert read_document(path, Counter) == Counter(n=3, label="x")
+    path.write_bytes(b'{"n": 3, "lab')
+    with pytest.raises(StoreCorrupt, match="not valid JSON") as info:
+        read_document(path, Counter)
+    assert info.value.path == path
+    assert str(path) in str(info.value)
+    path.write_bytes(b'{"n": "three"}')
+    with pytest.raises(StoreCorrupt, match="expected shape"):
+        read_document(path, Counter)
+
+
+async def test_set_does_not_write_until_flushed(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter())
+    doc.set(Counter(n=1))
+    doc.set(Counter(n=2))
+    assert doc.value == Counter(n=2)
+    assert not path.exists()
+    assert doc.dirty
+    await doc.flush()
+    assert read_document(path, Counter) == Counter(n=2)
+    assert not doc.dirty
+    assert doc.writes == 1
+    await doc.flush()  # nothing new: no write
+    assert doc.writes == 1
+
+
+async def test_writer_writes_on_its_own_and_coalesces(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter(), coalesce_s=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        for i in range(1, 11):
+            doc.set(Counter(n=i))
+        # Virtual time passes the coalescing window; the writer takes the write lock and
+        # starts writing before we get to run again, so the flush below only waits for it.
+        await trio.sleep(1)
+        await doc.flush()
+        assert doc.writes == 1
+        assert read_document(path, Counter) == Counter(n=10)
+
+        for i in range(11, 111):
+            doc.set(Counter(n=i))
+            await trio.sleep(0.001)
+        await doc.flush()
+        assert read_document(path, Counter) == Counter(n=110)
+        # 100 sets over 0.1 virtual seconds: a couple of coalesced writes plus the flush.
+        assert doc.writes <= 6
+        nursery.cancel_scope.cancel()
+
+
+async def test_flush_while_writer_runs_is_durable(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter(), coalesce_s=10.0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(doc.run)
+            doc.set(Counter(n=7, label="a"))
+            async with trio.open_nursery() as flushers:
+                for _ in range(5):
+                    flushers.start_soon(doc.flush)
+            assert read_document(path, Counter) == Counter(n=7, label="a")
+            assert doc.writes == 1  # five concurrent flushes shared one write
+            nursery.cancel_scope.cancel()
+
+
+async def test_cancel_performs_a_final_write(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    # A long coalescing window: only the cancellation path can write in time.
+    doc = JsonDocument(path, Counter, Counter(), coalesce_s=3600.0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(doc.run)
+            doc.set(Counter(n=42))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert read_document(path, Counter) == Counter(n=42)
+    assert not doc.dirty
+
+
+async def test_cancel_with_nothing_dirty_does_not_write(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        nursery.cancel_scope.cancel()
+    assert not path.exists()
+    assert doc.writes == 0
+
+
+def test_write_now_is_synchronous_and_durable(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "doc.json"
+    doc = JsonDocument(path, Counter, Counter(n=5))
+    doc.write_now()  # writes even a value that was never set (startup: create the file)
+    assert read_document(path, Counter) == Counter(n=5)
+    doc.set(Counter(n=6))
+    doc.write_now()
+    assert read_document(path, Counter) == Counter(n=6)
+    assert not doc.dirty
+
+
+async def test_write_failure_is_a_typed_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    doc = JsonDocument(blocker / "doc.json", Counter, Counter())
+    doc.set(Counter(n=1))
+    with pytest.raises(StoreWriteError) as info:
+        await doc.flush()
+    assert info.value.path == blocker / "doc.json"
+    assert doc.dirty
+    with pytest.raises(StoreWriteError):
+        doc.write_now()
