@@ -1,0 +1,147 @@
+"""The session/turn state machine, driven synchronously with notifications as Codex sends them."""
+
+from __future__ import annotations
+
+import pytest
+
+from codexd_trio.contracts import Session, now_iso
+from codexd_trio.domain import (
+    NoActiveTurn,
+    SessionBook,
+    SessionClosed,
+    SessionNotFound,
+    TurnInProgress,
+    event_type_for,
+)
+
+
+def _session(sid: str = "session-1", thread: str = "thread-1") -> Session:
+    now = now_iso()
+    return Session(sessionId=sid, threadId=thread, createdAt=now, updatedAt=now)
+
+
+def _completed(
+    thread: str, turn: str, status: str = "completed", **extra: object
+) -> dict[str, object]:
+    return {"threadId": thread, "turn": {"id": turn, "status": status, "items": [], **extra}}
+
+
+def test_event_type_mapping() -> None:
+    assert event_type_for("turn/completed") == "app-server.turn.completed"
+    assert event_type_for("item/agentMessage/delta") == "app-server.item.agentMessage.delta"
+
+
+def test_turn_lifecycle_folds_output_and_status() -> None:
+    book = SessionBook()
+    created = book.add(_session())
+    assert created.type == "session.created"
+    book.begin_turn("session-1")
+    with pytest.raises(TurnInProgress):
+        book.begin_turn("session-1")
+    session, accepted = book.accept_turn("session-1", "turn-1")
+    assert accepted.type == "turn.accepted"
+    assert session.currentTurnId == "turn-1"
+    assert session.turnCount == 1
+    with pytest.raises(TurnInProgress) as busy:
+        book.begin_turn("session-1")
+    assert busy.value.details["currentTurnId"] == "turn-1"
+
+    item = {"type": "agentMessage", "id": "msg-1", "text": "hello there"}
+    emits = book.on_notification(
+        "item/completed", {"threadId": "thread-1", "turnId": "turn-1", "item": item}
+    )
+    assert emits[0].type == "app-server.item.completed"
+    assert emits[0].session_id == "session-1"
+    emits = book.on_notification("turn/completed", _completed("thread-1", "turn-1"))
+    assert [e.type for e in emits] == ["app-server.turn.completed"]
+    done = book.get("session-1")
+    assert done.currentTurnId is None
+    assert done.lastTurnStatus == "completed"
+    assert done.lastTurnOutput == "hello there"
+    assert done.threadPersisted is True
+    assert done.lastTurnCompletedAt is not None
+
+
+def test_completion_that_overtakes_the_start_response_does_not_leave_the_session_busy() -> None:
+    book = SessionBook([_session()])
+    book.begin_turn("session-1")
+    # The reader folds turn/completed before the task that sent turn/start resumes.
+    items = [{"type": "agentMessage", "text": "fast"}]
+    book.on_notification("turn/completed", _completed("thread-1", "turn-9", items=items))
+    session, _ = book.accept_turn("session-1", "turn-9")
+    assert session.currentTurnId is None
+    assert session.lastTurnStatus == "completed"
+    assert session.lastTurnOutput == "fast"
+    book.begin_turn("session-1")  # free again
+
+
+def test_failed_turn_records_error_code_and_emits_turn_failed() -> None:
+    book = SessionBook([_session()])
+    book.begin_turn("session-1")
+    book.accept_turn("session-1", "turn-1")
+    error = {"message": "mock failure", "codexErrorInfo": "internalServerError"}
+    emits = book.on_notification(
+        "turn/completed", _completed("thread-1", "turn-1", status="failed", error=error)
+    )
+    assert [e.type for e in emits] == ["app-server.turn.completed", "turn.failed"]
+    assert emits[0].level == "error"
+    s = book.get("session-1")
+    assert s.lastTurnStatus == "failed"
+    assert s.lastTurnError is not None
+    assert s.lastTurnError.code == "internalServerError"
+    assert s.lastTurnError.message == "mock failure"
+
+
+def test_error_code_from_object_shaped_error_info() -> None:
+    book = SessionBook([_session()])
+    book.begin_turn("session-1")
+    book.accept_turn("session-1", "turn-1")
+    error = {"message": "429", "codexErrorInfo": {"responseTooManyFailedAttempts": {}}}
+    book.on_notification(
+        "turn/completed", _completed("thread-1", "turn-1", status="failed", error=error)
+    )
+    s = book.get("session-1")
+    assert s.lastTurnError is not None
+    assert s.lastTurnError.code == "responseTooManyFailedAttempts"
+
+
+def test_child_exit_settles_running_turns_as_failed() -> None:
+    book = SessionBook([_session(), _session("session-2", "thread-2")])
+    book.begin_turn("session-1")
+    book.accept_turn("session-1", "turn-1")
+    emits = book.fail_all_current("child_exited", "codex app-server exited (killed by SIGKILL)")
+    assert [e.type for e in emits] == ["app-server.turn.completed.missing", "turn.failed"]
+    assert emits[0].level == "error"
+    s = book.get("session-1")
+    assert s.currentTurnId is None
+    assert s.lastTurnStatus == "failed"
+    assert s.lastTurnError is not None
+    assert s.lastTurnError.code == "child_exited"
+    assert book.get("session-2").lastTurnStatus is None
+
+
+def test_rethread_moves_the_thread_index() -> None:
+    book = SessionBook([_session()])
+    emit = book.rethread("session-1", "thread-new", "never persisted")
+    assert emit.type == "session.rethreaded"
+    assert emit.detail["previousThreadId"] == "thread-1"
+    assert book.session_for_thread("thread-new") is not None
+    assert book.session_for_thread("thread-1") is None
+
+
+def test_closed_session_refuses_turns_and_unknown_ids_are_not_found() -> None:
+    book = SessionBook([_session()])
+    assert book.close("session-1").type == "session.closed"
+    with pytest.raises(SessionClosed):
+        book.begin_turn("session-1")
+    with pytest.raises(SessionNotFound):
+        book.get("session-nope")
+    assert NoActiveTurn.code == "no_active_turn"
+
+
+def test_notifications_for_unknown_threads_still_become_events() -> None:
+    book = SessionBook()
+    emits = book.on_notification("warning", {"message": "model metadata not found"})
+    assert emits[0].type == "app-server.warning"
+    assert emits[0].level == "warn"
+    assert emits[0].session_id is None
