@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--event-cache-size")
     p.add_argument("--max-body-bytes")
     p.add_argument("--approval-timeout")
+    p.add_argument("--subscriber-queue")
     return p
 
 
@@ -133,6 +134,7 @@ configuration (flag / environment variable / default):
   --event-cache-size N  BAA_CODEXD_EVENT_CACHE_SIZE      50
   --max-body-bytes N    BAA_CODEXD_MAX_BODY_BYTES        1048576
   --approval-timeout S  BAA_CODEXD_APPROVAL_TIMEOUT_S    300
+  --subscriber-queue N  BAA_CODEXD_SUBSCRIBER_QUEUE      1024 (events a websocket may lag)
 """
 
 _ENV = {
@@ -151,6 +153,7 @@ _ENV = {
     "event_cache_size": "BAA_CODEXD_EVENT_CACHE_SIZE",
     "max_body_bytes": "BAA_CODEXD_MAX_BODY_BYTES",
     "approval_timeout": "BAA_CODEXD_APPROVAL_TIMEOUT_S",
+    "subscriber_queue": "BAA_CODEXD_SUBSCRIBER_QUEUE",
 }
 
 
@@ -239,6 +242,14 @@ def resolve_config(
             "approval timeout",
             str(raw.get("approval_timeout", base.approval_timeout_s)),
             minimum=0,
+        ),
+        subscriber_queue=int(
+            _number(
+                "subscriber queue",
+                str(raw.get("subscriber_queue", base.subscriber_queue)),
+                minimum=1,
+                integer=True,
+            )
         ),
     )
     if not config.node_id.strip():

@@ -1,0 +1,184 @@
+"""Run a real codexd (``python -m codexd_trio start``) as a subprocess for end-to-end tests.
+
+The daemon binds port 0 and prints one JSON "ready" line on stdout; the harness reads that line
+(never sleeps), keeps draining stdout, and on exit stops the daemon with SIGTERM — then, as a
+safety net, kills both its process group and the codex child's group if anything survived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import trio
+
+from codexd_trio.codexbin import REPO_ROOT
+
+
+@dataclass
+class CodexdProcess:
+    url: str
+    process: trio.Process
+    logs_dir: Path
+    state_dir: Path
+    stderr_path: Path
+    stdout_lines: list[str] = field(default_factory=list)
+
+    @property
+    def codexd_logs(self) -> Path:
+        return self.logs_dir / "codexd"
+
+    @property
+    def codexd_state(self) -> Path:
+        return self.state_dir / "codexd"
+
+    def child_pid(self) -> int | None:
+        try:
+            state = json.loads((self.codexd_state / "daemon-state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        pid = state.get("child", {}).get("pid")
+        return pid if isinstance(pid, int) else None
+
+    async def terminate(self) -> int:
+        """SIGTERM and wait for the exit status (bound it with a scope at the call site)."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.process.wait()
+
+    def kill(self) -> None:
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is gone for every practical purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _open_log(workdir: Path, path: Path) -> BinaryIO:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return open(path, "ab")  # closed by the caller's with-block
+
+
+@asynccontextmanager
+async def running_codexd(
+    workdir: Path,
+    codex_home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    name: str = "codexd",
+) -> AsyncIterator[CodexdProcess]:
+    """Start codexd with its files under ``workdir``; yield once it printed its ready line."""
+    logs, state = workdir / "logs", workdir / "state"
+    stderr_path = workdir / f"{name}.stderr.log"
+    argv: Sequence[str] = [
+        sys.executable,
+        "-m",
+        "codexd_trio",
+        "start",
+        "--local-api-base",
+        "http://127.0.0.1:0",
+        "--logs-dir",
+        str(logs),
+        "--state-dir",
+        str(state),
+        "--server-cwd",
+        str(workdir),
+        *args,
+    ]
+    child_env = dict(os.environ)
+    child_env["CODEX_HOME"] = str(codex_home)
+    child_env["PYTHONUNBUFFERED"] = "1"
+    child_env.update(env or {})
+    with _open_log(workdir, stderr_path) as stderr:
+        process = await trio.lowlevel.open_process(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=str(REPO_ROOT),
+            env=child_env,
+            start_new_session=True,
+        )
+    assert process.stdout is not None
+    handle: CodexdProcess | None = None
+    child_pid: int | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            lines: list[str] = []
+            ready = trio.Event()
+            url: dict[str, Any] = {}
+
+            async def pump() -> None:
+                assert process.stdout is not None
+                buffer = b""
+                async for chunk in process.stdout:
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        raw, buffer = buffer.split(b"\n", 1)
+                        line = raw.decode(errors="replace")
+                        lines.append(line)
+                        if not ready.is_set() and line.startswith("{"):
+                            data = json.loads(line)
+                            if data.get("ready"):
+                                url.update(data)
+                                ready.set()
+                ready.set()
+
+            nursery.start_soon(pump)
+            with trio.fail_after(90):
+                await ready.wait()
+            if not url:
+                raise RuntimeError(
+                    f"codexd exited before it was ready: {stderr_path.read_text()[-3000:]}"
+                )
+            handle = CodexdProcess(
+                url=url["url"],
+                process=process,
+                logs_dir=logs,
+                state_dir=state,
+                stderr_path=stderr_path,
+                stdout_lines=lines,
+            )
+            try:
+                yield handle
+            finally:
+                child_pid = handle.child_pid()
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(30):
+                        await handle.terminate()
+                nursery.cancel_scope.cancel(reason="codexd harness closing")
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if child_pid is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(child_pid, signal.SIGKILL)
+        with trio.CancelScope(shield=True):
+            await process.wait()
