@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runtime probes of a running node: conductor, codexd, status-api, and the service log files.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<'EOF_USAGE'
+usage: check-node.sh [--node NAME] [options]
+
+Probe the services of this node over loopback HTTP and print one 'ok'/'FAIL' line each:
+  conductor  GET /healthz (200), GET /readyz (200), GET /rolez == leader
+  codexd     GET /healthz (200), GET /v1/codexd/status with the app-server child 'running'
+             (and identity.nodeId == the expected node id, when known)
+  status-api GET /healthz (200), GET /v1/status (JSON envelope ok=true)
+  logs       <logs>/launchd/so.makefile.baa-<service>.{out,err}.log
+             (<logs>/systemd/baa-<service>.{out,err}.log with --manager systemd)
+Run it on the node itself: codexd only listens on loopback.
+
+  --node NAME                 the node (e.g. mini): expects node id NAME-main
+  --node-id ID                expect this node id instead
+  --manager launchd|systemd   which log folder to check (default: launchd on macOS, else systemd)
+  --codexd-api-base URL       default $BAA_CODEXD_LOCAL_API_BASE or http://127.0.0.1:4319
+  --conductor-api URL         default $BAA_CONDUCTOR_LOCAL_API or http://127.0.0.1:4317
+  --status-api URL            default $BAA_STATUS_API_LOCAL_API or http://127.0.0.1:4318
+  --logs-dir DIR              logs root (default $BAA_CODEXD_LOGS_DIR or <repo>/var/logs)
+  --repo-dir DIR              checkout whose var/logs is the default logs root
+  --expect-role ROLE          leader (default), standby or degraded
+  --timeout S                 per-request timeout (default 5)
+  --skip-logs                 do not check the log files
+  --dry-run                   print the probes instead of running them
+  -h, --help                  this help
+
+exit status: 0 every probe ok, 1 some failed, 2 bad usage.
+EOF_USAGE
+}
+
+NODE=""
+NODE_ID=""
+CODEXD=${BAA_CODEXD_LOCAL_API_BASE:-http://127.0.0.1:4319}
+CONDUCTOR=${BAA_CONDUCTOR_LOCAL_API:-http://127.0.0.1:4317}
+STATUS=${BAA_STATUS_API_LOCAL_API:-http://127.0.0.1:4318}
+LOGS=${BAA_CODEXD_LOGS_DIR:-}
+ROLE=leader
+TIMEOUT=5
+SKIP_LOGS=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --node) need_value "$@"; NODE=$2 ;;
+    --node-id) need_value "$@"; NODE_ID=$2 ;;
+    --manager) need_value "$@"; MANAGER=$2 ;;
+    --codexd-api-base) need_value "$@"; CODEXD=$2 ;;
+    --conductor-api) need_value "$@"; CONDUCTOR=$2 ;;
+    --status-api) need_value "$@"; STATUS=$2 ;;
+    --logs-dir) need_value "$@"; LOGS=$2 ;;
+    --repo-dir) need_value "$@"; REPO_DIR=$2 ;;
+    --expect-role) need_value "$@"; ROLE=$2 ;;
+    --timeout) need_value "$@"; TIMEOUT=$2 ;;
+    --skip-logs) SKIP_LOGS=1; shift; continue ;;
+    --dry-run) DRY_RUN=1; shift; continue ;;
+    *) usage_error "unknown option: $1" ;;
+  esac
+  shift 2
+done
+finish_common
+case "$ROLE" in leader | standby | degraded) ;; *) usage_error "--expect-role must be leader, standby or degraded, got '$ROLE'" ;; esac
+is_whole_number "$TIMEOUT" || usage_error "--timeout must be whole seconds, got '$TIMEOUT'"
+LOGS=${LOGS:-$REPO_DIR/var/logs}
+if [ -z "$NODE_ID" ] && [ -n "$NODE" ]; then NODE_ID="$NODE-main"; fi
+
+args=(probe --manager "$MANAGER" --codexd-api-base "${CODEXD%/}" --conductor-api "${CONDUCTOR%/}"
+  --status-api "${STATUS%/}" --expect-role "$ROLE" --logs-dir "$LOGS" --timeout "$TIMEOUT")
+[ -n "$NODE_ID" ] && args+=(--node-id "$NODE_ID")
+[ "$SKIP_LOGS" = 1 ] && args+=(--skip-logs)
+
+echo "node ${NODE:-(this host)}${NODE_ID:+ (node id $NODE_ID)}, $MANAGER logs under $LOGS"
+if [ "$DRY_RUN" = 1 ]; then
+  echo "would probe: conductor ${CONDUCTOR%/}/healthz /readyz /rolez (== $ROLE)"
+  echo "would probe: codexd ${CODEXD%/}/healthz /v1/codexd/status (child running)"
+  echo "would probe: status-api ${STATUS%/}/healthz /v1/status"
+  [ "$SKIP_LOGS" = 1 ] || echo "would check: log files under $LOGS/$MANAGER"
+  run "$(runtime_python)" "$RENDER_PY" "${args[@]}"
+  exit 0
+fi
+exec "$(runtime_python)" "$RENDER_PY" "${args[@]}"

@@ -1,0 +1,930 @@
+#!/usr/bin/env python3
+"""Render, check and probe the node's service-manager files (launchd plists, systemd units).
+
+Shared by the shell scripts in ``scripts/runtime/``. Standard library only, so it runs with any
+Python 3.11+ before the project's ``.venv`` exists (the scripts prefer ``.venv/bin/python``).
+
+Subcommands:
+
+``render``  fill the templates in ``launchd/`` or ``systemd/`` from one configuration and write
+            the installed copies into ``--out-dir`` (or print them with ``--stdout``). Prints a
+            manifest on stdout: ``file<TAB>service<TAB>path`` and ``dir<TAB>path`` lines (the
+            directories an install must create).
+``check``   static checks of rendered files; one line per problem on stdout, exit 1 if any.
+``probe``   runtime probes of a running node over HTTP; one ``ok``/``FAIL`` line per probe.
+
+Exit status: 0 fine, 1 problems found, 2 bad usage or bad configuration (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import plistlib
+import re
+import shlex
+import stat
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+SCRIPT_REPO = Path(__file__).resolve().parent.parent.parent
+SERVICES = ("codexd", "conductor", "status-api")
+LABEL_PREFIX = "so.makefile.baa-"
+MODULES = {
+    "codexd": "codexd_trio",
+    "conductor": "conductor_trio",
+    "status-api": "conductor_trio.status_api",
+}
+DEFAULT_CODEXD_BASE = "http://127.0.0.1:4319"
+DEFAULT_CONDUCTOR_API = "http://127.0.0.1:4317"
+DEFAULT_STATUS_API = "http://127.0.0.1:4318"
+DEFAULT_EVENT_STREAM_PATH = "/v1/codexd/events"
+DEFAULT_GRACE_S = 10
+DEFAULT_THROTTLE_S = 10
+MIN_EXIT_TIMEOUT_S = 20
+SYSTEM_PATH = "/usr/local/bin:/opt/homebrew/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+SECRET_WORDS = ("token", "secret", "password", "apikey", "api-key", "api_key")
+_PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+class UsageError(Exception):
+    """Bad flags or a configuration value that cannot be rendered; the message is one line."""
+
+
+def label(service: str) -> str:
+    return LABEL_PREFIX + service
+
+
+def unit_name(service: str) -> str:
+    return f"baa-{service}.service"
+
+
+def service_of_label(name: str) -> str | None:
+    if name.startswith(LABEL_PREFIX) and name[len(LABEL_PREFIX) :] in SERVICES:
+        return name[len(LABEL_PREFIX) :]
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_base(name: str, base: str) -> tuple[str, int]:
+    """Validate an ``http://host:port`` base URL; raises :class:`UsageError` naming ``name``."""
+    parts = urlsplit(base)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UsageError(f"{name} must look like http://127.0.0.1:4319, got {base!r}")
+    if parts.path not in ("", "/") or parts.query:
+        raise UsageError(f"{name} must not have a path or query, got {base!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"{name} has an invalid port: {base!r}") from None
+    return parts.hostname, 80 if port is None else port
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything a rendered plist or unit depends on, resolved and validated."""
+
+    manager: str
+    scope: str
+    repo_dir: Path
+    home_dir: Path
+    python: Path
+    node_id: str
+    conductor_host: str
+    logs_dir: Path
+    state_dir: Path
+    codexd_api_base: str
+    conductor_api: str
+    status_api: str
+    conductor_role: str
+    allowed_hosts: str
+    public_api_base: str
+    shared_token_file: str
+    event_stream_path: str
+    server_command: str
+    server_args: tuple[str, ...]
+    server_cwd: str
+    codex_home: str
+    shutdown_grace_s: int
+    exit_timeout_s: int
+    throttle_interval_s: int
+    user: str
+    env_file: str
+    services: tuple[str, ...] = field(default=SERVICES)
+
+    @property
+    def manager_logs_dir(self) -> Path:
+        return self.logs_dir / self.manager
+
+
+def _abs(raw: str) -> Path:
+    return Path(os.path.expanduser(raw)).absolute()
+
+
+def _int(name: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise UsageError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manager", choices=("launchd", "systemd"), default=None)
+    p.add_argument("--scope", choices=("agent", "daemon"), default="agent")
+    p.add_argument("--service", action="append", dest="services", choices=SERVICES)
+    p.add_argument("--all-services", action="store_true")
+    p.add_argument("--repo-dir")
+    p.add_argument("--home-dir")
+    p.add_argument("--python")
+    p.add_argument("--node")
+    p.add_argument("--node-id")
+    p.add_argument("--conductor-host")
+    p.add_argument("--logs-dir")
+    p.add_argument("--state-dir")
+    p.add_argument("--codexd-api-base")
+    p.add_argument("--conductor-api")
+    p.add_argument("--status-api")
+    p.add_argument("--conductor-role")
+    p.add_argument("--allowed-hosts")
+    p.add_argument("--public-api-base")
+    p.add_argument("--shared-token-file")
+    p.add_argument("--event-stream-path")
+    p.add_argument("--server-command")
+    p.add_argument("--server-arg", action="append", dest="server_args")
+    p.add_argument("--server-cwd")
+    p.add_argument("--codex-home")
+    p.add_argument("--shutdown-grace")
+    p.add_argument("--exit-timeout")
+    p.add_argument("--throttle-interval")
+    p.add_argument("--user")
+    p.add_argument("--env-file")
+
+
+def default_manager() -> str:
+    return "launchd" if sys.platform == "darwin" else "systemd"
+
+
+def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
+    """Turn parsed flags into a validated :class:`RuntimeConfig` (raises :class:`UsageError`)."""
+    repo = _abs(ns.repo_dir) if ns.repo_dir else SCRIPT_REPO
+    home = _abs(ns.home_dir) if ns.home_dir else Path(os.path.expanduser("~"))
+    node = ns.node or ""
+    node_id = ns.node_id or (f"{node}-main" if node else "mini-main")
+    if not node_id.strip() or any(c.isspace() for c in node_id):
+        raise UsageError(f"node id must be one word, got {node_id!r}")
+    host = ns.conductor_host or node
+    codexd_base = (ns.codexd_api_base or DEFAULT_CODEXD_BASE).rstrip("/")
+    codexd_host, _ = split_base("--codexd-api-base", codexd_base)
+    if not is_loopback(codexd_host):
+        raise UsageError(
+            f"codexd only listens on loopback (127.0.0.0/8, ::1, localhost); "
+            f"--codexd-api-base host is {codexd_host!r}"
+        )
+    conductor_api = (ns.conductor_api or DEFAULT_CONDUCTOR_API).rstrip("/")
+    split_base("--conductor-api", conductor_api)
+    status_api = (ns.status_api or DEFAULT_STATUS_API).rstrip("/")
+    split_base("--status-api", status_api)
+    public = (ns.public_api_base or "").rstrip("/")
+    if public and urlsplit(public).scheme not in ("http", "https"):
+        raise UsageError(f"--public-api-base must be an http(s) URL, got {public!r}")
+    role = ns.conductor_role or "primary"
+    if role not in ("primary", "standby"):
+        raise UsageError(f"--conductor-role must be primary or standby, got {role!r}")
+    stream = ns.event_stream_path or DEFAULT_EVENT_STREAM_PATH
+    if not stream.startswith("/") or any(c.isspace() for c in stream) or "?" in stream:
+        raise UsageError(f"--event-stream-path must be a path starting with '/', got {stream!r}")
+    server_args = tuple(ns.server_args or ("app-server",))
+    for arg in server_args:
+        # codexd reads BAA_CODEXD_SERVER_ARGS split on whitespace.
+        if not arg or any(c.isspace() for c in arg):
+            raise UsageError(f"--server-arg values must be single words, got {arg!r}")
+    grace = _int("--shutdown-grace", ns.shutdown_grace or str(DEFAULT_GRACE_S), 0)
+    exit_timeout = _int(
+        "--exit-timeout", ns.exit_timeout or str(max(MIN_EXIT_TIMEOUT_S, 2 * grace)), 1
+    )
+    if exit_timeout <= grace:
+        raise UsageError(
+            f"--exit-timeout ({exit_timeout}s) must be longer than codexd's shutdown grace "
+            f"({grace}s), or the service manager kills codexd mid-shutdown"
+        )
+    throttle = _int("--throttle-interval", ns.throttle_interval or str(DEFAULT_THROTTLE_S), 1)
+    if ns.user and ns.scope != "daemon":
+        raise UsageError("--user only applies to --scope daemon (agents run as their user)")
+    services = SERVICES if ns.all_services or not ns.services else tuple(
+        s for s in SERVICES if s in ns.services
+    )
+    config = RuntimeConfig(
+        manager=ns.manager or default_manager(),
+        scope=ns.scope,
+        repo_dir=repo,
+        home_dir=home,
+        python=_abs(ns.python) if ns.python else repo / ".venv" / "bin" / "python",
+        node_id=node_id,
+        conductor_host=host,
+        logs_dir=_abs(ns.logs_dir) if ns.logs_dir else repo / "var" / "logs",
+        state_dir=_abs(ns.state_dir) if ns.state_dir else repo / "var" / "state",
+        codexd_api_base=codexd_base,
+        conductor_api=conductor_api,
+        status_api=status_api,
+        conductor_role=role,
+        allowed_hosts=ns.allowed_hosts or "",
+        public_api_base=public,
+        shared_token_file=str(_abs(ns.shared_token_file)) if ns.shared_token_file else "",
+        event_stream_path=stream,
+        server_command=ns.server_command or "codex",
+        server_args=server_args,
+        server_cwd=str(_abs(ns.server_cwd)) if ns.server_cwd else "",
+        codex_home=str(_abs(ns.codex_home)) if ns.codex_home else "",
+        shutdown_grace_s=grace,
+        exit_timeout_s=exit_timeout,
+        throttle_interval_s=throttle,
+        user=ns.user or "",
+        env_file=str(_abs(ns.env_file)) if ns.env_file else "",
+        services=services,
+    )
+    for key, value in template_values(config, "codexd").items():
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            raise UsageError(f"configuration value {key} must not contain a newline")
+    return config
+
+
+def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
+    """The environment one service is started with; empty values are left out."""
+    common = {
+        "HOME": str(config.home_dir),
+        "PATH": f"{config.repo_dir / '.venv' / 'bin'}:{SYSTEM_PATH}",
+        "BAA_NODE_ID": config.node_id,
+    }
+    env: dict[str, str]
+    if service == "codexd":
+        env = {
+            "BAA_CODEXD_LOCAL_API_BASE": config.codexd_api_base,
+            "BAA_CODEXD_REPO_ROOT": str(config.repo_dir),
+            "BAA_CODEXD_LOGS_DIR": str(config.logs_dir),
+            "BAA_CODEXD_STATE_DIR": str(config.state_dir),
+            "BAA_CODEXD_EVENT_STREAM_PATH": config.event_stream_path,
+            "BAA_CODEXD_SERVER_STRATEGY": "spawn",
+            "BAA_CODEXD_SERVER_COMMAND": config.server_command,
+            "BAA_CODEXD_SERVER_ARGS": " ".join(config.server_args),
+            "BAA_CODEXD_SERVER_CWD": config.server_cwd,
+            "BAA_CODEXD_SHUTDOWN_GRACE_S": str(config.shutdown_grace_s),
+            "CODEX_HOME": config.codex_home,
+        }
+    elif service == "conductor":
+        env = {
+            "BAA_CONDUCTOR_LOCAL_API": config.conductor_api,
+            "BAA_CONDUCTOR_ROLE": config.conductor_role,
+            "BAA_CONDUCTOR_HOST": config.conductor_host,
+            "BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS": config.allowed_hosts,
+            "BAA_SHARED_TOKEN_FILE": config.shared_token_file,
+            "BAA_CODEXD_LOCAL_API_BASE": config.codexd_api_base,
+            "BAA_CONDUCTOR_PUBLIC_API_BASE": config.public_api_base,
+            "BAA_CONDUCTOR_STATE_DIR": str(config.state_dir),
+            "BAA_CONDUCTOR_LOGS_DIR": str(config.logs_dir),
+        }
+    else:
+        env = {
+            "BAA_STATUS_API_LOCAL_API": config.status_api,
+            "BAA_CONDUCTOR_LOCAL_API": config.conductor_api,
+        }
+    return {k: v for k, v in {**common, **env}.items() if v != ""}
+
+
+def template_values(config: RuntimeConfig, service: str) -> dict[str, str | int]:
+    logs = config.manager_logs_dir
+    stem = label(service) if config.manager == "launchd" else f"baa-{service}"
+    return {
+        "LABEL": label(service),
+        "PYTHON": str(config.python),
+        "REPO_DIR": str(config.repo_dir),
+        "HOME_DIR": str(config.home_dir),
+        "USER_NAME": config.user if config.scope == "daemon" else "",
+        "EXIT_TIMEOUT": config.exit_timeout_s,
+        "THROTTLE_INTERVAL": config.throttle_interval_s,
+        "STDOUT_PATH": str(logs / f"{stem}.out.log"),
+        "STDERR_PATH": str(logs / f"{stem}.err.log"),
+        "ENV_FILE": config.env_file,
+        "WANTED_BY": "multi-user.target" if config.scope == "daemon" else "default.target",
+        "SHUTDOWN_GRACE": config.shutdown_grace_s,
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fill_plist(node: Any, values: Mapping[str, str | int], env: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        whole = _PLACEHOLDER.fullmatch(node)
+        if whole:
+            return values[whole.group(1)]
+        return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), node)
+    if isinstance(node, list):
+        return [_fill_plist(item, values, env) for item in node]
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, item in node.items():
+            if key == "EnvironmentVariables":
+                # The template names the variables; the renderer owns their values so that
+                # launchd and systemd get exactly the same environment.
+                out[key] = dict(env)
+                continue
+            filled = _fill_plist(item, values, env)
+            if filled != "":
+                out[key] = filled
+        return out
+    return node
+
+
+def render_plist(config: RuntimeConfig, service: str, template_dir: Path) -> bytes:
+    template = template_dir / f"{label(service)}.plist.in"
+    with template.open("rb") as f:
+        data = plistlib.load(f)
+    env = service_environment(config, service)
+    unknown = sorted(set(env) - set(data.get("EnvironmentVariables", {})))
+    if unknown:
+        raise UsageError(f"{template} does not list environment variables {', '.join(unknown)}")
+    rendered = _fill_plist(data, template_values(config, service), env)
+    return plistlib.dumps(rendered, fmt=plistlib.FMT_XML, sort_keys=False)
+
+
+def _systemd_escape(value: str) -> str:
+    return value.replace("%", "%%")
+
+
+def _systemd_word(value: str) -> str:
+    """One ExecStart word: specifiers and ``$`` escaped, quoted when it has spaces."""
+    value = _systemd_escape(value).replace("$", "$$")
+    if re.search(r"[\s\"'\\;]", value):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def _systemd_env_line(key: str, value: str) -> str:
+    quoted = _systemd_escape(f"{key}={value}").replace("\\", "\\\\").replace('"', '\\"')
+    return f'Environment="{quoted}"'
+
+
+def render_unit(config: RuntimeConfig, service: str, template_dir: Path) -> bytes:
+    template = (template_dir / f"baa-{service}.service.in").read_text()
+    values = template_values(config, service)
+    escaped: dict[str, str] = {k: _systemd_escape(str(v)) for k, v in values.items()}
+    escaped["PYTHON"] = _systemd_word(str(config.python))
+    if config.scope != "daemon":
+        escaped["USER_NAME"] = ""
+    env_lines = [_systemd_env_line(k, v) for k, v in service_environment(config, service).items()]
+    out = [
+        f"# Rendered by scripts/runtime/render.py from systemd/baa-{service}.service.in;",
+        "# edit the template or the flags and re-run scripts/runtime/install-launchd.sh.",
+    ]
+    lines = template.splitlines()
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)  # the template's own header talks about placeholders
+    for line in lines:
+        if line.startswith("#"):
+            out.append(line)
+            continue
+        if line.strip() == "@ENVIRONMENT@":
+            out.extend(env_lines)
+            continue
+        names = _PLACEHOLDER.findall(line)
+        if any(escaped[name] == "" for name in names):
+            # An optional setting that is not configured: drop the whole directive.
+            continue
+        out.append(_PLACEHOLDER.sub(lambda m: escaped[m.group(1)], line))
+    return ("\n".join(out) + "\n").encode()
+
+
+def rendered_name(config: RuntimeConfig, service: str) -> str:
+    return f"{label(service)}.plist" if config.manager == "launchd" else unit_name(service)
+
+
+def render_all(config: RuntimeConfig, template_root: Path) -> dict[str, tuple[str, bytes]]:
+    """Render every selected service; returns ``{service: (file name, bytes)}``."""
+    out: dict[str, tuple[str, bytes]] = {}
+    for service in config.services:
+        if config.manager == "launchd":
+            body = render_plist(config, service, template_root / "launchd")
+        else:
+            body = render_unit(config, service, template_root / "systemd")
+        out[service] = (rendered_name(config, service), body)
+    return out
+
+
+def dirs_to_create(config: RuntimeConfig) -> list[Path]:
+    return [config.logs_dir, config.manager_logs_dir, config.state_dir]
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+@dataclass
+class Loaded:
+    """A rendered plist or unit, normalised to the fields the checks look at."""
+
+    path: Path
+    service: str
+    kind: str  # "plist" | "unit"
+    program: list[str]
+    working_dir: str
+    env: dict[str, str]
+    stdout_path: str
+    stderr_path: str
+    stop_timeout: int | None
+    restart_ok: bool
+    restart_detail: str
+    extra: dict[str, str]
+
+
+def _load_plist(path: Path, problems: list[str]) -> Loaded | None:
+    try:
+        with path.open("rb") as f:
+            data = plistlib.load(f)
+    except (OSError, plistlib.InvalidFileException, ValueError) as exc:
+        problems.append(f"{path}: not a readable plist ({exc})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: plist top level is not a dictionary")
+        return None
+    service = service_of_label(str(data.get("Label", "")))
+    if service is None:
+        problems.append(f"{path}: Label {data.get('Label')!r} is not a baa service label")
+        return None
+    keep = data.get("KeepAlive")
+    restart_ok = keep == {"SuccessfulExit": False} and data.get("RunAtLoad") is True
+    exit_timeout = data.get("ExitTimeOut")
+    program = data.get("ProgramArguments")
+    env = data.get("EnvironmentVariables")
+    return Loaded(
+        path=path,
+        service=service,
+        kind="plist",
+        program=[str(a) for a in program] if isinstance(program, list) else [],
+        working_dir=str(data.get("WorkingDirectory", "")),
+        env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+        stdout_path=str(data.get("StandardOutPath", "")),
+        stderr_path=str(data.get("StandardErrorPath", "")),
+        stop_timeout=exit_timeout if isinstance(exit_timeout, int) else None,
+        restart_ok=restart_ok,
+        restart_detail=(
+            "RunAtLoad must be true and KeepAlive must be {SuccessfulExit: false} "
+            f"(got RunAtLoad={data.get('RunAtLoad')!r}, KeepAlive={keep!r})"
+        ),
+        extra={"ThrottleInterval": str(data.get("ThrottleInterval", ""))},
+    )
+
+
+def _unit_directives(text: str) -> Iterator[tuple[str, str, str]]:
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, _, value = line.partition("=")
+        yield section, key.strip(), value.strip()
+
+
+def _unescape(value: str) -> str:
+    return value.replace("%%", "%")
+
+
+def _load_unit(path: Path, problems: list[str]) -> Loaded | None:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        problems.append(f"{path}: not readable ({exc})")
+        return None
+    name = path.name
+    service = name[len("baa-") : -len(".service")] if name.startswith("baa-") else ""
+    if service not in SERVICES or not name.endswith(".service"):
+        problems.append(f"{path}: not a baa unit (expected baa-<service>.service)")
+        return None
+    svc: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for section, key, value in _unit_directives(text):
+        if section != "Service":
+            continue
+        if key == "Environment":
+            for word in shlex.split(value):
+                k, _, v = _unescape(word).partition("=")
+                env[k] = v
+        else:
+            svc[key] = value
+    program = [_unescape(w).replace("$$", "$") for w in shlex.split(svc.get("ExecStart", ""))]
+
+    def append_target(key: str) -> str:
+        value = _unescape(svc.get(key, ""))
+        return value[len("append:") :] if value.startswith("append:") else ""
+
+    try:
+        stop_timeout: int | None = int(svc.get("TimeoutStopSec", ""))
+    except ValueError:
+        stop_timeout = None
+    restart_ok = svc.get("Restart") == "on-failure"
+    return Loaded(
+        path=path,
+        service=service,
+        kind="unit",
+        program=program,
+        working_dir=_unescape(svc.get("WorkingDirectory", "")),
+        env=env,
+        stdout_path=append_target("StandardOutput"),
+        stderr_path=append_target("StandardError"),
+        stop_timeout=stop_timeout,
+        restart_ok=restart_ok,
+        restart_detail=f"Restart must be on-failure (got {svc.get('Restart')!r})",
+        extra={
+            "KillMode": svc.get("KillMode", ""),
+            "KillSignal": svc.get("KillSignal", ""),
+        },
+    )
+
+
+def _vendored_codex(repo: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in (repo / "vendor" / "codex" / "node_modules" / "@openai").glob(
+            "codex-*/vendor/*/bin/codex"
+        )
+        if p.is_file()
+    )
+
+
+def _which(name: str, path_env: str) -> Path | None:
+    for folder in path_env.split(":"):
+        candidate = Path(folder) / name
+        if folder and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
+    """Static checks of one rendered file; returns one line per problem.
+
+    ``pending_dirs`` are directories an install is about to create; their absence is not a
+    problem (used by ``check-launchd.sh --dry-run``).
+    """
+    problems: list[str] = []
+    where = f"{item.path.name}"
+    pending = {str(p) for p in pending_dirs}
+
+    def need_dir(what: str, raw: str) -> None:
+        if not raw:
+            problems.append(f"{where}: {what} is not set")
+        elif not Path(raw).is_absolute():
+            problems.append(f"{where}: {what} must be an absolute path, got {raw}")
+        elif raw in pending:
+            return
+        elif not Path(raw).is_dir():
+            problems.append(f"{where}: {what} does not exist: {raw}")
+
+    module = MODULES[item.service]
+    if item.program[1:] != ["-m", module, "start"] or not item.program:
+        problems.append(
+            f"{where}: program must be '<python> -m {module} start', got {' '.join(item.program)!r}"
+        )
+    elif not (Path(item.program[0]).is_file() and os.access(item.program[0], os.X_OK)):
+        problems.append(
+            f"{where}: python {item.program[0]} does not exist (run scripts/setup.sh in the repo)"
+        )
+    for arg in item.program:
+        if any(word in arg.lower() for word in SECRET_WORDS):
+            problems.append(f"{where}: program arguments carry a secret-looking value: {arg!r}")
+    need_dir("WorkingDirectory", item.working_dir)
+    if not item.restart_ok:
+        problems.append(f"{where}: {item.restart_detail}")
+
+    grace_raw = item.env.get("BAA_CODEXD_SHUTDOWN_GRACE_S", str(DEFAULT_GRACE_S))
+    try:
+        grace = float(grace_raw)
+    except ValueError:
+        problems.append(f"{where}: BAA_CODEXD_SHUTDOWN_GRACE_S is not a number: {grace_raw!r}")
+        grace = DEFAULT_GRACE_S
+    stop_key = "ExitTimeOut" if item.kind == "plist" else "TimeoutStopSec"
+    if item.stop_timeout is None:
+        problems.append(f"{where}: {stop_key} is not set")
+    elif item.stop_timeout <= grace:
+        problems.append(
+            f"{where}: {stop_key} ({item.stop_timeout}s) must be longer than codexd's shutdown "
+            f"grace ({grace:g}s)"
+        )
+    if item.kind == "plist":
+        try:
+            if int(item.extra["ThrottleInterval"]) < 1:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{where}: ThrottleInterval must be a positive whole number")
+    else:
+        if item.extra["KillMode"] not in ("mixed", "control-group"):
+            problems.append(
+                f"{where}: KillMode must be mixed or control-group, got {item.extra['KillMode']!r}"
+            )
+        if item.extra["KillSignal"] not in ("SIGTERM", "TERM", "15"):
+            signal = item.extra["KillSignal"]
+            problems.append(f"{where}: KillSignal must be SIGTERM, got {signal!r}")
+
+    for what, raw in (("stdout log", item.stdout_path), ("stderr log", item.stderr_path)):
+        if not raw:
+            problems.append(f"{where}: {what} path is not set")
+            continue
+        need_dir(f"{what} dir", str(Path(raw).parent))
+
+    env = item.env
+    if "BAA_SHARED_TOKEN" in env:
+        problems.append(
+            f"{where}: BAA_SHARED_TOKEN is written inline; use BAA_SHARED_TOKEN_FILE instead"
+        )
+    token_file = env.get("BAA_SHARED_TOKEN_FILE", "")
+    if token_file:
+        token_path = Path(token_file)
+        if not token_path.is_file():
+            problems.append(f"{where}: shared token file does not exist: {token_file}")
+        elif token_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            problems.append(
+                f"{where}: shared token file is readable by others (chmod 600): {token_file}"
+            )
+
+    def need_loopback(var: str) -> None:
+        base = env.get(var, DEFAULT_CODEXD_BASE)
+        try:
+            host, _ = split_base(var, base)
+        except UsageError as exc:
+            problems.append(f"{where}: {exc}")
+            return
+        if not is_loopback(host):
+            problems.append(
+                f"{where}: codexd listen address is not loopback: {host} ({var}={base})"
+            )
+
+    def need_url(var: str, default: str) -> None:
+        try:
+            split_base(var, env.get(var, default))
+        except UsageError as exc:
+            problems.append(f"{where}: {exc}")
+
+    if item.service == "codexd":
+        need_loopback("BAA_CODEXD_LOCAL_API_BASE")
+        stream = env.get("BAA_CODEXD_EVENT_STREAM_PATH", DEFAULT_EVENT_STREAM_PATH)
+        if not stream.startswith("/") or any(c.isspace() for c in stream) or "?" in stream:
+            problems.append(f"{where}: event stream path must start with '/', got {stream!r}")
+        need_dir("logs dir (BAA_CODEXD_LOGS_DIR)", env.get("BAA_CODEXD_LOGS_DIR", ""))
+        need_dir("state dir (BAA_CODEXD_STATE_DIR)", env.get("BAA_CODEXD_STATE_DIR", ""))
+        repo = Path(env.get("BAA_CODEXD_REPO_ROOT") or item.working_dir or ".")
+        command = env.get("BAA_CODEXD_SERVER_COMMAND", "codex")
+        if command == "codex":
+            if not _vendored_codex(repo) and not env.get("BAA_CODEX_BIN"):
+                problems.append(
+                    f"{where}: app-server command 'codex' needs the vendored binary under "
+                    f"{repo}/vendor/codex (run scripts/setup.sh)"
+                )
+        elif "/" in command:
+            if not (Path(command).is_file() and os.access(command, os.X_OK)):
+                problems.append(f"{where}: app-server command is not executable: {command}")
+        elif _which(command, env.get("PATH", SYSTEM_PATH)) is None:
+            problems.append(f"{where}: app-server command {command!r} is not on the service PATH")
+        args = env.get("BAA_CODEXD_SERVER_ARGS", "app-server").split()
+        if "app-server" not in args:
+            problems.append(
+                f"{where}: app-server arguments must include 'app-server', got {' '.join(args)!r}"
+            )
+        cwd = env.get("BAA_CODEXD_SERVER_CWD", "")
+        if cwd:
+            need_dir("app-server cwd (BAA_CODEXD_SERVER_CWD)", cwd)
+        if env.get("CODEX_HOME"):
+            need_dir("CODEX_HOME", env["CODEX_HOME"])
+    elif item.service == "conductor":
+        need_loopback("BAA_CODEXD_LOCAL_API_BASE")
+        need_url("BAA_CONDUCTOR_LOCAL_API", DEFAULT_CONDUCTOR_API)
+        role = env.get("BAA_CONDUCTOR_ROLE", "primary")
+        if role not in ("primary", "standby"):
+            problems.append(f"{where}: BAA_CONDUCTOR_ROLE must be primary or standby, got {role!r}")
+        need_dir("state dir (BAA_CONDUCTOR_STATE_DIR)", env.get("BAA_CONDUCTOR_STATE_DIR", ""))
+        need_dir("logs dir (BAA_CONDUCTOR_LOGS_DIR)", env.get("BAA_CONDUCTOR_LOGS_DIR", ""))
+    else:
+        need_url("BAA_STATUS_API_LOCAL_API", DEFAULT_STATUS_API)
+        need_url("BAA_CONDUCTOR_LOCAL_API", DEFAULT_CONDUCTOR_API)
+    return problems
+
+
+def check_files(paths: Sequence[Path], pending_dirs: Sequence[Path] = ()) -> list[str]:
+    problems: list[str] = []
+    for path in paths:
+        loader = _load_plist if path.suffix == ".plist" else _load_unit
+        item = loader(path, problems)
+        if item is not None:
+            problems.extend(check_loaded(item, pending_dirs))
+    return problems
+
+
+# --------------------------------------------------------------------------- runtime probes
+
+
+@dataclass
+class Probe:
+    ok: bool
+    what: str
+    detail: str = ""
+
+
+def _get(url: str, timeout: float) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+def _probe_http(
+    name: str, base: str, path: str, timeout: float
+) -> tuple[Probe, bytes | None]:
+    what = f"{name} GET {base}{path}"
+    try:
+        status, body = _get(base + path, timeout)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Probe(False, what, f"unreachable ({reason})"), None
+    if status != 200:
+        snippet = body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
+        return Probe(False, what, f"HTTP {status}: {snippet}"), body
+    return Probe(True, what), body
+
+
+def _json_data(body: bytes | None) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(body or b"")
+    except ValueError:
+        return None
+    if isinstance(doc, dict) and doc.get("ok") is True and isinstance(doc.get("data"), dict):
+        data: dict[str, Any] = doc["data"]
+        return data
+    return None
+
+
+def probe_node(ns: argparse.Namespace) -> list[Probe]:
+    """Runtime probes of a running node (what ``check-node.sh`` reports)."""
+    timeout = float(ns.timeout)
+    out: list[Probe] = []
+    conductor, codexd, status_api = ns.conductor_api, ns.codexd_api_base, ns.status_api
+
+    for path in ("/healthz", "/readyz"):
+        out.append(_probe_http("conductor", conductor, path, timeout)[0])
+    probe, body = _probe_http("conductor", conductor, "/rolez", timeout)
+    role = (body or b"").decode("utf-8", "replace").strip()
+    if probe.ok and role != ns.expect_role:
+        probe = Probe(False, probe.what, f"role is {role!r}, expected {ns.expect_role!r}")
+    elif probe.ok:
+        probe.detail = role
+    out.append(probe)
+
+    out.append(_probe_http("codexd", codexd, "/healthz", timeout)[0])
+    probe, body = _probe_http("codexd", codexd, "/v1/codexd/status", timeout)
+    if probe.ok:
+        data = _json_data(body)
+        snapshot = (data or {}).get("snapshot") or {}
+        child = ((snapshot.get("daemon") or {}).get("child")) or {}
+        state = child.get("state") if isinstance(child, dict) else None
+        if data is None:
+            probe = Probe(False, probe.what, "not a JSON envelope with ok=true")
+        elif state != "running":
+            probe = Probe(False, probe.what, f"app-server child state is {state!r}, not 'running'")
+        else:
+            probe.detail = "child running"
+            node_id = (snapshot.get("identity") or {}).get("nodeId")
+            if ns.node_id and node_id is not None and node_id != ns.node_id:
+                probe = Probe(
+                    False, probe.what, f"codexd node id is {node_id!r}, expected {ns.node_id!r}"
+                )
+    out.append(probe)
+
+    out.append(_probe_http("status-api", status_api, "/healthz", timeout)[0])
+    probe, body = _probe_http("status-api", status_api, "/v1/status", timeout)
+    if probe.ok and _json_data(body) is None:
+        probe = Probe(False, probe.what, "not a JSON envelope with ok=true")
+    out.append(probe)
+
+    if not ns.skip_logs:
+        logs = Path(ns.logs_dir) / ns.manager
+        for service in SERVICES:
+            stem = label(service) if ns.manager == "launchd" else f"baa-{service}"
+            for stream in ("out", "err"):
+                path = logs / f"{stem}.{stream}.log"
+                out.append(
+                    Probe(path.is_file(), f"{ns.manager} log {path}", "" if path.is_file() else
+                          "missing")
+                )
+    return out
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _prog() -> str:
+    # The shell scripts export their own name so that errors read as theirs.
+    return os.environ.get("BAA_RUNTIME_PROG") or "render.py"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, exit 2: the shell scripts relay it as is.
+        print(f"{_prog()}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="render.py", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("render", help="render plists or units")
+    add_config_flags(r)
+    r.add_argument("--templates", default=str(SCRIPT_REPO), help="folder holding launchd/ systemd/")
+    group = r.add_mutually_exclusive_group(required=True)
+    group.add_argument("--out-dir")
+    group.add_argument("--stdout", action="store_true")
+
+    c = sub.add_parser("check", help="static checks of rendered files")
+    c.add_argument("files", nargs="+")
+    c.add_argument("--pending-dir", action="append", default=[],
+                   help="a directory the install will create (its absence is not a problem)")
+
+    pr = sub.add_parser("probe", help="runtime probes of a running node")
+    pr.add_argument("--manager", choices=("launchd", "systemd"), default=default_manager())
+    pr.add_argument("--codexd-api-base", default=DEFAULT_CODEXD_BASE)
+    pr.add_argument("--conductor-api", default=DEFAULT_CONDUCTOR_API)
+    pr.add_argument("--status-api", default=DEFAULT_STATUS_API)
+    pr.add_argument("--expect-role", default="leader", choices=("leader", "standby", "degraded"))
+    pr.add_argument("--node-id", default="")
+    pr.add_argument("--logs-dir", default=str(SCRIPT_REPO / "var" / "logs"))
+    pr.add_argument("--skip-logs", action="store_true")
+    pr.add_argument("--timeout", default="5")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "render":
+            config = resolve_config(ns)
+            rendered = render_all(config, Path(ns.templates))
+            if ns.stdout:
+                for _service, (_name, body) in rendered.items():
+                    sys.stdout.write(body.decode())
+                return 0
+            out_dir = Path(ns.out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for service, (name, body) in rendered.items():
+                target = out_dir / name
+                target.write_bytes(body)
+                print(f"file\t{service}\t{target}")
+            for folder in dirs_to_create(config):
+                print(f"dir\t{folder}")
+            return 0
+        if ns.command == "check":
+            problems = check_files([Path(f) for f in ns.files], [Path(d) for d in ns.pending_dir])
+            for line in problems:
+                print(line)
+            return 1 if problems else 0
+        for key in ("codexd_api_base", "conductor_api", "status_api"):
+            split_base("--" + key.replace("_", "-"), getattr(ns, key))
+        try:
+            float(ns.timeout)
+        except ValueError:
+            raise UsageError(f"--timeout must be a number of seconds, got {ns.timeout!r}") from None
+        probes = probe_node(ns)
+        for item in probes:
+            tag = "ok  " if item.ok else "FAIL"
+            print(f"{tag} {item.what}" + (f": {item.detail}" if item.detail else ""))
+        return 0 if all(item.ok for item in probes) else 1
+    except UsageError as exc:
+        print(f"{_prog()}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{_prog()}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
