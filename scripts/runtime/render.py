@@ -232,8 +232,10 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
     throttle = _int("--throttle-interval", ns.throttle_interval or str(DEFAULT_THROTTLE_S), 1)
     if ns.user and ns.scope != "daemon":
         raise UsageError("--user only applies to --scope daemon (agents run as their user)")
-    services = SERVICES if ns.all_services or not ns.services else tuple(
-        s for s in SERVICES if s in ns.services
+    services = (
+        SERVICES
+        if ns.all_services or not ns.services
+        else tuple(s for s in SERVICES if s in ns.services)
     )
     config = RuntimeConfig(
         manager=ns.manager or default_manager(),
@@ -758,9 +760,7 @@ def _get(url: str, timeout: float) -> tuple[int, bytes]:
         return int(exc.code), bytes(exc.read())
 
 
-def _probe_http(
-    name: str, base: str, path: str, timeout: float
-) -> tuple[Probe, bytes | None]:
+def _probe_http(name: str, base: str, path: str, timeout: float) -> tuple[Probe, bytes | None]:
     what = f"{name} GET {base}{path}"
     try:
         status, body = _get(base + path, timeout)
@@ -833,8 +833,11 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
             for stream in ("out", "err"):
                 path = logs / f"{stem}.{stream}.log"
                 out.append(
-                    Probe(path.is_file(), f"{ns.manager} log {path}", "" if path.is_file() else
-                          "missing")
+                    Probe(
+                        path.is_file(),
+                        f"{ns.manager} log {path}",
+                        "" if path.is_file() else "missing",
+                    )
                 )
     return out
 
@@ -867,8 +870,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="static checks of rendered files")
     c.add_argument("files", nargs="+")
-    c.add_argument("--pending-dir", action="append", default=[],
-                   help="a directory the install will create (its absence is not a problem)")
+    c.add_argument(
+        "--pending-dir",
+        action="append",
+        default=[],
+        help="a directory the install will create (its absence is not a problem)",
+    )
 
     pr = sub.add_parser("probe", help="runtime probes of a running node")
     pr.add_argument("--manager", choices=("launchd", "systemd"), default=default_manager())

@@ -1,0 +1,705 @@
+"""The runtime layer: launchd plists and systemd units rendered from the repo's templates, and the
+scripts in scripts/runtime/ that install, inspect, restart, reload and check them.
+
+Nothing is installed: every script runs with HOME and TMPDIR inside the test's folder, and a fake
+``launchctl``/``systemctl`` first on PATH records any call so the dry runs can prove they made none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import plistlib
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RUNTIME = REPO / "scripts" / "runtime"
+RENDER = RUNTIME / "render.py"
+SCRIPTS = [
+    "install-launchd.sh",
+    "status-launchd.sh",
+    "restart-launchd.sh",
+    "reload-launchd.sh",
+    "check-launchd.sh",
+    "check-node.sh",
+    "codexd-e2e-smoke.sh",
+]
+SERVICES = ("codexd", "conductor", "status-api")
+MODULES = {
+    "codexd": "codexd_trio",
+    "conductor": "conductor_trio",
+    "status-api": "conductor_trio.status_api",
+}
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> dict[str, str]:
+    """Environment for the scripts: private HOME/TMPDIR, no BAA_* leaking in, and recording fakes
+    of launchctl/systemctl first on PATH (so a script that should not call them is caught)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    calls = tmp_path / "manager-calls.log"
+    for tool in ("launchctl", "systemctl"):
+        fake = fakebin / tool
+        fake.write_text(f'#!/bin/sh\necho "{tool} $*" >> {shlex.quote(str(calls))}\nexit 0\n')
+        fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAA_")}
+    env.update(HOME=str(home), TMPDIR=str(tmp_path), PATH=f"{fakebin}:{env.get('PATH', '')}")
+    return env
+
+
+def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RUNTIME / name), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def render(
+    out_dir: Path, manager: str, *flags: str, expect: int = 0
+) -> tuple[dict[str, Path], subprocess.CompletedProcess[str]]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RENDER),
+            "render",
+            "--manager",
+            manager,
+            "--out-dir",
+            str(out_dir),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == expect, proc.stderr
+    files: dict[str, Path] = {}
+    for line in proc.stdout.splitlines():
+        kind, *rest = line.split("\t")
+        if kind == "file":
+            files[rest[0]] = Path(rest[1])
+    return files, proc
+
+
+@pytest.fixture
+def node_dirs(tmp_path: Path) -> dict[str, Path]:
+    """Existing logs/state roots, the way install-launchd.sh leaves them."""
+    dirs = {
+        "logs": tmp_path / "logs",
+        "state": tmp_path / "state",
+    }
+    for sub in ("launchd", "systemd"):
+        (dirs["logs"] / sub).mkdir(parents=True)
+    dirs["state"].mkdir()
+    token = tmp_path / "shared-token"
+    token.write_text("s3cr3t-token-value\n")
+    token.chmod(0o600)
+    dirs["token"] = token
+    return dirs
+
+
+def dir_flags(dirs: dict[str, Path]) -> list[str]:
+    return [
+        "--logs-dir",
+        str(dirs["logs"]),
+        "--state-dir",
+        str(dirs["state"]),
+        "--shared-token-file",
+        str(dirs["token"]),
+    ]
+
+
+def parse_unit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(directives of [Service] except Environment, Environment variables) of a rendered unit."""
+    section = ""
+    service: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        if section != "Service":
+            continue
+        if key == "Environment":
+            for word in shlex.split(value):
+                k, _, v = word.replace("%%", "%").partition("=")
+                env[k] = v
+        else:
+            service[key] = value
+    return service, env
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_launchd_plists_round_trip_with_required_keys(
+    tmp_path: Path, node_dirs: dict[str, Path]
+) -> None:
+    files, _ = render(tmp_path / "out", "launchd", "--node", "mini", *dir_flags(node_dirs))
+    assert set(files) == set(SERVICES)
+    for service, path in files.items():
+        assert path.name == f"so.makefile.baa-{service}.plist"
+        with path.open("rb") as f:
+            plist = plistlib.load(f)
+        assert plist["Label"] == f"so.makefile.baa-{service}"
+        assert plist["ProgramArguments"] == [
+            str(REPO / ".venv" / "bin" / "python"),
+            "-m",
+            MODULES[service],
+            "start",
+        ]
+        assert plist["WorkingDirectory"] == str(REPO)
+        assert plist["RunAtLoad"] is True
+        assert plist["KeepAlive"] == {"SuccessfulExit": False}
+        assert isinstance(plist["ThrottleInterval"], int)
+        assert plist["ThrottleInterval"] >= 1
+        assert isinstance(plist["ExitTimeOut"], int)
+        assert plist["ExitTimeOut"] > 10
+        assert "UserName" not in plist  # agents run as their user
+        launchd_logs = node_dirs["logs"] / "launchd"
+        assert plist["StandardOutPath"] == str(launchd_logs / f"{plist['Label']}.out.log")
+        assert plist["StandardErrorPath"] == str(launchd_logs / f"{plist['Label']}.err.log")
+        env = plist["EnvironmentVariables"]
+        assert env["BAA_NODE_ID"] == "mini-main"
+        # The token's value is never rendered anywhere; only the file that holds it.
+        assert "s3cr3t" not in path.read_text()
+        assert not any("token" in arg.lower() for arg in plist["ProgramArguments"])
+        # A plist dumped again from what was loaded is the same document (no template leftovers).
+        assert "@" not in json.dumps(plist)
+        assert plistlib.loads(plistlib.dumps(plist)) == plist
+
+    codexd = plistlib.loads(files["codexd"].read_bytes())["EnvironmentVariables"]
+    assert codexd["BAA_CODEXD_LOCAL_API_BASE"] == "http://127.0.0.1:4319"
+    assert codexd["BAA_CODEXD_LOGS_DIR"] == str(node_dirs["logs"])
+    assert codexd["BAA_CODEXD_STATE_DIR"] == str(node_dirs["state"])
+    assert codexd["BAA_CODEXD_EVENT_STREAM_PATH"] == "/v1/codexd/events"
+    assert codexd["BAA_CODEXD_SERVER_COMMAND"] == "codex"
+    assert codexd["BAA_CODEXD_SERVER_ARGS"] == "app-server"
+    assert codexd["BAA_CODEXD_SHUTDOWN_GRACE_S"] == "10"
+    conductor = plistlib.loads(files["conductor"].read_bytes())["EnvironmentVariables"]
+    assert conductor["BAA_SHARED_TOKEN_FILE"] == str(node_dirs["token"])
+    assert "BAA_SHARED_TOKEN" not in conductor
+    assert conductor["BAA_CONDUCTOR_HOST"] == "mini"
+    assert conductor["BAA_CONDUCTOR_ROLE"] == "primary"
+    status = plistlib.loads(files["status-api"].read_bytes())["EnvironmentVariables"]
+    assert status["BAA_STATUS_API_LOCAL_API"] == "http://127.0.0.1:4318"
+    assert status["BAA_CONDUCTOR_LOCAL_API"] == "http://127.0.0.1:4317"
+
+
+@pytest.mark.parametrize(("grace", "expected_exit_timeout"), [("10", 20), ("5", 20), ("30", 60)])
+def test_exit_timeout_is_longer_than_codexd_grace(
+    tmp_path: Path, grace: str, expected_exit_timeout: int
+) -> None:
+    files, _ = render(tmp_path, "launchd", "--service", "codexd", "--shutdown-grace", grace)
+    plist = plistlib.loads(files["codexd"].read_bytes())
+    assert plist["ExitTimeOut"] == expected_exit_timeout
+    assert plist["EnvironmentVariables"]["BAA_CODEXD_SHUTDOWN_GRACE_S"] == grace
+
+
+@pytest.mark.parametrize("exit_timeout", ["10", "3"])
+def test_renderer_refuses_exit_timeout_not_above_grace(tmp_path: Path, exit_timeout: str) -> None:
+    files, proc = render(
+        tmp_path / "out",
+        "launchd",
+        "--shutdown-grace",
+        "10",
+        "--exit-timeout",
+        exit_timeout,
+        expect=2,
+    )
+    assert files == {}
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "longer than codexd's shutdown grace" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "base", ["http://0.0.0.0:4319", "http://192.168.1.20:4319", "http://mini.local:4319"]
+)
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_renderer_refuses_non_loopback_codexd(tmp_path: Path, base: str, manager: str) -> None:
+    files, proc = render(tmp_path / "out", manager, "--codexd-api-base", base, expect=2)
+    assert files == {}
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "loopback" in line
+    assert "Traceback" not in proc.stderr
+
+
+def test_systemd_units_have_the_launchd_semantics_and_environment(
+    tmp_path: Path, node_dirs: dict[str, Path]
+) -> None:
+    flags = ["--node", "mini", "--shutdown-grace", "15", *dir_flags(node_dirs)]
+    plists, _ = render(tmp_path / "launchd", "launchd", *flags)
+    units, _ = render(tmp_path / "systemd", "systemd", *flags)
+    for service in SERVICES:
+        unit = units[service]
+        assert unit.name == f"baa-{service}.service"
+        directives, env = parse_unit(unit)
+        plist = plistlib.loads(plists[service].read_bytes())
+        assert env == plist["EnvironmentVariables"]
+        assert shlex.split(directives["ExecStart"]) == plist["ProgramArguments"]
+        assert directives["WorkingDirectory"] == plist["WorkingDirectory"]
+        assert directives["Restart"] == "on-failure"
+        assert directives["RestartSec"] == str(plist["ThrottleInterval"])
+        assert int(directives["TimeoutStopSec"]) == plist["ExitTimeOut"] == 30
+        assert int(directives["TimeoutStopSec"]) > 15
+        assert directives["KillMode"] == "mixed"
+        assert directives["KillSignal"] == "SIGTERM"
+        logs = node_dirs["logs"] / "systemd"
+        assert directives["StandardOutput"] == f"append:{logs}/baa-{service}.out.log"
+        assert directives["StandardError"] == f"append:{logs}/baa-{service}.err.log"
+        assert "User" not in directives
+        assert "EnvironmentFile" not in directives
+        assert "WantedBy=default.target" in unit.read_text()
+
+
+def test_daemon_scope_runs_as_the_given_user(tmp_path: Path) -> None:
+    env_file = tmp_path / "node.env"
+    flags = ["--scope", "daemon", "--user", "baa", "--service", "codexd"]
+    plists, _ = render(tmp_path / "l", "launchd", *flags)
+    units, _ = render(tmp_path / "s", "systemd", *flags, "--env-file", str(env_file))
+    assert plistlib.loads(plists["codexd"].read_bytes())["UserName"] == "baa"
+    directives, _ = parse_unit(units["codexd"])
+    assert directives["User"] == "baa"
+    assert directives["EnvironmentFile"] == f"-{env_file}"
+    assert "WantedBy=multi-user.target" in units["codexd"].read_text()
+
+
+def test_odd_characters_survive_systemd_quoting(tmp_path: Path) -> None:
+    odd = tmp_path / "logs with space and 100%"
+    (odd / "systemd").mkdir(parents=True)
+    units, _ = render(tmp_path / "s", "systemd", "--service", "codexd", "--logs-dir", str(odd))
+    directives, env = parse_unit(units["codexd"])
+    assert env["BAA_CODEXD_LOGS_DIR"] == str(odd)
+    assert directives["StandardOutput"] == f"append:{odd}/systemd/baa-codexd.out.log".replace(
+        "%", "%%"
+    )
+
+
+def test_rendered_units_pass_systemd_analyze_verify(
+    tmp_path: Path, node_dirs: dict[str, Path]
+) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    units, _ = render(tmp_path / "units", "systemd", *dir_flags(node_dirs))
+    proc = subprocess.run(
+        [analyze, "verify", *map(str, units.values())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0 and "Failed to initialize manager" in output:
+        pytest.skip(f"systemd-analyze cannot run here: {output}")
+    assert proc.returncode == 0, output
+    # verify reports unknown directives and bad values as warnings with status 0.
+    assert output == ""
+
+
+# --------------------------------------------------------------------------- scripts: contract
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_has_help(script: str, sandbox: dict[str, str]) -> None:
+    proc = run_script(script, "--help", env=sandbox)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: ")
+    assert script in proc.stdout
+
+
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_dry_runs_without_touching_the_service_manager(
+    script: str, manager: str, sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    args = ["--dry-run"] if script == "codexd-e2e-smoke.sh" else ["--dry-run", "--manager", manager]
+    proc = run_script(script, *args, env=sandbox)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (tmp_path / "manager-calls.log").exists()
+    # Nothing is installed into the (sandboxed) home.
+    assert list((tmp_path / "home").iterdir()) == []
+
+
+def test_install_dry_run_shows_files_and_commands(sandbox: dict[str, str], tmp_path: Path) -> None:
+    stage = tmp_path / "stage"
+    proc = run_script(
+        "install-launchd.sh",
+        "--dry-run",
+        "--manager",
+        "launchd",
+        "--service",
+        "codexd",
+        "--node",
+        "mini",
+        "--out-dir",
+        str(stage),
+        env=sandbox,
+    )
+    assert proc.returncode == 0, proc.stderr
+    agents = tmp_path / "home" / "Library" / "LaunchAgents"
+    assert f"would write {agents}/so.makefile.baa-codexd.plist" in proc.stdout
+    assert "<key>KeepAlive</key>" in proc.stdout
+    uid = os.getuid()
+    assert (
+        f"would run: launchctl bootstrap gui/{uid} {agents}/so.makefile.baa-codexd.plist"
+        in proc.stdout
+    )
+    assert [p.name for p in stage.iterdir()] == ["so.makefile.baa-codexd.plist"]
+
+    proc = run_script("install-launchd.sh", "--dry-run", "--manager", "systemd", env=sandbox)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "would run: systemctl --user enable baa-codexd.service baa-conductor.service "
+        "baa-status-api.service" in proc.stdout
+    )
+
+
+def test_install_refuses_files_that_fail_the_checks(sandbox: dict[str, str]) -> None:
+    proc = run_script(
+        "install-launchd.sh",
+        "--dry-run",
+        "--manager",
+        "launchd",
+        "--service",
+        "codexd",
+        "--python",
+        "/nonexistent/python",
+        env=sandbox,
+    )
+    assert proc.returncode == 1
+    assert "python /nonexistent/python does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_flags_are_one_line_and_status_2(script: str, sandbox: dict[str, str]) -> None:
+    # The smoke passes unknown arguments to pytest, so give it a flag missing its value instead.
+    args = ["--repo-dir"] if script == "codexd-e2e-smoke.sh" else ["--no-such-flag"]
+    proc = run_script(script, *args, env=sandbox)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"{script}: ")
+
+
+@pytest.mark.parametrize(
+    "script", ["install-launchd.sh", "status-launchd.sh", "restart-launchd.sh", "reload-launchd.sh"]
+)
+def test_missing_launchctl_is_one_clear_line(script: str, sandbox: dict[str, str]) -> None:
+    env = dict(sandbox)
+    # Drop the fake launchctl; if the host has a real one this test is about another host.
+    env["PATH"] = env["PATH"].split(":", 1)[1]
+    if shutil.which("launchctl", path=env["PATH"]):
+        pytest.skip("this host has launchctl")
+    proc = run_script(script, "--manager", "launchd", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"{script}: launchctl not found: this host has no launchd "
+        "(use --manager systemd on Linux, or --dry-run)"
+    )
+
+
+def test_restart_and_reload_drive_the_service_manager(
+    sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    calls = tmp_path / "manager-calls.log"
+    proc = run_script(
+        "restart-launchd.sh", "--manager", "launchd", "--service", "conductor", env=sandbox
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        calls.read_text() == f"launchctl kickstart -k gui/{os.getuid()}/so.makefile.baa-conductor\n"
+    )
+    calls.unlink()
+
+    proc = run_script(
+        "reload-launchd.sh", "--manager", "systemd", "--service", "codexd", "--no-wait", env=sandbox
+    )
+    assert proc.returncode == 2  # nothing installed yet
+    assert "baa-codexd.service is not installed" in proc.stderr
+    unit_dir = tmp_path / "home" / ".config" / "systemd" / "user"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "baa-codexd.service").write_text("[Service]\n")
+    proc = run_script(
+        "reload-launchd.sh", "--manager", "systemd", "--service", "codexd", "--no-wait", env=sandbox
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert calls.read_text().splitlines() == [
+        "systemctl --user daemon-reload",
+        "systemctl --user restart baa-codexd.service",
+    ]
+
+
+def test_reload_gives_up_on_codexd_health_after_its_timeout(
+    sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    unit_dir = tmp_path / "home" / ".config" / "systemd" / "user"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "baa-codexd.service").write_text("[Service]\n")
+    # Port 9 (discard) on loopback: nothing answers HTTP there.
+    proc = run_script(
+        "reload-launchd.sh",
+        "--manager",
+        "systemd",
+        "--service",
+        "codexd",
+        "--codexd-api-base",
+        "http://127.0.0.1:9",
+        "--wait-timeout",
+        "0",
+        env=sandbox,
+    )
+    assert proc.returncode == 1
+    assert "codexd did not answer http://127.0.0.1:9/healthz within 0s" in proc.stderr
+
+
+# --------------------------------------------------------------------------- check-launchd.sh
+
+
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_check_accepts_a_good_rendering(
+    manager: str, tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    files, _ = render(tmp_path / "out", manager, *dir_flags(node_dirs))
+    args = [a for f in files.values() for a in ("--file", str(f))]
+    proc = run_script("check-launchd.sh", *args, env=sandbox)
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.startswith("ok: 3 file(s) checked")
+
+
+def test_check_catches_codexd_bound_to_all_interfaces(
+    tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    files, _ = render(tmp_path / "out", "launchd", "--service", "codexd", *dir_flags(node_dirs))
+    plist: dict[str, Any] = plistlib.loads(files["codexd"].read_bytes())
+    plist["EnvironmentVariables"]["BAA_CODEXD_LOCAL_API_BASE"] = "http://0.0.0.0:4319"
+    files["codexd"].write_bytes(plistlib.dumps(plist))
+    proc = run_script("check-launchd.sh", "--file", str(files["codexd"]), env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        "so.makefile.baa-codexd.plist: codexd listen address is not loopback: 0.0.0.0 "
+        "(BAA_CODEXD_LOCAL_API_BASE=http://0.0.0.0:4319)"
+    ]
+
+
+def test_check_catches_a_missing_log_dir(
+    tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    missing = tmp_path / "no-such-logs"
+    files, _ = render(
+        tmp_path / "out",
+        "launchd",
+        "--service",
+        "codexd",
+        *dir_flags(node_dirs),
+        "--logs-dir",
+        str(missing),
+    )
+    proc = run_script("check-launchd.sh", "--file", str(files["codexd"]), env=sandbox)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert (
+        f"so.makefile.baa-codexd.plist: logs dir (BAA_CODEXD_LOGS_DIR) does not exist: {missing}"
+        in lines
+    )
+    assert (
+        f"so.makefile.baa-codexd.plist: stdout log dir does not exist: {missing}/launchd" in lines
+    )
+    # Every problem is one line naming the file.
+    assert all(line.startswith("so.makefile.baa-codexd.plist: ") for line in lines)
+
+
+def test_check_catches_broken_systemd_semantics_and_inline_secrets(
+    tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    files, _ = render(tmp_path / "out", "systemd", "--service", "conductor", *dir_flags(node_dirs))
+    unit = files["conductor"]
+    text = unit.read_text()
+    text = text.replace("Restart=on-failure", "Restart=always")
+    text = text.replace("TimeoutStopSec=20", "TimeoutStopSec=5")
+    text = text.replace("[Service]\n", '[Service]\nEnvironment="BAA_SHARED_TOKEN=hunter2"\n')
+    unit.write_text(text)
+    node_dirs["token"].chmod(0o644)
+    proc = run_script("check-launchd.sh", "--file", str(unit), env=sandbox)
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert "Restart must be on-failure (got 'always')" in out
+    assert "TimeoutStopSec (5s) must be longer than codexd's shutdown grace (10s)" in out
+    assert "BAA_SHARED_TOKEN is written inline; use BAA_SHARED_TOKEN_FILE instead" in out
+    assert "shared token file is readable by others (chmod 600)" in out
+
+
+def test_check_reports_services_that_are_not_installed(sandbox: dict[str, str]) -> None:
+    proc = run_script(
+        "check-launchd.sh", "--manager", "launchd", "--service", "codexd", env=sandbox
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.strip().endswith("so.makefile.baa-codexd.plist: not installed")
+
+
+# --------------------------------------------------------------------------- check-node.sh
+
+
+class _FakeNode:
+    """One loopback HTTP server answering the probes of all three services (paths differ)."""
+
+    def __init__(self) -> None:
+        self.role = "leader"
+        self.child_state = "running"
+        self.node_id = "mini-main"
+
+    def respond(self, path: str) -> tuple[int, str, bytes]:
+        def ok(data: dict[str, Any]) -> tuple[int, str, bytes]:
+            return 200, "application/json", json.dumps({"ok": True, "data": data}).encode()
+
+        if path in ("/healthz", "/readyz"):
+            return ok({"status": "ok"})
+        if path == "/rolez":
+            return 200, "text/plain", self.role.encode()
+        if path == "/v1/codexd/status":
+            daemon = {"started": True, "child": {"state": self.child_state}}
+            return ok({"snapshot": {"identity": {"nodeId": self.node_id}, "daemon": daemon}})
+        if path == "/v1/status":
+            return ok({"mode": "running"})
+        return 404, "application/json", b'{"ok":false}'
+
+
+@pytest.fixture
+def fake_node() -> Iterator[tuple[_FakeNode, str]]:
+    node = _FakeNode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, ctype, body = node.respond(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield node, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+def test_check_node_passes_on_a_healthy_node_and_names_each_failure(
+    fake_node: tuple[_FakeNode, str], tmp_path: Path, sandbox: dict[str, str]
+) -> None:
+    node, base = fake_node
+    logs = tmp_path / "logs"
+    (logs / "launchd").mkdir(parents=True)
+    for service in SERVICES:
+        for stream in ("out", "err"):
+            (logs / "launchd" / f"so.makefile.baa-{service}.{stream}.log").touch()
+    args = [
+        "--node",
+        "mini",
+        "--manager",
+        "launchd",
+        "--logs-dir",
+        str(logs),
+        "--codexd-api-base",
+        base,
+        "--conductor-api",
+        base,
+        "--status-api",
+        base,
+    ]
+    proc = run_script("check-node.sh", *args, env=sandbox)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()[1:]
+    assert len(lines) == 7 + 6
+    assert all(line.startswith("ok ") for line in lines)
+
+    node.role = "standby"
+    node.child_state = "restarting"
+    (logs / "launchd" / "so.makefile.baa-codexd.err.log").unlink()
+    proc = run_script("check-node.sh", *args, env=sandbox)
+    assert proc.returncode == 1
+    failures = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert failures == [
+        f"FAIL conductor GET {base}/rolez: role is 'standby', expected 'leader'",
+        f"FAIL codexd GET {base}/v1/codexd/status: app-server child state is 'restarting', "
+        "not 'running'",
+        f"FAIL launchd log {logs}/launchd/so.makefile.baa-codexd.err.log: missing",
+    ]
+
+    node.role, node.child_state, node.node_id = "leader", "running", "other-main"
+    proc = run_script("check-node.sh", *args, "--skip-logs", env=sandbox)
+    assert proc.returncode == 1
+    assert "codexd node id is 'other-main', expected 'mini-main'" in proc.stdout
+
+
+def test_check_node_reports_an_unreachable_node(sandbox: dict[str, str]) -> None:
+    down = "http://127.0.0.1:9"
+    proc = run_script(
+        "check-node.sh",
+        "--skip-logs",
+        "--codexd-api-base",
+        down,
+        "--conductor-api",
+        down,
+        "--status-api",
+        down,
+        "--timeout",
+        "2",
+        env=sandbox,
+    )
+    assert proc.returncode == 1
+    probes = proc.stdout.splitlines()[1:]
+    assert len(probes) == 7
+    assert all(line.startswith("FAIL ") and "unreachable" in line for line in probes)
+
+
+# --------------------------------------------------------------------------- smoke and lint
+
+
+def test_smoke_dry_run_passes_pytest_arguments(sandbox: dict[str, str]) -> None:
+    proc = run_script("codexd-e2e-smoke.sh", "--dry-run", "-k", "turn", "-x", env=sandbox)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(
+        "would run: .venv/bin/python -m pytest -q tests/test_e2e_node.py -k turn -x"
+    )
+
+
+def test_scripts_are_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (Debian package 'shellcheck')")
+    scripts = sorted(str(p) for p in RUNTIME.glob("*.sh"))
+    proc = subprocess.run(
+        [shellcheck, "-x", *scripts], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
