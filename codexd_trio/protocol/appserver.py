@@ -1,0 +1,521 @@
+"""Trio client for ``codex app-server`` over a child's stdio.
+
+Thin pumps around the sans-IO :class:`~codexd_trio.protocol.jsonrpc.Connection`: one reader task
+turns stdout lines into events and routes them (responses to the waiting caller, notifications to
+``on_notification`` in order, each server request to ``on_server_request`` in its own task);
+writers share the child's send lock. Framing and correlation live in the connection.
+
+Usage::
+
+    async with open_app_server(spec, on_notification=handle) as client:
+        thread = await client.thread_start(cwd="/work/ws")
+        await client.turn_start(thread["thread"]["id"], [{"type": "text", "text": "hi"}])
+
+**Cancellation / Resource handling:** leaving the block (normally, by an exception or by
+cancellation) stops the child gracefully — close stdin, bounded wait, SIGTERM, SIGKILL the
+process group — under a shielded scope with its own deadline. When the child exits on its own
+the block does not raise: pending calls fail with :class:`ChildExited` and
+:meth:`AppServerClient.wait_exited` returns, so a supervisor can restart it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import trio
+
+import codexd_trio
+from codexd_trio.child import (
+    DEFAULT_MAX_LINE,
+    ChildGone,
+    ChildProcess,
+    ChildSpec,
+    ExitStatus,
+    LineTooLong,
+    open_child,
+    reraise_single,
+)
+from codexd_trio.protocol.jsonrpc import (
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+    SERVER_OVERLOADED,
+    Connection,
+    ErrorResponse,
+    Malformed,
+    Notification,
+    ProtocolError,
+    Response,
+    ServerRequest,
+)
+
+if TYPE_CHECKING:
+    from trio._file_io import AsyncIOWrapper
+
+__all__ = [
+    "AppServerClient",
+    "AppServerError",
+    "ChildExited",
+    "Notification",
+    "NotificationHandler",
+    "OverloadRetry",
+    "ProtocolError",
+    "RequestTimeout",
+    "ServerRequest",
+    "ServerRequestHandler",
+    "open_app_server",
+]
+
+log = logging.getLogger(__name__)
+
+NotificationHandler = Callable[[Notification], None]
+ServerRequestHandler = Callable[[ServerRequest], Awaitable[Any]]
+
+# Code for the error reply when a server-request handler timed out (Codex declines on any error).
+_HANDLER_TIMEOUT = -32000
+# After stdout EOF the process normally exits within milliseconds; waiting a little gives the
+# ChildExited raised to pending callers a real exit status. Bounded so callers never hang.
+_EXIT_AFTER_EOF_GRACE = 1.0
+
+
+class AppServerError(Exception):
+    """The app-server answered a request with a JSON-RPC error."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{method}: {message} (code {code})")
+        self.method = method
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class ChildExited(Exception):
+    """The child went away while a request was pending, or before it could be sent."""
+
+    def __init__(self, status: ExitStatus | None, method: str | None = None) -> None:
+        how = status.describe() if status is not None else "stdout closed"
+        what = f" during {method}" if method else ""
+        super().__init__(f"codex app-server exited{what} ({how})")
+        self.status = status
+        self.method = method
+
+
+class RequestTimeout(Exception):
+    """No answer to a request within its timeout (the server may drop replies when overloaded)."""
+
+    def __init__(self, method: str, timeout: float) -> None:
+        super().__init__(f"{method}: no answer within {timeout:g} s")
+        self.method = method
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class OverloadRetry:
+    """Backoff for requests the server rejects with -32001 "Server overloaded; retry later"."""
+
+    attempts: int = 6
+    initial_delay: float = 0.05
+    max_delay: float = 2.0
+
+    def delays(self) -> list[float]:
+        """Sleeps between attempts: ``initial_delay`` doubling up to ``max_delay``."""
+        delays: list[float] = []
+        delay = self.initial_delay
+        for _ in range(self.attempts - 1):
+            delays.append(min(delay, self.max_delay))
+            delay *= 2
+        return delays
+
+
+class _Waiter:
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.outcome: Response | ErrorResponse | ChildExited | None = None
+
+    def resolve(self, outcome: Response | ErrorResponse | ChildExited) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.done.set()
+
+
+class AppServerClient:
+    """A connected, initialized app-server. Obtain it from :func:`open_app_server`."""
+
+    def __init__(
+        self,
+        child: ChildProcess,
+        *,
+        on_notification: NotificationHandler,
+        on_server_request: ServerRequestHandler | None,
+        server_request_timeout: float,
+        request_timeout: float,
+        max_in_flight: int,
+        stdout_log: Path | None,
+        overload_retry: OverloadRetry,
+    ) -> None:
+        self._child = child
+        self._conn = Connection()
+        self._on_notification = on_notification
+        self._on_server_request = on_server_request
+        self._server_request_timeout = server_request_timeout
+        self._request_timeout = request_timeout
+        self._in_flight = trio.Semaphore(max_in_flight)
+        self._stdout_log_path = stdout_log
+        self._stdout_log: AsyncIOWrapper[BinaryIO] | None = None
+        self._overload_retry = overload_retry
+        self._waiters: dict[int, _Waiter] = {}
+        self._gone = False
+        self._exited = trio.Event()
+        self.pid: int = child.pid
+        self.pgid: int = child.pgid
+        self.initialize_result: dict[str, Any] = {}
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        """How the child ended, once it has exited."""
+        return self._child.exit_status
+
+    # ------------------------------------------------------------------ requests
+
+    # A per-request timeout is part of the protocol contract (the server drops replies when
+    # overloaded), not a replacement for cancel scopes at the call site.
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        """Send a request and return its ``result``.
+
+        At most ``max_in_flight`` requests are outstanding at once (further callers wait for a
+        slot). A -32001 "overloaded" answer is retried with exponential backoff; the timeout
+        covers the whole call, waiting for a slot and retries included.
+
+        Raises:
+            AppServerError: the server answered with an error (also after the overload retries
+                are used up, with code -32001).
+            RequestTimeout: no answer within ``timeout`` (default: the client's
+                ``request_timeout``).
+            ChildExited: the child exited before or while the request was outstanding.
+            ProtocolError: ``params`` cannot be encoded.
+
+        **Cancellation:** safe; an answer arriving after a cancel is logged and dropped.
+        """
+        limit = self._request_timeout if timeout is None else timeout
+        with trio.move_on_after(limit) as scope:
+            return await self._request_with_retry(method, params)
+        assert scope.cancelled_caught
+        raise RequestTimeout(method, limit)
+
+    async def _request_with_retry(self, method: str, params: dict[str, Any] | None) -> Any:
+        delays = self._overload_retry.delays()
+        while True:
+            try:
+                return await self._request_once(method, params)
+            except AppServerError as exc:
+                if exc.code != SERVER_OVERLOADED or not delays:
+                    raise
+                delay = delays.pop(0)
+                log.debug("%s overloaded; retrying in %.2f s", method, delay)
+            await trio.sleep(delay)
+
+    async def _request_once(self, method: str, params: dict[str, Any] | None) -> Any:
+        async with self._in_flight:
+            if self._gone:
+                raise ChildExited(self.exit_status, method)
+            request_id, line = self._conn.send_request(method, params)
+            waiter = _Waiter()
+            self._waiters[request_id] = waiter
+            try:
+                try:
+                    await self._child.send(line)
+                except ChildGone as exc:
+                    raise ChildExited(self.exit_status, method) from exc
+                await waiter.done.wait()
+            finally:
+                if self._waiters.pop(request_id, None) is not None:
+                    self._conn.abandon(request_id)
+        outcome = waiter.outcome
+        if isinstance(outcome, Response):
+            return outcome.result
+        if isinstance(outcome, ErrorResponse):
+            raise AppServerError(method, outcome.code, outcome.message, outcome.data)
+        assert isinstance(outcome, ChildExited)
+        raise ChildExited(outcome.status, method)
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        """Send a notification (no answer).
+
+        Raises:
+            ChildExited: the child's stdin is closed.
+        """
+        try:
+            await self._child.send(self._conn.send_notification(method, params))
+        except ChildGone as exc:
+            raise ChildExited(self.exit_status, method) from exc
+
+    async def _request_object(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        result = await self.request(method, params)
+        if not isinstance(result, dict):
+            raise ProtocolError(f"{method}: expected an object result, got {result!r}")
+        return result
+
+    # ------------------------------------------------------------------ typed calls
+
+    async def initialize(
+        self,
+        *,
+        name: str,
+        version: str,
+        title: str | None = None,
+        opt_out_notifications: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Handshake: ``initialize`` then the ``initialized`` notification.
+
+        ``opt_out_notifications`` lists notification methods the server should not send.
+        Stores and returns the result (``userAgent``, ``codexHome``, ``platformOs`` ...).
+        """
+        client_info: dict[str, Any] = {"name": name, "version": version}
+        if title is not None:
+            client_info["title"] = title
+        params: dict[str, Any] = {"clientInfo": client_info}
+        if opt_out_notifications:
+            params["capabilities"] = {"optOutNotificationMethods": list(opt_out_notifications)}
+        result = await self._request_object("initialize", params)
+        await self.notify("initialized")
+        self.initialize_result = result
+        return result
+
+    async def thread_start(self, **params: Any) -> dict[str, Any]:
+        """``thread/start`` with camelCase params (``cwd``, ``model``, ``approvalPolicy`` ...)."""
+        return await self._request_object("thread/start", params)
+
+    async def thread_resume(
+        self, thread_id: str, *, exclude_turns: bool = True, **params: Any
+    ) -> dict[str, Any]:
+        """``thread/resume``; turns are excluded by default (full history is deprecated)."""
+        return await self._request_object(
+            "thread/resume", {"threadId": thread_id, "excludeTurns": exclude_turns, **params}
+        )
+
+    async def thread_read(self, thread_id: str, *, include_turns: bool = False) -> dict[str, Any]:
+        """``thread/read``."""
+        return await self._request_object(
+            "thread/read", {"threadId": thread_id, "includeTurns": include_turns}
+        )
+
+    async def turn_start(
+        self, thread_id: str, input: list[dict[str, Any]], **overrides: Any
+    ) -> dict[str, Any]:
+        """``turn/start``; the turn's end is the ``turn/completed`` notification."""
+        return await self._request_object(
+            "turn/start", {"threadId": thread_id, "input": input, **overrides}
+        )
+
+    async def turn_steer(
+        self, thread_id: str, input: list[dict[str, Any]], *, expected_turn_id: str
+    ) -> dict[str, Any]:
+        """``turn/steer``: add input to the running turn ``expected_turn_id``."""
+        return await self._request_object(
+            "turn/steer",
+            {"threadId": thread_id, "input": input, "expectedTurnId": expected_turn_id},
+        )
+
+    async def turn_interrupt(self, thread_id: str, turn_id: str) -> dict[str, Any]:
+        """``turn/interrupt``; ``turn/completed`` with status ``interrupted`` follows."""
+        return await self._request_object(
+            "turn/interrupt", {"threadId": thread_id, "turnId": turn_id}
+        )
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def wait_exited(self) -> ExitStatus:
+        """Wait until the child has exited and its stdout has been drained.
+
+        **Cancellation:** safe.
+        """
+        await self._exited.wait()
+        status = self._child.exit_status
+        assert status is not None
+        return status
+
+    async def aclose(self, grace: float = 2.0, term_grace: float = 2.0) -> None:
+        """Stop the child gracefully (close stdin, wait, SIGTERM, SIGKILL the group).
+
+        **Cancellation:** a cancel may interrupt the waits; :func:`open_app_server` runs this
+        shielded with a deadline.
+        """
+        self._gone = True
+        await self._child.stop(grace, term_grace)
+
+    # ------------------------------------------------------------------ reader
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        """Route every stdout line until EOF, then fail pending calls and record the exit."""
+        try:
+            while True:
+                try:
+                    line = await self._child.receive_line()
+                except LineTooLong as exc:
+                    log.warning("app-server stdout: %s", exc)
+                    await self._log_stdout(f"[codexd: {exc}]\n".encode())
+                    continue
+                if line is None:
+                    break
+                await self._dispatch(self._conn.receive_line(line), nursery)
+            self._gone = True
+            with trio.move_on_after(_EXIT_AFTER_EOF_GRACE):
+                await self._child.wait()
+            self._fail_pending()
+            await self._child.wait()
+        finally:
+            self._gone = True
+            self._fail_pending()
+            if self._child.exit_status is not None:
+                self._exited.set()
+            if self._stdout_log is not None:
+                with trio.CancelScope(shield=True):
+                    await self._stdout_log.aclose()
+                self._stdout_log = None
+
+    def _fail_pending(self) -> None:
+        self._conn.abandon_all()
+        failure = ChildExited(self._child.exit_status)
+        for waiter in self._waiters.values():
+            waiter.resolve(failure)
+
+    async def _dispatch(
+        self,
+        incoming: Response | ErrorResponse | Notification | ServerRequest | Malformed,
+        nursery: trio.Nursery,
+    ) -> None:
+        if isinstance(incoming, Notification):
+            try:
+                self._on_notification(incoming)
+            except Exception:
+                # A buggy handler must not take the connection down with it.
+                log.exception("notification handler failed on %s", incoming.method)
+        elif isinstance(incoming, Response | ErrorResponse):
+            # The connection only classifies answers to our own (integer) ids as responses.
+            waiter = self._waiters.get(incoming.id) if isinstance(incoming.id, int) else None
+            if waiter is not None:
+                waiter.resolve(incoming)
+        elif isinstance(incoming, ServerRequest):
+            nursery.start_soon(self._answer_server_request, incoming)
+        else:
+            log.warning("ignoring app-server stdout line: %s", incoming.reason)
+            await self._log_stdout(incoming.line + b"\n")
+
+    async def _answer_server_request(self, request: ServerRequest) -> None:
+        """Answer one server request; every path sends exactly one reply."""
+        handler = self._on_server_request
+        if handler is None:
+            reply = self._conn.send_error(
+                request.id, METHOD_NOT_FOUND, f"no handler for {request.method}"
+            )
+        else:
+            try:
+                with trio.fail_after(self._server_request_timeout):
+                    result = await handler(request)
+                reply = self._conn.send_result(request.id, result)
+            except trio.TooSlowError:
+                reply = self._conn.send_error(
+                    request.id,
+                    _HANDLER_TIMEOUT,
+                    f"no decision for {request.method} within {self._server_request_timeout:g} s",
+                )
+            except Exception as exc:
+                log.warning("server request handler failed on %s: %r", request.method, exc)
+                reply = self._conn.send_error(
+                    request.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+                )
+        try:
+            await self._child.send(reply)
+        except ChildGone:
+            log.info("child gone before the reply to %s could be sent", request.method)
+
+    async def _log_stdout(self, data: bytes) -> None:
+        if self._stdout_log_path is None:
+            return
+        try:
+            if self._stdout_log is None:
+                self._stdout_log_path.parent.mkdir(parents=True, exist_ok=True)
+                self._stdout_log = await trio.open_file(self._stdout_log_path, "ab", buffering=0)
+            await self._stdout_log.write(data)
+        except OSError as exc:
+            log.warning("cannot write stdout log %s: %s", self._stdout_log_path, exc)
+
+
+@asynccontextmanager
+async def open_app_server(
+    spec: ChildSpec,
+    *,
+    on_notification: NotificationHandler,
+    on_server_request: ServerRequestHandler | None = None,
+    server_request_timeout: float = 600.0,
+    request_timeout: float = 30.0,
+    max_in_flight: int = 32,
+    stdout_log: Path | None = None,
+    client_name: str = "codexd",
+    client_version: str = codexd_trio.__version__,
+    initialize: bool = True,
+    overload_retry: OverloadRetry = OverloadRetry(),  # frozen: safe to share
+    max_line: int = DEFAULT_MAX_LINE,
+    stop_grace: float = 2.0,
+    stop_term_grace: float = 2.0,
+) -> AsyncIterator[AppServerClient]:
+    """Spawn ``codex app-server`` (``spec``), handshake, and yield a client.
+
+    Notifications are passed to ``on_notification`` synchronously and in order from the reader
+    task (it must not block). Each server request runs ``on_server_request`` in its own task;
+    with no handler, or when it raises or exceeds ``server_request_timeout``, the server gets
+    a JSON-RPC error reply (Codex treats that as a decline), so it never waits forever.
+    stdout lines that are not JSON-RPC messages are appended to ``stdout_log``.
+
+    Raises:
+        ChildSpawnError: the binary could not be started.
+        AppServerError, RequestTimeout, ChildExited: the handshake failed.
+
+    **Cancellation:** cancelling the owner of the block stops the child like a normal exit.
+
+    **Resource handling:** on leaving the block the child is stopped gracefully (close stdin,
+    ``stop_grace``, SIGTERM, ``stop_term_grace``, SIGKILL the process group) under a shielded
+    scope with its own deadline; server-request tasks still running are cancelled.
+    """
+    async with open_child(
+        spec, max_line=max_line, grace=stop_grace, term_grace=stop_term_grace
+    ) as child:
+        client = AppServerClient(
+            child,
+            on_notification=on_notification,
+            on_server_request=on_server_request,
+            server_request_timeout=server_request_timeout,
+            request_timeout=request_timeout,
+            max_in_flight=max_in_flight,
+            stdout_log=stdout_log,
+            overload_retry=overload_retry,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._read_loop, nursery)
+                try:
+                    if initialize:
+                        await client.initialize(name=client_name, version=client_version)
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True) as cleanup:
+                        cleanup.deadline = trio.current_time() + stop_grace + stop_term_grace + 5
+                        await client.aclose(stop_grace, stop_term_grace)
+                        # Let the reader drain what the child wrote before exiting.
+                        with trio.move_on_after(1.0):
+                            await client._exited.wait()
+                    nursery.cancel_scope.cancel(reason="app-server client closed")
+        except BaseExceptionGroup as group:
+            reraise_single(group)
