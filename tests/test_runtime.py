@@ -703,3 +703,38 @@ def test_scripts_are_shellcheck_clean() -> None:
         [shellcheck, "-x", *scripts], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_conductor_and_status_api_listen_off_loopback_only_when_allow_listed(
+    tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    _, proc = render(tmp_path / "a", "systemd", "--conductor-api", "http://10.0.0.5:4317", expect=2)
+    assert proc.stderr.strip().endswith(
+        "--conductor-api listens on non-loopback host '10.0.0.5' that is not listed in "
+        "--allowed-hosts"
+    )
+    files, _ = render(
+        tmp_path / "b",
+        "launchd",
+        *dir_flags(node_dirs),
+        "--conductor-api",
+        "http://10.0.0.5:4317",
+        "--allowed-hosts",
+        "10.0.0.5",
+        "--status-api",
+        "http://10.0.0.5:4318",
+        "--status-allowed-hosts",
+        "10.0.0.5",
+    )
+    conductor = plistlib.loads(files["conductor"].read_bytes())
+    assert conductor["EnvironmentVariables"]["BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS"] == "10.0.0.5"
+    proc = run_script(
+        "check-launchd.sh", *(a for f in files.values() for a in ("--file", str(f))), env=sandbox
+    )
+    assert proc.returncode == 0, proc.stdout
+    # Dropping the allow-list entry from an installed copy is caught by the static check.
+    del conductor["EnvironmentVariables"]["BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS"]
+    files["conductor"].write_bytes(plistlib.dumps(conductor))
+    proc = run_script("check-launchd.sh", "--file", str(files["conductor"]), env=sandbox)
+    assert proc.returncode == 1
+    assert "BAA_CONDUCTOR_LOCAL_API listens on non-loopback host '10.0.0.5'" in proc.stdout

@@ -40,7 +40,9 @@ configuration (rendered into the files; see docs/runtime/README.md for the varia
   --conductor-api URL         BAA_CONDUCTOR_LOCAL_API (default http://127.0.0.1:4317)
   --status-api URL            BAA_STATUS_API_LOCAL_API (default http://127.0.0.1:4318)
   --conductor-role ROLE       BAA_CONDUCTOR_ROLE: primary (default) or standby
-  --allowed-hosts LIST        BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS
+  --allowed-hosts LIST        BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS (comma-separated non-loopback
+                              hosts the conductor may listen on)
+  --status-allowed-hosts LIST BAA_STATUS_API_ALLOWED_HOSTS (the same for the status-api)
   --public-api-base URL       BAA_CONDUCTOR_PUBLIC_API_BASE
   --event-stream-path PATH    BAA_CODEXD_EVENT_STREAM_PATH (default /v1/codexd/events)
   --server-command CMD        BAA_CODEXD_SERVER_COMMAND (default codex = the vendored binary)

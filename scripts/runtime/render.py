@@ -93,7 +93,21 @@ def split_base(name: str, base: str) -> tuple[str, int]:
         port = parts.port
     except ValueError:
         raise UsageError(f"{name} has an invalid port: {base!r}") from None
-    return parts.hostname, 80 if port is None else port
+    if port is None:
+        raise UsageError(f"{name} needs an explicit port, got {base!r}")
+    return parts.hostname, port
+
+
+def hosts_list(raw: str) -> list[str]:
+    return [h.strip() for h in raw.split(",") if h.strip()]
+
+
+def listen_problem(name: str, base: str, allowed_var: str, allowed: str) -> str | None:
+    """Why a daemon would refuse to listen on ``base`` (non-loopback and not allow-listed)."""
+    host, _ = split_base(name, base)
+    if is_loopback(host) or host in hosts_list(allowed):
+        return None
+    return f"{name} listens on non-loopback host {host!r} that is not listed in {allowed_var}"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -117,6 +131,7 @@ class RuntimeConfig:
     status_api: str
     conductor_role: str
     allowed_hosts: str
+    status_allowed_hosts: str
     public_api_base: str
     shared_token_file: str
     event_stream_path: str
@@ -168,6 +183,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-api")
     p.add_argument("--conductor-role")
     p.add_argument("--allowed-hosts")
+    p.add_argument("--status-allowed-hosts")
     p.add_argument("--public-api-base")
     p.add_argument("--shared-token-file")
     p.add_argument("--event-stream-path")
@@ -203,9 +219,15 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
             f"--codexd-api-base host is {codexd_host!r}"
         )
     conductor_api = (ns.conductor_api or DEFAULT_CONDUCTOR_API).rstrip("/")
-    split_base("--conductor-api", conductor_api)
     status_api = (ns.status_api or DEFAULT_STATUS_API).rstrip("/")
-    split_base("--status-api", status_api)
+    for problem in (
+        listen_problem("--conductor-api", conductor_api, "--allowed-hosts", ns.allowed_hosts or ""),
+        listen_problem(
+            "--status-api", status_api, "--status-allowed-hosts", ns.status_allowed_hosts or ""
+        ),
+    ):
+        if problem:
+            raise UsageError(problem)
     public = (ns.public_api_base or "").rstrip("/")
     if public and urlsplit(public).scheme not in ("http", "https"):
         raise UsageError(f"--public-api-base must be an http(s) URL, got {public!r}")
@@ -252,6 +274,7 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         status_api=status_api,
         conductor_role=role,
         allowed_hosts=ns.allowed_hosts or "",
+        status_allowed_hosts=ns.status_allowed_hosts or "",
         public_api_base=public,
         shared_token_file=str(_abs(ns.shared_token_file)) if ns.shared_token_file else "",
         event_stream_path=stream,
@@ -309,6 +332,7 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
     else:
         env = {
             "BAA_STATUS_API_LOCAL_API": config.status_api,
+            "BAA_STATUS_API_ALLOWED_HOSTS": config.status_allowed_hosts,
             "BAA_CONDUCTOR_LOCAL_API": config.conductor_api,
         }
     return {k: v for k, v in {**common, **env}.items() if v != ""}
@@ -669,6 +693,8 @@ def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
             problems.append(
                 f"{where}: shared token file is readable by others (chmod 600): {token_file}"
             )
+        elif os.access(token_path, os.R_OK) and not token_path.read_text(errors="replace").strip():
+            problems.append(f"{where}: shared token file is empty: {token_file}")
 
     def need_loopback(var: str) -> None:
         base = env.get(var, DEFAULT_CODEXD_BASE)
@@ -682,11 +708,20 @@ def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
                 f"{where}: codexd listen address is not loopback: {host} ({var}={base})"
             )
 
-    def need_url(var: str, default: str) -> None:
+    def need_url(var: str, default: str, allowed_var: str = "") -> None:
+        # With allowed_var, var is a listen address: non-loopback needs the allow-list entry.
+        base = env.get(var, default)
         try:
-            split_base(var, env.get(var, default))
+            split_base(var, base)
+            problem = (
+                listen_problem(var, base, allowed_var, env.get(allowed_var, ""))
+                if allowed_var
+                else None
+            )
         except UsageError as exc:
-            problems.append(f"{where}: {exc}")
+            problem = str(exc)
+        if problem:
+            problems.append(f"{where}: {problem}")
 
     if item.service == "codexd":
         need_loopback("BAA_CODEXD_LOCAL_API_BASE")
@@ -720,14 +755,18 @@ def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
             need_dir("CODEX_HOME", env["CODEX_HOME"])
     elif item.service == "conductor":
         need_loopback("BAA_CODEXD_LOCAL_API_BASE")
-        need_url("BAA_CONDUCTOR_LOCAL_API", DEFAULT_CONDUCTOR_API)
+        need_url(
+            "BAA_CONDUCTOR_LOCAL_API",
+            DEFAULT_CONDUCTOR_API,
+            "BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS",
+        )
         role = env.get("BAA_CONDUCTOR_ROLE", "primary")
         if role not in ("primary", "standby"):
             problems.append(f"{where}: BAA_CONDUCTOR_ROLE must be primary or standby, got {role!r}")
         need_dir("state dir (BAA_CONDUCTOR_STATE_DIR)", env.get("BAA_CONDUCTOR_STATE_DIR", ""))
         need_dir("logs dir (BAA_CONDUCTOR_LOGS_DIR)", env.get("BAA_CONDUCTOR_LOGS_DIR", ""))
     else:
-        need_url("BAA_STATUS_API_LOCAL_API", DEFAULT_STATUS_API)
+        need_url("BAA_STATUS_API_LOCAL_API", DEFAULT_STATUS_API, "BAA_STATUS_API_ALLOWED_HOSTS")
         need_url("BAA_CONDUCTOR_LOCAL_API", DEFAULT_CONDUCTOR_API)
     return problems
 
