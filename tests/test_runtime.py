@@ -738,3 +738,16 @@ def test_conductor_and_status_api_listen_off_loopback_only_when_allow_listed(
     proc = run_script("check-launchd.sh", "--file", str(files["conductor"]), env=sandbox)
     assert proc.returncode == 1
     assert "BAA_CONDUCTOR_LOCAL_API listens on non-loopback host '10.0.0.5'" in proc.stdout
+
+
+def test_setenv_reaches_every_service_but_never_an_inline_token(tmp_path: Path) -> None:
+    flags = ["--setenv", "BAA_CODEXD_EVENT_CACHE_SIZE=100"]
+    plists, _ = render(tmp_path / "l", "launchd", *flags)
+    units, _ = render(tmp_path / "s", "systemd", *flags)
+    for service in SERVICES:
+        env = plistlib.loads(plists[service].read_bytes())["EnvironmentVariables"]
+        assert env["BAA_CODEXD_EVENT_CACHE_SIZE"] == "100"
+        assert parse_unit(units[service])[1]["BAA_CODEXD_EVENT_CACHE_SIZE"] == "100"
+    _, proc = render(tmp_path / "x", "launchd", "--setenv", "BAA_SHARED_TOKEN=hunter2", expect=2)
+    assert "use --shared-token-file" in proc.stderr
+    assert not (tmp_path / "x").exists()

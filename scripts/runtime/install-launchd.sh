@@ -56,6 +56,8 @@ configuration (rendered into the files; see docs/runtime/README.md for the varia
   --user NAME                 --scope daemon only: run as this user (UserName= / User=)
   --env-file FILE             systemd only: extra EnvironmentFile=- (optional file)
   --python PATH               interpreter (default: <repo>/.venv/bin/python)
+  --setenv KEY=VALUE          one more environment variable for every service (repeatable), e.g.
+                              --setenv BAA_CONDUCTOR_LEASE_TTL_S=60 (never BAA_SHARED_TOKEN)
 
 exit status: 0 installed (or dry run rendered), 1 checks or the service manager failed,
 2 bad usage or configuration, or launchctl/systemctl missing without --dry-run.
@@ -123,6 +125,8 @@ if [ "$DRY_RUN" = 1 ]; then
 fi
 
 run mkdir -p "${dirs[@]}" "$INSTALL_DIR"
+# A daemon running as --user must be able to write its logs and state.
+if [ -n "$RUN_USER" ]; then run chown "$RUN_USER" "${dirs[@]}"; fi
 if [ "$MANAGER" = launchd ]; then
   domain=$(launchd_domain)
   for i in "${!files[@]}"; do

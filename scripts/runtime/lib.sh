@@ -23,6 +23,7 @@ INSTALL_DIR=""
 DRY_RUN=0
 SELECTED=()
 RENDER_ARGS=()
+RUN_USER=""
 NSHIFT=0
 
 die() {
@@ -73,9 +74,10 @@ parse_render_flag() {
     --node | --node-id | --conductor-host | --state-dir | --conductor-api | --status-api \
       | --conductor-role | --allowed-hosts | --status-allowed-hosts | --public-api-base | --shared-token-file \
       | --event-stream-path | --server-command | --server-arg | --server-cwd | --codex-home \
-      | --shutdown-grace | --exit-timeout | --throttle-interval | --user | --env-file | --python \
+      | --shutdown-grace | --exit-timeout | --throttle-interval | --user | --env-file | --python | --setenv \
       | --logs-dir | --codexd-api-base)
-      need_value "$@"; RENDER_ARGS+=("$1" "$2") ;;
+      need_value "$@"; RENDER_ARGS+=("$1" "$2")
+      if [ "$1" = --user ]; then RUN_USER=$2; fi ;;
     *) return 1 ;;
   esac
 }

@@ -144,6 +144,7 @@ class RuntimeConfig:
     throttle_interval_s: int
     user: str
     env_file: str
+    extra_env: tuple[tuple[str, str], ...]
     services: tuple[str, ...] = field(default=SERVICES)
 
     @property
@@ -196,6 +197,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--throttle-interval")
     p.add_argument("--user")
     p.add_argument("--env-file")
+    p.add_argument("--setenv", action="append", default=[], metavar="KEY=VALUE")
 
 
 def default_manager() -> str:
@@ -254,6 +256,16 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
     throttle = _int("--throttle-interval", ns.throttle_interval or str(DEFAULT_THROTTLE_S), 1)
     if ns.user and ns.scope != "daemon":
         raise UsageError("--user only applies to --scope daemon (agents run as their user)")
+    extra: list[tuple[str, str]] = []
+    for item in ns.setenv:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError(f"--setenv needs KEY=VALUE, got {item!r}")
+        if key == "BAA_SHARED_TOKEN":
+            raise UsageError(
+                "refusing to write BAA_SHARED_TOKEN into a service file; use --shared-token-file"
+            )
+        extra.append((key, value))
     services = (
         SERVICES
         if ns.all_services or not ns.services
@@ -287,9 +299,13 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         throttle_interval_s=throttle,
         user=ns.user or "",
         env_file=str(_abs(ns.env_file)) if ns.env_file else "",
+        extra_env=tuple(extra),
         services=services,
     )
-    for key, value in template_values(config, "codexd").items():
+    values: list[tuple[str, object]] = list(template_values(config, "codexd").items())
+    for service in SERVICES:
+        values.extend(service_environment(config, service).items())
+    for key, value in values:
         if isinstance(value, str) and ("\n" in value or "\r" in value):
             raise UsageError(f"configuration value {key} must not contain a newline")
     return config
@@ -335,7 +351,8 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
             "BAA_STATUS_API_ALLOWED_HOSTS": config.status_allowed_hosts,
             "BAA_CONDUCTOR_LOCAL_API": config.conductor_api,
         }
-    return {k: v for k, v in {**common, **env}.items() if v != ""}
+    # --setenv applies to every service and wins over the rendered defaults.
+    return {k: v for k, v in {**common, **env, **dict(config.extra_env)}.items() if v != ""}
 
 
 def template_values(config: RuntimeConfig, service: str) -> dict[str, str | int]:
@@ -388,7 +405,9 @@ def render_plist(config: RuntimeConfig, service: str, template_dir: Path) -> byt
     with template.open("rb") as f:
         data = plistlib.load(f)
     env = service_environment(config, service)
-    unknown = sorted(set(env) - set(data.get("EnvironmentVariables", {})))
+    unknown = sorted(
+        set(env) - set(data.get("EnvironmentVariables", {})) - {k for k, _ in config.extra_env}
+    )
     if unknown:
         raise UsageError(f"{template} does not list environment variables {', '.join(unknown)}")
     rendered = _fill_plist(data, template_values(config, service), env)
