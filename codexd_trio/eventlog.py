@@ -32,6 +32,7 @@ import msgspec
 import trio
 
 from codexd_trio.contracts import Event
+from codexd_trio.store import fsync_dir
 
 __all__ = ["INDEX_EVERY", "EventLog", "EventLogCorrupt"]
 
@@ -134,6 +135,8 @@ class EventLog:
         # Binary read/write without O_APPEND so a failed write can be truncated away and retried.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         file = os.fdopen(fd, "r+b")
+        # A freshly created log must survive a crash together with its first commits.
+        fsync_dir(path.parent)
         try:
             return cls._scan(path, file)
         except BaseException:

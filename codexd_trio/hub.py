@@ -239,6 +239,11 @@ class EventHub:
     def last_seq(self) -> int:
         return self._log.last_seq
 
+    @property
+    def log(self) -> EventLog:
+        """The event log (e.g. ``await hub.log.wait_durable(event.seq)``)."""
+        return self._log
+
     def emit(self, type: str, *, level: Level = "info", session_id: str | None = None,
              thread_id: str | None = None, turn_id: str | None = None, message: str = "",
              detail: dict[str, Any] | None = None) -> Event:

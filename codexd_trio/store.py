@@ -32,6 +32,7 @@ __all__ = [
     "StoreWriteError",
     "atomic_write_bytes",
     "encode_document",
+    "fsync_dir",
     "read_document",
 ]
 
@@ -65,7 +66,8 @@ class StoreWriteError(StoreError):
     """A document could not be written durably (disk full, permissions, ...)."""
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable; best effort."""
     # The rename is only durable once the directory entry is; some platforms refuse to open or
     # fsync a directory, and there is nothing better to do there than carry on.
     try:
@@ -108,7 +110,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def encode_document(value: object) -> bytes:
