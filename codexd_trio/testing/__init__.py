@@ -1,0 +1,51 @@
+"""Test support for driving the real ``codex app-server`` offline.
+
+:class:`ScriptedModel` is a fake OpenAI Responses API on loopback, played from a FIFO of
+scenarios; :func:`write_codex_home` / :func:`temporary_codex_home` point a Codex home at it and
+:func:`codex_child_env` builds the child's environment. ``python -m codexd_trio.testing`` runs the
+model standalone; :mod:`codexd_trio.testing.fixtures` is the pytest plugin.
+"""
+
+from codexd_trio.testing.codexhome import (
+    codex_child_env,
+    codex_home_root,
+    temporary_codex_home,
+    write_codex_home,
+)
+from codexd_trio.testing.model import (
+    Drop,
+    Echo,
+    ExecCommand,
+    ExecCommands,
+    Failed,
+    Hang,
+    HttpError,
+    Plain,
+    RecordedRequest,
+    Scenario,
+    ScriptedModel,
+    Streamed,
+    open_scripted_model,
+    serve_scripted_model,
+)
+
+__all__ = [
+    "Drop",
+    "Echo",
+    "ExecCommand",
+    "ExecCommands",
+    "Failed",
+    "Hang",
+    "HttpError",
+    "Plain",
+    "RecordedRequest",
+    "Scenario",
+    "ScriptedModel",
+    "Streamed",
+    "codex_child_env",
+    "codex_home_root",
+    "open_scripted_model",
+    "serve_scripted_model",
+    "temporary_codex_home",
+    "write_codex_home",
+]
