@@ -147,15 +147,16 @@ class EventStream:
         self.last_seq = hello.replayFrom
         self.close_code: int | None = None
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._iterate()
+    # A plain async iterator rather than an async generator: a consumer that breaks out of
+    # ``async for`` must not leave an unfinalized generator behind for the GC to close.
+    def __aiter__(self) -> EventStream:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self.receive()
-            if event is None:
-                return
-            yield event
+    async def __anext__(self) -> Event:
+        event = await self.receive()
+        if event is None:
+            raise StopAsyncIteration
+        return event
 
     async def receive(self) -> Event | None:
         """The next event, or ``None`` once the server closed the stream normally.
