@@ -271,9 +271,8 @@ _encoder = msgspec.json.Encoder()
 
 def sse(payload: dict[str, Any]) -> bytes:
     """One SSE frame, ``event: <type>`` + ``data: <json>``."""
-    return b"event: " + str(payload["type"]).encode() + b"\ndata: " + _encoder.encode(payload) + (
-        b"\n\n"
-    )
+    event = str(payload["type"]).encode()
+    return b"".join((b"event: ", event, b"\ndata: ", _encoder.encode(payload), b"\n\n"))
 
 
 def _head(status: int, headers: Sequence[tuple[str, str]]) -> bytes:
@@ -550,6 +549,14 @@ class ScriptedModel:
         while self._streaming == 0:
             await self._changed.wait()
 
+    async def wait_idle(self) -> None:
+        """Return once no response is streaming (e.g. after Codex abandoned a stream).
+
+        **Cancellation:** safe at any point; wrap in ``trio.fail_after`` at the call site.
+        """
+        while self._streaming:
+            await self._changed.wait()
+
     def release_hangs(self) -> None:
         """End every currently hanging :class:`Hang` response by closing its connection.
 
@@ -658,16 +665,10 @@ async def _read_request(stream: trio.SocketStream) -> RecordedRequest | None:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            body_400 = _encoder.encode({"error": {"message": str(exc), "type": "bad_request"}})
-            head = _head(
-                400,
-                [
-                    ("content-type", "application/json"),
-                    ("content-length", str(len(body_400))),
-                    ("connection", "close"),
-                ],
+            plan = json_plan(400, {"error": {"message": str(exc), "type": "bad_request"}})
+            await stream.send_all(
+                b"".join([plan.head, *(s.data for s in plan.steps if isinstance(s, Send))])
             )
-            await stream.send_all(head + body_400)
             return None
         if event is h11.NEED_DATA:
             conn.receive_data(await stream.receive_some(_RECEIVE_CHUNK))
