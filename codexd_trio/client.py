@@ -41,6 +41,7 @@ __all__ = [
     "CodexdUnavailable",
     "EventStream",
     "StreamOverflow",
+    "open_websocket",
 ]
 
 # Close codes after which an event stream simply ends (normal closure, server going away).
@@ -545,23 +546,72 @@ class CodexdClient:
 
 
 @asynccontextmanager
-async def _open_event_stream(url: str) -> AsyncIterator[EventStream]:
+async def open_websocket(
+    url: str, *, connect_timeout: float = 10.0
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """Open a client websocket whose TCP stream this function owns and always closes.
+
+    trio-websocket 0.12 leaks the client's TCP stream when the server closes first or refuses
+    the handshake; opening the stream here and wrapping it closes it on every exit. Exceptions
+    from the body come out as themselves (not wrapped in an exception group).
+
+    Raises:
+        CodexdUnavailable: cannot connect, or the handshake timed out.
+        CodexdError: the server refused the handshake (its status and error envelope).
+
+    **Resource handling:** the websocket is closed (bounded, shielded) and then its TCP stream.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        async with trio_websocket.open_websocket_url(url, connect_timeout=10.0) as ws:
+        with trio.fail_after(connect_timeout):
+            stream = await trio.open_tcp_stream(host, port)
+    except (OSError, trio.TooSlowError) as exc:
+        raise CodexdUnavailable(f"cannot connect to {url}: {exc or type(exc).__name__}") from exc
+    try:
+        async with trio.open_nursery() as nursery:
             try:
-                stream = EventStream(ws, await _read_hello(ws, url))
-                yield stream
+                with trio.fail_after(connect_timeout):
+                    ws = await trio_websocket.wrap_client_stream(nursery, stream, host, resource)
+            except trio.TooSlowError:
+                raise CodexdUnavailable(f"websocket handshake with {url} timed out") from None
+            try:
+                yield ws
             finally:
-                # trio-websocket 0.12 leaves the client's TCP stream open when the server closes
-                # first; close it ourselves (idempotent) so nothing leaks.
                 with trio.CancelScope(shield=True):
-                    with trio.move_on_after(5):
+                    with trio.move_on_after(2):
                         await ws.aclose()
-                    await ws._stream.aclose()
-    except trio_websocket.ConnectionRejected as exc:
-        raise _rejected_error(exc) from None
-    except trio_websocket.HandshakeError as exc:
-        raise CodexdUnavailable(f"cannot open codexd event stream {url}: {exc!r}") from exc
+                    await stream.aclose()
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        for leaf in leaves:
+            if isinstance(leaf, trio_websocket.ConnectionRejected):
+                raise _rejected_error(leaf) from None
+        real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+        if len(real) == 1:
+            raise real[0] from None
+        raise
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+@asynccontextmanager
+async def _open_event_stream(url: str) -> AsyncIterator[EventStream]:
+    async with open_websocket(url) as ws:
+        yield EventStream(ws, await _read_hello(ws, url))
 
 
 async def _read_hello(ws: trio_websocket.WebSocketConnection, url: str) -> HelloData:

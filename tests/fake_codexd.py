@@ -340,3 +340,56 @@ async def open_fake_codexd(*, auto_complete: bool = True) -> AsyncIterator[FakeC
             yield fake
         finally:
             nursery.cancel_scope.cancel(reason="fake codexd block exited")
+
+
+# ------------------------------------------------------------------------------------------------
+# A conductor in the test's nursery, pointed at a codexd (fake or real).
+
+
+@dataclass
+class RunningConductor:
+    conductor: Any
+    url: str
+    http: Any
+    done: trio.Event
+
+
+@asynccontextmanager
+async def open_conductor(
+    codexd_url: str,
+    state_dir: Any,
+    *,
+    token: str | None = None,
+    lease_store: Any = None,
+    role: str = "primary",
+) -> AsyncIterator[RunningConductor]:
+    """Run a :class:`~conductor_trio.service.Conductor` on 127.0.0.1:0 with an httpx client."""
+    import httpx
+
+    from conductor_trio.config import ConductorConfig
+    from conductor_trio.lease import MemoryLeaseStore
+    from conductor_trio.service import Conductor
+
+    config = ConductorConfig(
+        node_id="test-node", local_api="http://127.0.0.1:0", role=role,  # type: ignore[arg-type]
+        host="testhost", codexd_base=codexd_url, state_dir=state_dir, shared_token=token,
+        token_source="env" if token else "none", codexd_timeout_s=5.0, shutdown_grace_s=2.0,
+    )
+    conductor = Conductor(config, lease_store=lease_store or MemoryLeaseStore())
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def _serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await conductor.serve(task_status=task_status)
+            finally:
+                done.set()
+
+        url = await nursery.start(_serve)
+        http = httpx.AsyncClient(base_url=url, timeout=10.0)
+        try:
+            yield RunningConductor(conductor, url, http, done)
+        finally:
+            with trio.CancelScope(shield=True):
+                await http.aclose()
+            nursery.cancel_scope.cancel(reason="conductor block exited")

@@ -1,0 +1,267 @@
+"""The conductor's Quart-Trio app: probes, runtime, system mode, status view, and the codex proxy.
+
+Every JSON route answers with the envelope; unknown routes, wrong methods, oversized bodies and
+bugs answer with JSON too (``_web.install_json_errors``).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import msgspec
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from conductor_trio import __version__
+from conductor_trio._web import error, install_json_errors, is_loopback, ok
+from conductor_trio.mode import Mode
+from conductor_trio.proxy import proxy_http, relay_events
+from conductor_trio.service import Conductor
+from conductor_trio.status import render_page
+
+ROUTES: list[dict[str, Any]] = [
+    {"method": "GET", "path": "/healthz", "summary": "200 while the process serves"},
+    {"method": "GET", "path": "/readyz", "summary": "200 when leader and not degraded"},
+    {"method": "GET", "path": "/rolez", "summary": "text: leader, standby or degraded"},
+    {"method": "GET", "path": "/describe", "summary": "this list, auth and codex backend"},
+    {"method": "GET", "path": "/v1/runtime", "summary": "node, role, lease, loops, paths"},
+    {"method": "GET", "path": "/v1/codex", "summary": "codex backend status (codexd)"},
+    {"method": "GET", "path": "/v1/codex/sessions", "summary": "list sessions (proxied)"},
+    {"method": "POST", "path": "/v1/codex/sessions",
+     "summary": "create a session (proxied; 423 while paused)"},
+    {"method": "GET", "path": "/v1/codex/sessions/{session_id}",
+     "summary": "a session and its recent events (proxied)"},
+    {"method": "POST", "path": "/v1/codex/turn",
+     "summary": "start a turn (proxied; 423 while paused or draining)"},
+    {"method": "POST", "path": "/v1/codex/turn/steer", "summary": "steer the running turn"},
+    {"method": "POST", "path": "/v1/codex/turn/interrupt",
+     "summary": "interrupt the running turn"},
+    {"method": "GET", "path": "/v1/codex/approvals", "summary": "approvals (?state=pending)"},
+    {"method": "GET", "path": "/v1/codex/approvals/{approval_id}", "summary": "one approval"},
+    {"method": "POST", "path": "/v1/codex/approvals/{approval_id}",
+     "summary": "decide an approval"},
+    {"method": "GET", "path": "/v1/codex/events", "summary": "a page of events (?after=&limit=)"},
+    {"method": "WS", "path": "/v1/codex/events",
+     "summary": "live event stream relayed from codexd (?after=&sessionId=)"},
+    {"method": "GET", "path": "/v1/system/state", "summary": "mode, lease, active turns"},
+    {"method": "POST", "path": "/v1/system/pause", "summary": "pause new work", "auth": True},
+    {"method": "POST", "path": "/v1/system/resume", "summary": "resume", "auth": True},
+    {"method": "POST", "path": "/v1/system/drain",
+     "summary": "refuse new turns, let running ones finish", "auth": True},
+    {"method": "GET", "path": "/v1/status", "summary": "status snapshot (JSON)"},
+    {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
+]
+
+CODEX_ROUTES = [r for r in ROUTES if r["path"].startswith("/v1/codex/")]
+
+
+class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: str | None = None
+    requested_by: str | None = None
+
+
+_mode_change = msgspec.json.Decoder(ModeChange)
+
+
+def create_app(conductor: Conductor) -> QuartTrio:
+    """Build the conductor's app over one :class:`~conductor_trio.service.Conductor`."""
+    app = QuartTrio("conductor_trio")
+    app.config["MAX_CONTENT_LENGTH"] = conductor.config.max_body_bytes
+    install_json_errors(app)
+    cfg = conductor.config
+
+    # -- probes ------------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return ok({"status": "ok", "pid": conductor.pid, "uptime_s": conductor.uptime_s,
+                   "node_id": cfg.node_id})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        role = conductor.lease.role
+        if role == "leader":
+            return ok({"ready": True, "role": role})
+        reasons = []
+        if role == "degraded":
+            reasons.append(f"lease store failing: {conductor.lease.last_error}")
+        else:
+            holder = conductor.lease.lease.holder_id if conductor.lease.lease else None
+            reasons.append(f"standby: the lease is held by {holder}" if holder
+                           else "standby: no lease held yet")
+        return error(503, "not_ready", "This conductor is not the ready leader.",
+                     {"role": role, "reasons": reasons})
+
+    @app.get("/rolez")
+    async def rolez() -> Response:
+        return Response(conductor.lease.role + "\n", content_type="text/plain; charset=utf-8")
+
+    @app.get("/describe")
+    async def describe() -> Response:
+        return ok({
+            "name": "conductor",
+            "surface": "local-api",
+            "version": __version__,
+            "node_id": cfg.node_id,
+            "routes": ROUTES,
+            "auth": {
+                "scheme": "bearer",
+                "header": "Authorization: Bearer <BAA_SHARED_TOKEN>",
+                "routes": [r["path"] for r in ROUTES if r.get("auth")],
+                "token_configured": cfg.shared_token is not None,
+                "without_token": "loopback callers only",
+            },
+            "codex_backend": {"kind": "independent_codexd", "base_url": cfg.codexd_base},
+        })
+
+    @app.get("/v1/runtime")
+    async def runtime() -> Response:
+        return ok(conductor.runtime())
+
+    # -- codex -------------------------------------------------------------------------------
+
+    @app.get("/v1/codex")
+    async def codex() -> Response:
+        probe = await conductor.probe_codexd()
+        snap = (probe.status or {}).get("snapshot") or {}
+        sessions = snap.get("sessions") or {}
+        recent = snap.get("recentEvents") or {}
+        child = (snap.get("daemon") or {}).get("child") or {}
+        return ok({
+            "backend": "independent_codexd",
+            "proxy": {"target_base_url": cfg.codexd_base, "reachable": probe.status is not None,
+                      "error": probe.error},
+            "child": {"state": child.get("state"), "pid": child.get("pid")} if child else None,
+            "sessions": {"count": sessions.get("count"),
+                         "active_count": sessions.get("activeCount")},
+            "recent_events": {"count": recent.get("count"), "last_seq": recent.get("lastSeq")},
+            "routes": CODEX_ROUTES,
+        })
+
+    def refuse_if(modes: tuple[Mode, ...]) -> Response | None:
+        record = conductor.modes.current
+        if record.mode not in modes:
+            return None
+        code = "system_paused" if record.mode == "paused" else "system_draining"
+        message = ("The system is paused: new work is refused." if record.mode == "paused"
+                   else "The system is draining: new turns are refused.")
+        return error(423, code, message, {"mode": record.mode, "reason": record.reason,
+                                          "requested_by": record.requested_by})
+
+    @app.route("/v1/codex/sessions", methods=["GET", "POST"])
+    async def sessions() -> Response:
+        if request.method == "POST" and (refused := refuse_if(("paused",))):
+            return refused
+        return await proxy_http(conductor, "/v1/codexd/sessions")
+
+    @app.get("/v1/codex/sessions/<session_id>")
+    async def session(session_id: str) -> Response:
+        return await proxy_http(conductor, f"/v1/codexd/sessions/{session_id}")
+
+    @app.post("/v1/codex/turn")
+    async def turn() -> Response:
+        if refused := refuse_if(("paused", "draining")):
+            return refused
+        return await proxy_http(conductor, "/v1/codexd/turn")
+
+    @app.post("/v1/codex/turn/steer")
+    async def steer() -> Response:
+        return await proxy_http(conductor, "/v1/codexd/turn/steer")
+
+    @app.post("/v1/codex/turn/interrupt")
+    async def interrupt() -> Response:
+        return await proxy_http(conductor, "/v1/codexd/turn/interrupt")
+
+    @app.get("/v1/codex/approvals")
+    async def approvals() -> Response:
+        return await proxy_http(conductor, "/v1/codexd/approvals")
+
+    @app.route("/v1/codex/approvals/<approval_id>", methods=["GET", "POST"])
+    async def approval(approval_id: str) -> Response:
+        return await proxy_http(conductor, f"/v1/codexd/approvals/{approval_id}")
+
+    @app.get("/v1/codex/events")
+    async def events_page() -> Response:
+        return await proxy_http(conductor, "/v1/codexd/events")
+
+    @app.websocket("/v1/codex/events")
+    async def events_ws() -> Response | None:
+        return await relay_events(conductor)
+
+    # -- system mode -------------------------------------------------------------------------
+
+    @app.get("/v1/system/state")
+    async def system_state() -> Response:
+        probe = await conductor.probe_codexd()
+        return ok(conductor.mode_state(probe))
+
+    def authorize() -> Response | None:
+        token = cfg.shared_token
+        if token is None:
+            if is_loopback(request.remote_addr):
+                return None
+            return error(401, "unauthorized",
+                         "No shared token is configured: only loopback callers may do this.",
+                         {"remote_addr": request.remote_addr})
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode()):
+            return None
+        return error(401, "unauthorized",
+                     "This route needs Authorization: Bearer <BAA_SHARED_TOKEN>.",
+                     {"header": "Authorization"})
+
+    async def change_mode(mode: Mode) -> Response:
+        if denied := authorize():
+            return denied
+        raw = await request.get_data()
+        body = ModeChange()
+        if raw.strip():
+            try:
+                body = _mode_change.decode(raw)
+            except msgspec.ValidationError as exc:
+                return error(400, "invalid_request", f"Invalid body: {exc}",
+                             {"path": _error_path(exc)})
+            except msgspec.DecodeError:
+                return error(400, "invalid_json", "The body is not JSON.")
+        await conductor.modes.set(mode, reason=body.reason,
+                                  requested_by=body.requested_by or request.remote_addr)
+        probe = await conductor.probe_codexd()
+        return ok(conductor.mode_state(probe))
+
+    @app.post("/v1/system/pause")
+    async def pause() -> Response:
+        return await change_mode("paused")
+
+    @app.post("/v1/system/resume")
+    async def resume() -> Response:
+        return await change_mode("running")
+
+    @app.post("/v1/system/drain")
+    async def drain() -> Response:
+        return await change_mode("draining")
+
+    # -- status ------------------------------------------------------------------------------
+
+    @app.get("/v1/status")
+    async def status() -> Response:
+        probe = await conductor.probe_codexd()
+        return ok(conductor.status_snapshot(probe))
+
+    @app.get("/v1/status/ui")
+    async def status_ui() -> Response:
+        return Response(render_page(f"conductor · {cfg.node_id}"),
+                        content_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _error_path(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    marker = "at `"
+    if marker in text:
+        return text.split(marker, 1)[1].rstrip("`")
+    return "$"

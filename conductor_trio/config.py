@@ -1,0 +1,247 @@
+"""Conductor and status-api configuration: defaults, then environment, then command-line flags.
+
+A bad value raises :class:`ConfigError` with a one-line message; the CLIs print it and exit 2.
+The table of settings is in ``docs/conductor.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from codexd_trio.codexbin import REPO_ROOT
+
+Role = Literal["primary", "standby"]
+
+DEFAULT_CONDUCTOR_API = "http://127.0.0.1:4317"
+DEFAULT_STATUS_API = "http://127.0.0.1:4318"
+DEFAULT_CODEXD_API = "http://127.0.0.1:4319"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message is one line for a person."""
+
+
+@dataclass(frozen=True)
+class ConductorConfig:
+    node_id: str = "mini-main"
+    local_api: str = DEFAULT_CONDUCTOR_API
+    allowed_hosts: tuple[str, ...] = ()
+    role: Role = "primary"
+    host: str = ""
+    public_api_base: str | None = None
+    codexd_base: str = DEFAULT_CODEXD_API
+    state_dir: Path = REPO_ROOT / "var" / "state"
+    # Never shown by `config`: only whether a token is configured and where it came from.
+    shared_token: str | None = None
+    token_source: str = "none"
+    lease_ttl_s: float = 30.0
+    lease_renew_s: float = 10.0
+    heartbeat_s: float = 5.0
+    codexd_timeout_s: float = 10.0
+    max_body_bytes: int = 1024 * 1024
+    shutdown_grace_s: float = 5.0
+
+    @property
+    def listen_host(self) -> str:
+        return split_base(self.local_api)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_base(self.local_api)[1]
+
+    @property
+    def conductor_state(self) -> Path:
+        return self.state_dir / "conductor"
+
+    @property
+    def holder_id(self) -> str:
+        return f"{self.node_id}@{self.host}"
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("shared_token")
+        out["token_configured"] = self.shared_token is not None
+        out["state_dir"] = str(self.state_dir)
+        out["allowed_hosts"] = list(self.allowed_hosts)
+        return out
+
+
+@dataclass(frozen=True)
+class StatusApiConfig:
+    local_api: str = DEFAULT_STATUS_API
+    allowed_hosts: tuple[str, ...] = ()
+    conductor_base: str = DEFAULT_CONDUCTOR_API
+    conductor_timeout_s: float = 3.0
+
+    @property
+    def listen_host(self) -> str:
+        return split_base(self.local_api)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_base(self.local_api)[1]
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["allowed_hosts"] = list(self.allowed_hosts)
+        return out
+
+
+def split_base(base: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``http://host:port`` base URL; :class:`ConfigError` otherwise."""
+    parts = urlsplit(base)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ConfigError(f"an API base must look like http://127.0.0.1:4317, got {base!r}")
+    return parts.hostname, port
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(base: str, allowed: Sequence[str], *, variable: str) -> None:
+    """A non-loopback listen host must be listed in the allow-list."""
+    host, _ = split_base(base)
+    if not _is_loopback_host(host) and host not in allowed:
+        raise ConfigError(
+            f"refusing to listen on non-loopback host {host!r}: "
+            f"list it in {variable} to allow it"
+        )
+
+
+def _floats(value: str, name: str, *, minimum: float = 0.001) -> float:
+    try:
+        out = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if out < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value!r}")
+    return out
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in value.split(",") if h.strip())
+
+
+def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``conductor start`` / ``conductor config`` (all default to ``None``)."""
+    parser.add_argument("--node-id")
+    parser.add_argument("--local-api", help="listen base, e.g. http://127.0.0.1:4317")
+    parser.add_argument("--allowed-host", action="append", dest="allowed_hosts",
+                        help="a non-loopback host the API may listen on (repeatable)")
+    parser.add_argument("--role", help="primary or standby")
+    parser.add_argument("--host", help="host name recorded in the lease")
+    parser.add_argument("--public-api-base")
+    parser.add_argument("--codexd-base", help="codexd local API base (loopback)")
+    parser.add_argument("--state-dir", help="state root; the conductor writes under conductor/")
+    parser.add_argument("--token-file", help="file holding the shared bearer token")
+    parser.add_argument("--lease-ttl", help="lease TTL in seconds (default 30)")
+    parser.add_argument("--lease-renew", help="lease renew interval in seconds (default 10)")
+    parser.add_argument("--heartbeat", help="heartbeat interval in seconds (default 5)")
+
+
+def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = None
+                      ) -> ConductorConfig:
+    """Defaults ← environment ← flags.
+
+    Raises:
+        ConfigError: a value that cannot be used.
+    """
+    env = os.environ if env is None else env
+
+    def pick(flag: Any, *names: str) -> str | None:
+        if flag is not None:
+            return str(flag)
+        for name in names:
+            value = env.get(name)
+            if value:
+                return value
+        return None
+
+    d = ConductorConfig()
+    node_id = pick(args.node_id, "BAA_NODE_ID") or d.node_id
+    local_api = pick(args.local_api, "BAA_CONDUCTOR_LOCAL_API") or d.local_api
+    allowed = tuple(args.allowed_hosts or ()) or _hosts(
+        env.get("BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS", ""))
+    role = pick(args.role, "BAA_CONDUCTOR_ROLE") or d.role
+    if role not in ("primary", "standby"):
+        raise ConfigError(f"BAA_CONDUCTOR_ROLE must be primary or standby, got {role!r}")
+    host = pick(args.host, "BAA_CONDUCTOR_HOST") or socket.gethostname()
+    public = pick(args.public_api_base, "BAA_CONDUCTOR_PUBLIC_API_BASE", "BAA_CONTROL_API_BASE")
+    codexd = (pick(args.codexd_base, "BAA_CODEXD_LOCAL_API_BASE") or d.codexd_base).rstrip("/")
+    codexd_host, _ = split_base(codexd)
+    if not _is_loopback_host(codexd_host):
+        raise ConfigError(f"BAA_CODEXD_LOCAL_API_BASE must be a loopback address, got {codexd!r}")
+    state_dir = Path(pick(args.state_dir, "BAA_CONDUCTOR_STATE_DIR") or d.state_dir)
+    token, source = _token(args.token_file, env)
+    ttl = _floats(pick(args.lease_ttl, "BAA_CONDUCTOR_LEASE_TTL_S") or "30", "lease TTL")
+    renew = _floats(pick(args.lease_renew, "BAA_CONDUCTOR_LEASE_RENEW_S") or "10", "lease renew")
+    if renew >= ttl:
+        raise ConfigError(f"lease renew interval ({renew} s) must be below the TTL ({ttl} s)")
+    heartbeat = _floats(pick(args.heartbeat, "BAA_CONDUCTOR_HEARTBEAT_S") or "5", "heartbeat")
+    config = ConductorConfig(
+        node_id=node_id, local_api=local_api.rstrip("/"), allowed_hosts=allowed,
+        role=role,  # type: ignore[arg-type]  # checked above
+        host=host, public_api_base=public, codexd_base=codexd, state_dir=state_dir,
+        shared_token=token, token_source=source, lease_ttl_s=ttl, lease_renew_s=renew,
+        heartbeat_s=heartbeat,
+    )
+    check_listen(config.local_api, allowed, variable="BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS")
+    return config
+
+
+def _token(flag_file: str | None, env: Mapping[str, str]) -> tuple[str | None, str]:
+    path = flag_file or env.get("BAA_SHARED_TOKEN_FILE")
+    if path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the shared token file {path}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"the shared token file {path} is empty")
+        return token, "file"
+    token = env.get("BAA_SHARED_TOKEN", "").strip()
+    if token:
+        return token, "env"
+    return None, "none"
+
+
+def add_status_api_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``status-api start`` / ``status-api config``."""
+    parser.add_argument("--local-api", help="listen base, e.g. http://127.0.0.1:4318")
+    parser.add_argument("--allowed-host", action="append", dest="allowed_hosts")
+    parser.add_argument("--conductor-base", help="the conductor to read, e.g. http://127.0.0.1:4317")
+
+
+def resolve_status_api(args: argparse.Namespace, env: Mapping[str, str] | None = None
+                       ) -> StatusApiConfig:
+    """Defaults ← environment ← flags for the status-api."""
+    env = os.environ if env is None else env
+    d = StatusApiConfig()
+    local_api = args.local_api or env.get("BAA_STATUS_API_LOCAL_API") or d.local_api
+    allowed = tuple(args.allowed_hosts or ()) or _hosts(
+        env.get("BAA_STATUS_API_ALLOWED_HOSTS", ""))
+    conductor = (args.conductor_base or env.get("BAA_CONDUCTOR_LOCAL_API")
+                 or d.conductor_base).rstrip("/")
+    split_base(conductor)
+    config = StatusApiConfig(local_api=local_api.rstrip("/"), allowed_hosts=allowed,
+                             conductor_base=conductor)
+    check_listen(config.local_api, allowed, variable="BAA_STATUS_API_ALLOWED_HOSTS")
+    return config

@@ -1,0 +1,318 @@
+"""The conductor process: its state and its nursery tree.
+
+```
+Conductor.serve()
+└── nursery
+    ├── lease loop       LeaseKeeper.run (acquire / renew every renew_s)
+    ├── heartbeat loop   probe codexd's status every heartbeat_s (cached for the views)
+    └── HTTP/WS server   Hypercorn (trio worker) serving the Quart-Trio app
+```
+
+A graceful stop (``begin_stop``) closes relayed event streams with 1001, lets Hypercorn finish
+in-flight requests, cancels the loops and releases the lease so a standby can take over at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+
+from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
+from codexd_trio.contracts import now_iso
+from conductor_trio import __version__
+from conductor_trio._web import serve_app
+from conductor_trio.config import ConductorConfig
+from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore
+from conductor_trio.mode import ModeStore
+
+
+@dataclass
+class LoopInfo:
+    interval_s: float
+    runs: int = 0
+    last_run_at: str | None = None
+
+    def tick(self) -> None:
+        self.runs += 1
+        self.last_run_at = now_iso()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"interval_s": self.interval_s, "runs": self.runs, "last_run_at": self.last_run_at}
+
+
+@dataclass
+class CodexdProbe:
+    """The last thing the conductor learned about codexd."""
+
+    reachable: bool = False
+    checked_at: str | None = None
+    error: str | None = None
+    status: dict[str, Any] | None = None
+
+
+class Conductor:
+    """One conductor: config, codexd client, lease keeper, mode store and the views' data.
+
+    Args:
+        config: the resolved configuration.
+        lease_store: where the lease lives (default: ``lease.json`` in the conductor state dir).
+        clock: the lease clock (``time.time``; tests pass ``trio.current_time``).
+
+    **Resource handling:** :meth:`serve` owns the codexd client and every task; nothing outlives
+    it.
+    """
+
+    def __init__(
+        self,
+        config: ConductorConfig,
+        *,
+        lease_store: LeaseStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.client = CodexdClient(config.codexd_base, timeout=config.codexd_timeout_s)
+        self.lease_path = config.conductor_state / "lease.json"
+        self.mode_path = config.conductor_state / "mode.json"
+        self.lease = LeaseKeeper(
+            lease_store or FileLeaseStore(self.lease_path),
+            holder_id=config.holder_id,
+            holder_host=config.host,
+            role=config.role,
+            ttl_s=config.lease_ttl_s,
+            renew_s=config.lease_renew_s,
+            clock=clock,
+        )
+        self.modes = ModeStore(self.mode_path)
+        self.pid = os.getpid()
+        self.started_at = now_iso()
+        self._started_monotonic = time.monotonic()
+        self.url: str | None = None
+        self.probe = CodexdProbe()
+        self.loops = {
+            "lease": LoopInfo(config.lease_renew_s),
+            "heartbeat": LoopInfo(config.heartbeat_s),
+        }
+        self.relays: set[trio.CancelScope] = set()
+        self.stopping = trio.Event()
+
+    @property
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self._started_monotonic, 3)
+
+    # ----------------------------------------------------------------------------------------
+    # codexd
+
+    async def probe_codexd(self, *, timeout_s: float = 3.0) -> CodexdProbe:
+        """Read codexd's status now and cache it; never raises for an unreachable codexd."""
+        try:
+            with trio.fail_after(timeout_s):
+                status = await self.client.status()
+        except (CodexdUnavailable, CodexdError, trio.TooSlowError) as exc:
+            self.probe = CodexdProbe(
+                reachable=isinstance(exc, CodexdError), checked_at=now_iso(),
+                error=str(exc) or "codexd did not answer in time",
+            )
+        else:
+            self.probe = CodexdProbe(reachable=True, checked_at=now_iso(), status=status)
+        return self.probe
+
+    def warnings(self) -> list[str]:
+        out: list[str] = []
+        if self.config.shared_token is None:
+            out.append("no shared token configured: /v1/system/* accept loopback callers only")
+        if not self.probe.reachable:
+            out.append(f"codexd unreachable at {self.config.codexd_base}")
+        if self.lease.role == "degraded":
+            out.append(f"lease store failing: {self.lease.last_error}")
+        mode = self.modes.current.mode
+        if mode != "running":
+            out.append(f"automation {mode}: new work is refused")
+        return out
+
+    # ----------------------------------------------------------------------------------------
+    # Views
+
+    def runtime(self) -> dict[str, Any]:
+        """``GET /v1/runtime``."""
+        cfg = self.config
+        return {
+            "node_id": cfg.node_id,
+            "host": cfg.host,
+            "role": self.lease.role,
+            "configured_role": cfg.role,
+            "lease": self.lease.snapshot(),
+            "mode": self.modes.current.mode,
+            "loops": {name: info.as_json() for name, info in self.loops.items()},
+            "paths": {
+                "state_dir": str(cfg.conductor_state),
+                "lease_file": str(self.lease_path),
+                "mode_file": str(self.mode_path),
+            },
+            "codexd_base": cfg.codexd_base,
+            "local_api": self.url or cfg.local_api,
+            "public_api_base": cfg.public_api_base,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "uptime_s": self.uptime_s,
+            "version": __version__,
+            "warnings": self.warnings(),
+        }
+
+    def mode_state(self, probe: CodexdProbe) -> dict[str, Any]:
+        """``GET /v1/system/state``: the mode, the lease and the turns still running."""
+        record = self.modes.current
+        turns = active_turns(probe)
+        return {
+            "mode": record.mode,
+            "reason": record.reason,
+            "requested_by": record.requested_by,
+            "updated_at": record.updated_at,
+            "role": self.lease.role,
+            "lease": self.lease.snapshot(),
+            "codexd_reachable": probe.reachable and probe.status is not None,
+            "active_turns": turns,
+            "active_turn_count": None if turns is None else len(turns),
+            "drained": record.mode == "draining" and turns == [],
+        }
+
+    def status_snapshot(self, probe: CodexdProbe) -> dict[str, Any]:
+        """``GET /v1/status``: everything a person watching the node wants on one screen."""
+        snap = (probe.status or {}).get("snapshot") or {}
+        daemon = snap.get("daemon") or {}
+        child = daemon.get("child") or {}
+        sessions = snap.get("sessions") or {}
+        recent = snap.get("recentEvents") or {}
+        identity = snap.get("identity") or {}
+        record = self.modes.current
+        return {
+            "source": "conductor",
+            "observed_at": now_iso(),
+            "node": {
+                "node_id": self.config.node_id,
+                "host": self.config.host,
+                "pid": self.pid,
+                "started_at": self.started_at,
+                "uptime_s": self.uptime_s,
+                "local_api": self.url or self.config.local_api,
+                "version": __version__,
+            },
+            "role": self.lease.role,
+            "lease": self.lease.snapshot(),
+            "mode": {
+                "mode": record.mode,
+                "reason": record.reason,
+                "requested_by": record.requested_by,
+                "updated_at": record.updated_at,
+            },
+            "codexd": {
+                "base_url": self.config.codexd_base,
+                "reachable": probe.status is not None,
+                "checked_at": probe.checked_at,
+                "error": probe.error,
+                "daemon_id": identity.get("daemonId"),
+                "started_at": daemon.get("startedAt"),
+                "pid": daemon.get("pid"),
+                "child": {
+                    "state": child.get("state"),
+                    "pid": child.get("pid"),
+                    "restarts": child.get("restarts"),
+                } if child else None,
+            },
+            "sessions": {
+                "count": sessions.get("count"),
+                "active_count": sessions.get("activeCount"),
+            },
+            "active_turns": active_turns(probe) or [],
+            "last_event_seq": recent.get("lastSeq"),
+            "warnings": self.warnings(),
+        }
+
+    # ----------------------------------------------------------------------------------------
+    # Loops and lifetime
+
+    async def _lease_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                          ) -> None:
+        await self.lease.step()
+        self.loops["lease"].tick()
+        task_status.started()
+        while True:
+            await trio.sleep(self.config.lease_renew_s)
+            await self.lease.step()
+            self.loops["lease"].tick()
+
+    async def _heartbeat_loop(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.probe_codexd()
+        self.loops["heartbeat"].tick()
+        task_status.started()
+        while True:
+            await trio.sleep(self.config.heartbeat_s)
+            await self.probe_codexd()
+            self.loops["heartbeat"].tick()
+
+    def begin_stop(self) -> None:
+        """Start a graceful stop: relayed event streams close with 1001, the server drains."""
+        for scope in list(self.relays):
+            scope.cancel(reason="conductor stopping")
+        self.stopping.set()
+
+    async def _shutdown_trigger(self) -> None:
+        await self.stopping.wait()
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Run the conductor until :meth:`begin_stop` (graceful) or cancellation.
+
+        Calls ``task_status.started(url)`` with the bound base URL once the lease has been tried,
+        codexd probed and the HTTP socket listens.
+
+        Raises:
+            conductor_trio.mode.ModeStoreError: the persisted mode file is unreadable.
+
+        **Cancellation:** a cancel stops the server and loops at once; the lease is still
+        released (shielded, bounded) and the codexd client closed.
+        """
+        from conductor_trio.app import create_app
+
+        self.modes.load()
+        app = create_app(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._lease_loop)
+                await nursery.start(self._heartbeat_loop)
+
+                async def http(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+                               ) -> None:
+                    await serve_app(
+                        app,
+                        self.config.listen_host,
+                        self.config.listen_port,
+                        shutdown_trigger=self._shutdown_trigger,
+                        graceful_timeout=self.config.shutdown_grace_s,
+                        task_status=task_status,
+                    )
+                    nursery.cancel_scope.cancel(reason="HTTP server stopped")
+
+                self.url = await nursery.start(partial(http))
+                task_status.started(self.url)
+        finally:
+            # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.lease.release()
+                await self.client.aclose()
+
+
+def active_turns(probe: CodexdProbe) -> list[dict[str, Any]] | None:
+    """codexd's ``activeTurns`` (``None`` when codexd's status is unknown)."""
+    if probe.status is None:
+        return None
+    snap = probe.status.get("snapshot") or {}
+    turns = snap.get("activeTurns")
+    return list(turns) if isinstance(turns, list) else []

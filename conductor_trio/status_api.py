@@ -1,0 +1,175 @@
+"""The status-api: a separate, read-only process that shows the conductor's status.
+
+``status-api start`` (console script) or ``python -m conductor_trio.status_api start``; default
+``127.0.0.1:4318``. Routes: ``/healthz``, ``/describe``, ``/v1/status``, ``/v1/status/ui``, ``/``.
+When the conductor cannot be read, ``/v1/status`` still answers 200 with
+``source: "unreachable"`` and the reason, so the page says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+
+from codexd_trio.contracts import now_iso
+from conductor_trio import __version__
+from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
+from conductor_trio._web import install_json_errors, ok, serve_app
+from conductor_trio.config import (
+    ConfigError,
+    StatusApiConfig,
+    add_status_api_flags,
+    resolve_status_api,
+)
+from conductor_trio.status import render_page
+
+PROG = "status-api"
+
+ROUTES = [
+    {"method": "GET", "path": "/healthz", "summary": "200 while the process serves"},
+    {"method": "GET", "path": "/describe", "summary": "this list"},
+    {"method": "GET", "path": "/v1/status", "summary": "the conductor's status snapshot"},
+    {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
+    {"method": "GET", "path": "/", "summary": "status page (HTML)"},
+]
+
+
+class StatusApi:
+    """The status-api's state: its config and an HTTP client to the conductor.
+
+    **Resource handling:** :meth:`serve` owns the HTTP client and the server.
+    """
+
+    def __init__(self, config: StatusApiConfig) -> None:
+        self.config = config
+        self.http = httpx.AsyncClient(base_url=config.conductor_base,
+                                      timeout=config.conductor_timeout_s)
+        self.started = time.monotonic()
+        self.stopping = trio.Event()
+        self.url: str | None = None
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The conductor's ``/v1/status`` data, or an ``unreachable`` snapshot."""
+        base = self.config.conductor_base
+        try:
+            with trio.fail_after(self.config.conductor_timeout_s + 1):
+                response = await self.http.get("/v1/status")
+            body = response.json()
+            if response.status_code != 200 or not body.get("ok"):
+                raise ValueError(f"HTTP {response.status_code}")
+            data: dict[str, Any] = body["data"]
+        except (httpx.HTTPError, trio.TooSlowError, ValueError, KeyError) as exc:
+            reason = str(exc) or type(exc).__name__
+            return {
+                "source": "unreachable",
+                "observed_at": now_iso(),
+                "conductor": {"base_url": base, "error": reason},
+                "warnings": [f"conductor unreachable at {base}: {reason}"],
+            }
+        data["source"] = "conductor"
+        data["status_api"] = {"observed_at": now_iso(), "conductor_base": base}
+        return data
+
+    def app(self) -> QuartTrio:
+        app = QuartTrio("conductor_trio.status_api")
+        app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+        install_json_errors(app)
+
+        @app.get("/healthz")
+        async def healthz() -> Response:
+            return ok({"status": "ok", "pid": os.getpid(),
+                       "uptime_s": round(time.monotonic() - self.started, 3)})
+
+        @app.get("/describe")
+        async def describe() -> Response:
+            return ok({"name": "status-api", "surface": "read-only", "version": __version__,
+                       "conductor_base": self.config.conductor_base, "routes": ROUTES})
+
+        @app.get("/v1/status")
+        async def status() -> Response:
+            return ok(await self.snapshot())
+
+        page_headers = {"Cache-Control": "no-store"}
+
+        @app.get("/v1/status/ui")
+        async def status_ui() -> Response:
+            return Response(render_page("node status"), content_type="text/html; charset=utf-8",
+                            headers=page_headers)
+
+        @app.get("/")
+        async def index() -> Response:
+            return Response(render_page("node status"), content_type="text/html; charset=utf-8",
+                            headers=page_headers)
+
+        return app
+
+    def begin_stop(self) -> None:
+        self.stopping.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Serve until :meth:`begin_stop` or cancellation; ``started(url)`` once listening."""
+        try:
+            await serve_app(
+                self.app(),
+                self.config.listen_host,
+                self.config.listen_port,
+                shutdown_trigger=self.stopping.wait,
+                graceful_timeout=3.0,
+                task_status=task_status,
+            )
+        finally:
+            # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.http.aclose()
+
+
+async def run_status_api(config: StatusApiConfig) -> None:
+    """Serve until SIGTERM/SIGINT; print the ready line once listening."""
+    api = StatusApi(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(stop_on_signal, api.begin_stop)
+
+        async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+            await api.serve(task_status=task_status)
+            nursery.cancel_scope.cancel(reason="status-api stopped")
+
+        print_ready("status-api", await nursery.start(serve))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``status-api start|config``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Read-only status of the node.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_status_api_flags(sub.add_parser("start", help="run in the foreground"))
+    add_status_api_flags(sub.add_parser("config", help="print the resolved configuration"))
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_status_api(args)
+    except ConfigError as exc:
+        return fail(PROG, str(exc), 2)
+    if args.command == "config":
+        sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
+        return 0
+    status = 0
+    try:
+        trio.run(run_status_api, config)
+    except* OSError as group:
+        leaf = first_leaf(group)
+        reason = leaf.strerror if isinstance(leaf, OSError) and leaf.strerror else str(leaf)
+        status = fail(PROG, f"cannot serve on {config.local_api}: {reason}", 1)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
