@@ -7,6 +7,7 @@ POST routes honour an ``Idempotency-Key`` header (see :mod:`codexd_trio.idempote
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import uuid
@@ -137,6 +138,11 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        if status != 413:
+            # Routing failed before the body was read. Hypercorn (h11) can only reuse a
+            # keep-alive connection once the request body is consumed, so drain it here.
+            with contextlib.suppress(HTTPException):
+                await request.get_data(cache=False)
         if status == 404:
             return error_response("not_found", f"no route {request.method} {request.path}", 404)
         if status == 405:
@@ -148,12 +154,15 @@ def create_app(daemon: Daemon) -> QuartTrio:
                 allowed=sorted(allowed),
             )
         if status == 413:
-            return error_response(
+            response = error_response(
                 "payload_too_large",
                 f"the request body is larger than {cfg.max_body_bytes} bytes",
                 413,
                 limit=cfg.max_body_bytes,
             )
+            # The rest of the body was never read: the connection cannot be reused.
+            response.headers["Connection"] = "close"
+            return response
         return error_response("http_error", exc.description or exc.name, status)
 
     @app.errorhandler(Exception)
@@ -208,7 +217,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
                 "surface": "local-api",
                 "version": __version__,
                 "routes": [
-                    {"method": m, "path": p.format(events=stream_path), "summary": s}
+                    {"method": m, "path": p.replace("{events}", stream_path), "summary": s}
                     for m, p, s in ROUTES
                 ],
                 "eventStream": {

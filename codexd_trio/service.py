@@ -91,8 +91,7 @@ class Backoff:
     def next_delay(self) -> float:
         delay = min(self.maximum, self.initial * 2**self.failures)
         self.failures += 1
-        jitter: float = random.uniform(0.8, 1.2)
-        return delay * jitter
+        return float(delay) * random.uniform(0.8, 1.2)
 
     def reset(self) -> None:
         self.failures = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -81,7 +81,7 @@ async def _exercise(
     client_type: Callable[..., object],
     checks: _Checks,
     prompt: str,
-    requests: list[object],
+    requests: Sequence[object],
 ) -> None:
     from codexd_trio.client import CodexdClient
 
