@@ -393,3 +393,77 @@ async def open_conductor(
             with trio.CancelScope(shield=True):
                 await http.aclose()
             nursery.cancel_scope.cancel(reason="conductor block exited")
+
+
+# ------------------------------------------------------------------------------------------------
+# Daemons as subprocesses: started in their own process group, found through their ready line.
+
+
+@dataclass
+class Daemon:
+    process: trio.Process
+    url: str
+    ready: dict[str, Any]
+    stdout: Any
+
+
+async def _read_line(stream: Any, buffer: bytearray) -> bytes:
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise EOFError("the daemon closed stdout before its ready line")
+        buffer.extend(chunk)
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line
+
+
+@asynccontextmanager
+async def spawn_daemon(
+    argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 60.0
+) -> AsyncIterator[Daemon]:
+    """Start ``argv``, wait for its ``{"ready": true, ...}`` stdout line, kill its group on exit.
+
+    **Resource handling:** the process runs in a new session; on exit the whole process group is
+    sent SIGTERM, then SIGKILL if it has not gone within 10 s.
+    """
+    import json
+    import signal
+    import subprocess
+
+    process = await trio.lowlevel.open_process(
+        argv, stdout=subprocess.PIPE, env=env, start_new_session=True
+    )
+    try:
+        buffer = bytearray()
+        with trio.fail_after(timeout_s):
+            while True:
+                line = await _read_line(process.stdout, buffer)
+                try:
+                    ready = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ready, dict) and ready.get("ready") is True:
+                    break
+        yield Daemon(process, ready["url"], ready, process.stdout)
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                with trio.move_on_after(10):
+                    await process.wait()
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+async def terminate(daemon: Daemon, *, timeout_s: float = 30.0) -> int:
+    """SIGTERM the daemon (not its group) and return its exit status."""
+    import signal
+
+    daemon.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(timeout_s):
+        return await daemon.process.wait()
