@@ -35,7 +35,7 @@ async def _chromium(profile: Path, *args: str) -> str:
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
     )
     assert process.stdout is not None
-    chunks: list[bytes] = []
+    chunks: list[bytes | bytearray] = []
     try:
         with trio.fail_after(90):
             while chunk := await process.stdout.receive_some(65536):
