@@ -45,6 +45,9 @@ class CodexdConfig:
     # How long a `clients` approval waits for a decision before codexd declines it.
     approval_timeout_s: float = 300.0
     subscriber_queue: int = 1024
+    # Child restart delay: starts here, doubles per consecutive failure, capped (with jitter).
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -114,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes")
     p.add_argument("--approval-timeout")
     p.add_argument("--subscriber-queue")
+    p.add_argument("--restart-backoff")
+    p.add_argument("--restart-backoff-max")
     return p
 
 
@@ -135,6 +140,8 @@ configuration (flag / environment variable / default):
   --max-body-bytes N    BAA_CODEXD_MAX_BODY_BYTES        1048576
   --approval-timeout S  BAA_CODEXD_APPROVAL_TIMEOUT_S    300
   --subscriber-queue N  BAA_CODEXD_SUBSCRIBER_QUEUE      1024 (events a websocket may lag)
+  --restart-backoff S   BAA_CODEXD_RESTART_BACKOFF_S     0.5 (first child restart delay)
+  --restart-backoff-max S BAA_CODEXD_RESTART_BACKOFF_MAX_S 30
 """
 
 _ENV = {
@@ -154,6 +161,8 @@ _ENV = {
     "max_body_bytes": "BAA_CODEXD_MAX_BODY_BYTES",
     "approval_timeout": "BAA_CODEXD_APPROVAL_TIMEOUT_S",
     "subscriber_queue": "BAA_CODEXD_SUBSCRIBER_QUEUE",
+    "restart_backoff": "BAA_CODEXD_RESTART_BACKOFF_S",
+    "restart_backoff_max": "BAA_CODEXD_RESTART_BACKOFF_MAX_S",
 }
 
 
@@ -250,6 +259,16 @@ def resolve_config(
                 minimum=1,
                 integer=True,
             )
+        ),
+        restart_backoff_s=_number(
+            "restart backoff",
+            str(raw.get("restart_backoff", base.restart_backoff_s)),
+            minimum=0.001,
+        ),
+        restart_backoff_max_s=_number(
+            "restart backoff max",
+            str(raw.get("restart_backoff_max", base.restart_backoff_max_s)),
+            minimum=0.001,
         ),
     )
     if not config.node_id.strip():

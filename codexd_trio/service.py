@@ -336,7 +336,7 @@ class Daemon:
     async def _supervise_child(
         self, *, task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        backoff = Backoff()
+        backoff = Backoff(self.config.restart_backoff_s, self.config.restart_backoff_max_s)
         reported = False
         with trio.CancelScope() as scope:
             while True:
@@ -361,10 +361,15 @@ class Daemon:
                     RequestTimeout,
                 ) as exc:
                     error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, ChildExited):
+                        status = exc.status
                     log.warning("codex app-server failed: %s", error)
                 finally:
                     self.client = None
                     self._loaded_threads.clear()
+                    if self.stopping:
+                        # Cancelled by the graceful stop: open_app_server stopped the group.
+                        self._set_child(state="stopped", pid=None, exitedAt=now_iso())
                 if not reported:
                     reported = True
                     task_status.started(scope)

@@ -74,6 +74,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+async def wait_pid_gone(pid: int) -> None:
+    """Wait (without polling) until a process that is not our child has exited (Linux pidfd)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
