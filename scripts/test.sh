@@ -9,6 +9,17 @@ case "${1:-}" in
   -h|--help) echo "usage: scripts/test.sh [pytest args...]"; exit 0 ;;
 esac
 scripts/setup.sh
+# Optional system tools some tests use: chromium (status page screenshot) and shellcheck (runtime
+# scripts). Installed from Debian's packages when we can (root + apt-get); those tests skip with a
+# reason otherwise.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing ${missing[*]} (apt-get)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >/dev/null 2>&1 || echo "test.sh: could not install ${missing[*]}; the tests that need them will skip"
+fi
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
