@@ -1,0 +1,351 @@
+"""The app-server client against the REAL ``codex app-server`` and the scripted model provider."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from codexd_trio.child import ChildSpec, ExitStatus
+from codexd_trio.protocol.appserver import (
+    AppServerClient,
+    AppServerError,
+    ChildExited,
+    Notification,
+    ServerRequest,
+    ServerRequestHandler,
+    open_app_server,
+)
+from codexd_trio.testing import (
+    ExecCommand,
+    Hang,
+    HttpError,
+    Plain,
+    ScriptedModel,
+    Streamed,
+    codex_child_env,
+)
+
+pytestmark = pytest.mark.real_codex
+
+# Generous: two cores shared with other test runs; a turn normally takes ~100 ms.
+HANG_GUARD = 60
+
+
+def text(value: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": value}]
+
+
+class Stream:
+    """Notifications of one app-server, with waits keyed on method and a predicate."""
+
+    def __init__(self) -> None:
+        self.notifications: list[Notification] = []
+        self._waiting: list[tuple[Callable[[Notification], bool], trio.Event]] = []
+
+    def __call__(self, notification: Notification) -> None:
+        self.notifications.append(notification)
+        for match, event in self._waiting:
+            if match(notification):
+                event.set()
+
+    def of(self, method: str, **params: Any) -> list[Notification]:
+        return [n for n in self.notifications if _matches(n, method, params)]
+
+    async def wait_for(self, method: str, **params: Any) -> Notification:
+        def match(n: Notification) -> bool:
+            return _matches(n, method, params)
+
+        event = trio.Event()
+        self._waiting.append((match, event))
+        if not any(match(n) for n in self.notifications):
+            await event.wait()
+        return next(n for n in self.notifications if match(n))
+
+    async def turn_completed(self, turn_id: str) -> dict[str, Any]:
+        done = await self.wait_for("turn/completed", turn=lambda t: t["id"] == turn_id)
+        turn: dict[str, Any] = done.params["turn"]
+        return turn
+
+
+def _matches(n: Notification, method: str, params: dict[str, Any]) -> bool:
+    if n.method != method:
+        return False
+    for key, expected in params.items():
+        value = n.params.get(key)
+        if callable(expected):
+            if not expected(value):
+                return False
+        elif value != expected:
+            return False
+    return True
+
+
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def assert_group_gone(pgid: int) -> None:
+    # Orphans are reaped by init asynchronously: a bounded poll after the fact.
+    for _ in range(500):
+        if not group_exists(pgid):
+            return
+        await trio.sleep(0.02)
+    pytest.fail(f"process group {pgid} still exists")
+
+
+@pytest.fixture
+def spec(codex_home: Path, codex_binary: Path) -> ChildSpec:
+    return ChildSpec(
+        argv=[str(codex_binary), "app-server"],
+        env=codex_child_env(codex_home, codex_binary),
+        stderr_log=codex_home / "stderr.log",
+    )
+
+
+@asynccontextmanager
+async def app_server(
+    spec: ChildSpec, stream: Stream, on_server_request: ServerRequestHandler | None = None
+) -> AsyncIterator[AppServerClient]:
+    async with open_app_server(
+        spec, on_notification=stream, on_server_request=on_server_request, request_timeout=30
+    ) as client:
+        yield client
+
+
+async def start_thread(client: AppServerClient, **params: Any) -> str:
+    result = await client.thread_start(**params)
+    thread_id: str = result["thread"]["id"]
+    return thread_id
+
+
+async def start_turn(client: AppServerClient, thread_id: str, prompt: str) -> str:
+    result = await client.turn_start(thread_id, text(prompt))
+    turn_id: str = result["turn"]["id"]
+    return turn_id
+
+
+async def test_handshake(spec: ChildSpec) -> None:
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            assert client.initialize_result["userAgent"].startswith("codexd/")
+            assert client.initialize_result["platformFamily"] == "unix"
+            # The handshake is complete: a normal request works.
+            assert await client.request("thread/loaded/list") == {"data": [], "nextCursor": None}
+        assert client.exit_status == ExitStatus(code=0, signal=None)
+
+
+async def test_thread_start(spec: ChildSpec, codex_home: Path) -> None:
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            result = await client.thread_start(cwd=str(codex_home))
+            thread = result["thread"]
+            assert thread["status"] == {"type": "idle"}
+            assert thread["originator"] == "codexd"
+            started = await stream.wait_for("thread/started")
+            assert started.params["thread"]["id"] == thread["id"]
+            loaded = await client.request("thread/loaded/list")
+            assert loaded["data"] == [thread["id"]]
+
+
+async def test_streamed_turn(spec: ChildSpec, scripted_model: ScriptedModel) -> None:
+    deltas = ["Hel", "lo, ", "stre", "amed ", "world"]
+    scripted_model.script(Streamed(deltas))
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            thread_id = await start_thread(client)
+            turn_id = await start_turn(client, thread_id, "stream please")
+            turn = await stream.turn_completed(turn_id)
+    assert turn["status"] == "completed"
+    got = [n.params["delta"] for n in stream.of("item/agentMessage/delta", turnId=turn_id)]
+    assert got == deltas
+    completed = stream.of(
+        "item/completed", turnId=turn_id, item=lambda i: i["type"] == "agentMessage"
+    )
+    assert [n.params["item"]["text"] for n in completed] == ["".join(deltas)]
+    assert scripted_model.requests[-1].user_texts()[-1] == "stream please"
+
+
+async def test_interrupt_a_slow_turn(spec: ChildSpec, scripted_model: ScriptedModel) -> None:
+    scripted_model.script(Streamed([f"chunk{n} " for n in range(40)], delay=0.25))
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            thread_id = await start_thread(client)
+            turn_id = await start_turn(client, thread_id, "talk slowly")
+            await stream.wait_for("item/agentMessage/delta", turnId=turn_id)
+            assert await client.turn_interrupt(thread_id, turn_id) == {}
+            turn = await stream.turn_completed(turn_id)
+    assert turn["status"] == "interrupted"
+    delivered = stream.of("item/agentMessage/delta", turnId=turn_id)
+    assert 1 <= len(delivered) < 40
+
+
+async def test_steer_a_slow_turn(spec: ChildSpec, scripted_model: ScriptedModel) -> None:
+    scripted_model.script(
+        Streamed([f"chunk{n} " for n in range(40)], delay=0.25), Plain("steered answer")
+    )
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            thread_id = await start_thread(client)
+            turn_id = await start_turn(client, thread_id, "talk slowly")
+            await stream.wait_for("item/agentMessage/delta", turnId=turn_id)
+            steered = await client.turn_steer(
+                thread_id, text("change of plan"), expected_turn_id=turn_id
+            )
+            assert steered == {"turnId": turn_id}
+            turn = await stream.turn_completed(turn_id)
+    assert turn["status"] == "completed"
+    assert scripted_model.requests[-1].user_texts()[-2:] == ["talk slowly", "change of plan"]
+    answers = stream.of(
+        "item/completed", turnId=turn_id, item=lambda i: i["type"] == "agentMessage"
+    )
+    assert [n.params["item"]["text"] for n in answers] == ["steered answer"]
+
+
+async def test_steer_with_a_wrong_turn_id_is_an_app_server_error(
+    spec: ChildSpec, scripted_model: ScriptedModel
+) -> None:
+    scripted_model.script(Hang())
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            thread_id = await start_thread(client)
+            turn_id = await start_turn(client, thread_id, "hang")
+            await scripted_model.wait_streaming()
+            with pytest.raises(AppServerError) as info:
+                await client.turn_steer(thread_id, text("x"), expected_turn_id="wrong")
+            assert info.value.code == -32600
+            assert info.value.method == "turn/steer"
+            assert turn_id in info.value.message
+            await client.turn_interrupt(thread_id, turn_id)
+            assert (await stream.turn_completed(turn_id))["status"] == "interrupted"
+
+
+async def test_failing_provider_fails_the_turn(
+    spec: ChildSpec, scripted_model: ScriptedModel
+) -> None:
+    scripted_model.script(HttpError(500))
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            thread_id = await start_thread(client)
+            turn_id = await start_turn(client, thread_id, "fail please")
+            turn = await stream.turn_completed(turn_id)
+    assert turn["status"] == "failed"
+    assert turn["error"]["message"]
+    errors = stream.of("error", turnId=turn_id)
+    assert [n.params["error"]["message"] for n in errors] == [turn["error"]["message"]]
+    assert errors[0].params["willRetry"] is False
+
+
+@pytest.mark.parametrize(
+    ("decision", "item_status", "file_made"),
+    [("accept", "completed", True), ("decline", "declined", False)],
+)
+async def test_command_approval(
+    spec: ChildSpec,
+    scripted_model: ScriptedModel,
+    codex_home: Path,
+    decision: str,
+    item_status: str,
+    file_made: bool,
+) -> None:
+    workdir = codex_home / "ws"
+    workdir.mkdir()
+    scripted_model.script(ExecCommand("touch made.txt", then=Plain("done")))
+    asked: list[ServerRequest] = []
+
+    async def decide(request: ServerRequest) -> Any:
+        asked.append(request)
+        return {"decision": decision}
+
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream, on_server_request=decide) as client:
+            thread_id = await start_thread(client, cwd=str(workdir), approvalPolicy="untrusted")
+            turn_id = await start_turn(client, thread_id, "make a file")
+            turn = await stream.turn_completed(turn_id)
+    assert [r.method for r in asked] == ["item/commandExecution/requestApproval"]
+    assert "touch made.txt" in asked[0].params["command"]
+    commands = stream.of(
+        "item/completed", turnId=turn_id, item=lambda i: i["type"] == "commandExecution"
+    )
+    assert [n.params["item"]["status"] for n in commands] == [item_status]
+    assert (workdir / "made.txt").exists() is file_made
+    assert turn["status"] == "completed"
+
+
+async def test_burst_of_requests_all_succeed(spec: ChildSpec) -> None:
+    # Unthrottled, a burst this size makes the server answer -32001 or drop replies
+    # (codex-app-server.md §7); the in-flight cap and the retries make every call succeed.
+    results: list[Any] = []
+
+    async def one(client: AppServerClient) -> None:
+        results.append(await client.request("thread/loaded/list"))
+
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, Stream()) as client, trio.open_nursery() as nursery:
+            for _ in range(300):
+                nursery.start_soon(one, client)
+    assert len(results) == 300
+    assert all(r == {"data": [], "nextCursor": None} for r in results)
+
+
+async def test_child_killed_mid_request(spec: ChildSpec) -> None:
+    failures: list[ChildExited] = []
+
+    async def pending_call(client: AppServerClient) -> None:
+        try:
+            await client.request("thread/loaded/list", timeout=600)
+        except ChildExited as exc:
+            failures.append(exc)
+
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, Stream()) as client:
+            # Stopped, the server cannot answer: the request is certainly pending at the kill.
+            os.killpg(client.pgid, signal.SIGSTOP)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pending_call, client)
+                await trio.testing.wait_all_tasks_blocked()
+                os.killpg(client.pgid, signal.SIGKILL)
+            status = await client.wait_exited()
+    assert status == ExitStatus(code=None, signal=signal.SIGKILL)
+    assert len(failures) == 1
+    assert failures[0].status == status
+    assert failures[0].method == "thread/loaded/list"
+
+
+async def test_cancelling_the_owner_mid_turn_leaves_no_process(
+    spec: ChildSpec, scripted_model: ScriptedModel
+) -> None:
+    scripted_model.script(Hang())
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        with trio.CancelScope() as scope:
+            async with app_server(spec, stream) as client:
+                pgid = client.pgid
+                thread_id = await start_thread(client)
+                await start_turn(client, thread_id, "hang")
+                await scripted_model.wait_streaming()
+                scope.cancel(reason="test: owner of the app-server cancelled")
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert client.exit_status is not None
+        await assert_group_gone(pgid)
+        scripted_model.release_hangs()
