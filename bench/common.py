@@ -1,0 +1,379 @@
+"""Shared helpers of the codexd benchmarks: processes, directories, statistics, machine facts.
+
+Every benchmark runs on loopback only, is bounded in count and time, and stops everything it
+started: the scripted model runs in the benchmark's own Trio run; codexd runs as a subprocess in
+its own process group (its codex child in another), and both groups are killed on the way out.
+Working directories live under ``<repo>/var/bench/`` (git-ignored) and are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from codexd_trio import codexbin
+from codexd_trio.codexbin import REPO_ROOT
+
+__all__ = [
+    "BENCH_ROOT",
+    "CodexdProcess",
+    "add_common_args",
+    "bench_dir",
+    "codex_binary",
+    "fmt_ms",
+    "group_alive",
+    "machine_facts",
+    "now",
+    "parse_iso_ms",
+    "percentiles",
+    "print_result",
+    "rss_mb",
+    "running_codexd",
+]
+
+BENCH_ROOT = REPO_ROOT / "var" / "bench"
+# How long codexd may take to print its ready line (it starts and initializes the codex child).
+READY_TIMEOUT_S = 90.0
+# How long a graceful SIGTERM stop may take before the process groups are killed.
+STOP_TIMEOUT_S = 20.0
+
+
+# --------------------------------------------------------------------------------------------
+# Directories
+
+
+@contextmanager
+def bench_dir(name: str, *, keep: bool = False) -> Iterator[Path]:
+    """A fresh working directory ``<repo>/var/bench/<name>-XXXX``, removed on exit.
+
+    Args:
+        name: A prefix naming the benchmark.
+        keep: Leave the directory in place (for looking at codexd's logs afterwards).
+
+    **Resource handling:** stop every process using the directory before the block exits.
+    """
+    BENCH_ROOT.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=BENCH_ROOT))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def codex_binary() -> Path:
+    """The pinned native codex binary (never the npm launcher)."""
+    return codexbin.resolve_server_command()
+
+
+# --------------------------------------------------------------------------------------------
+# A codexd subprocess
+
+
+@dataclass
+class CodexdProcess:
+    """A running codexd started by :func:`running_codexd`.
+
+    Attributes:
+        url: The bound base URL from the ready line.
+        pid: codexd's pid (also its process-group id).
+        workdir: Its working directory (``logs/``, ``state/``, stderr log).
+        process: The Trio process handle.
+        stdout_lines: Every stdout line so far.
+    """
+
+    url: str
+    pid: int
+    workdir: Path
+    process: trio.Process
+    stdout_lines: list[str] = field(default_factory=list)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs" / "codexd"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state" / "codexd"
+
+    def child_pid(self) -> int | None:
+        """The codex child's pid as codexd last wrote it to ``daemon-state.json``."""
+        try:
+            state = json.loads((self.state_dir / "daemon-state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        pid = state.get("child", {}).get("pid")
+        return pid if isinstance(pid, int) else None
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` still exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(pgid: int | None) -> None:
+    if pgid is None:
+        return
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@asynccontextmanager
+async def running_codexd(
+    workdir: Path, codex_home: Path, *args: str
+) -> AsyncIterator[CodexdProcess]:
+    """Start ``python -m codexd_trio start`` on port 0 with its files under ``workdir``.
+
+    Yields once codexd printed its JSON ready line (its child is initialized by then).
+
+    Args:
+        workdir: Holds ``logs/``, ``state/`` and ``codexd.stderr.log``; also the child's cwd.
+        codex_home: The ``CODEX_HOME`` for the codex child.
+        *args: Extra ``codexd start`` flags.
+
+    Raises:
+        RuntimeError: codexd exited before it was ready.
+        trio.TooSlowError: no ready line within :data:`READY_TIMEOUT_S`.
+
+    **Cancellation:** cancelling the block stops codexd like a normal exit.
+
+    **Resource handling:** on exit codexd gets SIGTERM and a bounded wait, then its process group
+    and the codex child's group (the last pid codexd recorded) are SIGKILLed whatever happened.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    stderr_path = workdir / "codexd.stderr.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "codexd_trio",
+        "start",
+        "--local-api-base",
+        "http://127.0.0.1:0",
+        "--logs-dir",
+        str(workdir / "logs"),
+        "--state-dir",
+        str(workdir / "state"),
+        "--server-cwd",
+        str(workdir),
+        *args,
+    ]
+    env = dict(os.environ)
+    env["CODEX_HOME"] = str(codex_home)
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(stderr_path, "ab") as stderr:
+        process = await trio.lowlevel.open_process(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=str(REPO_ROOT),
+            env=env,
+            start_new_session=True,
+        )
+    handle: CodexdProcess | None = None
+    child_pid: int | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            lines: list[str] = []
+            ready = trio.Event()
+            found: dict[str, Any] = {}
+
+            async def pump() -> None:
+                assert process.stdout is not None
+                buffer = b""
+                async for chunk in process.stdout:
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        raw, buffer = buffer.split(b"\n", 1)
+                        line = raw.decode(errors="replace")
+                        lines.append(line)
+                        if not ready.is_set() and line.startswith("{"):
+                            with suppress(ValueError):
+                                data = json.loads(line)
+                                if isinstance(data, dict) and data.get("ready"):
+                                    found.update(data)
+                                    ready.set()
+                ready.set()  # EOF: codexd is gone
+
+            nursery.start_soon(pump)
+            with trio.fail_after(READY_TIMEOUT_S):
+                await ready.wait()
+            if not found:
+                tail = stderr_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"codexd exited before it was ready:\n{tail}")
+            handle = CodexdProcess(
+                url=str(found["url"]),
+                pid=process.pid,
+                workdir=workdir,
+                process=process,
+                stdout_lines=lines,
+            )
+            try:
+                yield handle
+            finally:
+                child_pid = handle.child_pid()
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(STOP_TIMEOUT_S):
+                        if process.returncode is None:
+                            process.send_signal(signal.SIGTERM)
+                        await process.wait()
+                nursery.cancel_scope.cancel(reason="benchmark codexd closing")
+    finally:
+        if child_pid is None and handle is not None:
+            child_pid = handle.child_pid()
+        _kill_group(process.pid)
+        _kill_group(child_pid)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(10):
+                await process.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """Summary of a sample: ``n``, ``min``, ``p50``, ``p90``, ``p99``, ``max``, ``mean``.
+
+    Percentiles use the nearest-rank method on the sorted sample (with 50 values p99 is the
+    maximum; say so when reading them). An empty sample gives ``n = 0`` and NaNs.
+    """
+    if not values:
+        nan = float("nan")
+        return {"n": 0, "min": nan, "p50": nan, "p90": nan, "p99": nan, "max": nan, "mean": nan}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        index = max(0, min(len(ordered) - 1, int(-(-p * len(ordered) // 100)) - 1))
+        return ordered[index]
+
+    return {
+        "n": len(ordered),
+        "min": ordered[0],
+        "p50": statistics.median(ordered),
+        "p90": rank(90),
+        "p99": rank(99),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (``VmRSS`` of ``/proc/<pid>/status``); None if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def parse_iso_ms(text: str) -> float:
+    """Seconds since the epoch of an event's ``at`` (``2026-11-24T03:08:22.269Z``)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def machine_facts() -> dict[str, Any]:
+    """Where the figures come from: CPUs, CPU model, memory, OS, Python, codex version."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    mem_kb = next(
+        (
+            int(line.split()[1])
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        0,
+    )
+    os_name = next(
+        (
+            line.split("=", 1)[1].strip().strip('"')
+            for line in _read("/etc/os-release").splitlines()
+            if line.startswith("PRETTY_NAME=")
+        ),
+        platform.system(),
+    )
+    try:
+        codex = subprocess.run(
+            [str(codex_binary()), "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError, codexbin.CodexBinaryNotFound) as exc:
+        codex = f"unknown ({exc})"
+    return {
+        "cpus": os.cpu_count(),
+        "cpuModel": model,
+        "memGiB": round(mem_kb / 1024 / 1024, 1),
+        "os": f"{os_name}, kernel {platform.release()}",
+        "python": platform.python_version(),
+        "codex": codex,
+        "loadavg": os.getloadavg(),
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Command line and output
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """``--quick`` (tiny sizes, for the smoke test), ``--json``, ``--keep``."""
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--json", action="store_true", help="also print one JSON result line")
+    parser.add_argument("--keep", action="store_true", help="keep var/bench/<dir> afterwards")
+
+
+def print_result(result: dict[str, Any], summary: Sequence[str], *, as_json: bool) -> None:
+    """Print the human summary, then (with ``--json``) the result as the last stdout line."""
+    for line in summary:
+        print(line)
+    if as_json:
+        print(json.dumps(result, default=float))
+    sys.stdout.flush()
+
+
+def fmt_ms(stats: dict[str, float], *keys: str) -> str:
+    """``p50 1.23 ms, p99 4.56 ms`` from a :func:`percentiles` result in milliseconds."""
+    keys = keys or ("p50", "p90", "p99")
+    return ", ".join(f"{k} {stats[k]:.2f} ms" for k in keys)
+
+
+def now() -> float:
+    """Wall clock in seconds (comparable with event ``at`` stamps written on this machine)."""
+    return time.time()
