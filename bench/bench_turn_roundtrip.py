@@ -68,7 +68,9 @@ class TurnWaiter:
         return self.ended[turn_id]
 
 
-async def direct_turn(client: AppServerClient, thread_id: str, waiter: TurnWaiter) -> dict[str, float]:
+async def direct_turn(
+    client: AppServerClient, thread_id: str, waiter: TurnWaiter
+) -> dict[str, float]:
     t0 = time.perf_counter()
     result = await client.turn_start(thread_id, PROMPT)
     t_ack = time.perf_counter()
@@ -76,7 +78,9 @@ async def direct_turn(client: AppServerClient, thread_id: str, waiter: TurnWaite
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
 
 
-async def codexd_turn(client: CodexdClient, session_id: str, waiter: TurnWaiter) -> dict[str, float]:
+async def codexd_turn(
+    client: CodexdClient, session_id: str, waiter: TurnWaiter
+) -> dict[str, float]:
     t0 = time.perf_counter()
     accepted = await client.start_turn(session_id, PROMPT)
     t_ack = time.perf_counter()
@@ -118,29 +122,31 @@ async def run(turns: int, warmup: int, scenario: Scenario, keep: bool) -> dict[s
                 thread_id = str(thread["thread"]["id"])
                 session = await client.create_session(cwd=str(work))
                 codexd_waiter = TurnWaiter()
-                async with client.events(session_id=session.sessionId) as stream:
-                    async with trio.open_nursery() as nursery:
+                async with (
+                    client.events(session_id=session.sessionId) as stream,
+                    trio.open_nursery() as nursery,
+                ):
 
-                        async def follow() -> None:
-                            async for event in stream:
-                                if event.type == "app-server.turn.completed" and event.turnId:
-                                    codexd_waiter.end(event.turnId)
+                    async def follow() -> None:
+                        async for event in stream:
+                            if event.type == "app-server.turn.completed" and event.turnId:
+                                codexd_waiter.end(event.turnId)
 
-                        nursery.start_soon(follow)
-                        for index in range(warmup + turns):
-                            order = ("direct", "codexd") if index % 2 == 0 else ("codexd", "direct")
-                            for path in order:
-                                with trio.fail_after(TURN_TIMEOUT_S):
-                                    if path == "direct":
-                                        got = await direct_turn(direct, thread_id, direct_waiter)
-                                    else:
-                                        got = await codexd_turn(
-                                            client, session.sessionId, codexd_waiter
-                                        )
-                                if index >= warmup:
-                                    for key, value in got.items():
-                                        samples[path][key].append(value)
-                        nursery.cancel_scope.cancel(reason="benchmark done")
+                    nursery.start_soon(follow)
+                    for index in range(warmup + turns):
+                        order = ("direct", "codexd") if index % 2 == 0 else ("codexd", "direct")
+                        for path in order:
+                            with trio.fail_after(TURN_TIMEOUT_S):
+                                if path == "direct":
+                                    got = await direct_turn(direct, thread_id, direct_waiter)
+                                else:
+                                    got = await codexd_turn(
+                                        client, session.sessionId, codexd_waiter
+                                    )
+                            if index >= warmup:
+                                for key, value in got.items():
+                                    samples[path][key].append(value)
+                    nursery.cancel_scope.cancel(reason="benchmark done")
     direct_total = percentiles(samples["direct"]["total"])
     codexd_total = percentiles(samples["codexd"]["total"])
     ratio = codexd_total["p50"] / direct_total["p50"]
@@ -183,9 +189,7 @@ def main() -> None:
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)
-    scenario: Scenario = (
-        Streamed(["o", "k", " ", "fine"]) if args.streamed else Plain("ok")
-    )
+    scenario: Scenario = Streamed(["o", "k", " ", "fine"]) if args.streamed else Plain("ok")
     result = trio.run(run, turns, warmup, scenario, args.keep)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
