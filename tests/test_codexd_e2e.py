@@ -7,6 +7,7 @@ directory, talks to it over HTTP/WebSocket like any client, and reads its files 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -406,3 +407,46 @@ async def test_restart_keeps_identity_seq_and_conversation_history(
         restarted = [e for e in events if e.type == "daemon.started"]
         assert len(restarted) == 2
         assert restarted[1].seq == last_seq_before + 1
+
+
+async def test_sigterm_closes_streams_with_1001_stops_the_child_and_exits_zero(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    with trio.fail_after(120):
+        async with (
+            running_codexd(tmp_path / "node", codex_home, "--shutdown-grace", "3") as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            session = await client.create_session()
+            scripted_model.script(Streamed(["never ending "] * 1000, delay=0.2))
+            accepted = await client.start_turn(session.sessionId, "keep going")
+            await scripted_model.wait_streaming()
+            child_pid = (await client.status())["snapshot"]["daemon"]["child"]["pid"]
+            close_code: int | None = None
+            async with trio_websocket.open_websocket_url(client.events_url()) as ws:
+                await ws.get_message()  # hello
+                started = trio.current_time()
+                codexd.process.send_signal(signal.SIGTERM)
+                while close_code is None:
+                    try:
+                        await ws.get_message()
+                    except trio_websocket.ConnectionClosed as exc:
+                        close_code = exc.reason.code if exc.reason else -1
+                await ws._stream.aclose()
+            assert close_code == 1001
+            assert await codexd.process.wait() == 0
+            # Bounded by the grace (3 s) plus the child's stop budget, not by the turn.
+            assert trio.current_time() - started < 15
+            assert not pid_alive(child_pid)
+        registry = msgspec.json.decode(
+            (codexd.codexd_state / "session-registry.json").read_bytes(), type=SessionRegistry
+        )
+        (saved,) = registry.sessions
+        assert saved.currentTurnId is None
+        assert saved.lastTurnId == accepted["turnId"]
+        assert saved.lastTurnStatus == "failed"
+        assert saved.lastTurnError is not None
+        assert saved.lastTurnError.code == "daemon_stopped"
+        types = [e.type for e in read_events(codexd.codexd_logs / "events.jsonl")]
+        assert types[-1] != "daemon.started"
+        assert "daemon.stopping" in types
