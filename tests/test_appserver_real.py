@@ -349,3 +349,50 @@ async def test_cancelling_the_owner_mid_turn_leaves_no_process(
         assert client.exit_status is not None
         await assert_group_gone(pgid)
         scripted_model.release_hangs()
+
+
+async def test_opt_out_of_notifications(spec: ChildSpec, scripted_model: ScriptedModel) -> None:
+    scripted_model.script(Streamed(["a", "b", "c"]))
+    stream = Stream()
+    with trio.fail_after(HANG_GUARD):
+        async with open_app_server(spec, on_notification=stream, initialize=False) as client:
+            result = await client.initialize(
+                name="optout",
+                version="9.9",
+                title="Opt-out test",
+                opt_out_notifications=["item/agentMessage/delta"],
+            )
+            assert result["userAgent"].startswith("optout/")
+            assert client.initialize_result == result
+            thread_id = await start_thread(client)
+            turn_id = await start_turn(client, thread_id, "no deltas please")
+            turn = await stream.turn_completed(turn_id)
+    assert turn["status"] == "completed"
+    assert stream.of("item/agentMessage/delta") == []
+    completed = stream.of("item/completed", item=lambda i: i["type"] == "agentMessage")
+    assert [n.params["item"]["text"] for n in completed] == ["abc"]
+
+
+async def test_read_and_resume_after_a_restart(
+    spec: ChildSpec, scripted_model: ScriptedModel
+) -> None:
+    scripted_model.script(Plain("first answer"), Plain("second answer"))
+    with trio.fail_after(HANG_GUARD):
+        stream = Stream()
+        async with app_server(spec, stream) as client:
+            thread_id = await start_thread(client)
+            turn_id = await start_turn(client, thread_id, "remember PAPAYA")
+            assert (await stream.turn_completed(turn_id))["status"] == "completed"
+        stream = Stream()
+        async with app_server(spec, stream) as client:
+            read = await client.thread_read(thread_id, include_turns=True)
+            assert read["thread"]["status"] == {"type": "notLoaded"}
+            assert [t["status"] for t in read["thread"]["turns"]] == ["completed"]
+            resumed = await client.thread_resume(thread_id)
+            assert resumed["thread"]["id"] == thread_id
+            assert resumed["thread"]["turns"] == []  # excludeTurns by default
+            turn_id = await start_turn(client, thread_id, "what was the word?")
+            assert (await stream.turn_completed(turn_id))["status"] == "completed"
+    # The resumed thread's history went to the model.
+    history = scripted_model.requests[-1].user_texts()
+    assert history[-2:] == ["remember PAPAYA", "what was the word?"]
