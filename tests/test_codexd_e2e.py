@@ -179,9 +179,9 @@ async def test_slow_consumer_overflows_then_resumes_without_loss(
             seen: list[int] = []
             async with trio_websocket.open_websocket_url(url, message_queue_size=1) as ws:
                 # A tiny receive buffer so the kernel cannot absorb the backlog for us.
-                stream = ws._stream
-                assert isinstance(stream, trio.SocketStream)
-                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                tcp = ws._stream
+                assert isinstance(tcp, trio.SocketStream)
+                tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 hello = json.loads(await ws.get_message())
                 assert hello["type"] == "hello"
                 scripted_model.script(Streamed(["x" * 500] * 2000))
