@@ -412,6 +412,8 @@ async def serve_api(
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
     hconfig.bind = [f"{host}:{cfg.port}"]
     hconfig.accesslog = None
+    # Through our logging setup (one line each), not Hypercorn's own stream handler.
+    hconfig.errorlog = logging.getLogger("codexd.http")
     hconfig.graceful_timeout = 3.0
     hconfig.include_server_header = False
     async with trio.open_nursery() as nursery:

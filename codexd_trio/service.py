@@ -121,7 +121,7 @@ class Daemon:
     def __init__(self, config: CodexdConfig) -> None:
         self.config = config
         self.started_at: str | None = None
-        self.started_monotonic = trio.current_time() if _in_trio() else 0.0
+        self.started_monotonic = 0.0
         self.resolved_base_url: str | None = None
         self.client: AppServerClient | None = None
         self.child = ChildStatus()
@@ -875,14 +875,6 @@ class Daemon:
 
 class UnsupportedServerRequest(Exception):
     """Raised to the app-server client so it answers the request with a JSON-RPC error."""
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _ws_url(base: str | None, path: str) -> str | None:
