@@ -37,6 +37,7 @@ __all__ = [
     "add_common_args",
     "bench_dir",
     "codex_binary",
+    "cpu_seconds",
     "fmt_ms",
     "group_alive",
     "machine_facts",
@@ -290,6 +291,17 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds ``pid`` has used so far (``/proc/<pid>/stat``); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of proc(5) (utime, stime); the split above starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_iso_ms(text: str) -> float:
