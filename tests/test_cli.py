@@ -1,0 +1,160 @@
+"""The ``codexd`` command line as a person uses it: status, config, events, smoke, console."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from codexd_trio.client import CodexdClient
+from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.config import ConfigError, resolve_config
+from codexd_trio.testing import Plain, ScriptedModel
+from tests.codexd_harness import running_codexd
+
+
+def codexd(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codexd_trio", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+async def run_codexd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return await trio.to_thread.run_sync(lambda: codexd(*args, stdin=stdin))
+
+
+def test_config_precedence_defaults_env_flags() -> None:
+    config, rest = resolve_config([], {})
+    assert config.local_api_base == "http://127.0.0.1:4319"
+    assert config.node_id == "mini-main"
+    env = {"BAA_NODE_ID": "from-env", "BAA_CODEXD_LOCAL_API_BASE": "http://localhost:5000"}
+    config, _ = resolve_config([], env)
+    assert (config.node_id, config.port, config.host) == ("from-env", 5000, "localhost")
+    config, rest = resolve_config(
+        ["--node-id", "from-flag", "--server-arg", "a", "--server-arg", "b", "x"], env
+    )
+    assert config.node_id == "from-flag"
+    assert config.server_args == ("a", "b")
+    assert rest == ["x"]
+    for base in ("http://[::1]:4319", "http://127.3.2.1:0"):
+        resolve_config(["--local-api-base", base], {})
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--local-api-base", "http://0.0.0.0:4319"], "loopback"),
+        (["--local-api-base", "http://192.168.1.5:4319"], "loopback"),
+        (["--local-api-base", "ftp://127.0.0.1:4319"], "http://"),
+        (["--local-api-base", "http://127.0.0.1:99999"], "port"),
+        (["--shutdown-grace", "soon"], "number"),
+        (["--event-stream-path", "events"], "start with"),
+        (["--server-strategy", "attach"], "spawn"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        resolve_config(args, {})
+    result = codexd("config", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("codexd: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors() -> None:
+    assert codexd("frobnicate").returncode == 2
+    assert codexd().returncode == 2
+    help_text = codexd("--help")
+    assert help_text.returncode == 0
+    assert "smoke" in help_text.stdout
+    bad = codexd("events", "--after", "-3")
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert codexd("status", "--bogus").returncode == 2
+
+
+def test_config_json_shows_resolved_values(tmp_path: Path) -> None:
+    result = codexd("config", "--json", "--state-dir", str(tmp_path / "s"), "--node-id", "n1")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["node_id"] == "n1"
+    assert data["state_dir"] == str(tmp_path / "s")
+    assert data["server_args"] == ["app-server"]
+
+
+def test_status_when_nothing_runs(tmp_path: Path) -> None:
+    result = codexd(
+        "status", "--json", "--state-dir", str(tmp_path), "--local-api-base", "http://127.0.0.1:9"
+    )
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["running"] is False
+    assert data["files"]["identity"] is None
+    table = codexd("status", "--state-dir", str(tmp_path), "--local-api-base", "http://127.0.0.1:9")
+    assert "down" in table.stdout
+
+
+@pytest.mark.real_codex
+async def test_status_events_and_console_against_a_running_daemon(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    with trio.fail_after(120):
+        async with (
+            running_codexd(tmp_path / "node", codex_home) as daemon,
+            CodexdClient(daemon.url) as client,
+        ):
+            session = await client.create_session()
+            scripted_model.script(Plain("cli answer"))
+            turn = await client.start_turn(session.sessionId, "hi from the cli test")
+            await client.wait_for_turn(session.sessionId, turn["turnId"])
+            common = ["--state-dir", str(daemon.state_dir), "--local-api-base", daemon.url]
+
+            result = await run_codexd("status", "--json", *common)
+            data = json.loads(result.stdout)
+            assert data["running"] is True
+            assert data["api"]["status"]["snapshot"]["sessions"]["count"] == 1
+            assert data["files"]["identity"]["daemonId"].startswith("codexd-")
+            table = (await run_codexd("status", *common)).stdout
+            assert "running" in table
+            assert "1 (1 active)" in table
+
+            events = await run_codexd("events", "--session", session.sessionId, *common)
+            assert events.returncode == 0
+            assert "turn.accepted" in events.stdout
+            assert "app-server.turn.completed" in events.stdout
+            assert all(session.sessionId in line for line in events.stdout.splitlines())
+            as_json = await run_codexd("events", "--json", "--after", "3", "--limit", "2", *common)
+            seqs = [json.loads(line)["seq"] for line in as_json.stdout.splitlines()]
+            assert seqs == [4, 5]
+
+            console = await run_codexd(
+                "console",
+                "--local-api-base",
+                daemon.url,
+                stdin="s = await client.list_sessions()\nprint('SESSIONS', len(s))\n",
+            )
+            assert console.returncode == 0, console.stderr
+            assert "SESSIONS 1" in console.stdout
+
+
+@pytest.mark.real_codex
+def test_smoke_command_passes() -> None:
+    result = codexd("smoke")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "smoke: passed" in result.stdout
+    assert "FAIL" not in result.stdout
