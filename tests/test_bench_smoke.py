@@ -1,0 +1,85 @@
+"""Smoke of the benchmark code: each ``bench/`` script runs at its ``--quick`` size and prints a
+JSON result with the expected shape. This checks the benchmarks work, not how fast codexd is:
+no figure is compared with a goal here (that is ``docs/benchmarks.md``'s job)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Any
+
+import pytest
+import trio
+
+from codexd_trio.codexbin import REPO_ROOT
+
+pytestmark = pytest.mark.real_codex
+
+# Each quick run takes a few seconds; two shared cores and other test runs make it slower.
+SCRIPT_GUARD_S = 180
+
+
+async def _interrupt_then_kill(process: trio.Process) -> None:
+    # SIGINT is KeyboardInterrupt inside trio.run, so the script's finally blocks stop the
+    # codexd and codex process groups it started; SIGKILL only if it does not exit.
+    process.send_signal(signal.SIGINT)
+    with trio.move_on_after(30):
+        await process.wait()
+        return
+    process.kill()
+
+
+async def run_quick(module: str) -> dict[str, Any]:
+    with trio.fail_after(SCRIPT_GUARD_S):
+        done = await trio.run_process(
+            [sys.executable, "-m", module, "--quick", "--json"],
+            cwd=str(REPO_ROOT),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            deliver_cancel=_interrupt_then_kill,
+        )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    lines = done.stdout.decode().strip().splitlines()
+    assert len(lines) >= 2, "expected a human summary before the JSON line"
+    result: dict[str, Any] = json.loads(lines[-1])
+    assert {"cpus", "cpuModel", "python", "codex"} <= set(result["machine"])
+    return result
+
+
+async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> None:
+    before = set((REPO_ROOT / "var" / "bench").glob("*"))
+
+    roundtrip = await run_quick("bench.bench_turn_roundtrip")
+    assert roundtrip["benchmark"] == "turn_roundtrip"
+    for key in ("direct_ms", "codexd_ms", "direct_ack_ms", "codexd_ack_ms"):
+        assert roundtrip[key]["n"] == 3
+        assert roundtrip[key]["p50"] > 0
+    assert {"ratio_p50", "added_p50_ms", "goal_met"} <= set(roundtrip)
+
+    fanout = await run_quick("bench.bench_event_fanout")
+    assert fanout["benchmark"] == "event_fanout"
+    assert fanout["delta_events"] == fanout["deltas_scripted"] == 50
+    # Correctness of the stream, not speed: every subscriber saw every seq exactly once.
+    assert fanout["every_seq_once"] is True
+    assert fanout["deliveries"] == fanout["subscribers"] * fanout["turn_events"]
+    assert {"log_events_per_s", "lag_ms", "overflows", "goal_met"} <= set(fanout)
+
+    idle = await run_quick("bench.bench_idle_and_status")
+    assert idle["benchmark"] == "idle_and_status"
+    assert idle["idle"]["codexd_rss_mb"] > 0
+    assert idle["idle"]["codex_child_rss_mb"] > 0
+    assert idle["many"]["sessions"] == 50
+    for key in ("healthz_ms", "status_ms", "session_ms"):
+        assert idle["many"][key]["n"] == 20
+
+    recovery = await run_quick("bench.bench_child_recovery")
+    assert recovery["benchmark"] == "child_recovery"
+    for series in ("fresh", "consecutive"):
+        kills = recovery[series]["kills"]
+        assert len(kills) == 2
+        assert all(k["ready_s"] > 0 and k["backoff_s"] is not None for k in kills)
+
+    # Every script removed its working directory under var/bench/.
+    assert set((REPO_ROOT / "var" / "bench").glob("*")) <= before
