@@ -258,30 +258,38 @@ class Daemon:
         """
         self._recover_after_restart()
         server_stop = trio.Event()
-        async with trio.open_nursery() as root:
-            writers = root.cancel_scope
-            for doc in self.documents:
-                await root.start(doc.run)
-            await root.start(self.log.run)
-            async with trio.open_nursery() as services:
-                self.started_at = now_iso()
-                self.started_monotonic = trio.current_time()
-                self._save_state()
-                self.publish(
-                    Emit(
-                        "daemon.started",
-                        f"codexd {__version__} started (pid {os.getpid()})",
-                        detail={"pid": os.getpid(), "version": __version__},
+        try:
+            async with trio.open_nursery() as root:
+                writers = root.cancel_scope
+                for doc in self.documents:
+                    await root.start(doc.run)
+                await root.start(self.log.run)
+                async with trio.open_nursery() as services:
+                    self.started_at = now_iso()
+                    self.started_monotonic = trio.current_time()
+                    self._save_state()
+                    self.publish(
+                        Emit(
+                            "daemon.started",
+                            f"codexd {__version__} started (pid {os.getpid()})",
+                            detail={"pid": os.getpid(), "version": __version__},
+                        )
                     )
-                )
-                child_scope = await services.start(self._supervise_child)
-                if serve is not None:
-                    await services.start(serve, self, server_stop)
-                task_status.started(self)
-                await self._stop_requested.wait()
-                await self._graceful_stop(child_scope, server_stop)
-                services.cancel_scope.cancel(reason="codexd stopped")
-            writers.cancel(reason="codexd stopped: final flush")
+                    child_scope = await services.start(self._supervise_child)
+                    if serve is not None:
+                        await services.start(serve, self, server_stop)
+                    task_status.started(self)
+                    await self._stop_requested.wait()
+                    await self._graceful_stop(child_scope, server_stop)
+                    services.cancel_scope.cancel(reason="codexd stopped")
+                # The writers' own cancellation handlers make the final durable writes.
+                writers.cancel(reason="codexd stopped: final flush")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the event log's file (writing anything still buffered). Idempotent."""
+        self.log.close()
 
     def request_stop(self) -> None:
         self._stop_requested.set()

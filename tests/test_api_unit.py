@@ -1,0 +1,71 @@
+"""codexd's API in-process (Quart test client, no child): the error paths a live child hides."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codexd_trio.api import create_app
+from codexd_trio.config import CodexdConfig
+from codexd_trio.service import Daemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(
+        CodexdConfig(
+            local_api_base="http://127.0.0.1:0",
+            logs_dir=tmp_path / "logs",
+            state_dir=tmp_path / "state",
+        )
+    )
+    yield d
+    d.close()
+
+
+async def test_a_bug_is_a_json_500_with_a_correlation_id_in_the_log(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> dict[str, object]:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(daemon, "status", broken)
+    client = create_app(daemon).test_client()
+    with caplog.at_level(logging.ERROR, logger="codexd.api"):
+        response = await client.get("/v1/codexd/status")
+    assert response.status_code == 500
+    body = await response.get_json()
+    assert body["ok"] is False
+    assert body["error"]["code"] == "internal_error"
+    correlation = body["error"]["details"]["correlationId"]
+    assert correlation in caplog.text
+    assert "simulated bug" in caplog.text
+
+
+async def test_without_a_child_readyz_and_work_are_503_but_health_is_fine(daemon: Daemon) -> None:
+    client = create_app(daemon).test_client()
+    assert (await client.get("/healthz")).status_code == 200
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    body = await ready.get_json()
+    assert body["error"]["code"] == "child_unavailable"
+    assert body["error"]["details"]["child"]["state"] == "stopped"
+    created = await client.post("/v1/codexd/sessions", json={})
+    assert created.status_code == 503
+    assert (await created.get_json())["error"]["code"] == "child_unavailable"
+    # Nothing was recorded for the refused request.
+    listed = await (await client.get("/v1/codexd/sessions")).get_json()
+    assert listed["data"]["sessions"] == []
+
+
+async def test_idempotency_key_must_be_printable_and_bounded(daemon: Daemon) -> None:
+    client = create_app(daemon).test_client()
+    response = await client.post(
+        "/v1/codexd/sessions", json={}, headers={"Idempotency-Key": "k" * 300}
+    )
+    assert response.status_code == 400
+    body = await response.get_json()
+    assert body["error"]["details"]["field"] == "Idempotency-Key"
