@@ -3,6 +3,7 @@ and serving a Quart-Trio app with Hypercorn as a ``nursery.start`` target."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import uuid
@@ -13,7 +14,7 @@ import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -58,22 +59,34 @@ _HTTP_CODES = {
 def install_json_errors(app: QuartTrio) -> None:
     """Answer every HTTP error and unhandled exception with the JSON envelope, never HTML."""
 
+    @app.after_request
+    async def _drain(response: Response) -> Response:
+        # Hypercorn (h11) can reuse a keep-alive connection only once the request body has been
+        # consumed; a handler that answers early (401, 423) has not read it.
+        if request.method in ("POST", "PUT", "PATCH") and response.status_code != 413:
+            with contextlib.suppress(HTTPException):
+                await request.get_data()
+        return response
+
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        if status != 413:
+            with contextlib.suppress(HTTPException):
+                await request.get_data()
         code, message = _HTTP_CODES.get(status, (f"http_{status}", exc.description or ""))
         details: dict[str, Any] = {}
         if status == 404:
-            from quart import request
-
             details = {"path": request.path}
             message = f"No such route: {request.path}."
         elif status == 405:
-            from quart import request
-
             details = {"method": request.method, "path": request.path}
             message = f"{request.path} does not accept {request.method}."
-        return error(status, code, message, details)
+        response = error(status, code, message, details)
+        if status == 413:
+            # The rest of the body was never read: the connection cannot be reused.
+            response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(Exception)
     async def _internal(exc: Exception) -> Response:

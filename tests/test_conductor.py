@@ -269,3 +269,22 @@ async def test_graceful_stop_closes_relays_and_releases_the_lease(tmp_path: Path
                 assert await _close_code(ws) == 1001
             await c.done.wait()
             assert store.record.expires_at <= store.record.renewed_at
+
+
+async def test_early_refusals_keep_the_connection_usable(tmp_path: Path) -> None:
+    # A 401/423 answered before the body is read must not stall the next request on the same
+    # keep-alive connection.
+    with trio.fail_after(30):
+        async with open_fake_codexd() as fake, \
+                open_conductor(fake.url, tmp_path, token=TOKEN) as c:
+            await c.http.post("/v1/system/pause", headers={"Authorization": f"Bearer {TOKEN}"})
+            for size in (0, 10, 20000) * 10:
+                body = {"sessionId": "s", "input": "x" * size}
+                assert _err(await c.http.post("/v1/codex/turn", json=body)) == (
+                    423, "system_paused")
+                assert _err(await c.http.post("/v1/codex/sessions", json={})) == (
+                    423, "system_paused")
+                assert _err(await c.http.post("/v1/system/drain", json=body)) == (
+                    401, "unauthorized")
+                assert (await c.http.post("/v1/system/state")).status_code == 405
+                assert (await c.http.get("/healthz")).status_code == 200
