@@ -110,6 +110,7 @@ def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
 
 async def _start(config: CodexdConfig) -> int:
     from codexd_trio.api import serve_api
+    from codexd_trio.readyline import print_ready
     from codexd_trio.service import Daemon
 
     daemon = Daemon(config)
@@ -130,13 +131,8 @@ async def _start(config: CodexdConfig) -> int:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_signals)
             await nursery.start(run_daemon)
-            ready = {
-                "ready": True,
-                "service": "codexd",
-                "url": daemon.resolved_base_url,
-                "pid": os.getpid(),
-            }
-            print(json.dumps(ready), flush=True)
+            assert daemon.resolved_base_url is not None
+            print_ready("codexd", daemon.resolved_base_url)
     except OSError as exc:
         return _fail(f"cannot listen on {config.local_api_base}: {exc}", 1)
     return 0

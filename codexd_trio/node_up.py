@@ -11,7 +11,6 @@ without an OpenAI login. Ctrl-C (or SIGTERM) stops everything, each process grou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -20,12 +19,13 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import BinaryIO, NoReturn
 
 import httpx
 import trio
 
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.readyline import NotReady, follow_ready_line
 
 
 class UsageError(Exception):
@@ -93,30 +93,13 @@ async def _spawn(
         )
     finally:
         stderr.close()
-    ready: dict[str, Any] = {}
-    got = trio.Event()
-
-    async def pump() -> None:
-        assert process.stdout is not None
-        buffer = b""
-        async for chunk in process.stdout:
-            buffer += chunk
-            while b"\n" in buffer:
-                raw, buffer = buffer.split(b"\n", 1)
-                line = raw.decode(errors="replace")
-                if not got.is_set() and line.startswith("{"):
-                    with suppress(ValueError):
-                        data = json.loads(line)
-                        if data.get("ready"):
-                            ready.update(data)
-                            got.set()
-        got.set()
-
-    nursery.start_soon(pump)
-    with trio.fail_after(60):
-        await got.wait()
-    if not ready:
-        raise RuntimeError(f"{name} exited before it was ready; see {log_dir / (name + '.log')}")
+    try:
+        with trio.fail_after(60):
+            ready = await nursery.start(follow_ready_line, process)
+    except NotReady:
+        raise RuntimeError(
+            f"{name} exited before it was ready; see {log_dir / (name + '.log')}"
+        ) from None
     _say(f"{name} ready at {ready['url']} (pid {process.pid})")
     return Daemon(name, process, str(ready["url"]))
 

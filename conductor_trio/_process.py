@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sys
 from collections.abc import Callable
 
 import trio
 
+from codexd_trio.readyline import print_ready
 
-def print_ready(service: str, url: str) -> None:
-    """Print the one ready line scripts and tests read to find a port-0 server."""
-    line = {"ready": True, "service": service, "url": url, "pid": os.getpid()}
-    sys.stdout.write(json.dumps(line) + "\n")
-    sys.stdout.flush()
+__all__ = ["fail", "first_leaf", "print_ready", "stop_on_signal"]
 
 
 async def stop_on_signal(

@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import trio
 
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.contracts import Event, event_decoder
+from codexd_trio.readyline import NotReady, follow_ready_line
 
 
 @dataclass
@@ -57,6 +59,11 @@ class CodexdProcess:
     def kill(self) -> None:
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def read_events(log: Path) -> list[Event]:
+    """Every event of a codexd ``events.jsonl``, in file order."""
+    return [event_decoder.decode(line) for line in log.read_bytes().splitlines()]
 
 
 def pid_alive(pid: int) -> bool:
@@ -144,34 +151,15 @@ async def running_codexd(
     try:
         async with trio.open_nursery() as nursery:
             lines: list[str] = []
-            ready = trio.Event()
-            url: dict[str, Any] = {}
-
-            async def pump() -> None:
-                assert process.stdout is not None
-                buffer = b""
-                async for chunk in process.stdout:
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        raw, buffer = buffer.split(b"\n", 1)
-                        line = raw.decode(errors="replace")
-                        lines.append(line)
-                        if not ready.is_set() and line.startswith("{"):
-                            data = json.loads(line)
-                            if data.get("ready"):
-                                url.update(data)
-                                ready.set()
-                ready.set()
-
-            nursery.start_soon(pump)
-            with trio.fail_after(90):
-                await ready.wait()
-            if not url:
+            try:
+                with trio.fail_after(90):
+                    ready = await nursery.start(follow_ready_line, process, lines)
+            except NotReady:
                 raise RuntimeError(
                     f"codexd exited before it was ready: {stderr_path.read_text()[-3000:]}"
-                )
+                ) from None
             handle = CodexdProcess(
-                url=url["url"],
+                url=ready["url"],
                 process=process,
                 logs_dir=logs,
                 state_dir=state,

@@ -19,15 +19,11 @@ import trio
 import trio_websocket
 
 from codexd_trio.client import CodexdClient, CodexdError
-from codexd_trio.contracts import Event, RecentEvents, SessionRegistry, event_decoder
+from codexd_trio.contracts import RecentEvents, SessionRegistry
 from codexd_trio.testing import HttpError, Plain, ScriptedModel, Streamed
-from tests.codexd_harness import pid_alive, running_codexd
+from tests.codexd_harness import pid_alive, read_events, running_codexd
 
 pytestmark = pytest.mark.real_codex
-
-
-def read_events(log: Path) -> list[Event]:
-    return [event_decoder.decode(line) for line in log.read_bytes().splitlines()]
 
 
 async def test_session_turn_status_and_files(

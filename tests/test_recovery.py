@@ -15,14 +15,10 @@ import pytest
 import trio
 
 from codexd_trio.client import CodexdClient, CodexdError
-from codexd_trio.contracts import Approval, Event, event_decoder
+from codexd_trio.contracts import Approval
 from codexd_trio.service import Backoff
 from codexd_trio.testing import ExecCommand, Hang, Plain, ScriptedModel, Streamed
-from tests.codexd_harness import group_alive, running_codexd, wait_pid_gone
-
-
-def read_events(log: Path) -> list[Event]:
-    return [event_decoder.decode(line) for line in log.read_bytes().splitlines()]
+from tests.codexd_harness import group_alive, read_events, running_codexd, wait_pid_gone
 
 
 async def wait_ready(client: CodexdClient, *, after_pid: int | None = None) -> int:

@@ -1,0 +1,64 @@
+"""The "ready line": how every daemon of the node says it is serving, and how others wait for it.
+
+A daemon started with port 0 prints exactly one JSON line on stdout once it listens —
+``{"ready": true, "service": "codexd", "url": "http://127.0.0.1:PORT", "pid": N}`` — so scripts,
+tests and ``scripts/up.sh`` learn the bound URL from the process itself, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import suppress
+from typing import Any
+
+import trio
+
+
+class NotReady(RuntimeError):
+    """The process closed its stdout (exited) before it printed its ready line."""
+
+
+def print_ready(service: str, url: str) -> None:
+    """Print this process's ready line (flushed at once)."""
+    line = {"ready": True, "service": service, "url": url, "pid": os.getpid()}
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+async def follow_ready_line(
+    process: trio.Process,
+    lines: list[str] | None = None,
+    *,
+    task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Read ``process``'s stdout; report the ready line's data, then keep draining to EOF.
+
+    A ``nursery.start`` target: ``ready = await nursery.start(follow_ready_line, process)``.
+    Draining after the ready line keeps a chatty daemon from blocking on a full pipe. Every line
+    is appended to ``lines`` when given.
+
+    Raises:
+        NotReady: stdout ended before a ready line (from ``nursery.start``).
+
+    Cancellation: stops reading; the pipe stays open for its owner to close.
+    """
+    assert process.stdout is not None
+    reported = False
+    buffer = b""
+    async for chunk in process.stdout:
+        buffer += chunk
+        while b"\n" in buffer:
+            raw, buffer = buffer.split(b"\n", 1)
+            line = raw.decode(errors="replace")
+            if lines is not None:
+                lines.append(line)
+            if not reported and line.startswith("{"):
+                with suppress(ValueError):
+                    data = json.loads(line)
+                    if isinstance(data, dict) and data.get("ready") is True:
+                        reported = True
+                        task_status.started(data)
+    if not reported:
+        raise NotReady(f"process {process.pid} exited before it printed its ready line")
