@@ -52,11 +52,11 @@ class CodexdConfig:
 
     @property
     def host(self) -> str:
-        return _split_base(self.local_api_base)[0]
+        return split_base(self.local_api_base)[0]
 
     @property
     def port(self) -> int:
-        return _split_base(self.local_api_base)[1]
+        return split_base(self.local_api_base)[1]
 
     @property
     def codexd_logs(self) -> Path:
@@ -77,20 +77,27 @@ class CodexdConfig:
         return out
 
 
-def _split_base(base: str) -> tuple[str, int]:
+def split_base(base: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``http://host:port`` API base; :class:`ConfigError` otherwise.
+
+    Shared by codexd, the conductor and the status-api.
+    """
     parts = urlsplit(base)
     if parts.scheme != "http" or not parts.hostname:
-        raise ConfigError(f"local API base must look like http://127.0.0.1:4319, got {base!r}")
+        raise ConfigError(f"an API base must look like http://127.0.0.1:4319, got {base!r}")
     if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"local API base must not have a path or query, got {base!r}")
+        raise ConfigError(f"an API base must not have a path or query, got {base!r}")
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"local API base has an invalid port: {base!r}") from None
-    return parts.hostname, 80 if port is None else port
+        raise ConfigError(f"an API base has an invalid port: {base!r}") from None
+    if port is None:
+        raise ConfigError(f"an API base needs an explicit port, got {base!r}")
+    return parts.hostname, port
 
 
 def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``."""
     if host == "localhost":
         return True
     try:
@@ -200,7 +207,7 @@ def resolve_config(
     logs_default = repo_root / "var" / "logs"
     state_default = repo_root / "var" / "state"
     local_api_base = str(raw.get("local_api_base", base.local_api_base)).rstrip("/")
-    host, _port = _split_base(local_api_base)
+    host, _port = split_base(local_api_base)
     if not is_loopback(host):
         raise ConfigError(
             f"codexd only listens on loopback (127.0.0.0/8, ::1, localhost); got host {host!r}"

@@ -7,26 +7,33 @@ The table of settings is in ``docs/conductor.md``.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.config import ConfigError, is_loopback, split_base
 
 Role = Literal["primary", "standby"]
+
+__all__ = [
+    "ConductorConfig",
+    "ConfigError",
+    "StatusApiConfig",
+    "add_conductor_flags",
+    "add_status_api_flags",
+    "check_listen",
+    "resolve_conductor",
+    "resolve_status_api",
+    "split_base",
+]
 
 DEFAULT_CONDUCTOR_API = "http://127.0.0.1:4317"
 DEFAULT_STATUS_API = "http://127.0.0.1:4318"
 DEFAULT_CODEXD_API = "http://127.0.0.1:4319"
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message is one line for a person."""
 
 
 @dataclass(frozen=True)
@@ -95,31 +102,10 @@ class StatusApiConfig:
         return out
 
 
-def split_base(base: str) -> tuple[str, int]:
-    """``(host, port)`` of an ``http://host:port`` base URL; :class:`ConfigError` otherwise."""
-    parts = urlsplit(base)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
-        raise ConfigError(f"an API base must look like http://127.0.0.1:4317, got {base!r}")
-    return parts.hostname, port
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_listen(base: str, allowed: Sequence[str], *, variable: str) -> None:
     """A non-loopback listen host must be listed in the allow-list."""
     host, _ = split_base(base)
-    if not _is_loopback_host(host) and host not in allowed:
+    if not is_loopback(host) and host not in allowed:
         raise ConfigError(
             f"refusing to listen on non-loopback host {host!r}: "
             f"list it in {variable} to allow it"
@@ -187,7 +173,7 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
     public = pick(args.public_api_base, "BAA_CONDUCTOR_PUBLIC_API_BASE", "BAA_CONTROL_API_BASE")
     codexd = (pick(args.codexd_base, "BAA_CODEXD_LOCAL_API_BASE") or d.codexd_base).rstrip("/")
     codexd_host, _ = split_base(codexd)
-    if not _is_loopback_host(codexd_host):
+    if not is_loopback(codexd_host):
         raise ConfigError(f"BAA_CODEXD_LOCAL_API_BASE must be a loopback address, got {codexd!r}")
     state_dir = Path(pick(args.state_dir, "BAA_CONDUCTOR_STATE_DIR") or d.state_dir)
     token, source = _token(args.token_file, env)
