@@ -34,6 +34,7 @@ from codexd_trio.contracts import (
     InterruptRequest,
     OverflowData,
     OverflowFrame,
+    Session,
     SteerRequest,
     TurnRequest,
 )
@@ -77,6 +78,19 @@ def error_response(code: str, message: str, status: int, **details: Any) -> Resp
         ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
     )
     return Response(body, status=status, content_type="application/json")
+
+
+def _turn_answer(session: Session, turn_id: str, status: int) -> Response:
+    """The answer of the turn verbs: the turn id and the session as it is now."""
+    return envelope(
+        {
+            "accepted": True,
+            "sessionId": session.sessionId,
+            "turnId": turn_id,
+            "session": msgspec.to_builtins(session),
+        },
+        status,
+    )
 
 
 _PATH_RE = re.compile(r" - at `([^`]*)`$")
@@ -276,47 +290,21 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.post("/v1/codexd/turn")
     async def start_turn() -> Response:
         async def handle(body: TurnRequest) -> Response:
-            session, turn_id = await daemon.start_turn(body)
-            return envelope(
-                {
-                    "accepted": True,
-                    "sessionId": session.sessionId,
-                    "turnId": turn_id,
-                    "session": msgspec.to_builtins(session),
-                },
-                202,
-            )
+            return _turn_answer(*await daemon.start_turn(body), 202)
 
         return await _post("POST /v1/codexd/turn", TurnRequest, handle)
 
     @app.post("/v1/codexd/turn/steer")
     async def steer_turn() -> Response:
         async def handle(body: SteerRequest) -> Response:
-            session, turn_id = await daemon.steer_turn(body)
-            return envelope(
-                {
-                    "accepted": True,
-                    "sessionId": session.sessionId,
-                    "turnId": turn_id,
-                    "session": msgspec.to_builtins(session),
-                }
-            )
+            return _turn_answer(*await daemon.steer_turn(body), 200)
 
         return await _post("POST /v1/codexd/turn/steer", SteerRequest, handle)
 
     @app.post("/v1/codexd/turn/interrupt")
     async def interrupt_turn() -> Response:
         async def handle(body: InterruptRequest) -> Response:
-            session, turn_id = await daemon.interrupt_turn(body)
-            return envelope(
-                {
-                    "accepted": True,
-                    "sessionId": session.sessionId,
-                    "turnId": turn_id,
-                    "session": msgspec.to_builtins(session),
-                },
-                202,
-            )
+            return _turn_answer(*await daemon.interrupt_turn(body), 202)
 
         return await _post("POST /v1/codexd/turn/interrupt", InterruptRequest, handle)
 
