@@ -44,6 +44,7 @@ from codexd_trio.contracts import (
     Event,
     Identity,
     InterruptRequest,
+    Level,
     RecentEvents,
     Session,
     SessionRegistry,
@@ -744,15 +745,8 @@ class Daemon:
         child_key = (str(self.child.pid), req.id)
         self._request_to_approval[child_key] = approval.approvalId
         self._put_approval(approval)
-        self.publish(
-            Emit(
-                "approval.requested",
-                f"{kind} approval requested ({approval.approvalId})",
-                session_id=approval.sessionId,
-                thread_id=approval.threadId,
-                turn_id=approval.turnId,
-                detail={"approval": msgspec.to_builtins(approval)},
-            )
+        self._publish_approval(
+            "approval.requested", approval, f"{kind} approval requested ({approval.approvalId})"
         )
         try:
             mode = session.approvals if session else "decline"
@@ -770,6 +764,21 @@ class Daemon:
         finally:
             self._pending_approvals.pop(approval.approvalId, None)
             self._request_to_approval.pop(child_key, None)
+
+    def _publish_approval(
+        self, type_: str, approval: Approval, message: str, *, level: Level = "info", **extra: Any
+    ) -> None:
+        self.publish(
+            Emit(
+                type_,
+                message,
+                level=level,
+                session_id=approval.sessionId,
+                thread_id=approval.threadId,
+                turn_id=approval.turnId,
+                detail={"approval": msgspec.to_builtins(approval), **extra},
+            )
+        )
 
     def _decide(self, approval_id: str, decision: Decision, decided_by: str) -> Approval:
         approval = self.approval(approval_id)
@@ -792,15 +801,10 @@ class Daemon:
             resolvedAt=now_iso(),
         )
         self._put_approval(approval)
-        self.publish(
-            Emit(
-                "approval.resolved",
-                f"approval {approval_id} resolved: {decision} ({decided_by})",
-                session_id=approval.sessionId,
-                thread_id=approval.threadId,
-                turn_id=approval.turnId,
-                detail={"approval": msgspec.to_builtins(approval)},
-            )
+        self._publish_approval(
+            "approval.resolved",
+            approval,
+            f"approval {approval_id} resolved: {decision} ({decided_by})",
         )
         return approval
 
@@ -828,16 +832,12 @@ class Daemon:
             return
         approval = msgspec.structs.replace(approval, state="expired", resolvedAt=now_iso())
         self._put_approval(approval)
-        self.publish(
-            Emit(
-                "approval.resolved",
-                f"approval {approval_id} expired: {reason}",
-                level="warn",
-                session_id=approval.sessionId,
-                thread_id=approval.threadId,
-                turn_id=approval.turnId,
-                detail={"approval": msgspec.to_builtins(approval), "reason": reason},
-            )
+        self._publish_approval(
+            "approval.resolved",
+            approval,
+            f"approval {approval_id} expired: {reason}",
+            level="warn",
+            reason=reason,
         )
 
     def _expire_pending_approvals(self, reason: str) -> None:
