@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from bench.bench_idle_and_status import make_registry
 from bench.common import (
     add_common_args,
     bench_dir,
@@ -88,7 +89,9 @@ async def codexd_turn(
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
 
 
-async def run(turns: int, warmup: int, scenario: Scenario, keep: bool) -> dict[str, Any]:
+async def run(
+    turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool
+) -> dict[str, Any]:
     binary = codex_binary()
     samples: dict[str, dict[str, list[float]]] = {
         "direct": {"total": [], "ack": []},
@@ -101,6 +104,9 @@ async def run(turns: int, warmup: int, scenario: Scenario, keep: bool) -> dict[s
             temporary_codex_home(model.base_url) as home_a,
             temporary_codex_home(model.base_url) as home_b,
         ):
+            if registry_sessions:
+                registry = work / "codexd" / "state" / "codexd" / "session-registry.json"
+                make_registry(registry, registry_sessions, str(work))
             direct_waiter = TurnWaiter()
 
             def on_notification(note: Notification) -> None:
@@ -156,6 +162,7 @@ async def run(turns: int, warmup: int, scenario: Scenario, keep: bool) -> dict[s
         "turns": turns,
         "warmup": warmup,
         "scenario": repr(scenario),
+        "registry_sessions": registry_sessions,
         "direct_ms": direct_total,
         "codexd_ms": codexd_total,
         "direct_ack_ms": percentiles(samples["direct"]["ack"]),
@@ -169,7 +176,7 @@ async def run(turns: int, warmup: int, scenario: Scenario, keep: bool) -> dict[s
 def summary(result: dict[str, Any]) -> list[str]:
     return [
         f"turn round trip, {result['turns']} turns per path after {result['warmup']} warm-up "
-        f"({result['scenario']})",
+        f"({result['scenario']}; {result['registry_sessions']} other sessions in the registry)",
         f"  A direct stdio  : {fmt_ms(result['direct_ms'])}  "
         f"(turn/start answer {fmt_ms(result['direct_ack_ms'], 'p50')})",
         f"  B codexd HTTP+WS: {fmt_ms(result['codexd_ms'])}  "
@@ -186,11 +193,17 @@ def main() -> None:
     parser.add_argument(
         "--streamed", action="store_true", help="a short Streamed answer instead of Plain('ok')"
     )
+    parser.add_argument(
+        "--registry-sessions",
+        type=int,
+        default=0,
+        help="pre-write this many (idle) sessions into codexd's registry first",
+    )
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)
     scenario: Scenario = Streamed(["o", "k", " ", "fine"]) if args.streamed else Plain("ok")
-    result = trio.run(run, turns, warmup, scenario, args.keep)
+    result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
 
