@@ -116,7 +116,10 @@ class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionRegistry(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of every session, current up to event ``lastSeq`` of ``events.jsonl``."""
+
     version: int = 1
+    lastSeq: int = 0
     sessions: list[Session] = msgspec.field(default_factory=list)
 
 

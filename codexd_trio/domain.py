@@ -13,13 +13,13 @@ never leaves the session looking busy.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
 
-from codexd_trio.contracts import Level, Session, TurnError, TurnStatus, now_iso
+from codexd_trio.contracts import Event, Level, Session, TurnError, TurnStatus, now_iso
 from codexd_trio.errors import ApiError
 
 _SETTLED_MEMORY = 256
@@ -70,6 +70,10 @@ class Emit:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def _fixed_clock(at: str) -> Callable[[], str]:
+    return lambda: at
+
+
 def event_type_for(method: str) -> str:
     """``turn/completed`` -> ``app-server.turn.completed``."""
     return "app-server." + method.replace("/", ".")
@@ -110,6 +114,8 @@ class SessionBook:
         )
         self._agent_text: dict[str, str] = {}
         self.version = 0
+        # The clock for updatedAt/lastTurn*At; replay sets it to each logged event's time.
+        self.now: Callable[[], str] = now_iso
 
     # ---------------------------------------------------------------- reads
 
@@ -156,7 +162,7 @@ class SessionBook:
         return session
 
     def _update(self, session: Session, **changes: Any) -> Session:
-        return self._put(msgspec.structs.replace(session, updatedAt=now_iso(), **changes))
+        return self._put(msgspec.structs.replace(session, updatedAt=self.now(), **changes))
 
     def add(self, session: Session) -> Emit:
         self._put(session)
@@ -218,7 +224,7 @@ class SessionBook:
     def accept_turn(self, session_id: str, turn_id: str) -> tuple[Session, Emit]:
         self._starting.discard(session_id)
         s = self.get(session_id)
-        now = now_iso()
+        now = self.now()
         changes: dict[str, Any] = {
             "currentTurnId": turn_id,
             "lastTurnId": turn_id,
@@ -261,7 +267,7 @@ class SessionBook:
             s,
             currentTurnId=None,
             lastTurnStatus="failed",
-            lastTurnCompletedAt=now_iso(),
+            lastTurnCompletedAt=self.now(),
             lastTurnError=TurnError(code=code, message=message),
         )
         return [
@@ -272,7 +278,7 @@ class SessionBook:
                 session_id=session_id,
                 thread_id=s.threadId,
                 turn_id=turn_id,
-                detail={"code": code},
+                detail={"code": code, "message": message},
             ),
             Emit(
                 "turn.failed",
@@ -354,6 +360,55 @@ class SessionBook:
         )
         return [own, *follow]
 
+    # ---------------------------------------------------------------- replay
+
+    def replay(self, events: Iterable[Event]) -> int:
+        """Fold logged events over a registry snapshot; returns how many changed it.
+
+        The registry file is a snapshot written lazily; the durable event log is the journal.
+        Every change to a session is published as an event in the same synchronous step, so
+        re-applying the events after the snapshot's ``lastSeq`` rebuilds exactly what was
+        acknowledged — a 202 turn whose registry write had not happened yet included.
+        """
+        applied = 0
+        try:
+            for event in events:
+                self.now = _fixed_clock(event.at)
+                before = self.version
+                self._replay_one(event)
+                applied += self.version != before
+        finally:
+            self.now = now_iso
+        return applied
+
+    def _replay_one(self, event: Event) -> None:
+        sid = event.sessionId
+        kind = event.type
+        try:
+            if kind == "session.created":
+                if sid not in self._sessions:
+                    self.add(msgspec.convert(event.detail["session"], Session))
+            elif sid is None or sid not in self._sessions:
+                return
+            elif kind == "session.rethreaded" and event.threadId:
+                self.rethread(sid, event.threadId, str(event.detail.get("reason", "")))
+            elif kind == "session.closed":
+                self.close(sid)
+            elif kind == "turn.accepted" and event.turnId:
+                if self._sessions[sid].lastTurnId != event.turnId:
+                    self._starting.add(sid)
+                    self.accept_turn(sid, event.turnId)
+            elif kind == "app-server.turn.completed.missing":
+                code = str(event.detail.get("code", "child_exited"))
+                self.fail_current(sid, code, str(event.detail.get("message", event.message)))
+            elif kind in ("app-server.item.completed", "app-server.turn.completed"):
+                method = kind.removeprefix("app-server.").replace(".", "/")
+                self.on_notification(method, event.detail)
+        except DomainError:
+            # A logged change that no longer applies (e.g. closing a busy session): the
+            # snapshot already reflects something later; keep going.
+            return
+
     def _complete(
         self,
         session: Session,
@@ -367,7 +422,7 @@ class SessionBook:
                 session,
                 currentTurnId=None,
                 lastTurnStatus=status,
-                lastTurnCompletedAt=now_iso(),
+                lastTurnCompletedAt=self.now(),
                 lastTurnError=error,
                 lastTurnOutput=output,
                 threadPersisted=True,

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_EVERY = 256
 # Group commit: wait this long after the first buffered event so a burst shares one fsync.
-COMMIT_WINDOW_S = 0.015
+COMMIT_WINDOW_S = 0.030
 WRITE_RETRY_S = 1.0
 FINAL_FLUSH_TIMEOUT_S = 5.0
 # How many undecodable lines at the end of the file open() cuts before calling the file corrupt
@@ -271,7 +271,7 @@ class EventLog:
         """The group-commit writer; a ``nursery.start`` target, ready at once.
 
         Sleeps while nothing is buffered; after the first appended event it waits a short commit
-        window (~15 ms) and then writes and fsyncs the whole buffer in one worker-thread call.
+        window (~30 ms) and then writes and fsyncs the whole buffer in one worker-thread call.
         A failed write is logged and retried every second.
 
         Cancellation:

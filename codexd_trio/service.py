@@ -90,9 +90,10 @@ class Backoff:
     failures: int = 0
 
     def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * 2**self.failures)
+        nominal = self.initial * 2**self.failures
         self.failures += 1
-        return float(delay) * random.uniform(0.8, 1.2)
+        # Jitter first, then the cap: the maximum is a promise, not a suggestion.
+        return min(self.maximum, float(nominal) * random.uniform(0.8, 1.2))
 
     def reset(self) -> None:
         self.failures = 0
@@ -161,20 +162,30 @@ class Daemon:
             self.identity_doc.write_now()
         registry = read_document(state / "session-registry.json", SessionRegistry)
         self.registry_doc = JsonDocument(
-            state / "session-registry.json", SessionRegistry, registry or SessionRegistry()
+            state / "session-registry.json",
+            SessionRegistry,
+            registry or SessionRegistry(),
+            pretty=False,
+            # A snapshot: the event log is the journal that makes acknowledgements durable.
+            coalesce_s=1.0,
         )
         self.book = SessionBook(self.registry_doc.value.sessions)
         recent = read_document(state / "recent-events.json", RecentEvents)
+        # A cache of the ring (the durable log has every event): rewritten at most once a second.
         self.recent_doc = JsonDocument(
-            state / "recent-events.json", RecentEvents, recent or RecentEvents()
+            state / "recent-events.json",
+            RecentEvents,
+            recent or RecentEvents(),
+            coalesce_s=1.0,
+            pretty=False,
         )
         approvals = read_document(state / "approvals.json", ApprovalBook)
         self.approvals_doc = JsonDocument(
-            state / "approvals.json", ApprovalBook, approvals or ApprovalBook()
+            state / "approvals.json", ApprovalBook, approvals or ApprovalBook(), pretty=False
         )
         idem = read_document(state / "idempotency.json", IdempotencyBook)
         self.idem_doc = JsonDocument(
-            state / "idempotency.json", IdempotencyBook, idem or IdempotencyBook()
+            state / "idempotency.json", IdempotencyBook, idem or IdempotencyBook(), pretty=False
         )
         self.state_doc = JsonDocument(
             state / "daemon-state.json",
@@ -218,7 +229,9 @@ class Daemon:
         )
 
     def _save_registry(self) -> None:
-        self.registry_doc.set(SessionRegistry(sessions=self.book.all()))
+        self.registry_doc.set(
+            SessionRegistry(sessions=self.book.all(), lastSeq=self.hub.last_seq)
+        )
         if self.book.active_turns():
             self._turns_idle = trio.Event() if self._turns_idle.is_set() else self._turns_idle
         else:
@@ -257,6 +270,7 @@ class Daemon:
         Cancellation: a hard cancel still stops the child's process group (shielded, bounded)
         and flushes every document and the event log.
         """
+        await self._replay_journal()
         self._recover_after_restart()
         server_stop = trio.Event()
         try:
@@ -312,6 +326,24 @@ class Daemon:
         for emit in self.book.fail_all_current("daemon_stopped", "codexd stopped during the turn"):
             self.publish(emit)
         self._save_registry()
+
+    async def _replay_journal(self) -> None:
+        """Bring the registry snapshot up to date with the durable event log."""
+        snapshot_seq = self.registry_doc.value.lastSeq
+        if snapshot_seq > self.log.last_seq:
+            # The log lost its torn tail after the snapshot was written: renumbering continues
+            # from the log, so the snapshot must not claim events it will never see again.
+            log.warning(
+                "registry snapshot is ahead of the event log (%d > %d)",
+                snapshot_seq,
+                self.log.last_seq,
+            )
+            self._save_registry()
+            return
+        events = await self.log.read_after(snapshot_seq)
+        if self.book.replay(events):
+            log.info("replayed %d logged events over the registry snapshot", len(events))
+            self._save_registry()
 
     def _recover_after_restart(self) -> None:
         """Settle what a previous codexd left unfinished (it may have been SIGKILLed)."""
@@ -540,7 +572,7 @@ class Daemon:
         self._loaded_threads.add(session.threadId)
         self.publish(self.book.add(session))
         self._save_registry()
-        await self.registry_doc.flush()
+        await self.log.flush()
         return session
 
     async def _call(self, awaitable: Awaitable[dict[str, Any]]) -> dict[str, Any]:
@@ -615,7 +647,7 @@ class Daemon:
         emit = self.book.close(session_id)
         self.publish(emit)
         self._save_registry()
-        await self.registry_doc.flush()
+        await self.log.flush()
         return self.book.get(session_id)
 
     async def start_turn(self, req: TurnRequest) -> tuple[Session, str]:
@@ -633,7 +665,7 @@ class Daemon:
         session, emit = self.book.accept_turn(req.sessionId, turn_id)
         self.publish(emit)
         self._save_registry()
-        await self.registry_doc.flush()
+        await self.log.flush()
         return session, turn_id
 
     async def steer_turn(self, req: SteerRequest) -> tuple[Session, str]:

@@ -113,9 +113,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def encode_document(value: object) -> bytes:
-    """The on-disk form of a document: indented JSON (people read these files) plus a newline."""
-    return msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+def encode_document(value: object, *, pretty: bool = True) -> bytes:
+    """The on-disk form of a document plus a newline: indented JSON for the small documents
+    people read, compact JSON for the big ones (indenting a 10 000-session registry costs ~15 ms
+    with the GIL held; compact encoding ~3 ms)."""
+    data = msgspec.json.encode(value)
+    return (msgspec.json.format(data, indent=2) if pretty else data) + b"\n"
 
 
 def read_document(path: Path, type_: type[T]) -> T | None:
@@ -168,6 +171,7 @@ class JsonDocument(Generic[T]):
         initial: T,
         *,
         coalesce_s: float = DEFAULT_COALESCE_S,
+        pretty: bool = True,
     ) -> None:
         """Create the document in memory; it neither reads nor writes the file.
 
@@ -176,12 +180,14 @@ class JsonDocument(Generic[T]):
             type_: The value's type (kept for symmetry with :func:`read_document`).
             initial: The starting value; it counts as already on disk until the first ``set``.
             coalesce_s: How long the writer waits after a ``set`` before writing.
+            pretty: Indent the JSON (for small documents people read).
         """
         self.path = path
         self.type_ = type_
         self.value: T = initial
         self.writes = 0
         self._coalesce_s = coalesce_s
+        self._pretty = pretty
         # ``_version`` counts sets; ``_disk_version`` is the newest version known durable. Both
         # only grow. ``_disk_version`` is updated under ``_io_lock`` by whichever thread wrote.
         self._version = 0
@@ -205,9 +211,10 @@ class JsonDocument(Generic[T]):
         self._dirty.set()
 
     def _write_version(self, value: T, version: int) -> None:
-        # Runs in a worker thread (or synchronously from write_now). Encoding happens here too so
-        # a large registry does not cost the event loop anything.
-        data = encode_document(value)
+        # Runs in a worker thread (or synchronously from write_now). msgspec holds the GIL while
+        # it encodes, so this still pauses the event loop for the encoding time: big documents
+        # are written compact (pretty=False) to keep that pause short.
+        data = encode_document(value, pretty=self._pretty)
         with self._io_lock:
             if version <= self._disk_version:
                 return  # a newer value already landed; writing this one would go backwards

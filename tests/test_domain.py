@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from codexd_trio.contracts import Session, now_iso
+from codexd_trio.contracts import Event, Session, now_iso
 from codexd_trio.domain import (
+    Emit,
     NoActiveTurn,
     SessionBook,
     SessionClosed,
@@ -145,3 +147,69 @@ def test_notifications_for_unknown_threads_still_become_events() -> None:
     assert emits[0].type == "app-server.warning"
     assert emits[0].level == "warn"
     assert emits[0].session_id is None
+
+
+def _as_events(emits: list[Emit], start: int) -> list[Event]:
+    return [
+        Event(
+            seq=start + i,
+            at=f"2026-11-24T00:00:{start + i:02d}.000Z",
+            type=e.type,
+            level=e.level,
+            sessionId=e.session_id,
+            threadId=e.thread_id,
+            turnId=e.turn_id,
+            message=e.message,
+            detail=e.detail,
+        )
+        for i, e in enumerate(emits)
+    ]
+
+
+def test_replaying_the_journal_over_an_old_snapshot_rebuilds_the_registry() -> None:
+    live = SessionBook()
+    journal: list[Emit] = []
+    journal.append(live.add(_session()))
+    journal.append(live.add(_session("session-2", "thread-2")))
+    snapshot = live.all()  # what the registry file held when it was last written
+    live.begin_turn("session-1")
+    journal.append(live.accept_turn("session-1", "turn-1")[1])
+    item = {"type": "agentMessage", "text": "from the journal"}
+    journal += live.on_notification(
+        "item/completed", {"threadId": "thread-1", "turnId": "turn-1", "item": item}
+    )
+    journal += live.on_notification("turn/completed", _completed("thread-1", "turn-1"))
+    live.begin_turn("session-2")
+    journal.append(live.accept_turn("session-2", "turn-2")[1])  # acknowledged, then a crash
+    journal.append(live.rethread("session-1", "thread-1b", "never persisted"))
+
+    restored = SessionBook(snapshot)
+    events = _as_events(journal, 1)
+    applied = restored.replay(events[2:])  # the snapshot already covers the first two
+    assert applied > 0
+    one = restored.get("session-1")
+    assert one.lastTurnStatus == "completed"
+    assert one.lastTurnOutput == "from the journal"
+    assert one.threadId == "thread-1b"
+    assert one.turnCount == 1
+    two = restored.get("session-2")
+    assert two.currentTurnId == "turn-2"  # the crash recovery will settle it as failed
+    assert two.lastTurnStartedAt == events[5].at  # times come from the log, not the clock
+    # The registry snapshot at the live book's end says the same as the rebuilt one.
+    assert restored.all() == [
+        msgspec.structs.replace(
+            s,
+            updatedAt=r.updatedAt,
+            lastTurnStartedAt=r.lastTurnStartedAt,
+            lastTurnCompletedAt=r.lastTurnCompletedAt,
+        )
+        for s, r in zip(live.all(), restored.all(), strict=True)
+    ]
+
+
+def test_replay_recreates_sessions_missing_from_the_snapshot() -> None:
+    live = SessionBook()
+    created = live.add(_session())
+    restored = SessionBook()
+    restored.replay(_as_events([created], 1))
+    assert restored.get("session-1").threadId == "thread-1"
