@@ -30,6 +30,7 @@ import trio
 
 from codexd_trio import codexbin
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.readyline import NotReady, follow_ready_line
 
 __all__ = [
     "BENCH_ROOT",
@@ -200,32 +201,12 @@ async def running_codexd(
     try:
         async with trio.open_nursery() as nursery:
             lines: list[str] = []
-            ready = trio.Event()
-            found: dict[str, Any] = {}
-
-            async def pump() -> None:
-                assert process.stdout is not None
-                buffer = b""
-                async for chunk in process.stdout:
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        raw, buffer = buffer.split(b"\n", 1)
-                        line = raw.decode(errors="replace")
-                        lines.append(line)
-                        if not ready.is_set() and line.startswith("{"):
-                            with suppress(ValueError):
-                                data = json.loads(line)
-                                if isinstance(data, dict) and data.get("ready"):
-                                    found.update(data)
-                                    ready.set()
-                ready.set()  # EOF: codexd is gone
-
-            nursery.start_soon(pump)
-            with trio.fail_after(READY_TIMEOUT_S):
-                await ready.wait()
-            if not found:
+            try:
+                with trio.fail_after(READY_TIMEOUT_S):
+                    found = await nursery.start(follow_ready_line, process, lines)
+            except NotReady:
                 tail = stderr_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"codexd exited before it was ready:\n{tail}")
+                raise RuntimeError(f"codexd exited before it was ready:\n{tail}") from None
             handle = CodexdProcess(
                 url=str(found["url"]),
                 pid=process.pid,
