@@ -173,6 +173,18 @@ _ENV = {
 }
 
 
+# flag key -> (config field, label for errors, minimum, whole number?)
+_NUMBERS: dict[str, tuple[str, str, float, bool]] = {
+    "shutdown_grace": ("shutdown_grace_s", "shutdown grace", 0, False),
+    "event_cache_size": ("event_cache_size", "event cache size", 1, True),
+    "max_body_bytes": ("max_body_bytes", "max body bytes", 1024, True),
+    "approval_timeout": ("approval_timeout_s", "approval timeout", 0, False),
+    "subscriber_queue": ("subscriber_queue", "subscriber queue", 1, True),
+    "restart_backoff": ("restart_backoff_s", "restart backoff", 0.001, False),
+    "restart_backoff_max": ("restart_backoff_max_s", "restart backoff max", 0.001, False),
+}
+
+
 def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> float:
     try:
         value = int(raw) if integer else float(raw)
@@ -223,6 +235,12 @@ def resolve_config(
         raise ConfigError(f"server endpoint {endpoint!r} is not supported (only 'stdio')")
     server_args = tuple(raw.get("server_args", base.server_args))
     cwd_raw = raw.get("server_cwd")
+    numbers: dict[str, Any] = {}
+    for key, (field_name, label, minimum, integer) in _NUMBERS.items():
+        value = _number(
+            label, str(raw.get(key, getattr(base, field_name))), minimum=minimum, integer=integer
+        )
+        numbers[field_name] = int(value) if integer else value
     config = CodexdConfig(
         node_id=str(raw.get("node_id", base.node_id)),
         local_api_base=local_api_base,
@@ -235,48 +253,7 @@ def resolve_config(
         server_command=str(raw.get("server_command", base.server_command)),
         server_args=server_args,
         server_cwd=Path(cwd_raw).expanduser().absolute() if cwd_raw else repo_root,
-        shutdown_grace_s=_number(
-            "shutdown grace", str(raw.get("shutdown_grace", base.shutdown_grace_s)), minimum=0
-        ),
-        event_cache_size=int(
-            _number(
-                "event cache size",
-                str(raw.get("event_cache_size", base.event_cache_size)),
-                minimum=1,
-                integer=True,
-            )
-        ),
-        max_body_bytes=int(
-            _number(
-                "max body bytes",
-                str(raw.get("max_body_bytes", base.max_body_bytes)),
-                minimum=1024,
-                integer=True,
-            )
-        ),
-        approval_timeout_s=_number(
-            "approval timeout",
-            str(raw.get("approval_timeout", base.approval_timeout_s)),
-            minimum=0,
-        ),
-        subscriber_queue=int(
-            _number(
-                "subscriber queue",
-                str(raw.get("subscriber_queue", base.subscriber_queue)),
-                minimum=1,
-                integer=True,
-            )
-        ),
-        restart_backoff_s=_number(
-            "restart backoff",
-            str(raw.get("restart_backoff", base.restart_backoff_s)),
-            minimum=0.001,
-        ),
-        restart_backoff_max_s=_number(
-            "restart backoff max",
-            str(raw.get("restart_backoff_max", base.restart_backoff_max_s)),
-            minimum=0.001,
-        ),
+        **numbers,
     )
     if not config.node_id.strip():
         raise ConfigError("node id must not be empty")
