@@ -48,6 +48,9 @@ class CodexdConfig:
     # Child restart delay: starts here, doubles per consecutive failure, capped (with jitter).
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
+    # events.jsonl retention: segments of this size, this many sealed ones kept (~1 GiB).
+    event_log_segment_mb: int = 64
+    event_log_segments: int = 16
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -126,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subscriber-queue")
     p.add_argument("--restart-backoff")
     p.add_argument("--restart-backoff-max")
+    p.add_argument("--event-log-segment-mb")
+    p.add_argument("--event-log-segments")
     return p
 
 
@@ -149,6 +154,8 @@ configuration (flag / environment variable / default):
   --subscriber-queue N  BAA_CODEXD_SUBSCRIBER_QUEUE      1024 (events a websocket may lag)
   --restart-backoff S   BAA_CODEXD_RESTART_BACKOFF_S     0.5 (first child restart delay)
   --restart-backoff-max S BAA_CODEXD_RESTART_BACKOFF_MAX_S 30
+  --event-log-segment-mb N BAA_CODEXD_EVENT_LOG_SEGMENT_MB 64 (events.jsonl is sealed at this size)
+  --event-log-segments N BAA_CODEXD_EVENT_LOG_SEGMENTS     16 (sealed segments kept)
 """
 
 _ENV = {
@@ -170,6 +177,8 @@ _ENV = {
     "subscriber_queue": "BAA_CODEXD_SUBSCRIBER_QUEUE",
     "restart_backoff": "BAA_CODEXD_RESTART_BACKOFF_S",
     "restart_backoff_max": "BAA_CODEXD_RESTART_BACKOFF_MAX_S",
+    "event_log_segment_mb": "BAA_CODEXD_EVENT_LOG_SEGMENT_MB",
+    "event_log_segments": "BAA_CODEXD_EVENT_LOG_SEGMENTS",
 }
 
 
@@ -182,6 +191,8 @@ _NUMBERS: dict[str, tuple[str, str, float, bool]] = {
     "subscriber_queue": ("subscriber_queue", "subscriber queue", 1, True),
     "restart_backoff": ("restart_backoff_s", "restart backoff", 0.001, False),
     "restart_backoff_max": ("restart_backoff_max_s", "restart backoff max", 0.001, False),
+    "event_log_segment_mb": ("event_log_segment_mb", "event log segment size (MiB)", 1, True),
+    "event_log_segments": ("event_log_segments", "event log segments kept", 1, True),
 }
 
 

@@ -10,6 +10,11 @@ Crash safety: a crash can tear only the tail of the last write. :meth:`EventLog.
 line that has no newline or does not decode (and logs it), so ``seq`` continues from the last
 whole event.
 
+Retention: the active file is ``events.jsonl``. Once it holds ``segment_bytes`` it is sealed —
+renamed to ``events-<first seq, 12 digits>.jsonl`` — and a new active file starts; only the
+newest ``retain_segments`` sealed segments are kept, so the log's size is bounded for a daemon
+that runs for months. :attr:`EventLog.first_seq` is the oldest event still retained.
+
 Replay: :meth:`EventLog.open` builds a sparse index (``seq -> byte offset`` every
 :data:`INDEX_EVERY` lines, extended as events are appended) so :meth:`EventLog.read_after` can
 seek close to any position instead of scanning the file from the start. Events not yet durable
@@ -34,7 +39,13 @@ import trio
 from codexd_trio.contracts import Event
 from codexd_trio.store import fsync_dir
 
-__all__ = ["INDEX_EVERY", "EventLog", "EventLogCorrupt"]
+__all__ = [
+    "DEFAULT_RETAIN_SEGMENTS",
+    "DEFAULT_SEGMENT_BYTES",
+    "INDEX_EVERY",
+    "EventLog",
+    "EventLogCorrupt",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +57,9 @@ FINAL_FLUSH_TIMEOUT_S = 5.0
 # How many undecodable lines at the end of the file open() cuts before calling the file corrupt
 # rather than torn: a torn write damages the tail of one write, never pages of events.
 MAX_CUT_LINES = 64
+# Defaults: 64 MiB segments, 16 of them kept -> about 1 GiB of history.
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_RETAIN_SEGMENTS = 16
 
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(Event)
@@ -86,10 +100,19 @@ class EventLog:
     """
 
     def __init__(self, path: Path, file: BinaryIO, *, last_seq: int, end: int,
-                 index: list[tuple[int, int]], lines_since_index: int) -> None:
+                 index: list[tuple[int, int]], lines_since_index: int,
+                 segments: list[tuple[int, Path]], segment_bytes: int,
+                 retain_segments: int) -> None:
         """Internal; use :meth:`open`."""
         self.path = path
         self.last_seq = last_seq
+        # Sealed segments, oldest first: (first seq, path).
+        self._segments = segments
+        self._segment_bytes = segment_bytes
+        self._retain_segments = retain_segments
+        self._active_first = index[0][0] if index and end > 0 else last_seq + 1
+        # Set while a rotation is in progress; readers wait for it before taking a snapshot.
+        self._rotating: trio.Event | None = None
         self.durable_seq = last_seq
         self._file = file
         # Byte offset up to which the file holds whole, fsynced lines.
@@ -111,8 +134,17 @@ class EventLog:
     # ----------------------------------------------------------------------------------------
     # Opening
 
+    @property
+    def first_seq(self) -> int:
+        """The oldest retained event's seq (``last_seq + 1`` while the log is empty)."""
+        return self._segments[0][0] if self._segments else self._active_first
+
+    def _sealed_path(self, first_seq: int) -> Path:
+        return self.path.with_name(f"{self.path.stem}-{first_seq:012d}{self.path.suffix}")
+
     @classmethod
-    def open(cls, path: Path) -> EventLog:
+    def open(cls, path: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+             retain_segments: int = DEFAULT_RETAIN_SEGMENTS) -> EventLog:
         """Open (creating if needed) the log, cutting a torn last line.
 
         Blocking (reads the whole file once to find the last seq and build the index): call it
@@ -138,13 +170,42 @@ class EventLog:
         # A freshly created log must survive a crash together with its first commits.
         fsync_dir(path.parent)
         try:
-            return cls._scan(path, file)
+            return cls._scan(path, file, segment_bytes=segment_bytes,
+                             retain_segments=retain_segments)
         except BaseException:
             file.close()
             raise
 
+    @staticmethod
+    def _find_segments(path: Path) -> list[tuple[int, Path]]:
+        found: list[tuple[int, Path]] = []
+        for candidate in path.parent.glob(f"{path.stem}-*{path.suffix}"):
+            digits = candidate.name[len(path.stem) + 1 : -len(path.suffix) or None]
+            if digits.isdigit():
+                found.append((int(digits), candidate))
+        return sorted(found)
+
+    @staticmethod
+    def _last_seq_of(segment: Path) -> int:
+        """The seq of the last whole line of a sealed segment (read from its tail)."""
+        with open(segment, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            chunk = 1 << 16
+            while True:
+                start = max(0, size - chunk)
+                f.seek(start)
+                lines = f.read(size - start).split(b"\n")
+                for line in reversed(lines[1:] if start > 0 else lines):
+                    with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                        if line:
+                            return _head_decoder.decode(line).seq
+                if start == 0:
+                    return 0
+                chunk *= 4
+
     @classmethod
-    def _scan(cls, path: Path, file: BinaryIO) -> EventLog:
+    def _scan(cls, path: Path, file: BinaryIO, *, segment_bytes: int,
+              retain_segments: int) -> EventLog:
         index: list[tuple[int, int]] = []
         since_index = INDEX_EVERY  # index the first line
         # (offset, line) of the last lines, to cut back through a damaged tail.
@@ -193,8 +254,13 @@ class EventLog:
             while index and index[-1][1] >= end:
                 index.pop()
             since_index = 0
+        segments = cls._find_segments(path)
+        if end == 0 and segments:
+            # A fresh active file right after a rotation: seq continues from the newest segment.
+            last_seq = cls._last_seq_of(segments[-1][1])
         return cls(path, file, last_seq=last_seq, end=end, index=index,
-                   lines_since_index=since_index)
+                   lines_since_index=since_index, segments=segments,
+                   segment_bytes=segment_bytes, retain_segments=retain_segments)
 
     # ----------------------------------------------------------------------------------------
     # Appending
@@ -208,17 +274,18 @@ class EventLog:
         assert event.seq == self.last_seq + 1, (event.seq, self.last_seq)
         assert not self._closed, "append to a closed event log"
         line = _encode_line(event)
-        if self._lines_since_index >= INDEX_EVERY:
-            # Offsets first: a reader thread bisecting ``_index_seqs`` must always find the
-            # matching offset already there.
-            self._index_offsets.append(self._append_end)
-            self._index_seqs.append(event.seq)
-            self._lines_since_index = 0
-        self._lines_since_index += 1
-        self._append_end += len(line)
+        self._index_line(event.seq, line)
         self._unsynced.append((event, line))
         self.last_seq = event.seq
         self._pending.set()
+
+    def _index_line(self, seq: int, line: bytes) -> None:
+        if self._lines_since_index >= INDEX_EVERY:
+            self._index_offsets.append(self._append_end)
+            self._index_seqs.append(seq)
+            self._lines_since_index = 0
+        self._lines_since_index += 1
+        self._append_end += len(line)
 
     def _write_batch(self, data: bytes, start: int) -> None:
         # Worker thread. Writes at the known durable end; on failure cuts whatever part of the
@@ -258,6 +325,54 @@ class EventLog:
             self.durable_seq = batch[-1][0].seq
             self._durable_changed.set()
             self._durable_changed = trio.Event()
+            if self._durable_end >= self._segment_bytes:
+                await self._rotate()
+
+    async def _rotate(self) -> None:
+        """Seal the active file and start a new one; drop segments beyond the retention.
+
+        Called under the commit lock right after a commit, so the active file holds exactly the
+        durable events ``[_active_first, durable_seq]``.
+        """
+        sealed = self._sealed_path(self._active_first)
+        self._rotating = trio.Event()
+        try:
+            await trio.to_thread.run_sync(self._swap_files, sealed)
+            self._segments.append((self._active_first, sealed))
+            self._active_first = self.durable_seq + 1
+            self._durable_end = 0
+            # Re-index what is still buffered: it will be written to the new file from byte 0.
+            # New lists, not cleared ones: a reader works on its own snapshot of the old ones.
+            self._index_seqs, self._index_offsets = [], []
+            self._lines_since_index = INDEX_EVERY
+            self._append_end = 0
+            for event, line in self._unsynced:
+                self._index_line(event.seq, line)
+            expired = self._segments[: max(0, len(self._segments) - self._retain_segments)]
+            self._segments = self._segments[len(expired):]
+        finally:
+            self._rotating.set()
+            self._rotating = None
+        logger.info("event log: sealed %s; retained %d segment(s) from seq %d",
+                    sealed.name, len(self._segments), self.first_seq)
+        if expired:
+            await trio.to_thread.run_sync(self._delete, [p for _, p in expired])
+
+    def _swap_files(self, sealed: Path) -> None:
+        # Worker thread. Readers that opened the old file keep reading it under its new name.
+        with self._io_lock:
+            self._file.close()
+            os.rename(self.path, sealed)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._file = os.fdopen(fd, "r+b")
+            fsync_dir(self.path.parent)
+
+    @staticmethod
+    def _delete(paths: list[Path]) -> None:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            logger.info("event log: removed %s (beyond retention)", path.name)
 
     async def wait_durable(self, seq: int) -> None:
         """Return once the event with ``seq`` (and every earlier one) is fsynced.
@@ -305,38 +420,84 @@ class EventLog:
     # ----------------------------------------------------------------------------------------
     # Reading
 
-    def _read_disk(self, after_seq: int, end: int, limit: int | None,
-                   session_id: str | None) -> tuple[list[Event], int]:
-        # Worker thread: a private read-only handle, so it never races the committer's seeks.
-        # Only bytes below ``end`` (durable at call time) are read.
-        i = bisect.bisect_right(self._index_seqs, after_seq + 1) - 1
-        start = self._index_offsets[i] if i >= 0 else 0
-        out: list[Event] = []
-        last_seen = after_seq
-        if start >= end:
-            return out, last_seen
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            pos = start
-            for line in f:
-                if pos >= end:
-                    break
-                pos += len(line)
-                try:
-                    head = _head_decoder.decode(line)
-                    if head.seq <= after_seq:
-                        continue
-                    last_seen = head.seq
-                    if session_id is not None and head.sessionId != session_id:
-                        continue
-                    out.append(_event_decoder.decode(line))
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    logger.warning("event log %s: skipping undecodable line at byte %d",
-                                   self.path, pos - len(line))
+    def _open_parts(self, after_seq: int, end: int) -> list[tuple[BinaryIO, int, int]]:
+        """Open (on the Trio thread, so no rename can intervene) every file holding events with
+        ``seq > after_seq`` that are durable: ``(file, start offset, end offset)``, oldest first.
+        A start of -1 means "find it by bisecting the file" (sealed segments have no index)."""
+        parts: list[tuple[BinaryIO, int, int]] = []
+        try:
+            for i, (first, path) in enumerate(self._segments):
+                following = (self._segments[i + 1][0] if i + 1 < len(self._segments)
+                             else self._active_first)
+                if following - 1 <= after_seq:
                     continue
-                if limit is not None and len(out) >= limit:
-                    break
-        return out, last_seen
+                segment: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by _read_disk
+                size = os.fstat(segment.fileno()).st_size
+                parts.append((segment, 0 if first > after_seq else -1, size))
+            if end > 0 and self.durable_seq > after_seq:
+                i = bisect.bisect_right(self._index_seqs, after_seq + 1) - 1
+                start = self._index_offsets[i] if i >= 0 else 0
+                parts.append((open(self.path, "rb"), start, end))  # noqa: SIM115
+        except BaseException:
+            for opened, _, _ in parts:
+                opened.close()
+            raise
+        return parts
+
+    @staticmethod
+    def _bisect_offset(f: BinaryIO, size: int, after_seq: int) -> int:
+        """Offset of a line at or before the first event with ``seq > after_seq``."""
+        lo, hi = 0, size
+        while hi - lo > 1 << 16:
+            mid = (lo + hi) // 2
+            f.seek(mid)
+            f.readline()  # skip to the next line start
+            line = f.readline()
+            try:
+                seq = _head_decoder.decode(line).seq
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                break
+            if seq <= after_seq:
+                lo = mid
+            else:
+                hi = mid
+        if lo == 0:
+            return 0
+        f.seek(lo)
+        f.readline()
+        return f.tell()
+
+    def _read_disk(self, parts: list[tuple[BinaryIO, int, int]], after_seq: int,
+                   limit: int | None, session_id: str | None) -> list[Event]:
+        # Worker thread, on file handles opened by the Trio thread; closes them all.
+        out: list[Event] = []
+        try:
+            for f, start, end in parts:
+                if start < 0:
+                    start = self._bisect_offset(f, end, after_seq)
+                f.seek(start)
+                pos = start
+                for line in f:
+                    if pos >= end:
+                        break
+                    pos += len(line)
+                    try:
+                        head = _head_decoder.decode(line)
+                        if head.seq <= after_seq:
+                            continue
+                        if session_id is not None and head.sessionId != session_id:
+                            continue
+                        out.append(_event_decoder.decode(line))
+                    except (msgspec.ValidationError, msgspec.DecodeError):
+                        logger.warning("event log %s: skipping undecodable line at byte %d",
+                                       f.name, pos - len(line))
+                        continue
+                    if limit is not None and len(out) >= limit:
+                        return out
+            return out
+        finally:
+            for f, _, _ in parts:
+                f.close()
 
     async def read_after(self, after_seq: int, *, limit: int | None = None,
                          session_id: str | None = None) -> list[Event]:
@@ -357,6 +518,8 @@ class EventLog:
         Cancellation:
             Safe; nothing is changed.
         """
+        while self._rotating is not None:
+            await self._rotating.wait()
         # Snapshot before the first checkpoint: bytes below ``end`` are on disk for good, and
         # every later event is in ``unsynced`` (contiguous with them).
         end = self._durable_end
@@ -367,8 +530,9 @@ class EventLog:
             return []
         out: list[Event] = []
         if after_seq < durable_seq:
-            out, _ = await trio.to_thread.run_sync(
-                self._read_disk, after_seq, end, limit, session_id)
+            parts = self._open_parts(after_seq, end)
+            out = await trio.to_thread.run_sync(
+                self._read_disk, parts, after_seq, limit, session_id)
             if limit is not None and len(out) >= limit:
                 return out
         else:

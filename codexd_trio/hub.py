@@ -86,7 +86,9 @@ class Subscription:
         self._hub = hub
         self.session_id = session_id
         self.last_seq = hub.last_seq
-        cursor = hub.last_seq if after is None else max(after, 0)
+        # Replay cannot start before the oldest retained event (older segments were dropped);
+        # ``replay_from`` tells the client where it really starts.
+        cursor = hub.last_seq if after is None else max(after, hub._log.first_seq - 1, 0)
         self.replay_from = cursor + 1
         self._cursor = cursor
         self._delivered = cursor

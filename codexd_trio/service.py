@@ -198,7 +198,11 @@ class Daemon:
                 updatedAt=now_iso(),
             ),
         )
-        self.log = EventLog.open(logs / "events.jsonl")
+        self.log = EventLog.open(
+            logs / "events.jsonl",
+            segment_bytes=cfg.event_log_segment_mb * 1024 * 1024,
+            retain_segments=cfg.event_log_segments,
+        )
         self.hub = EventHub(
             self.log,
             self.recent_doc,

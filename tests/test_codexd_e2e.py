@@ -165,8 +165,13 @@ async def test_slow_consumer_overflows_then_resumes_without_loss(
 ) -> None:
     with trio.fail_after(180):
         async with (
+            # 1 MiB segments: the ~3 MB of events below rotate events.jsonl while we replay.
             running_codexd(
-                tmp_path / "node", codex_home, env={"BAA_CODEXD_SUBSCRIBER_QUEUE": "16"}
+                tmp_path / "node",
+                codex_home,
+                "--event-log-segment-mb",
+                "1",
+                env={"BAA_CODEXD_SUBSCRIBER_QUEUE": "16"},
             ) as codexd,
             CodexdClient(codexd.url) as client,
         ):
@@ -210,6 +215,7 @@ async def test_slow_consumer_overflows_then_resumes_without_loss(
                     if event.seq >= last_seq:
                         break
             assert seen == list(range(1, last_seq + 1))
+        assert len(list(codexd.codexd_logs.glob("events-*.jsonl"))) >= 2
 
 
 async def test_busy_session_refuses_a_second_turn_and_interrupt_ends_it(

@@ -1,0 +1,142 @@
+"""events.jsonl rotation and retention: the log stays bounded and replay stays gap-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from codexd_trio.contracts import RecentEvents
+from codexd_trio.eventlog import EventLog
+from codexd_trio.hub import EventHub
+from codexd_trio.store import JsonDocument
+from tests.test_eventlog import make_event
+
+# Each test event line is ~130 bytes: a 4 KiB segment holds ~30 of them.
+SEGMENT = 4096
+
+
+async def fill(log: EventLog, first: int, count: int, *, every: int = 7) -> None:
+    for seq in range(first, first + count):
+        log.append(make_event(seq, "s-odd" if seq % 2 else None))
+        if seq % every == 0:
+            await log.flush()
+    await log.flush()
+
+
+def sealed(path: Path) -> list[Path]:
+    return sorted(path.parent.glob("events-*.jsonl"))
+
+
+async def test_full_segments_are_sealed_and_old_ones_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=3)
+    try:
+        await fill(log, 1, 600)
+        segments = sealed(path)
+        assert len(segments) == 3
+        # Names carry each segment's first seq; the oldest retained is first_seq.
+        firsts = [int(p.stem.split("-")[1]) for p in segments]
+        assert firsts == sorted(firsts)
+        assert log.first_seq == firsts[0] > 1
+        total = sum(p.stat().st_size for p in segments) + path.stat().st_size
+        assert total < 5 * SEGMENT  # bounded: 3 sealed + the active one
+        events = await log.read_after(0)
+        assert [e.seq for e in events] == list(range(log.first_seq, 601))
+    finally:
+        log.close()
+
+
+async def test_replay_from_inside_a_sealed_segment_and_with_a_filter(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=50)
+    try:
+        await fill(log, 1, 400)
+        assert len(sealed(path)) > 5
+        for after in (0, 1, 57, 58, 199, 333, 399, 400):
+            got = await log.read_after(after)
+            assert [e.seq for e in got] == list(range(after + 1, 401)), after
+        odd = await log.read_after(100, session_id="s-odd", limit=10)
+        assert [e.seq for e in odd] == list(range(101, 121, 2))
+    finally:
+        log.close()
+
+
+async def test_reopen_continues_seq_after_a_rotation_left_an_empty_active_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=4)
+    await fill(log, 1, 200)
+    first = log.first_seq
+    log.close()
+    path.write_bytes(b"")  # as if the process died right after sealing
+    reopened = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=4)
+    try:
+        newest_sealed_last = max(e.seq for e in await reopened.read_after(first - 1))
+        assert reopened.last_seq == newest_sealed_last
+        assert reopened.first_seq == first
+        reopened.append(make_event(reopened.last_seq + 1))
+        await reopened.flush()
+        seqs = [e.seq for e in await reopened.read_after(0)]
+        assert seqs == list(range(first, seqs[-1] + 1))
+    finally:
+        reopened.close()
+
+
+async def test_readers_stay_gap_free_while_segments_rotate_under_them(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=1000)
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def writer() -> None:
+                for seq in range(1, 1501):
+                    log.append(make_event(seq))
+                    if seq % 5 == 0:
+                        await log.flush()
+                await log.flush()
+
+            nursery.start_soon(writer)
+            checks = 0
+            while log.durable_seq < 1500:
+                got = await log.read_after(0)
+                assert [e.seq for e in got] == list(range(1, len(got) + 1))
+                checks += 1
+            assert checks > 1
+        assert len(sealed(path)) > 20
+    finally:
+        log.close()
+
+
+async def test_hub_replay_starts_at_the_oldest_retained_event(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=2)
+    recent = JsonDocument(tmp_path / "recent.json", RecentEvents, RecentEvents())
+    hub = EventHub(log, recent, tail_size=16)
+    try:
+        for n in range(300):
+            hub.emit("test.event", message=f"event {n}")
+            if n % 10 == 0:
+                await log.flush()
+        await log.flush()
+        assert log.first_seq > 1
+        async with hub.subscribe(after=0) as sub:
+            assert sub.replay_from == log.first_seq
+            seen = [await sub.__anext__() for _ in range(300 - log.first_seq + 1)]
+        assert [e.seq for e in seen] == list(range(log.first_seq, 301))
+    finally:
+        log.close()
+
+
+async def test_replay_bisects_large_sealed_segments(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=256 * 1024, retain_segments=10)
+    try:
+        await fill(log, 1, 6000, every=500)
+        assert len(sealed(path)) >= 2  # segments big enough to be bisected, not scanned
+        for after in (0, 1, 1234, 2000, 2001, 3999, 5998):
+            got = await log.read_after(after, limit=5)
+            assert [e.seq for e in got] == list(range(after + 1, min(after + 6, 6001))), after
+    finally:
+        log.close()
