@@ -30,7 +30,7 @@ import trio
 
 from codexd_trio import codexbin
 from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.readyline import NotReady, follow_ready_line
+from codexd_trio.process import NotReady, follow_ready_line
 
 __all__ = [
     "BENCH_ROOT",

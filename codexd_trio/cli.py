@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -110,31 +109,33 @@ def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
 
 async def _start(config: CodexdConfig) -> int:
     from codexd_trio.api import serve_api
-    from codexd_trio.readyline import print_ready
+    from codexd_trio.process import first_leaf, print_ready, stop_on_signal
     from codexd_trio.service import Daemon
 
     daemon = Daemon(config)
 
-    async def watch_signals() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                logging.getLogger("codexd").info(
-                    "received %s, stopping gracefully", signal.Signals(signum).name
-                )
-                daemon.request_stop()
+    def begin_stop() -> None:
+        logging.getLogger("codexd").info("received a stop signal, stopping gracefully")
+        daemon.request_stop()
 
     async def run_daemon(task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         await daemon.run(serve=serve_api, task_status=task_status)
         nursery.cancel_scope.cancel(reason="codexd stopped")
 
+    failure: OSError | None = None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals)
+            await nursery.start(stop_on_signal, begin_stop)
             await nursery.start(run_daemon)
             assert daemon.resolved_base_url is not None
             print_ready("codexd", daemon.resolved_base_url)
-    except OSError as exc:
-        return _fail(f"cannot listen on {config.local_api_base}: {exc}", 1)
+    except* OSError as group:
+        # Typically the port is taken; it arrives wrapped in the nurseries' exception groups.
+        leaf = first_leaf(group)
+        assert isinstance(leaf, OSError)
+        failure = leaf
+    if failure is not None:
+        return _fail(f"cannot listen on {config.local_api_base}: {failure}", 1)
     return 0
 
 

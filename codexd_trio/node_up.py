@@ -25,7 +25,7 @@ import httpx
 import trio
 
 from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.readyline import NotReady, follow_ready_line
+from codexd_trio.process import NotReady, follow_ready_line
 
 
 class UsageError(Exception):

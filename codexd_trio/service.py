@@ -294,9 +294,11 @@ class Daemon:
                             detail={"pid": os.getpid(), "version": __version__},
                         )
                     )
-                    child_scope = await services.start(self._supervise_child)
+                    # Listen first: a taken port fails fast, before a child is spawned; until
+                    # the child is up /readyz says so.
                     if serve is not None:
                         await services.start(serve, self, server_stop)
+                    child_scope = await services.start(self._supervise_child)
                     task_status.started(self)
                     await self._stop_requested.wait()
                     await self._graceful_stop(child_scope, server_stop)

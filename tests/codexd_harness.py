@@ -22,7 +22,7 @@ import trio
 
 from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.contracts import Event, event_decoder
-from codexd_trio.readyline import NotReady, follow_ready_line
+from codexd_trio.process import NotReady, follow_ready_line
 
 
 @dataclass

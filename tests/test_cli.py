@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,27 @@ def test_smoke_command_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "smoke: passed" in result.stdout
     assert "FAIL" not in result.stdout
+
+
+def test_start_on_a_taken_port_is_one_line_and_no_child(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = codexd(
+            "start",
+            "--local-api-base",
+            f"http://127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--logs-dir",
+            str(tmp_path / "logs"),
+        )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"codexd: cannot listen on http://127.0.0.1:{port}: [Errno 98] Address already in use"
+    )
+    assert "Traceback" not in result.stderr
+    events = (tmp_path / "logs" / "codexd" / "events.jsonl").read_text()
+    assert "child.starting" not in events  # it failed before spawning Codex

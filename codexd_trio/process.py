@@ -1,15 +1,19 @@
-"""The "ready line": how every daemon of the node says it is serving, and how others wait for it.
+"""What every daemon process of the node shares: the ready line, the graceful-stop signals, and
+unwrapping exception groups for a one-line error.
 
-A daemon started with port 0 prints exactly one JSON line on stdout once it listens —
-``{"ready": true, "service": "codexd", "url": "http://127.0.0.1:PORT", "pid": N}`` — so scripts,
-tests and ``scripts/up.sh`` learn the bound URL from the process itself, never by sleeping.
+The ready line: a daemon started with port 0 prints exactly one JSON line on stdout once it
+listens, ``{"ready": true, "service": "codexd", "url": "http://127.0.0.1:PORT", "pid": N}``, so
+scripts, tests and ``scripts/up.sh`` learn the bound URL from the process itself, never by
+sleeping.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -62,3 +66,27 @@ async def follow_ready_line(
                         task_status.started(data)
     if not reported:
         raise NotReady(f"process {process.pid} exited before it printed its ready line")
+
+
+async def stop_on_signal(
+    begin_stop: Callable[[], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Call ``begin_stop`` on the first SIGTERM or SIGINT (a graceful stop), then return.
+
+    Resource handling: the signal handlers are installed for the life of this task only.
+    """
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            begin_stop()
+            return
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first non-group exception inside ``group`` (for a one-line error message)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
