@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -182,3 +184,56 @@ def test_start_on_a_taken_port_is_one_line_and_no_child(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     events = (tmp_path / "logs" / "codexd" / "events.jsonl").read_text()
     assert "child.starting" not in events  # it failed before spawning Codex
+
+
+@pytest.mark.real_codex
+async def test_events_follow_tails_the_live_stream(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    with trio.fail_after(120):
+        async with (
+            running_codexd(tmp_path / "node", codex_home) as daemon,
+            CodexdClient(daemon.url) as client,
+        ):
+            follower = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "codexd_trio",
+                    "events",
+                    "--follow",
+                    "--json",
+                    "--after",
+                    "0",
+                    "--local-api-base",
+                    daemon.url,
+                ],
+                stdout=subprocess.PIPE,
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+            try:
+                assert follower.stdout is not None
+                session = await client.create_session()
+                scripted_model.script(Plain("followed"))
+                await client.start_turn(session.sessionId, "tail me")
+                seen: list[dict[str, Any]] = []
+                buffer = b""
+                async for chunk in follower.stdout:
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    seen += [json.loads(line) for line in lines if line]
+                    if any(e["type"] == "app-server.turn.completed" for e in seen):
+                        break
+                types = [e["type"] for e in seen]
+                assert types.index("session.created") < types.index("turn.accepted")
+                seqs = [e["seq"] for e in seen]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            finally:
+                follower.send_signal(signal.SIGINT)
+                with trio.move_on_after(10):
+                    await follower.wait()
+                if follower.returncode is None:
+                    follower.kill()
+                    await follower.wait()
+            assert follower.returncode == 130
