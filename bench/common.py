@@ -13,24 +13,20 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from codexd_trio import codexbin
 from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.process import NotReady, follow_ready_line
+from codexd_trio.testing.daemon import CodexdProcess, group_alive, running_codexd
 
 __all__ = [
     "BENCH_ROOT",
@@ -53,10 +49,6 @@ __all__ = [
 # Override with BAA_BENCH_ROOT, e.g. a folder outside any git checkout: Codex does per-turn git
 # work when its cwd is inside a repository (~5 ms per turn here), which both paths then pay.
 BENCH_ROOT = Path(os.environ.get("BAA_BENCH_ROOT") or REPO_ROOT / "var" / "bench")
-# How long codexd may take to print its ready line (it starts and initializes the codex child).
-READY_TIMEOUT_S = 90.0
-# How long a graceful SIGTERM stop may take before the process groups are killed.
-STOP_TIMEOUT_S = 20.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,153 +81,6 @@ def codex_binary() -> Path:
 
 # --------------------------------------------------------------------------------------------
 # A codexd subprocess
-
-
-@dataclass
-class CodexdProcess:
-    """A running codexd started by :func:`running_codexd`.
-
-    Attributes:
-        url: The bound base URL from the ready line.
-        pid: codexd's pid (also its process-group id).
-        workdir: Its working directory (``logs/``, ``state/``, stderr log).
-        process: The Trio process handle.
-        stdout_lines: Every stdout line so far.
-    """
-
-    url: str
-    pid: int
-    workdir: Path
-    process: trio.Process
-    stdout_lines: list[str] = field(default_factory=list)
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.workdir / "logs" / "codexd"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.workdir / "state" / "codexd"
-
-    def child_pid(self) -> int | None:
-        """The codex child's pid as codexd last wrote it to ``daemon-state.json``."""
-        try:
-            state = json.loads((self.state_dir / "daemon-state.json").read_text())
-        except (OSError, ValueError):
-            return None
-        pid = state.get("child", {}).get("pid")
-        return pid if isinstance(pid, int) else None
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group ``pgid`` still exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_group(pgid: int | None) -> None:
-    if pgid is None:
-        return
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-@asynccontextmanager
-async def running_codexd(
-    workdir: Path, codex_home: Path, *args: str
-) -> AsyncIterator[CodexdProcess]:
-    """Start ``python -m codexd_trio start`` on port 0 with its files under ``workdir``.
-
-    Yields once codexd printed its JSON ready line (its child is initialized by then).
-
-    Args:
-        workdir: Holds ``logs/``, ``state/`` and ``codexd.stderr.log``; also the child's cwd.
-        codex_home: The ``CODEX_HOME`` for the codex child.
-        *args: Extra ``codexd start`` flags.
-
-    Raises:
-        RuntimeError: codexd exited before it was ready.
-        trio.TooSlowError: no ready line within :data:`READY_TIMEOUT_S`.
-
-    **Cancellation:** cancelling the block stops codexd like a normal exit.
-
-    **Resource handling:** on exit codexd gets SIGTERM and a bounded wait, then its process group
-    and the codex child's group (the last pid codexd recorded) are SIGKILLed whatever happened.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    stderr_path = workdir / "codexd.stderr.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "codexd_trio",
-        "start",
-        "--local-api-base",
-        "http://127.0.0.1:0",
-        "--logs-dir",
-        str(workdir / "logs"),
-        "--state-dir",
-        str(workdir / "state"),
-        "--server-cwd",
-        str(workdir),
-        *args,
-    ]
-    env = dict(os.environ)
-    env["CODEX_HOME"] = str(codex_home)
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(stderr_path, "ab") as stderr:
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            cwd=str(REPO_ROOT),
-            env=env,
-            start_new_session=True,
-        )
-    handle: CodexdProcess | None = None
-    child_pid: int | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            lines: list[str] = []
-            try:
-                with trio.fail_after(READY_TIMEOUT_S):
-                    found = await nursery.start(follow_ready_line, process, lines)
-            except NotReady:
-                tail = stderr_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"codexd exited before it was ready:\n{tail}") from None
-            handle = CodexdProcess(
-                url=str(found["url"]),
-                pid=process.pid,
-                workdir=workdir,
-                process=process,
-                stdout_lines=lines,
-            )
-            try:
-                yield handle
-            finally:
-                child_pid = handle.child_pid()
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(STOP_TIMEOUT_S):
-                        if process.returncode is None:
-                            process.send_signal(signal.SIGTERM)
-                        await process.wait()
-                nursery.cancel_scope.cancel(reason="benchmark codexd closing")
-    finally:
-        if child_pid is None and handle is not None:
-            child_pid = handle.child_pid()
-        _kill_group(process.pid)
-        _kill_group(child_pid)
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(10):
-                await process.wait()
-
-
-# --------------------------------------------------------------------------------------------
-# Measurements
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from codexd_trio.client import CodexdClient
 from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.config import ConfigError, resolve_config
 from codexd_trio.testing import Plain, ScriptedModel
-from tests.codexd_harness import running_codexd
+from codexd_trio.testing.daemon import running_codexd
 
 
 def codexd(

@@ -21,7 +21,7 @@ import trio_websocket
 from codexd_trio.client import CodexdClient, CodexdError
 from codexd_trio.contracts import RecentEvents, SessionRegistry
 from codexd_trio.testing import HttpError, Plain, ScriptedModel, Streamed
-from tests.codexd_harness import pid_alive, read_events, running_codexd
+from codexd_trio.testing.daemon import pid_alive, read_events, running_codexd
 
 pytestmark = pytest.mark.real_codex
 

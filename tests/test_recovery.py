@@ -18,7 +18,7 @@ from codexd_trio.client import CodexdClient, CodexdError
 from codexd_trio.contracts import Approval
 from codexd_trio.service import Backoff
 from codexd_trio.testing import ExecCommand, Hang, Plain, ScriptedModel, Streamed
-from tests.codexd_harness import group_alive, read_events, running_codexd, wait_pid_gone
+from codexd_trio.testing.daemon import group_alive, read_events, running_codexd, wait_pid_gone
 
 
 async def wait_ready(client: CodexdClient, *, after_pid: int | None = None) -> int:

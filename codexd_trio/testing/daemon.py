@@ -1,4 +1,4 @@
-"""Run a real codexd (``python -m codexd_trio start``) as a subprocess for end-to-end tests.
+"""Run a real codexd (``python -m codexd_trio start``) as a subprocess, for tests and benchmarks.
 
 The daemon binds port 0 and prints one JSON "ready" line on stdout; the harness reads that line
 (never sleeps), keeps draining stdout, and on exit stops the daemon with SIGTERM — then, as a
@@ -33,6 +33,11 @@ class CodexdProcess:
     state_dir: Path
     stderr_path: Path
     stdout_lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """codexd's pid (also its process-group id: it runs in its own session)."""
+        return self.process.pid
 
     @property
     def codexd_logs(self) -> Path:
