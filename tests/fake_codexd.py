@@ -404,18 +404,6 @@ class Daemon:
     process: trio.Process
     url: str
     ready: dict[str, Any]
-    stdout: Any
-
-
-async def _read_line(stream: Any, buffer: bytearray) -> bytes:
-    while b"\n" not in buffer:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            raise EOFError("the daemon closed stdout before its ready line")
-        buffer.extend(chunk)
-    line, _, rest = bytes(buffer).partition(b"\n")
-    buffer[:] = rest
-    return line
 
 
 @asynccontextmanager
@@ -427,25 +415,22 @@ async def spawn_daemon(
     **Resource handling:** the process runs in a new session; on exit the whole process group is
     sent SIGTERM, then SIGKILL if it has not gone within 10 s.
     """
-    import json
     import signal
     import subprocess
+
+    from codexd_trio.process import follow_ready_line
 
     process = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, env=env, start_new_session=True
     )
     try:
-        buffer = bytearray()
-        with trio.fail_after(timeout_s):
-            while True:
-                line = await _read_line(process.stdout, buffer)
-                try:
-                    ready = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(ready, dict) and ready.get("ready") is True:
-                    break
-        yield Daemon(process, ready["url"], ready, process.stdout)
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(timeout_s):
+                ready = await nursery.start(follow_ready_line, process)
+            try:
+                yield Daemon(process, ready["url"], ready)
+            finally:
+                nursery.cancel_scope.cancel(reason="daemon helper closing")
     finally:
         with trio.CancelScope(shield=True):
             if process.returncode is None:
