@@ -104,12 +104,16 @@ def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"unexpected arguments for start: {' '.join(extra)}")
     _setup_logging()
+    from codexd_trio.eventlog import EventLogCorrupt
     from codexd_trio.store import StoreError
 
     try:
         return trio.run(_start, config)
     except StoreError as exc:
         return _fail(f"cannot open the state files: {exc}", 1)
+    except EventLogCorrupt as exc:
+        # Refuse to start rather than silently drop history; the message names file and byte.
+        return _fail(f"the event log is damaged: {exc} (move it aside to start fresh)", 1)
 
 
 async def _start(config: CodexdConfig) -> int:

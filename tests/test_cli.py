@@ -237,3 +237,32 @@ async def test_events_follow_tails_the_live_stream(
                     follower.kill()
                     await follower.wait()
             assert follower.returncode == 130
+
+
+def test_damaged_files_stop_start_with_one_line(tmp_path: Path) -> None:
+    args = [
+        "--local-api-base",
+        "http://127.0.0.1:0",
+        "--logs-dir",
+        str(tmp_path / "logs"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    registry = tmp_path / "state" / "codexd" / "session-registry.json"
+    registry.parent.mkdir(parents=True)
+    registry.write_text("{not json")
+    result = codexd("start", *args)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("codexd: cannot open the state files:")
+    assert "session-registry.json" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    registry.unlink()
+    log = tmp_path / "logs" / "codexd" / "events.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"seq":1,"at":"x","type":"t"}\n' + "garbage\n" * 80)
+    result = codexd("start", *args)
+    assert result.returncode == 1
+    assert "codexd: the event log is damaged" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert log.read_text().count("garbage") == 80  # nothing was cut or lost
