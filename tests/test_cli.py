@@ -259,7 +259,7 @@ def test_damaged_files_stop_start_with_one_line(tmp_path: Path) -> None:
 
     registry.unlink()
     log = tmp_path / "logs" / "codexd" / "events.jsonl"
-    log.parent.mkdir(parents=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text('{"seq":1,"at":"x","type":"t"}\n' + "garbage\n" * 80)
     result = codexd("start", *args)
     assert result.returncode == 1
