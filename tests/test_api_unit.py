@@ -10,7 +10,8 @@ import pytest
 
 from codexd_trio.api import create_app
 from codexd_trio.config import CodexdConfig
-from codexd_trio.service import Daemon
+from codexd_trio.protocol.appserver import ServerRequest
+from codexd_trio.service import Daemon, UnsupportedServerRequest
 
 
 @pytest.fixture
@@ -69,3 +70,15 @@ async def test_idempotency_key_must_be_printable_and_bounded(daemon: Daemon) -> 
     assert response.status_code == 400
     body = await response.get_json()
     assert body["error"]["details"]["field"] == "Idempotency-Key"
+
+
+async def test_unsupported_server_requests_are_declined_and_logged(daemon: Daemon) -> None:
+    request = ServerRequest(
+        id=7, method="item/tool/requestUserInput", params={"threadId": "t-1", "questions": []}
+    )
+    with pytest.raises(UnsupportedServerRequest):
+        await daemon._on_server_request(request)
+    (event,) = [e for e in daemon.hub.recent() if e.type == "app-server.request.declined"]
+    assert event.level == "warn"
+    assert event.detail["method"] == "item/tool/requestUserInput"
+    assert daemon.approvals() == []  # not an approval: nothing to decide
