@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,7 @@ from codexd_trio.contracts import (
     SteerRequest,
     TurnRequest,
 )
-from codexd_trio.errors import ApiError, InvalidJson, InvalidRequest, NotFound
+from codexd_trio.errors import ApiError, InvalidJson, InvalidRequest
 from codexd_trio.hub import Overflowed
 from codexd_trio.idempotency import IdempotencyStore
 from codexd_trio.protocol.appserver import AppServerError
@@ -190,26 +191,29 @@ def create_app(daemon: Daemon) -> QuartTrio:
             correlationId=correlation,
         )
 
+    async def _idempotent(route: str, run: Callable[[bytes], Awaitable[Response]]) -> Response:
+        """Read the body and run ``run(body)``, through the Idempotency-Key store if keyed."""
+        data = await request.get_data(cache=False, as_text=False)
+        assert isinstance(data, bytes)
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            return await run(data)
+        return await idem.run(key, route, data, partial(run, data))
+
     async def _post(
         route: str, body_type: type[T], handler: Callable[[T], Awaitable[Response]]
     ) -> Response:
-        data = await request.get_data(cache=False, as_text=False)
-        assert isinstance(data, bytes)
-
-        async def run() -> Response:
+        async def run(data: bytes) -> Response:
             return await handler(decode_body(data, body_type))
 
-        key = request.headers.get("Idempotency-Key")
-        if not key:
-            return await run()
-        return await idem.run(key, route, data, run)
+        return await _idempotent(route, run)
 
     # ---------------------------------------------------------------- probes
 
     @app.get("/healthz")
     async def healthz() -> Response:
         uptime = trio.current_time() - daemon.started_monotonic
-        return envelope({"status": "ok", "pid": _pid(), "uptimeS": round(uptime, 3)})
+        return envelope({"status": "ok", "pid": os.getpid(), "uptimeS": round(uptime, 3)})
 
     @app.get("/readyz")
     async def readyz() -> Response:
@@ -273,17 +277,11 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.post("/v1/codexd/sessions/<session_id>/close")
     async def close_session(session_id: str) -> Response:
-        data = await request.get_data(cache=False, as_text=False)
-        assert isinstance(data, bytes)
-
-        async def run() -> Response:
+        async def run(_body: bytes) -> Response:
             session = await daemon.close_session(session_id)
             return envelope({"session": msgspec.to_builtins(session)})
 
-        key = request.headers.get("Idempotency-Key")
-        if not key:
-            return await run()
-        return await idem.run(key, f"POST /v1/codexd/sessions/{session_id}/close", data, run)
+        return await _idempotent(f"POST /v1/codexd/sessions/{session_id}/close", run)
 
     # ---------------------------------------------------------------- turns
 
@@ -378,12 +376,6 @@ def create_app(daemon: Daemon) -> QuartTrio:
     return app
 
 
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
 async def serve_api(
     daemon: Daemon,
     shutdown: trio.Event,
@@ -413,4 +405,4 @@ async def serve_api(
         task_status.started(binds[0])
 
 
-__all__ = ["NotFound", "create_app", "decode_body", "envelope", "error_response", "serve_api"]
+__all__ = ["create_app", "decode_body", "envelope", "error_response", "serve_api"]

@@ -146,10 +146,6 @@ class SessionBook:
             if s.currentTurnId is not None
         ]
 
-    def is_busy(self, session_id: str) -> bool:
-        s = self.get(session_id)
-        return s.currentTurnId is not None or session_id in self._starting
-
     # ---------------------------------------------------------------- commands
 
     def _put(self, session: Session) -> Session:
@@ -296,11 +292,6 @@ class SessionBook:
         for s in list(self._sessions.values()):
             emits.extend(self.fail_current(s.sessionId, code, message))
         return emits
-
-    def mark_persisted(self, session_id: str) -> None:
-        s = self.get(session_id)
-        if not s.threadPersisted:
-            self._update(s, threadPersisted=True)
 
     # ---------------------------------------------------------------- notifications
 

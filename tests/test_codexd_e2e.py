@@ -355,6 +355,26 @@ async def test_bad_input_gets_json_error_envelopes(
             # Nothing accepted was lost: the daemon is still healthy and empty.
             assert (await http.get("/v1/codexd/sessions")).json()["data"]["sessions"] == []
 
+            # A closed session keeps its record but refuses turns; closing is idempotent.
+            created = (await http.post("/v1/codexd/sessions", json={})).json()["data"]
+            sid = created["session"]["sessionId"]
+            key = {"Idempotency-Key": "close-1"}
+            first = await http.post(f"/v1/codexd/sessions/{sid}/close", headers=key)
+            again = await http.post(f"/v1/codexd/sessions/{sid}/close", headers=key)
+            assert first.status_code == again.status_code == 200
+            assert first.json()["data"]["session"]["status"] == "closed"
+            assert again.json() == first.json()
+            assert again.headers["Idempotency-Replayed"] == "true"
+            details = await expect(
+                await http.post("/v1/codexd/turn", json={"sessionId": sid, "input": "x"}),
+                409,
+                "session_closed",
+            )
+            assert details["sessionId"] == sid
+            await expect(
+                await http.post("/v1/codexd/sessions/session-nope/close"), 404, "not_found"
+            )
+
 
 async def test_restart_keeps_identity_seq_and_conversation_history(
     tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
