@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,13 @@ from codexd_trio.protocol.appserver import (
     AppServerClient,
     AppServerError,
     ChildExited,
-    Notification,
     OverloadRetry,
     RequestTimeout,
     ServerRequest,
     open_app_server,
 )
+from codexd_trio.testing.daemon import group_alive
+from tests.notifications import Notifications
 
 FAKE = Path(__file__).with_name("fake_app_server.py")
 FAST_RETRY = OverloadRetry(attempts=6, initial_delay=0.005, max_delay=0.04)
@@ -34,43 +34,8 @@ def fake_spec(tmp_path: Path) -> ChildSpec:
     return ChildSpec(argv=[sys.executable, str(FAKE)], stderr_log=tmp_path / "stderr.log")
 
 
-class Recorder:
-    """Collects notifications; lets a test wait for one that matches."""
-
-    def __init__(self) -> None:
-        self.notifications: list[Notification] = []
-        self._waiting: list[tuple[Callable[[Notification], bool], trio.Event]] = []
-
-    def __call__(self, notification: Notification) -> None:
-        self.notifications.append(notification)
-        for match, event in self._waiting:
-            if match(notification):
-                event.set()
-
-    def methods(self) -> list[str]:
-        return [n.method for n in self.notifications]
-
-    async def wait_for(self, method: str) -> Notification:
-        def match(n: Notification) -> bool:
-            return n.method == method
-
-        event = trio.Event()
-        self._waiting.append((match, event))
-        if not any(match(n) for n in self.notifications):
-            await event.wait()
-        return next(n for n in self.notifications if match(n))
-
-
-def group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def test_handshake_and_notifications(tmp_path: Path) -> None:
-    recorder = Recorder()
+    recorder = Notifications()
     with trio.fail_after(30):
         async with open_app_server(
             fake_spec(tmp_path), on_notification=recorder, client_name="tester"
@@ -84,7 +49,7 @@ async def test_handshake_and_notifications(tmp_path: Path) -> None:
 async def test_requests_before_initialize_fail_typed(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_app_server(
-            fake_spec(tmp_path), on_notification=Recorder(), initialize=False
+            fake_spec(tmp_path), on_notification=Notifications(), initialize=False
         ) as client:
             with pytest.raises(AppServerError) as info:
                 await client.request("fake/echo", {"x": 1})
@@ -98,13 +63,13 @@ async def test_requests_before_initialize_fail_typed(tmp_path: Path) -> None:
 
 async def test_params_default_to_empty_object(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with open_app_server(fake_spec(tmp_path), on_notification=Recorder()) as client:
+        async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
             # The fake rejects requests without params, as the real server does.
             assert await client.request("fake/echo") == {}
 
 
 async def test_notifications_arrive_in_order_before_the_response(tmp_path: Path) -> None:
-    recorder = Recorder()
+    recorder = Notifications()
     with trio.fail_after(30):
         async with open_app_server(fake_spec(tmp_path), on_notification=recorder) as client:
             await client.request("fake/notify", {"count": 200})
@@ -116,7 +81,7 @@ async def test_notifications_arrive_in_order_before_the_response(tmp_path: Path)
 async def test_overload_is_retried_until_success(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_app_server(
-            fake_spec(tmp_path), on_notification=Recorder(), overload_retry=FAST_RETRY
+            fake_spec(tmp_path), on_notification=Notifications(), overload_retry=FAST_RETRY
         ) as client:
             result = await client.request("fake/overloaded", {"key": "a", "times": 3})
             assert result == {"attempts": 4}
@@ -125,7 +90,7 @@ async def test_overload_is_retried_until_success(tmp_path: Path) -> None:
 async def test_overload_gives_up_after_the_attempts(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_app_server(
-            fake_spec(tmp_path), on_notification=Recorder(), overload_retry=FAST_RETRY
+            fake_spec(tmp_path), on_notification=Notifications(), overload_retry=FAST_RETRY
         ) as client:
             with pytest.raises(AppServerError) as info:
                 await client.request("fake/overloaded", {"key": "b", "times": -1})
@@ -146,7 +111,7 @@ def test_default_backoff_doubles_to_a_cap() -> None:
 
 async def test_unanswered_request_times_out_and_the_client_stays_usable(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with open_app_server(fake_spec(tmp_path), on_notification=Recorder()) as client:
+        async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
             with pytest.raises(RequestTimeout) as info:
                 await client.request("fake/ignore", timeout=0.3)
             assert info.value.method == "fake/ignore"
@@ -163,7 +128,7 @@ async def test_in_flight_cap_is_honoured(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with (
             open_app_server(
-                fake_spec(tmp_path), on_notification=Recorder(), max_in_flight=4
+                fake_spec(tmp_path), on_notification=Notifications(), max_in_flight=4
             ) as client,
             trio.open_nursery() as nursery,
         ):
@@ -180,7 +145,7 @@ async def test_in_flight_cap_is_honoured(tmp_path: Path) -> None:
 
 async def test_server_request_without_handler_gets_an_error(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with open_app_server(fake_spec(tmp_path), on_notification=Recorder()) as client:
+        async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
             answer = await client.request(
                 "fake/ask",
                 {"method": "item/commandExecution/requestApproval", "params": {"itemId": "c1"}},
@@ -200,7 +165,7 @@ async def test_server_request_handler_result_is_the_reply(tmp_path: Path) -> Non
 
     with trio.fail_after(30):
         async with open_app_server(
-            fake_spec(tmp_path), on_notification=Recorder(), on_server_request=decide
+            fake_spec(tmp_path), on_notification=Notifications(), on_server_request=decide
         ) as client:
             # Our request ids and the server's collide (both count from 0); both still work.
             first = await client.request("fake/ask", {"method": "item/x", "params": {"k": 1}})
@@ -222,7 +187,7 @@ async def test_failing_or_slow_handler_answers_with_an_error(tmp_path: Path) -> 
     with trio.fail_after(30):
         async with open_app_server(
             fake_spec(tmp_path),
-            on_notification=Recorder(),
+            on_notification=Notifications(),
             on_server_request=handler,
             server_request_timeout=0.3,
         ) as client:
@@ -237,7 +202,7 @@ async def test_malformed_stdout_is_logged_and_ignored(tmp_path: Path) -> None:
     stdout_log = tmp_path / "logs" / "stdout.log"
     with trio.fail_after(30):
         async with open_app_server(
-            fake_spec(tmp_path), on_notification=Recorder(), stdout_log=stdout_log
+            fake_spec(tmp_path), on_notification=Notifications(), stdout_log=stdout_log
         ) as client:
             await client.request("fake/garbage")
             assert await client.request("fake/echo", {"a": 1}) == {"a": 1}
@@ -245,7 +210,7 @@ async def test_malformed_stdout_is_logged_and_ignored(tmp_path: Path) -> None:
 
 
 async def test_child_killed_mid_request_fails_the_call(tmp_path: Path) -> None:
-    recorder = Recorder()
+    recorder = Notifications()
     failures: list[BaseException] = []
 
     async def pending_call(client: AppServerClient) -> None:
@@ -272,7 +237,7 @@ async def test_child_killed_mid_request_fails_the_call(tmp_path: Path) -> None:
 
 async def test_child_exiting_on_its_own_does_not_raise_from_the_block(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with open_app_server(fake_spec(tmp_path), on_notification=Recorder()) as client:
+        async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
             with pytest.raises(ChildExited) as info:
                 await client.request("fake/exit", {"code": 5})
             assert info.value.status == ExitStatus(code=5, signal=None)
@@ -282,15 +247,15 @@ async def test_child_exiting_on_its_own_does_not_raise_from_the_block(tmp_path: 
 
 async def test_leaving_the_block_stops_the_child(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with open_app_server(fake_spec(tmp_path), on_notification=Recorder()) as client:
+        async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
             pgid = client.pgid
         # The fake exits on stdin EOF: a graceful stop, not a kill.
         assert client.exit_status == ExitStatus(code=0, signal=None)
-        assert not group_exists(pgid)
+        assert not group_alive(pgid)
 
 
 async def test_cancelling_the_owner_stops_the_child(tmp_path: Path) -> None:
-    recorder = Recorder()
+    recorder = Notifications()
     with trio.fail_after(30):
         with trio.CancelScope() as scope:
             async with (
@@ -303,17 +268,17 @@ async def test_cancelling_the_owner_stops_the_child(tmp_path: Path) -> None:
                 await trio.sleep_forever()
         assert scope.cancelled_caught
         assert client.exit_status is not None
-        assert not group_exists(client.pgid)
+        assert not group_alive(client.pgid)
 
 
 async def test_exception_in_block_propagates_unwrapped(tmp_path: Path) -> None:
     pids: list[int] = []
 
     async def body() -> None:
-        async with open_app_server(fake_spec(tmp_path), on_notification=Recorder()) as client:
+        async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
             pids.append(client.pgid)
             raise KeyError("from the body")
 
     with trio.fail_after(30), pytest.raises(KeyError, match="from the body"):
         await body()
-    assert not group_exists(pids[0])
+    assert not group_alive(pids[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from codexd_trio.protocol.appserver import (
     AppServerClient,
     AppServerError,
     ChildExited,
-    Notification,
     ServerRequest,
     ServerRequestHandler,
     open_app_server,
@@ -32,6 +31,8 @@ from codexd_trio.testing import (
     Streamed,
     codex_child_env,
 )
+from codexd_trio.testing.daemon import assert_group_gone
+from tests.notifications import Notifications
 
 pytestmark = pytest.mark.real_codex
 
@@ -41,68 +42,6 @@ HANG_GUARD = 60
 
 def text(value: str) -> list[dict[str, Any]]:
     return [{"type": "text", "text": value}]
-
-
-class Stream:
-    """Notifications of one app-server, with waits keyed on method and a predicate."""
-
-    def __init__(self) -> None:
-        self.notifications: list[Notification] = []
-        self._waiting: list[tuple[Callable[[Notification], bool], trio.Event]] = []
-
-    def __call__(self, notification: Notification) -> None:
-        self.notifications.append(notification)
-        for match, event in self._waiting:
-            if match(notification):
-                event.set()
-
-    def of(self, method: str, **params: Any) -> list[Notification]:
-        return [n for n in self.notifications if _matches(n, method, params)]
-
-    async def wait_for(self, method: str, **params: Any) -> Notification:
-        def match(n: Notification) -> bool:
-            return _matches(n, method, params)
-
-        event = trio.Event()
-        self._waiting.append((match, event))
-        if not any(match(n) for n in self.notifications):
-            await event.wait()
-        return next(n for n in self.notifications if match(n))
-
-    async def turn_completed(self, turn_id: str) -> dict[str, Any]:
-        done = await self.wait_for("turn/completed", turn=lambda t: t["id"] == turn_id)
-        turn: dict[str, Any] = done.params["turn"]
-        return turn
-
-
-def _matches(n: Notification, method: str, params: dict[str, Any]) -> bool:
-    if n.method != method:
-        return False
-    for key, expected in params.items():
-        value = n.params.get(key)
-        if callable(expected):
-            if not expected(value):
-                return False
-        elif value != expected:
-            return False
-    return True
-
-
-def group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-async def assert_group_gone(pgid: int) -> None:
-    # Orphans are reaped by init asynchronously: a bounded poll after the fact.
-    for _ in range(500):
-        if not group_exists(pgid):
-            return
-        await trio.sleep(0.02)
-    pytest.fail(f"process group {pgid} still exists")
 
 
 @pytest.fixture
@@ -116,7 +55,7 @@ def spec(codex_home: Path, codex_binary: Path) -> ChildSpec:
 
 @asynccontextmanager
 async def app_server(
-    spec: ChildSpec, stream: Stream, on_server_request: ServerRequestHandler | None = None
+    spec: ChildSpec, stream: Notifications, on_server_request: ServerRequestHandler | None = None
 ) -> AsyncIterator[AppServerClient]:
     async with open_app_server(
         spec, on_notification=stream, on_server_request=on_server_request, request_timeout=30
@@ -137,7 +76,7 @@ async def start_turn(client: AppServerClient, thread_id: str, prompt: str) -> st
 
 
 async def test_handshake(spec: ChildSpec) -> None:
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream) as client:
             assert client.initialize_result["userAgent"].startswith("codexd/")
@@ -148,7 +87,7 @@ async def test_handshake(spec: ChildSpec) -> None:
 
 
 async def test_thread_start(spec: ChildSpec, codex_home: Path) -> None:
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream) as client:
             result = await client.thread_start(cwd=str(codex_home))
@@ -164,7 +103,7 @@ async def test_thread_start(spec: ChildSpec, codex_home: Path) -> None:
 async def test_streamed_turn(spec: ChildSpec, scripted_model: ScriptedModel) -> None:
     deltas = ["Hel", "lo, ", "stre", "amed ", "world"]
     scripted_model.script(Streamed(deltas))
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream) as client:
             thread_id = await start_thread(client)
@@ -182,7 +121,7 @@ async def test_streamed_turn(spec: ChildSpec, scripted_model: ScriptedModel) -> 
 
 async def test_interrupt_a_slow_turn(spec: ChildSpec, scripted_model: ScriptedModel) -> None:
     scripted_model.script(Streamed([f"chunk{n} " for n in range(40)], delay=0.25))
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream) as client:
             thread_id = await start_thread(client)
@@ -199,7 +138,7 @@ async def test_steer_a_slow_turn(spec: ChildSpec, scripted_model: ScriptedModel)
     scripted_model.script(
         Streamed([f"chunk{n} " for n in range(40)], delay=0.25), Plain("steered answer")
     )
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream) as client:
             thread_id = await start_thread(client)
@@ -222,7 +161,7 @@ async def test_steer_with_a_wrong_turn_id_is_an_app_server_error(
     spec: ChildSpec, scripted_model: ScriptedModel
 ) -> None:
     scripted_model.script(Hang())
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream) as client:
             thread_id = await start_thread(client)
@@ -241,7 +180,7 @@ async def test_failing_provider_fails_the_turn(
     spec: ChildSpec, scripted_model: ScriptedModel
 ) -> None:
     scripted_model.script(HttpError(500))
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream) as client:
             thread_id = await start_thread(client)
@@ -275,7 +214,7 @@ async def test_command_approval(
         asked.append(request)
         return {"decision": decision}
 
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream, on_server_request=decide) as client:
             thread_id = await start_thread(client, cwd=str(workdir), approvalPolicy="untrusted")
@@ -300,7 +239,7 @@ async def test_burst_of_requests_all_succeed(spec: ChildSpec) -> None:
         results.append(await client.request("thread/loaded/list"))
 
     with trio.fail_after(HANG_GUARD):
-        async with app_server(spec, Stream()) as client, trio.open_nursery() as nursery:
+        async with app_server(spec, Notifications()) as client, trio.open_nursery() as nursery:
             for _ in range(300):
                 nursery.start_soon(one, client)
     assert len(results) == 300
@@ -317,7 +256,7 @@ async def test_child_killed_mid_request(spec: ChildSpec) -> None:
             failures.append(exc)
 
     with trio.fail_after(HANG_GUARD):
-        async with app_server(spec, Stream()) as client:
+        async with app_server(spec, Notifications()) as client:
             # Stopped, the server cannot answer: the request is certainly pending at the kill.
             os.killpg(client.pgid, signal.SIGSTOP)
             async with trio.open_nursery() as nursery:
@@ -335,7 +274,7 @@ async def test_cancelling_the_owner_mid_turn_leaves_no_process(
     spec: ChildSpec, scripted_model: ScriptedModel
 ) -> None:
     scripted_model.script(Hang())
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         with trio.CancelScope() as scope:
             async with app_server(spec, stream) as client:
@@ -353,7 +292,7 @@ async def test_cancelling_the_owner_mid_turn_leaves_no_process(
 
 async def test_opt_out_of_notifications(spec: ChildSpec, scripted_model: ScriptedModel) -> None:
     scripted_model.script(Streamed(["a", "b", "c"]))
-    stream = Stream()
+    stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with open_app_server(spec, on_notification=stream, initialize=False) as client:
             result = await client.initialize(
@@ -378,12 +317,12 @@ async def test_read_and_resume_after_a_restart(
 ) -> None:
     scripted_model.script(Plain("first answer"), Plain("second answer"))
     with trio.fail_after(HANG_GUARD):
-        stream = Stream()
+        stream = Notifications()
         async with app_server(spec, stream) as client:
             thread_id = await start_thread(client)
             turn_id = await start_turn(client, thread_id, "remember PAPAYA")
             assert (await stream.turn_completed(turn_id))["status"] == "completed"
-        stream = Stream()
+        stream = Notifications()
         async with app_server(spec, stream) as client:
             read = await client.thread_read(thread_id, include_turns=True)
             assert read["thread"]["status"] == {"type": "notLoaded"}

@@ -21,6 +21,7 @@ from codexd_trio.child import (
     LineTooLong,
     open_child,
 )
+from codexd_trio.testing.daemon import assert_group_gone, group_alive
 
 MIB = 1024 * 1024
 
@@ -35,14 +36,6 @@ async def read_line(child: ChildProcess) -> bytes:
     return line
 
 
-def group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def wait_process_gone(pid: int) -> None:
     """Wait for a process that is not our child to exit (pidfd becomes readable)."""
     try:
@@ -53,16 +46,6 @@ async def wait_process_gone(pid: int) -> None:
         await trio.lowlevel.wait_readable(pidfd)
     finally:
         os.close(pidfd)
-
-
-async def assert_group_gone(pgid: int) -> None:
-    # Orphaned members are reaped by init asynchronously; after the fact a bounded poll is
-    # the only way to observe that (the wait for the processes themselves comes first).
-    for _ in range(500):
-        if not group_exists(pgid):
-            return
-        await trio.sleep(0.02)
-    pytest.fail(f"process group {pgid} still exists")
 
 
 async def test_large_line_is_read_intact() -> None:
@@ -188,7 +171,7 @@ async def test_sigkill_when_stdin_eof_and_sigterm_are_ignored() -> None:
             status = await child.stop(grace=0.2, term_grace=0.2)
             assert status == ExitStatus(code=None, signal=signal.SIGKILL)
             assert status.describe() == "killed by SIGKILL"
-            assert not group_exists(child.pgid)
+            assert not group_alive(child.pgid)
 
 
 async def test_exit_code_is_reported() -> None:

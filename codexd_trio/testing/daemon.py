@@ -99,11 +99,25 @@ async def wait_pid_gone(pid: int) -> None:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` still exists."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     return True
+
+
+async def assert_group_gone(pgid: int) -> None:
+    """Fail unless the process group disappears within ~10 s.
+
+    Orphaned members are reaped by init asynchronously; after the processes we own have been
+    waited for, a bounded poll is the only way to observe that from outside.
+    """
+    for _ in range(500):
+        if not group_alive(pgid):
+            return
+        await trio.sleep(0.02)
+    raise AssertionError(f"process group {pgid} still exists")
 
 
 def _open_log(workdir: Path, path: Path) -> BinaryIO:
