@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -34,7 +34,6 @@ class _Checks:
 
 async def run_smoke(*, keep: bool = False, root: Path | None = None) -> int:
     from codexd_trio.api import serve_api
-    from codexd_trio.client import CodexdClient
     from codexd_trio.service import Daemon
     from codexd_trio.testing import open_scripted_model, temporary_codex_home
 
@@ -61,7 +60,10 @@ async def run_smoke(*, keep: bool = False, root: Path | None = None) -> int:
                             lambda task_status: daemon.run(serve=serve_api, task_status=task_status)
                         )
                         try:
-                            await _exercise(daemon, CodexdClient, checks, prompt, model.requests)
+                            assert daemon.resolved_base_url is not None
+                            await _exercise(
+                                daemon.resolved_base_url, checks, prompt, model.requests
+                            )
                         finally:
                             daemon.request_stop()
                     _check_files(config, checks)
@@ -76,17 +78,9 @@ async def run_smoke(*, keep: bool = False, root: Path | None = None) -> int:
     return 0 if checks.failed == 0 else 1
 
 
-async def _exercise(
-    daemon: object,
-    client_type: Callable[..., object],
-    checks: _Checks,
-    prompt: str,
-    requests: Sequence[object],
-) -> None:
+async def _exercise(base: str, checks: _Checks, prompt: str, requests: Sequence[object]) -> None:
     from codexd_trio.client import CodexdClient
 
-    base = getattr(daemon, "resolved_base_url", None)
-    assert isinstance(base, str)
     print(f"codexd listening on {base}", flush=True)
     async with CodexdClient(base) as client:
         status = await client.status()
