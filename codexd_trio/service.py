@@ -134,8 +134,8 @@ class Daemon:
         self._thread_locks: dict[str, trio.Lock] = {}
         self._pending_approvals: dict[str, _PendingApproval] = {}
         self._request_to_approval: dict[tuple[str | None, int | str], str] = {}
-        self._turns_idle = trio.Event()
-        self._turns_idle.set()
+        # Set (and replaced) whenever the sessions change; graceful stop waits on it.
+        self._book_changed = trio.Event()
         self.open_store()
 
     # ------------------------------------------------------------------ files
@@ -236,10 +236,8 @@ class Daemon:
         self.registry_doc.set(
             SessionRegistry(sessions=self.book.all(), lastSeq=self.hub.last_seq)
         )
-        if self.book.active_turns():
-            self._turns_idle = trio.Event() if self._turns_idle.is_set() else self._turns_idle
-        else:
-            self._turns_idle.set()
+        self._book_changed.set()
+        self._book_changed = trio.Event()
 
     def _save_state(self) -> None:
         self.state_doc.set(
@@ -326,7 +324,8 @@ class Daemon:
         self.hub.close_subscribers()
         # In-flight turns get most of the grace; the child stop needs up to ~4 s of it.
         with trio.move_on_at(deadline - min(4.0, grace / 2)):
-            await self._turns_idle.wait()
+            while self.book.active_turns():
+                await self._book_changed.wait()
         server_stop.set()
         child_scope.cancel(reason="codexd graceful stop")
         for emit in self.book.fail_all_current("daemon_stopped", "codexd stopped during the turn"):
