@@ -284,7 +284,7 @@ def cmd_events(config: CodexdConfig, extra: list[str]) -> int:
         print(line, flush=True)
 
     async def run() -> int:
-        from codexd_trio.client import CodexdClient, CodexdUnavailable, StreamOverflow
+        from codexd_trio.client import CodexdClient, StreamOverflow
 
         async with CodexdClient(config.local_api_base) as client:
             if not opts.follow:
@@ -312,8 +312,6 @@ def cmd_events(config: CodexdConfig, extra: list[str]) -> int:
                 except StreamOverflow as exc:
                     # We fell behind; resume exactly where the server stopped delivering.
                     after = exc.last_delivered_seq
-                except CodexdUnavailable:
-                    raise
 
     from codexd_trio.client import CodexdError, CodexdUnavailable
 
