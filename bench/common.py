@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codexd_trio import codexbin
-from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.testing.codexhome import scratch_root
 from codexd_trio.testing.daemon import CodexdProcess, group_alive, running_codexd
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
 
 # Override with BAA_BENCH_ROOT, e.g. a folder outside any git checkout: Codex does per-turn git
 # work when its cwd is inside a repository (~5 ms per turn here), which both paths then pay.
-BENCH_ROOT = Path(os.environ.get("BAA_BENCH_ROOT") or REPO_ROOT / "var" / "bench")
+BENCH_ROOT = Path(os.environ.get("BAA_BENCH_ROOT") or scratch_root() / "bench")
 
 
 # --------------------------------------------------------------------------------------------

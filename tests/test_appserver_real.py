@@ -30,6 +30,7 @@ from codexd_trio.testing import (
     ScriptedModel,
     Streamed,
     codex_child_env,
+    read_only_sandbox_enforced,
 )
 from codexd_trio.testing.daemon import assert_group_gone
 from tests.notifications import Notifications
@@ -205,6 +206,9 @@ async def test_command_approval(
     item_status: str,
     file_made: bool,
 ) -> None:
+    # workspace-write with the workspace as cwd: an accepted write is allowed by the sandbox on
+    # every machine, so the outcome depends on the decision alone (under read-only it depends on
+    # whether this machine can enforce the sandbox; see the next test).
     workdir = codex_home / "ws"
     workdir.mkdir()
     scripted_model.script(ExecCommand("touch made.txt", then=Plain("done")))
@@ -217,7 +221,9 @@ async def test_command_approval(
     stream = Notifications()
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, stream, on_server_request=decide) as client:
-            thread_id = await start_thread(client, cwd=str(workdir), approvalPolicy="untrusted")
+            thread_id = await start_thread(
+                client, cwd=str(workdir), approvalPolicy="untrusted", sandbox="workspace-write"
+            )
             turn_id = await start_turn(client, thread_id, "make a file")
             turn = await stream.turn_completed(turn_id)
     assert [r.method for r in asked] == ["item/commandExecution/requestApproval"]
@@ -228,6 +234,45 @@ async def test_command_approval(
     assert [n.params["item"]["status"] for n in commands] == [item_status]
     assert (workdir / "made.txt").exists() is file_made
     assert turn["status"] == "completed"
+
+
+@pytest.fixture(scope="session")
+def read_only_sandbox(codex_binary: Path) -> None:
+    enforced, said = read_only_sandbox_enforced(codex_binary)
+    if not enforced:
+        pytest.skip(f"Codex's sandbox cannot be enforced on this machine ({said})")
+
+
+@pytest.mark.usefixtures("read_only_sandbox")
+async def test_write_refused_by_the_read_only_sandbox_reaches_the_model_as_a_failure(
+    spec: ChildSpec, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    workdir = codex_home / "ws"
+    workdir.mkdir()
+    scripted_model.script(ExecCommand("touch made.txt", then=Plain("could not")))
+    stream = Notifications()
+    with trio.fail_after(HANG_GUARD):
+        async with app_server(spec, stream) as client:
+            thread_id = await start_thread(
+                client, cwd=str(workdir), approvalPolicy="never", sandbox="read-only"
+            )
+            turn_id = await start_turn(client, thread_id, "make a file")
+            turn = await stream.turn_completed(turn_id)
+    assert turn["status"] == "completed"
+    assert not (workdir / "made.txt").exists()
+    # What the model was told about its command: the sandbox's refusal and a failing exit.
+    outputs = scripted_model.requests[-1].function_call_outputs()
+    assert len(outputs) == 1
+    assert "Read-only file system" in str(outputs[0]["output"])
+    # Codex does not always emit item notifications for a sandbox-refused command
+    # (codex-app-server.md §5); when it does, the item is a failure carrying the same output.
+    commands = stream.of(
+        "item/completed", turnId=turn_id, item=lambda i: i["type"] == "commandExecution"
+    )
+    for note in commands:
+        item = note.params["item"]
+        assert item["status"] == "failed"
+        assert "Read-only file system" in (item.get("aggregatedOutput") or "")
 
 
 async def test_burst_of_requests_all_succeed(spec: ChildSpec) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from bench.common import BENCH_ROOT
 from codexd_trio.codexbin import REPO_ROOT
 
 pytestmark = pytest.mark.real_codex
@@ -49,7 +50,7 @@ async def run_quick(module: str) -> dict[str, Any]:
 
 
 async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> None:
-    before = set((REPO_ROOT / "var" / "bench").glob("*"))
+    before = set(BENCH_ROOT.glob("*"))
 
     roundtrip = await run_quick("bench.bench_turn_roundtrip")
     assert roundtrip["benchmark"] == "turn_roundtrip"
@@ -82,4 +83,4 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
         assert all(k["ready_s"] > 0 and k["backoff_s"] is not None for k in kills)
 
     # Every script removed its working directory under var/bench/.
-    assert set((REPO_ROOT / "var" / "bench").glob("*")) <= before
+    assert set(BENCH_ROOT.glob("*")) <= before

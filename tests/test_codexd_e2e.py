@@ -22,6 +22,7 @@ from codexd_trio.client import CodexdClient, CodexdError
 from codexd_trio.contracts import RecentEvents, SessionRegistry
 from codexd_trio.testing import HttpError, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import pid_alive, read_events, running_codexd
+from tests.bodies import post_oversized
 
 pytestmark = pytest.mark.real_codex
 
@@ -341,9 +342,8 @@ async def test_bad_input_gets_json_error_envelopes(
             )
             assert "POST" in details["allowed"]
             await expect(await http.get("/v1/codexd/turn"), 405, "method_not_allowed")
-            big = b'{"input": "' + b"x" * (1024 * 1024 + 10) + b'"}'
             details = await expect(
-                await http.post("/v1/codexd/turn", content=big), 413, "payload_too_large"
+                await post_oversized(http, "/v1/codexd/turn"), 413, "payload_too_large"
             )
             assert details["limit"] == 1024 * 1024
             await expect(await http.get("/v1/codexd/events?after=abc"), 400, "invalid_request")

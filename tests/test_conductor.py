@@ -13,6 +13,7 @@ import trio_websocket
 from codexd_trio.client import CodexdError, open_websocket
 from codexd_trio.contracts import Approval, now_iso
 from conductor_trio.lease import MemoryLeaseStore
+from tests.bodies import post_oversized
 from tests.fake_codexd import FakeCodexd, open_conductor, open_fake_codexd
 
 TOKEN = "s3cret-token"
@@ -47,9 +48,7 @@ async def test_probes_describe_and_json_errors(tmp_path: Path) -> None:
             assert _err(await c.http.get("/v1/nope")) == (404, "not_found")
             assert _err(await c.http.get("/v1/codex/runs")) == (404, "not_found")
             assert _err(await c.http.get("/v1/codex/turn")) == (405, "method_not_allowed")
-            big = b'{"sessionId":"x","input":"' + b"a" * (1024 * 1024 + 10) + b'"}'
-            too_big = await c.http.post("/v1/codex/turn", content=big,
-                                        headers={"content-type": "application/json"})
+            too_big = await post_oversized(c.http, "/v1/codex/turn")
             assert _err(too_big) == (413, "payload_too_large")
 
 

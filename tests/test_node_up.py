@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.testing import scratch_root
 
 
 @pytest.mark.real_codex
 def test_up_demo_runs_a_real_turn_through_the_conductor_and_stops_cleanly() -> None:
-    # Outside /tmp, like a real checkout's var/ (Codex warns about homes under /tmp).
-    (REPO_ROOT / "var").mkdir(exist_ok=True)
-    var = Path(tempfile.mkdtemp(prefix="test-up-", dir=REPO_ROOT / "var"))
+    # Never under /tmp, wherever the checkout is (Codex warns about homes under /tmp).
+    var = Path(tempfile.mkdtemp(prefix="test-up-", dir=scratch_root()))
     try:
         result = subprocess.run(
             [

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,7 +32,9 @@ from codexd_trio.testing import (
     Streamed,
     codex_child_env,
     codex_home_root,
+    codexhome,
     open_scripted_model,
+    scratch_root,
     temporary_codex_home,
     write_codex_home,
 )
@@ -401,8 +404,20 @@ def test_temporary_codex_home_is_outside_tmp_and_removed() -> None:
     with temporary_codex_home("http://127.0.0.1:9/v1") as home:
         assert (home / "config.toml").is_file()
         assert home.parent == codex_home_root()
-        assert not str(home.resolve()).startswith("/tmp/")
+        # Wherever the checkout is (a CI copy lives under /tmp), homes never are.
+        assert not str(home.resolve()).startswith(("/tmp/", tempfile.gettempdir() + "/"))
     assert not home.exists()
+
+
+def test_scratch_root_follows_the_override_and_avoids_a_checkout_under_tmp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BAA_TEST_ROOT", str(tmp_path / "chosen"))
+    assert scratch_root() == tmp_path / "chosen"
+    monkeypatch.delenv("BAA_TEST_ROOT")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(codexhome.codexbin, "REPO_ROOT", Path("/tmp/some-checkout"))
+    assert scratch_root() == tmp_path / "cache" / "baa-conductor-trio" / "test-root"
 
 
 def test_child_env_sets_home_and_finds_bundled_bwrap(codex_binary: Path) -> None:

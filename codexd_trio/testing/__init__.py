@@ -9,6 +9,8 @@ model standalone; :mod:`codexd_trio.testing.fixtures` is the pytest plugin.
 from codexd_trio.testing.codexhome import (
     codex_child_env,
     codex_home_root,
+    read_only_sandbox_enforced,
+    scratch_root,
     temporary_codex_home,
     write_codex_home,
 )
@@ -45,6 +47,8 @@ __all__ = [
     "codex_child_env",
     "codex_home_root",
     "open_scripted_model",
+    "read_only_sandbox_enforced",
+    "scratch_root",
     "serve_scripted_model",
     "temporary_codex_home",
     "write_codex_home",

@@ -1,8 +1,8 @@
 """Throw-away ``CODEX_HOME`` directories that point the real Codex at the scripted model.
 
-Homes live under ``<repo>/var/codex-homes`` rather than ``/tmp``: Codex refuses to create its
-helper aliases under a temporary directory and says so on stderr at every start
-(``shared/codex-app-server.md`` §9).
+Homes live under the test root (:func:`scratch_root`), never under the system's temporary
+directory: Codex refuses to create its helper aliases there and says so on stderr at every start
+(``shared/codex-app-server.md`` §9). The test root does not depend on where the checkout is.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +21,41 @@ from codexd_trio import codexbin
 __all__ = [
     "codex_child_env",
     "codex_home_root",
+    "read_only_sandbox_enforced",
+    "scratch_root",
     "temporary_codex_home",
     "write_codex_home",
 ]
 
+TEST_ROOT_ENV = "BAA_TEST_ROOT"
+# The older name of the same override, still honoured for the homes alone.
 HOME_ROOT_ENV = "BAA_TEST_HOME_ROOT"
+
+
+def _under_temp_dir(path: Path) -> bool:
+    temps = {Path(tempfile.gettempdir()).resolve(), Path("/tmp").resolve()}
+    resolved = path.resolve()
+    return any(resolved == t or t in resolved.parents for t in temps)
+
+
+def scratch_root() -> Path:
+    """Where tests and benchmarks put throw-away homes, state and logs (created if missing).
+
+    ``$BAA_TEST_ROOT`` if set; else ``<repo>/var`` when the checkout is a normal one; else, for a
+    checkout under the temporary directory (a CI copy under ``/tmp``), a per-user folder under
+    ``$XDG_CACHE_HOME`` (default ``~/.cache``), so the suite behaves the same wherever it is.
+    """
+    override = os.environ.get(TEST_ROOT_ENV)
+    if override:
+        root = Path(override)
+    elif not _under_temp_dir(codexbin.REPO_ROOT):
+        root = codexbin.REPO_ROOT / "var"
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = Path(cache) / "baa-conductor-trio" / "test-root"
+    root = root.expanduser().absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def _toml_str(value: str) -> str:
@@ -82,10 +113,11 @@ def write_codex_home(
 def codex_home_root() -> Path:
     """Directory that holds temporary Codex homes (created if missing).
 
-    ``$BAA_TEST_HOME_ROOT`` if set, else ``<repo>/var/codex-homes`` (deliberately not ``/tmp``).
+    ``$BAA_TEST_HOME_ROOT`` if set, else ``codex-homes`` under :func:`scratch_root` (never the
+    temporary directory).
     """
     override = os.environ.get(HOME_ROOT_ENV)
-    root = Path(override) if override else codexbin.REPO_ROOT / "var" / "codex-homes"
+    root = Path(override) if override else scratch_root() / "codex-homes"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -136,3 +168,27 @@ def codex_child_env(home: Path, binary: Path) -> dict[str, str]:
         path = env.get("PATH", "")
         env["PATH"] = f"{resources}{os.pathsep}{path}" if path else str(resources)
     return env
+
+
+def read_only_sandbox_enforced(binary: Path) -> tuple[bool, str]:
+    """Whether Codex's read-only sandbox really refuses writes on this machine.
+
+    Codex's Linux sandbox (bubblewrap) needs user namespaces; where they are unavailable the
+    sandbox cannot be enforced at all. Asks Codex itself: ``codex sandbox touch FILE`` with the
+    default (read-only) policy, in a throw-away home. Returns ``(enforced, what Codex said)``.
+    """
+    with tempfile.TemporaryDirectory(prefix="sandbox-probe-", dir=codex_home_root()) as raw:
+        root = Path(raw)
+        target = root / "probe"
+        env = codex_child_env(root, binary)
+        done = subprocess.run(
+            [str(binary), "sandbox", "touch", str(target)],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        said = (done.stderr or done.stdout).strip().splitlines()
+        return not target.exists(), said[-1] if said else f"exit {done.returncode}"
