@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from codexd_trio import codexbin
 from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.testing import (
     Drop,
@@ -32,7 +33,6 @@ from codexd_trio.testing import (
     Streamed,
     codex_child_env,
     codex_home_root,
-    codexhome,
     open_scripted_model,
     scratch_root,
     temporary_codex_home,
@@ -416,7 +416,7 @@ def test_scratch_root_follows_the_override_and_avoids_a_checkout_under_tmp(
     assert scratch_root() == tmp_path / "chosen"
     monkeypatch.delenv("BAA_TEST_ROOT")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(codexhome.codexbin, "REPO_ROOT", Path("/tmp/some-checkout"))
+    monkeypatch.setattr(codexbin, "REPO_ROOT", Path("/tmp/some-checkout"))
     assert scratch_root() == tmp_path / "cache" / "baa-conductor-trio" / "test-root"
 
 
