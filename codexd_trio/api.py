@@ -44,6 +44,7 @@ from codexd_trio.hub import Overflowed
 from codexd_trio.idempotency import IdempotencyStore
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
+from codexd_trio.web import CallerPolicy, guard
 
 log = logging.getLogger("codexd.api")
 _encoder = msgspec.json.Encoder()
@@ -132,6 +133,15 @@ def create_app(daemon: Daemon) -> QuartTrio:
     app = QuartTrio("codexd")
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    guard(
+        app,
+        CallerPolicy(
+            daemon="codexd",
+            listen_host=cfg.host,
+            allowed_origins=cfg.allowed_origins,
+            token=cfg.token,
+        ),
+    )
     idem = IdempotencyStore(daemon.idem_doc)
     stream_path = cfg.event_stream_path
 

@@ -173,7 +173,7 @@ def _status_data(config: CodexdConfig) -> dict[str, Any]:
     api: dict[str, Any] = {"base": base, "reachable": False}
 
     async def probe() -> None:
-        async with CodexdClient(base, timeout=2.0) as client:
+        async with CodexdClient(base, timeout=2.0, token=config.token) as client:
             try:
                 api["status"] = await client.status()
                 api["reachable"] = True
@@ -286,7 +286,7 @@ def cmd_events(config: CodexdConfig, extra: list[str]) -> int:
     async def run() -> int:
         from codexd_trio.client import CodexdClient, StreamOverflow
 
-        async with CodexdClient(config.local_api_base) as client:
+        async with CodexdClient(config.local_api_base, token=config.token) as client:
             if not opts.follow:
                 after = opts.after or 0
                 shown = 0

@@ -216,17 +216,24 @@ class CodexdClient:
         timeout: per-request network timeout in seconds (connect, read, write, pool); a request
             that exceeds it raises :class:`CodexdUnavailable`. Callers bound whole operations with
             their own ``trio.fail_after`` scopes.
+        token: codexd's bearer token when one is configured (``BAA_CODEXD_TOKEN[_FILE]``, see
+            :func:`codexd_trio.config.resolve_codexd_token`); sent on every request and upgrade.
 
     **Resource handling:** owns one ``httpx.AsyncClient`` (connection pool), closed by
     :meth:`aclose`; each :meth:`events` stream owns its websocket and closes it on exit.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"codexd base URL must look like http://127.0.0.1:4319: {base_url!r}")
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self.auth_headers: dict[str, str] = (
+            {"Authorization": f"Bearer {token}"} if token is not None else {}
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, headers=self.auth_headers
+        )
 
     async def __aenter__(self) -> CodexdClient:
         return self
@@ -266,11 +273,13 @@ class CodexdClient:
         kwargs: dict[str, Any] = {}
         if json is not None:
             kwargs["content"] = msgspec.json.encode(json)
+        elif content is not None:
+            kwargs["content"] = content
+        if method == "POST":
+            # codexd takes JSON bodies only (CONTRACT.md "Who may call"), even empty ones.
             merged = {"content-type": "application/json"}
             merged.update(headers or {})
             headers = merged
-        elif content is not None:
-            kwargs["content"] = content
         try:
             return await self._http.request(
                 method, path, params=dict(params) if params else None, headers=headers, **kwargs
@@ -497,7 +506,9 @@ class CodexdClient:
         **Resource handling:** the websocket (and its TCP stream, which trio-websocket 0.12
         would leak when the server closes first) is closed when the context exits.
         """
-        return _open_event_stream(self.events_url(after=after, session_id=session_id))
+        return _open_event_stream(
+            self.events_url(after=after, session_id=session_id), headers=self.auth_headers
+        )
 
     async def wait_for_turn(self, session_id: str, turn_id: str) -> Session:
         """Wait until a turn has settled and return the session as it is then.
@@ -547,13 +558,14 @@ class CodexdClient:
 
 @asynccontextmanager
 async def open_websocket(
-    url: str, *, connect_timeout: float = 10.0
+    url: str, *, connect_timeout: float = 10.0, headers: Mapping[str, str] | None = None
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
     """Open a client websocket whose TCP stream this function owns and always closes.
 
     trio-websocket 0.12 leaks the client's TCP stream when the server closes first or refuses
     the handshake; opening the stream here and wrapping it closes it on every exit. Exceptions
-    from the body come out as themselves (not wrapped in an exception group).
+    from the body come out as themselves (not wrapped in an exception group). ``headers`` go
+    with the upgrade request (``Authorization`` for a codexd with a token).
 
     Raises:
         CodexdUnavailable: cannot connect, or the handshake timed out.
@@ -565,6 +577,7 @@ async def open_websocket(
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "wss" else 80)
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    extra = [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
     try:
         with trio.fail_after(connect_timeout):
             stream = await trio.open_tcp_stream(host, port)
@@ -574,7 +587,13 @@ async def open_websocket(
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(connect_timeout):
-                    ws = await trio_websocket.wrap_client_stream(nursery, stream, host, resource)
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        stream,
+                        host,
+                        resource,
+                        extra_headers=extra,
+                    )
             except trio.TooSlowError:
                 raise CodexdUnavailable(f"websocket handshake with {url} timed out") from None
             try:
@@ -609,8 +628,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 @asynccontextmanager
-async def _open_event_stream(url: str) -> AsyncIterator[EventStream]:
-    async with open_websocket(url) as ws:
+async def _open_event_stream(
+    url: str, *, headers: Mapping[str, str] | None = None
+) -> AsyncIterator[EventStream]:
+    async with open_websocket(url, headers=headers) as ws:
         yield EventStream(ws, await _read_hello(ws, url))
 
 

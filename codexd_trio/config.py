@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.web.callers import normalize_origin
 
 DEFAULT_API_BASE = "http://127.0.0.1:4319"
 DEFAULT_EVENT_STREAM_PATH = "/v1/codexd/events"
@@ -52,6 +54,10 @@ class CodexdConfig:
     event_log_segment_mb: int = 64
     event_log_segments: int = 16
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Who may call (CONTRACT.md): origins besides codexd's own, and the optional bearer token.
+    allowed_origins: tuple[str, ...] = ()
+    token: str | None = field(default=None, repr=False)
+    token_source: str = "none"
 
     @property
     def host(self) -> str:
@@ -77,6 +83,9 @@ class CodexdConfig:
             elif isinstance(value, tuple):
                 out[key] = list(value)
         out["extra_env"] = sorted(self.extra_env)
+        # Never the token itself: only whether there is one and where it came from.
+        out.pop("token")
+        out["token_configured"] = self.token is not None
         return out
 
 
@@ -109,6 +118,63 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+TOKEN_ENV = "BAA_CODEXD_TOKEN"
+TOKEN_FILE_ENV = "BAA_CODEXD_TOKEN_FILE"
+
+
+def read_token_file(path: str | os.PathLike[str], *, what: str) -> str:
+    """The token in ``path``; the file must be readable by its owner only (mode 600 or 400).
+
+    Raises:
+        ConfigError: unreadable, empty, or readable by other users.
+    """
+    try:
+        mode = os.stat(path).st_mode
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(
+            f"the {what} file {path} is readable by other users "
+            f"(mode {stat.S_IMODE(mode):03o}); run: chmod 600 {path}"
+        )
+    if not token:
+        raise ConfigError(f"the {what} file {path} is empty")
+    return token
+
+
+def resolve_codexd_token(
+    env: Mapping[str, str] | None = None, *, token_file: str | None = None
+) -> tuple[str | None, str]:
+    """codexd's bearer token and where it came from (``file``, ``env`` or ``none``).
+
+    Read the same way by codexd, the conductor, the CLI and the runtime scripts:
+    ``token_file`` (a flag), else ``$BAA_CODEXD_TOKEN_FILE``, else ``$BAA_CODEXD_TOKEN``.
+    """
+    environ = os.environ if env is None else env
+    path = token_file or environ.get(TOKEN_FILE_ENV)
+    if path:
+        return read_token_file(path, what="codexd token"), "file"
+    token = environ.get(TOKEN_ENV, "").strip()
+    return (token, "env") if token else (None, "none")
+
+
+def parse_origins(values: Sequence[str], *, variable: str) -> tuple[str, ...]:
+    """Allowed origins from repeated flags or a comma-separated variable, each checked."""
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            origin = normalize_origin(item)
+            if origin is None:
+                raise ConfigError(
+                    f"{variable}: {item.strip()!r} is not an origin like http://host:port"
+                )
+            out.append(origin)
+    return tuple(out)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--node-id")
@@ -131,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-backoff-max")
     p.add_argument("--event-log-segment-mb")
     p.add_argument("--event-log-segments")
+    p.add_argument("--allowed-origin", action="append", dest="allowed_origins")
+    p.add_argument("--token-file")
     return p
 
 
@@ -156,6 +224,8 @@ configuration (flag / environment variable / default):
   --restart-backoff-max S BAA_CODEXD_RESTART_BACKOFF_MAX_S 30
   --event-log-segment-mb N BAA_CODEXD_EVENT_LOG_SEGMENT_MB 64 (events.jsonl is sealed at this size)
   --event-log-segments N BAA_CODEXD_EVENT_LOG_SEGMENTS     16 (sealed segments kept)
+  --allowed-origin O    BAA_CODEXD_ALLOWED_ORIGINS       none (repeatable; env: comma-separated)
+  --token-file PATH     BAA_CODEXD_TOKEN_FILE            none (mode 600; or BAA_CODEXD_TOKEN)
 """
 
 _ENV = {
@@ -179,6 +249,7 @@ _ENV = {
     "restart_backoff_max": "BAA_CODEXD_RESTART_BACKOFF_MAX_S",
     "event_log_segment_mb": "BAA_CODEXD_EVENT_LOG_SEGMENT_MB",
     "event_log_segments": "BAA_CODEXD_EVENT_LOG_SEGMENTS",
+    "allowed_origins": "BAA_CODEXD_ALLOWED_ORIGINS",
 }
 
 
@@ -222,6 +293,8 @@ def resolve_config(
         value = getattr(flags, key, None)
         if value is None and environ.get(var, "") != "":
             value = environ[var].split() if key == "server_args" else environ[var]
+            if key == "allowed_origins":
+                value = [value]
         if value is not None:
             raw[key] = value
 
@@ -252,6 +325,7 @@ def resolve_config(
             label, str(raw.get(key, getattr(base, field_name))), minimum=minimum, integer=integer
         )
         numbers[field_name] = int(value) if integer else value
+    token, token_source = resolve_codexd_token(environ, token_file=flags.token_file)
     config = CodexdConfig(
         node_id=str(raw.get("node_id", base.node_id)),
         local_api_base=local_api_base,
@@ -264,6 +338,11 @@ def resolve_config(
         server_command=str(raw.get("server_command", base.server_command)),
         server_args=server_args,
         server_cwd=Path(cwd_raw).expanduser().absolute() if cwd_raw else repo_root,
+        allowed_origins=parse_origins(
+            raw.get("allowed_origins", ()), variable="BAA_CODEXD_ALLOWED_ORIGINS"
+        ),
+        token=token,
+        token_source=token_source,
         **numbers,
     )
     if not config.node_id.strip():

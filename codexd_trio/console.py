@@ -53,7 +53,7 @@ def run_console(config: CodexdConfig) -> int:
         import readline  # noqa: F401  (line editing and history when available)
 
     async def main() -> None:
-        async with CodexdClient(config.local_api_base) as client:
+        async with CodexdClient(config.local_api_base, token=config.token) as client:
             namespace: dict[str, Any] = {
                 "__name__": "__console__",
                 "client": client,

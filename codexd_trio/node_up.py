@@ -121,6 +121,7 @@ async def _stop(daemons: list[Daemon]) -> None:
 async def _demo_turn(conductor: str, codexd: str) -> None:
     """One real turn through the conductor, followed to its end on codexd's event stream."""
     from codexd_trio.client import CodexdClient
+    from codexd_trio.config import resolve_codexd_token
 
     async with httpx.AsyncClient(base_url=conductor, timeout=30) as http:
         created = (await http.post("/v1/codex/sessions", json={"purpose": "smoke"})).json()
@@ -135,7 +136,9 @@ async def _demo_turn(conductor: str, codexd: str) -> None:
             raise RuntimeError(f"turn failed: {turn}")
         turn_id = turn["data"]["turnId"]
         _say(f"demo: session {session_id}, turn {turn_id} accepted")
-    async with CodexdClient(codexd) as client:
+    # The same token codexd and the conductor read from this environment, if one is set.
+    token, _ = resolve_codexd_token()
+    async with CodexdClient(codexd, token=token) as client:
         with trio.fail_after(60):
             session = await client.wait_for_turn(session_id, turn_id)
     _say(f"demo: you said   {prompt!r}")

@@ -13,6 +13,7 @@ import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from codexd_trio.web import CallerPolicy, guard
 from conductor_trio import __version__
 from conductor_trio._web import error, install_json_errors, is_loopback, ok
 from conductor_trio.mode import Mode
@@ -70,6 +71,23 @@ def create_app(conductor: Conductor) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = conductor.config.max_body_bytes
     install_json_errors(app)
     cfg = conductor.config
+    guard(
+        app,
+        CallerPolicy(
+            daemon="conductor",
+            listen_host=cfg.listen_host,
+            allowed_hosts=cfg.allowed_hosts,
+            allowed_origins=cfg.allowed_origins,
+        ),
+    )
+
+    @app.before_request
+    async def _exposed_writes_need_the_token() -> Response | None:
+        # Beyond loopback (a tailnet, a LAN) anyone who can reach the port could otherwise start
+        # full-access sessions: every write needs the shared token, not only /v1/system/*.
+        if cfg.exposed and request.method == "POST" and request.path.startswith("/v1/codex/"):
+            return authorize()
+        return None
 
     # -- probes ------------------------------------------------------------------------------
 

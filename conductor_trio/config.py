@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.config import ConfigError, is_loopback, split_base
+from codexd_trio.config import (
+    ConfigError,
+    is_loopback,
+    parse_origins,
+    resolve_codexd_token,
+    split_base,
+)
 
 Role = Literal["primary", "standby"]
 
@@ -41,6 +47,7 @@ class ConductorConfig:
     node_id: str = "mini-main"
     local_api: str = DEFAULT_CONDUCTOR_API
     allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
     role: Role = "primary"
     host: str = ""
     public_api_base: str | None = None
@@ -49,6 +56,8 @@ class ConductorConfig:
     # Never shown by `config`: only whether a token is configured and where it came from.
     shared_token: str | None = None
     token_source: str = "none"
+    # codexd's own bearer token (BAA_CODEXD_TOKEN[_FILE]), passed on every call to codexd.
+    codexd_token: str | None = None
     lease_ttl_s: float = 30.0
     lease_renew_s: float = 10.0
     heartbeat_s: float = 5.0
@@ -65,6 +74,11 @@ class ConductorConfig:
         return split_base(self.local_api)[1]
 
     @property
+    def exposed(self) -> bool:
+        """Listening beyond loopback: every write then needs the shared token."""
+        return not is_loopback(self.listen_host)
+
+    @property
     def conductor_state(self) -> Path:
         return self.state_dir / "conductor"
 
@@ -75,9 +89,12 @@ class ConductorConfig:
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("shared_token")
+        out.pop("codexd_token")
         out["token_configured"] = self.shared_token is not None
+        out["codexd_token_configured"] = self.codexd_token is not None
         out["state_dir"] = str(self.state_dir)
         out["allowed_hosts"] = list(self.allowed_hosts)
+        out["allowed_origins"] = list(self.allowed_origins)
         return out
 
 
@@ -85,6 +102,7 @@ class ConductorConfig:
 class StatusApiConfig:
     local_api: str = DEFAULT_STATUS_API
     allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
     conductor_base: str = DEFAULT_CONDUCTOR_API
     conductor_timeout_s: float = 3.0
 
@@ -99,6 +117,7 @@ class StatusApiConfig:
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["allowed_hosts"] = list(self.allowed_hosts)
+        out["allowed_origins"] = list(self.allowed_origins)
         return out
 
 
@@ -132,6 +151,8 @@ def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-api", help="listen base, e.g. http://127.0.0.1:4317")
     parser.add_argument("--allowed-host", action="append", dest="allowed_hosts",
                         help="a non-loopback host the API may listen on (repeatable)")
+    parser.add_argument("--allowed-origin", action="append", dest="allowed_origins",
+                        help="an origin besides the conductor's own that may call it (repeatable)")
     parser.add_argument("--role", help="primary or standby")
     parser.add_argument("--host", help="host name recorded in the lease")
     parser.add_argument("--public-api-base")
@@ -177,6 +198,11 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
         raise ConfigError(f"BAA_CODEXD_LOCAL_API_BASE must be a loopback address, got {codexd!r}")
     state_dir = Path(pick(args.state_dir, "BAA_CONDUCTOR_STATE_DIR") or d.state_dir)
     token, source = _token(args.token_file, env)
+    codexd_token, _ = resolve_codexd_token(env)
+    origins = parse_origins(
+        args.allowed_origins or [env.get("BAA_CONDUCTOR_ALLOWED_ORIGINS", "")],
+        variable="BAA_CONDUCTOR_ALLOWED_ORIGINS",
+    )
     ttl = _floats(pick(args.lease_ttl, "BAA_CONDUCTOR_LEASE_TTL_S") or "30", "lease TTL")
     renew = _floats(pick(args.lease_renew, "BAA_CONDUCTOR_LEASE_RENEW_S") or "10", "lease renew")
     if renew >= ttl:
@@ -184,6 +210,7 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
     heartbeat = _floats(pick(args.heartbeat, "BAA_CONDUCTOR_HEARTBEAT_S") or "5", "heartbeat")
     config = ConductorConfig(
         node_id=node_id, local_api=local_api.rstrip("/"), allowed_hosts=allowed,
+        allowed_origins=origins, codexd_token=codexd_token,
         role=role,  # type: ignore[arg-type]  # checked above
         host=host, public_api_base=public, codexd_base=codexd, state_dir=state_dir,
         shared_token=token, token_source=source, lease_ttl_s=ttl, lease_renew_s=renew,
@@ -213,6 +240,7 @@ def add_status_api_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of ``status-api start`` / ``status-api config``."""
     parser.add_argument("--local-api", help="listen base, e.g. http://127.0.0.1:4318")
     parser.add_argument("--allowed-host", action="append", dest="allowed_hosts")
+    parser.add_argument("--allowed-origin", action="append", dest="allowed_origins")
     parser.add_argument("--conductor-base", help="the conductor to read, e.g. http://127.0.0.1:4317")
 
 
@@ -227,7 +255,11 @@ def resolve_status_api(args: argparse.Namespace, env: Mapping[str, str] | None =
     conductor = (args.conductor_base or env.get("BAA_CONDUCTOR_LOCAL_API")
                  or d.conductor_base).rstrip("/")
     split_base(conductor)
+    origins = parse_origins(
+        args.allowed_origins or [env.get("BAA_STATUS_API_ALLOWED_ORIGINS", "")],
+        variable="BAA_STATUS_API_ALLOWED_ORIGINS",
+    )
     config = StatusApiConfig(local_api=local_api.rstrip("/"), allowed_hosts=allowed,
-                             conductor_base=conductor)
+                             allowed_origins=origins, conductor_base=conductor)
     check_listen(config.local_api, allowed, variable="BAA_STATUS_API_ALLOWED_HOSTS")
     return config

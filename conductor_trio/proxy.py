@@ -76,7 +76,7 @@ async def relay_events(conductor: Conductor) -> Response | None:
         after=int(after) if after is not None else None, session_id=session_id
     )
     try:
-        async with open_websocket(url) as upstream:
+        async with open_websocket(url, headers=conductor.client.auth_headers) as upstream:
             await websocket.accept()
             code = await _pump(conductor, upstream)
             await websocket.close(code)

@@ -76,7 +76,9 @@ class Conductor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.client = CodexdClient(config.codexd_base, timeout=config.codexd_timeout_s)
+        self.client = CodexdClient(
+            config.codexd_base, timeout=config.codexd_timeout_s, token=config.codexd_token
+        )
         self.lease_path = config.conductor_state / "lease.json"
         self.mode_path = config.conductor_state / "mode.json"
         self.lease = LeaseKeeper(

@@ -22,6 +22,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from codexd_trio.contracts import now_iso
+from codexd_trio.web import CallerPolicy, guard
 from conductor_trio import __version__
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
 from conductor_trio._web import install_json_errors, ok, serve_app
@@ -84,6 +85,15 @@ class StatusApi:
         app = QuartTrio("conductor_trio.status_api")
         app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
         install_json_errors(app)
+        guard(
+            app,
+            CallerPolicy(
+                daemon="status-api",
+                listen_host=self.config.listen_host,
+                allowed_hosts=self.config.allowed_hosts,
+                allowed_origins=self.config.allowed_origins,
+            ),
+        )
 
         @app.get("/healthz")
         async def healthz() -> Response:

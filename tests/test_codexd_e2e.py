@@ -302,10 +302,17 @@ async def test_bad_input_gets_json_error_envelopes(
                 details: dict[str, Any] = body["error"]["details"]
                 return details
 
+            as_json = {"content-type": "application/json"}
             await expect(
-                await http.post("/v1/codexd/sessions", content=b"{not json"), 400, "invalid_json"
+                await http.post("/v1/codexd/sessions", content=b"{not json", headers=as_json),
+                400,
+                "invalid_json",
             )
-            await expect(await http.post("/v1/codexd/turn", content=b""), 400, "invalid_json")
+            await expect(
+                await http.post("/v1/codexd/turn", content=b"", headers=as_json),
+                400,
+                "invalid_json",
+            )
             details = await expect(
                 await http.post("/v1/codexd/turn", json={"sessionId": 5, "input": "x"}),
                 400,
@@ -359,8 +366,8 @@ async def test_bad_input_gets_json_error_envelopes(
             created = (await http.post("/v1/codexd/sessions", json={})).json()["data"]
             sid = created["session"]["sessionId"]
             key = {"Idempotency-Key": "close-1"}
-            first = await http.post(f"/v1/codexd/sessions/{sid}/close", headers=key)
-            again = await http.post(f"/v1/codexd/sessions/{sid}/close", headers=key)
+            first = await http.post(f"/v1/codexd/sessions/{sid}/close", headers=key, json={})
+            again = await http.post(f"/v1/codexd/sessions/{sid}/close", headers=key, json={})
             assert first.status_code == again.status_code == 200
             assert first.json()["data"]["session"]["status"] == "closed"
             assert again.json() == first.json()
@@ -372,7 +379,9 @@ async def test_bad_input_gets_json_error_envelopes(
             )
             assert details["sessionId"] == sid
             await expect(
-                await http.post("/v1/codexd/sessions/session-nope/close"), 404, "not_found"
+                await http.post("/v1/codexd/sessions/session-nope/close", json={}),
+                404,
+                "not_found",
             )
 
 

@@ -155,9 +155,9 @@ async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:
                 open_conductor(fake.url, tmp_path, token=TOKEN) as c:
             sid = (await c.http.post("/v1/codex/sessions", json={})).json()["data"]["session"][
                 "sessionId"]
-            assert _err(await c.http.post("/v1/system/pause")) == (401, "unauthorized")
+            assert _err(await c.http.post("/v1/system/pause", json={})) == (401, "unauthorized")
             wrong = {"Authorization": "Bearer nope"}
-            assert _err(await c.http.post("/v1/system/pause", headers=wrong)) == (
+            assert _err(await c.http.post("/v1/system/pause", headers=wrong, json={})) == (
                 401, "unauthorized")
             assert _err(await c.http.post("/v1/system/pause", headers=auth,
                                           json={"bogus": 1})) == (400, "invalid_request")
@@ -172,12 +172,12 @@ async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:
             assert _err(await c.http.post("/v1/codex/sessions", json={})) == (423, "system_paused")
             assert (await c.http.get("/v1/codex/sessions")).status_code == 200
 
-            await c.http.post("/v1/system/resume", headers=auth)
+            await c.http.post("/v1/system/resume", headers=auth, json={})
             turn = await c.http.post("/v1/codex/turn", json={"sessionId": sid, "input": "go"})
             assert turn.status_code == 202
             turn_id = turn.json()["data"]["turnId"]
 
-            drained = await c.http.post("/v1/system/drain", headers=auth)
+            drained = await c.http.post("/v1/system/drain", headers=auth, json={})
             assert drained.json()["data"]["mode"] == "draining"
             sid2 = (await c.http.post("/v1/codex/sessions", json={})).json()["data"]["session"][
                 "sessionId"]
@@ -206,7 +206,7 @@ async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:
 async def test_without_token_only_loopback_may_change_mode(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_fake_codexd() as fake, open_conductor(fake.url, tmp_path) as c:
-            changed = await c.http.post("/v1/system/pause")
+            changed = await c.http.post("/v1/system/pause", json={})
             assert changed.json()["data"]["mode"] == "paused"
             assert changed.json()["data"]["requested_by"] == "127.0.0.1"
             describe = (await c.http.get("/describe")).json()["data"]
@@ -276,7 +276,8 @@ async def test_early_refusals_keep_the_connection_usable(tmp_path: Path) -> None
     with trio.fail_after(30):
         async with open_fake_codexd() as fake, \
                 open_conductor(fake.url, tmp_path, token=TOKEN) as c:
-            await c.http.post("/v1/system/pause", headers={"Authorization": f"Bearer {TOKEN}"})
+            await c.http.post("/v1/system/pause", headers={"Authorization": f"Bearer {TOKEN}"},
+                              json={})
             for size in (0, 10, 20000) * 10:
                 body = {"sessionId": "s", "input": "x" * size}
                 assert _err(await c.http.post("/v1/codex/turn", json=body)) == (
@@ -285,5 +286,8 @@ async def test_early_refusals_keep_the_connection_usable(tmp_path: Path) -> None
                     423, "system_paused")
                 assert _err(await c.http.post("/v1/system/drain", json=body)) == (
                     401, "unauthorized")
-                assert (await c.http.post("/v1/system/state")).status_code == 405
+                assert (await c.http.post("/v1/system/state", json={})).status_code == 405
+                # Refused before routing (no JSON type), and the connection stays usable.
+                assert _err(await c.http.post("/v1/codex/turn", content=b"x" * size)) == (
+                    415, "unsupported_media_type")
                 assert (await c.http.get("/healthz")).status_code == 200

@@ -125,18 +125,18 @@ async def _flow(c: httpx.AsyncClient, s: httpx.AsyncClient, conductor_url: str,
     assert done["currentTurnId"] is None
 
     # Mode changes need the token; paused and draining refuse new turns.
-    assert _err(await c.post("/v1/system/pause")) == (401, "unauthorized")
+    assert _err(await c.post("/v1/system/pause", json={})) == (401, "unauthorized")
     paused = await c.post("/v1/system/pause", headers=auth, json={"reason": "e2e"})
     assert paused.json()["data"]["mode"] == "paused"
     blocked = await c.post("/v1/codex/turn", json={"sessionId": sid, "input": "no"})
     assert _err(blocked) == (423, "system_paused")
     assert _err(await c.post("/v1/codex/sessions", json={})) == (423, "system_paused")
-    await c.post("/v1/system/drain", headers=auth)
+    await c.post("/v1/system/drain", headers=auth, json={})
     blocked = await c.post("/v1/codex/turn", json={"sessionId": sid, "input": "no"})
     assert _err(blocked) == (423, "system_draining")
     state = (await c.get("/v1/system/state")).json()["data"]
     assert (state["mode"], state["active_turns"], state["drained"]) == ("draining", [], True)
-    await c.post("/v1/system/resume", headers=auth)
+    await c.post("/v1/system/resume", headers=auth, json={})
     assert (await c.get("/v1/system/state")).json()["data"]["mode"] == "running"
 
     snap = (await s.get("/v1/status")).json()["data"]

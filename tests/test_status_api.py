@@ -42,10 +42,10 @@ async def test_status_api_reads_the_conductor_and_survives_its_absence(tmp_path:
                         assert html.headers["content-type"].startswith("text/html")
                         assert 'fetch("/v1/status"' in html.text
                     # Read-only: writes are not routes here.
-                    refused = await http.post("/v1/status")
+                    refused = await http.post("/v1/status", json={})
                     assert refused.status_code == 405
                     assert refused.json()["error"]["code"] == "method_not_allowed"
-                    missing = await http.post("/v1/system/pause")
+                    missing = await http.post("/v1/system/pause", json={})
                     assert missing.json()["error"]["code"] == "not_found"
 
                     # The conductor goes away: the snapshot says so instead of failing.

@@ -152,6 +152,9 @@ async def running_codexd(
         *args,
     ]
     child_env = dict(os.environ)
+    # A token the developer exported for their own node is not this throw-away codexd's.
+    child_env.pop("BAA_CODEXD_TOKEN", None)
+    child_env.pop("BAA_CODEXD_TOKEN_FILE", None)
     child_env["CODEX_HOME"] = str(codex_home)
     child_env["PYTHONUNBUFFERED"] = "1"
     child_env.update(env or {})
