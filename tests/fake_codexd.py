@@ -362,8 +362,12 @@ async def open_conductor(
     token: str | None = None,
     lease_store: Any = None,
     role: str = "primary",
+    codexd_token: str | None = None,
+    local_api: str = "http://127.0.0.1:0",
+    allowed_hosts: tuple[str, ...] = (),
 ) -> AsyncIterator[RunningConductor]:
-    """Run a :class:`~conductor_trio.service.Conductor` on 127.0.0.1:0 with an httpx client."""
+    """Run a :class:`~conductor_trio.service.Conductor` (on 127.0.0.1:0 unless ``local_api``
+    says otherwise) with an httpx client."""
     import httpx
 
     from conductor_trio.config import ConductorConfig
@@ -371,9 +375,10 @@ async def open_conductor(
     from conductor_trio.service import Conductor
 
     config = ConductorConfig(
-        node_id="test-node", local_api="http://127.0.0.1:0", role=role,  # type: ignore[arg-type]
+        node_id="test-node", local_api=local_api, role=role,  # type: ignore[arg-type]
         host="testhost", codexd_base=codexd_url, state_dir=state_dir, shared_token=token,
         token_source="env" if token else "none", codexd_timeout_s=5.0, shutdown_grace_s=2.0,
+        codexd_token=codexd_token, allowed_hosts=allowed_hosts,
     )
     conductor = Conductor(config, lease_store=lease_store or MemoryLeaseStore())
     done = trio.Event()
