@@ -113,6 +113,10 @@ def node_dirs(tmp_path: Path) -> dict[str, Path]:
     token.write_text("s3cr3t-token-value\n")
     token.chmod(0o600)
     dirs["token"] = token
+    codexd_token = tmp_path / "codexd-token"
+    codexd_token.write_text("c0dexd-token-value\n")
+    codexd_token.chmod(0o600)
+    dirs["codexd_token"] = codexd_token
     return dirs
 
 
@@ -570,11 +574,22 @@ class _FakeNode:
         self.role = "leader"
         self.child_state = "running"
         self.node_id = "mini-main"
+        # codexd's bearer token when set: /v1/codexd/* answer 401 without it, as codexd does.
+        self.codexd_token: str | None = None
+        self.authorization: dict[str, set[str | None]] = {}
 
-    def respond(self, path: str) -> tuple[int, str, bytes]:
+    def respond(self, path: str, authorization: str | None) -> tuple[int, str, bytes]:
         def ok(data: dict[str, Any]) -> tuple[int, str, bytes]:
             return 200, "application/json", json.dumps({"ok": True, "data": data}).encode()
 
+        self.authorization.setdefault(path, set()).add(authorization)
+        if (
+            self.codexd_token is not None
+            and path.startswith("/v1/codexd/")
+            and authorization != f"Bearer {self.codexd_token}"
+        ):
+            error = {"code": "unauthorized", "message": "codexd needs its bearer token"}
+            return 401, "application/json", json.dumps({"ok": False, "error": error}).encode()
         if path in ("/healthz", "/readyz"):
             return ok({"status": "ok"})
         if path == "/rolez":
@@ -593,7 +608,7 @@ def fake_node() -> Iterator[tuple[_FakeNode, str]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, ctype, body = node.respond(self.path)
+            status, ctype, body = node.respond(self.path, self.headers.get("Authorization"))
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -751,3 +766,330 @@ def test_setenv_reaches_every_service_but_never_an_inline_token(tmp_path: Path) 
     _, proc = render(tmp_path / "x", "launchd", "--setenv", "BAA_SHARED_TOKEN=hunter2", expect=2)
     assert "use --shared-token-file" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- codexd's token
+
+
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_codexd_token_file_reaches_codexd_and_the_conductor(
+    manager: str, tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    token_file = node_dirs["codexd_token"]
+    files, _ = render(
+        tmp_path / "out", manager, *dir_flags(node_dirs), "--codexd-token-file", str(token_file)
+    )
+    envs = {
+        service: (
+            plistlib.loads(path.read_bytes())["EnvironmentVariables"]
+            if manager == "launchd"
+            else parse_unit(path)[1]
+        )
+        for service, path in files.items()
+    }
+    # codexd requires the token, the conductor sends it: both read the same file.
+    assert envs["codexd"]["BAA_CODEXD_TOKEN_FILE"] == str(token_file)
+    assert envs["conductor"]["BAA_CODEXD_TOKEN_FILE"] == str(token_file)
+    assert "BAA_CODEXD_TOKEN_FILE" not in envs["status-api"]
+    for service, path in files.items():
+        assert "BAA_CODEXD_TOKEN" not in envs[service]
+        assert "c0dexd" not in path.read_text()
+    args = [a for f in files.values() for a in ("--file", str(f))]
+    proc = run_script("check-launchd.sh", *args, env=sandbox)
+    assert proc.returncode == 0, proc.stdout
+
+    # Without the flag nothing is rendered, not even an empty key (empty values are left out).
+    files, _ = render(tmp_path / "plain", manager, *dir_flags(node_dirs))
+    for path in files.values():
+        assert "BAA_CODEXD_TOKEN_FILE" not in path.read_text()
+
+
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_renderer_refuses_an_inline_codexd_token(tmp_path: Path, manager: str) -> None:
+    files, proc = render(tmp_path / "x", manager, "--setenv", "BAA_CODEXD_TOKEN=x", expect=2)
+    assert files == {}
+    assert proc.stderr.strip().splitlines() == [
+        "render.py: refusing to write BAA_CODEXD_TOKEN into a service file; use --codexd-token-file"
+    ]
+    assert not (tmp_path / "x").exists()
+
+
+def test_install_refuses_an_inline_codexd_token(sandbox: dict[str, str]) -> None:
+    proc = run_script(
+        "install-launchd.sh", "--dry-run", "--setenv", "BAA_CODEXD_TOKEN=hunter2", env=sandbox
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "install-launchd.sh: refusing to write BAA_CODEXD_TOKEN into a service file; "
+        "use --codexd-token-file"
+    )
+    assert "hunter2" not in proc.stdout + proc.stderr
+
+
+def test_check_catches_a_world_readable_codexd_token_and_an_inline_one(
+    tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    token_file = node_dirs["codexd_token"]
+    files, _ = render(
+        tmp_path / "out",
+        "systemd",
+        *dir_flags(node_dirs),
+        "--codexd-token-file",
+        str(token_file),
+    )
+    token_file.chmod(0o644)
+    args = [a for f in files.values() for a in ("--file", str(f))]
+    proc = run_script("check-launchd.sh", *args, env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        f"baa-{service}.service: codexd token file is readable by others (chmod 600): {token_file}"
+        for service in ("codexd", "conductor")
+    ]
+
+    token_file.chmod(0o600)
+    unit = files["codexd"]
+    unit.write_text(
+        unit.read_text().replace("[Service]\n", '[Service]\nEnvironment="BAA_CODEXD_TOKEN=x"\n')
+    )
+    token_file.write_text("")
+    proc = run_script("check-launchd.sh", *args, env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        "baa-codexd.service: BAA_CODEXD_TOKEN is written inline; use BAA_CODEXD_TOKEN_FILE instead",
+        f"baa-codexd.service: codexd token file is empty: {token_file}",
+        f"baa-conductor.service: codexd token file is empty: {token_file}",
+    ]
+
+    token_file.unlink()
+    proc = run_script("check-launchd.sh", "--file", str(files["conductor"]), env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        f"baa-conductor.service: codexd token file does not exist: {token_file}"
+    ]
+
+
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_check_catches_a_conductor_without_codexd_token(
+    manager: str, tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    token_file = node_dirs["codexd_token"]
+    with_token, _ = render(
+        tmp_path / "with",
+        manager,
+        *dir_flags(node_dirs),
+        "--codexd-token-file",
+        str(token_file),
+    )
+    without, _ = render(tmp_path / "without", manager, *dir_flags(node_dirs))
+    # codexd wants a token; the conductor beside it was rendered without one.
+    shutil.copy(without["conductor"], with_token["conductor"])
+    codexd_name, conductor_name = with_token["codexd"].name, with_token["conductor"].name
+    expected = (
+        f"{conductor_name}: BAA_CODEXD_TOKEN_FILE is not set, but codexd ({codexd_name}) "
+        f"requires the token in {token_file}: the conductor could not call codexd "
+        "(render both with --codexd-token-file)"
+    )
+    args = [a for f in with_token.values() for a in ("--file", str(f))]
+    proc = run_script("check-launchd.sh", *args, env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [expected]
+    # Checking codexd alone still finds the conductor installed beside it.
+    proc = run_script("check-launchd.sh", "--file", str(with_token["codexd"]), env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [expected]
+
+    # A different file with the same token works; a different token does not.
+    copy = tmp_path / "conductor-copy-of-token"
+    shutil.copy(token_file, copy)
+    copy.chmod(0o600)
+    render(
+        tmp_path / "with",
+        manager,
+        "--service",
+        "conductor",
+        *dir_flags(node_dirs),
+        "--codexd-token-file",
+        str(copy),
+    )
+    proc = run_script("check-launchd.sh", *args, env=sandbox)
+    assert proc.returncode == 0, proc.stdout
+    copy.write_text("another-token\n")
+    proc = run_script("check-launchd.sh", *args, env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        f"{conductor_name}: BAA_CODEXD_TOKEN_FILE is {copy}, but codexd ({codexd_name}) reads "
+        f"its token from {token_file}: the conductor could not call codexd "
+        "(render both with --codexd-token-file)"
+    ]
+
+
+def test_installing_codexd_alone_with_a_token_checks_the_installed_conductor(
+    tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    install_dir = tmp_path / "installed"
+    render(install_dir, "systemd", "--service", "conductor", *dir_flags(node_dirs))
+    flags = [
+        "--dry-run",
+        "--manager",
+        "systemd",
+        "--install-dir",
+        str(install_dir),
+        *dir_flags(node_dirs),
+        "--codexd-token-file",
+        str(node_dirs["codexd_token"]),
+    ]
+    proc = run_script("install-launchd.sh", "--service", "codexd", *flags, env=sandbox)
+    assert proc.returncode == 1
+    assert (
+        "baa-conductor.service: BAA_CODEXD_TOKEN_FILE is not set, but codexd "
+        "(baa-codexd.service) requires the token in" in proc.stderr
+    )
+    # Installing both at once is fine: the new conductor carries the token file too.
+    proc = run_script("install-launchd.sh", *flags, env=sandbox)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "manager-calls.log").exists()
+
+
+def test_allowed_origins_are_rendered_checked_and_validated(
+    tmp_path: Path, node_dirs: dict[str, Path], sandbox: dict[str, str]
+) -> None:
+    files, _ = render(
+        tmp_path / "out",
+        "launchd",
+        *dir_flags(node_dirs),
+        "--codexd-allowed-origins",
+        "http://127.0.0.1:8080",
+        "--conductor-allowed-origins",
+        "http://mini.local:4317, https://ops.example",
+        "--status-allowed-origins",
+        "http://mini.local:4318",
+    )
+    envs = {s: plistlib.loads(p.read_bytes())["EnvironmentVariables"] for s, p in files.items()}
+    assert envs["codexd"]["BAA_CODEXD_ALLOWED_ORIGINS"] == "http://127.0.0.1:8080"
+    assert (
+        envs["conductor"]["BAA_CONDUCTOR_ALLOWED_ORIGINS"]
+        == "http://mini.local:4317,https://ops.example"
+    )
+    assert envs["status-api"]["BAA_STATUS_API_ALLOWED_ORIGINS"] == "http://mini.local:4318"
+    assert "BAA_CONDUCTOR_ALLOWED_ORIGINS" not in envs["codexd"]
+    args = [a for f in files.values() for a in ("--file", str(f))]
+    assert run_script("check-launchd.sh", *args, env=sandbox).returncode == 0
+
+    _, proc = render(
+        tmp_path / "bad", "systemd", "--codexd-allowed-origins", "http://ok:1,file:///x", expect=2
+    )
+    assert proc.stderr.strip() == (
+        "render.py: --codexd-allowed-origins: 'file:///x' is not an origin like http://host:port"
+    )
+    # A hand-edited bad origin would stop the daemon from starting: the check names it.
+    envs["status-api"]["BAA_STATUS_API_ALLOWED_ORIGINS"] = "http://mini.local:4318/status"
+    plist = plistlib.loads(files["status-api"].read_bytes())
+    plist["EnvironmentVariables"] = envs["status-api"]
+    files["status-api"].write_bytes(plistlib.dumps(plist))
+    proc = run_script("check-launchd.sh", "--file", str(files["status-api"]), env=sandbox)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        "so.makefile.baa-status-api.plist: BAA_STATUS_API_ALLOWED_ORIGINS: "
+        "'http://mini.local:4318/status' is not an origin like http://host:port"
+    ]
+
+
+def _check_node_args(base: str) -> list[str]:
+    return [
+        "--node",
+        "mini",
+        "--skip-logs",
+        "--codexd-api-base",
+        base,
+        "--conductor-api",
+        base,
+        "--status-api",
+        base,
+    ]
+
+
+def test_check_node_sends_codexd_its_token_and_nobody_else(
+    fake_node: tuple[_FakeNode, str], tmp_path: Path, sandbox: dict[str, str]
+) -> None:
+    node, base = fake_node
+    secret = "c0dexd-token-value"
+    node.codexd_token = secret
+    token_file = tmp_path / "codexd.token"
+    token_file.write_text(secret + "\n")
+    token_file.chmod(0o600)
+    args = _check_node_args(base)
+
+    proc = run_script("check-node.sh", *args, env=sandbox)
+    assert proc.returncode == 1
+    failures = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 1
+    assert failures[0].startswith(f"FAIL codexd GET {base}/v1/codexd/status: HTTP 401: ")
+    assert failures[0].endswith(
+        "(codexd wants its token: set BAA_CODEXD_TOKEN_FILE or pass --codexd-token-file)"
+    )
+
+    ways: list[tuple[list[str], dict[str, str], str]] = [
+        (["--codexd-token-file", str(token_file)], {}, str(token_file)),
+        ([], {"BAA_CODEXD_TOKEN_FILE": str(token_file)}, str(token_file)),
+        ([], {"BAA_CODEXD_TOKEN": secret}, "$BAA_CODEXD_TOKEN"),
+    ]
+    for extra_args, extra_env, source in ways:
+        node.authorization.clear()
+        proc = run_script("check-node.sh", *args, *extra_args, env={**sandbox, **extra_env})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"child running, token from {source}" in proc.stdout
+        assert secret not in proc.stdout + proc.stderr
+        assert node.authorization["/v1/codexd/status"] == {f"Bearer {secret}"}
+        # The conductor and the status-api never see codexd's token.
+        for path in ("/readyz", "/rolez", "/v1/status"):
+            assert node.authorization[path] == {None}, path
+
+    other = tmp_path / "other.token"
+    other.write_text("not-the-token\n")
+    other.chmod(0o600)
+    proc = run_script("check-node.sh", *args, "--codexd-token-file", str(other), env=sandbox)
+    assert proc.returncode == 1
+    assert f"(the token from {other} is not codexd's)" in proc.stdout
+
+
+def test_check_node_reads_the_token_file_of_the_installed_codexd(
+    fake_node: tuple[_FakeNode, str], tmp_path: Path, sandbox: dict[str, str]
+) -> None:
+    node, base = fake_node
+    node.codexd_token = "c0dexd-token-value"
+    token_file = tmp_path / "codexd.token"
+    token_file.write_text("c0dexd-token-value\n")
+    token_file.chmod(0o600)
+    # Where install-launchd.sh puts a systemd user unit for this (sandboxed) HOME.
+    unit_dir = tmp_path / "home" / ".config" / "systemd" / "user"
+    render(unit_dir, "systemd", "--service", "codexd", "--codexd-token-file", str(token_file))
+    proc = run_script("check-node.sh", *_check_node_args(base), "--manager", "systemd", env=sandbox)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"token from {token_file}" in proc.stdout
+
+    proc = run_script(
+        "check-node.sh", *_check_node_args(base), "--manager", "systemd", "--dry-run", env=sandbox
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"with the token file named by {unit_dir}/baa-codexd.service, if any" in proc.stdout
+    assert "c0dexd" not in proc.stdout
+
+
+def test_check_node_refuses_a_token_file_others_can_read(
+    fake_node: tuple[_FakeNode, str], tmp_path: Path, sandbox: dict[str, str]
+) -> None:
+    _, base = fake_node
+    token_file = tmp_path / "codexd.token"
+    token_file.write_text("c0dexd-token-value\n")
+    token_file.chmod(0o644)
+    proc = run_script(
+        "check-node.sh",
+        *_check_node_args(base),
+        env={**sandbox, "BAA_CODEXD_TOKEN_FILE": str(token_file)},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"check-node.sh: the codexd token file {token_file} is readable by other users "
+        f"(mode 644); run: chmod 600 {token_file}"
+    )
+    assert "c0dexd" not in proc.stdout + proc.stderr

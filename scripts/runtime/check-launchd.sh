@@ -13,8 +13,11 @@ Static checks of the rendered service files (nothing is started or probed): prog
 on loopback; the event stream path; logs and state dirs exist; the app-server child command
 resolves and its arguments include app-server; stdout/stderr log folders exist; restart semantics
 (KeepAlive {SuccessfulExit: false} / Restart=on-failure); ExitTimeOut / TimeoutStopSec longer than
-codexd's grace; no secret in the program arguments and no inline BAA_SHARED_TOKEN; the shared
-token file exists with mode 600. Plists also go through 'plutil -lint' where plutil exists.
+codexd's grace; no secret in the program arguments and no inline BAA_SHARED_TOKEN or
+BAA_CODEXD_TOKEN; the shared and codexd token files exist, are not empty and have mode 600; when
+codexd has BAA_CODEXD_TOKEN_FILE the conductor carries the same one (else it could not call
+codexd); BAA_*_ALLOWED_ORIGINS are origins. Plists also go through 'plutil -lint' where plutil
+exists.
 
 which files:
   (default)                   the installed files of the selected services
@@ -51,6 +54,7 @@ finish_common
 PY=$(runtime_python)
 
 pending=()
+peers=()
 problems=()
 if [ "${#FILES[@]}" -gt 0 ]; then
   [ "$DRY_RUN" = 0 ] || usage_error "--file and --dry-run do not go together"
@@ -67,6 +71,8 @@ elif [ "$DRY_RUN" = 1 ]; then
       dir) pending+=(--pending-dir "$a") ;;
     esac
   done <<<"$manifest"
+  # As install-launchd.sh does: a codexd (or conductor) rendered alone meets the installed other.
+  peers=(--peer-dir "$INSTALL_DIR")
 else
   for svc in "${SELECTED[@]}"; do
     file="$INSTALL_DIR/$(installed_name "$svc")"
@@ -86,7 +92,8 @@ existing=()
 for f in ${FILES[@]+"${FILES[@]}"}; do [ -f "$f" ] && existing+=("$f"); done
 if [ "${#existing[@]}" -gt 0 ]; then
   status=0
-  out=$("$PY" "$RENDER_PY" check ${pending[@]+"${pending[@]}"} "${existing[@]}") || status=$?
+  out=$("$PY" "$RENDER_PY" check ${pending[@]+"${pending[@]}"} ${peers[@]+"${peers[@]}"} \
+    "${existing[@]}") || status=$?
   [ "$status" -le 1 ] || exit "$status"
   if [ -n "$out" ]; then
     while IFS= read -r line; do problems+=("$line"); done <<<"$out"

@@ -11,15 +11,23 @@ usage: check-node.sh [--node NAME] [options]
 Probe the services of this node over loopback HTTP and print one 'ok'/'FAIL' line each:
   conductor  GET /healthz (200), GET /readyz (200), GET /rolez == leader
   codexd     GET /healthz (200), GET /v1/codexd/status with the app-server child 'running'
-             (and identity.nodeId == the expected node id, when known)
+             (and identity.nodeId == the expected node id, when known); with codexd's bearer
+             token when the node has one (it is never printed)
   status-api GET /healthz (200), GET /v1/status (JSON envelope ok=true)
   logs       <logs>/launchd/so.makefile.baa-<service>.{out,err}.log
              (<logs>/systemd/baa-<service>.{out,err}.log with --manager systemd)
 Run it on the node itself: codexd only listens on loopback.
 
+codexd's token comes from --codexd-token-file, else $BAA_CODEXD_TOKEN_FILE, else
+$BAA_CODEXD_TOKEN, else the BAA_CODEXD_TOKEN_FILE of the installed codexd service file (so run
+it as the user the services run as). The file must have mode 600 or 400.
+
   --node NAME                 the node (e.g. mini): expects node id NAME-main
   --node-id ID                expect this node id instead
   --manager launchd|systemd   which log folder to check (default: launchd on macOS, else systemd)
+  --scope agent|daemon        where the installed codexd file is (default agent)
+  --install-dir DIR           folder of the installed files (default: per manager and scope)
+  --codexd-token-file FILE    codexd's bearer token (default: see above)
   --codexd-api-base URL       default $BAA_CODEXD_LOCAL_API_BASE or http://127.0.0.1:4319
   --conductor-api URL         default $BAA_CONDUCTOR_LOCAL_API or http://127.0.0.1:4317
   --status-api URL            default $BAA_STATUS_API_LOCAL_API or http://127.0.0.1:4318
@@ -44,12 +52,16 @@ LOGS=${BAA_CODEXD_LOGS_DIR:-}
 ROLE=leader
 TIMEOUT=5
 SKIP_LOGS=0
+TOKEN_FILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --node) need_value "$@"; NODE=$2 ;;
     --node-id) need_value "$@"; NODE_ID=$2 ;;
     --manager) need_value "$@"; MANAGER=$2 ;;
+    --scope) need_value "$@"; SCOPE=$2 ;;
+    --install-dir) need_value "$@"; INSTALL_DIR=$2 ;;
+    --codexd-token-file) need_value "$@"; TOKEN_FILE=$2 ;;
     --codexd-api-base) need_value "$@"; CODEXD=$2 ;;
     --conductor-api) need_value "$@"; CONDUCTOR=$2 ;;
     --status-api) need_value "$@"; STATUS=$2 ;;
@@ -73,11 +85,21 @@ args=(probe --manager "$MANAGER" --codexd-api-base "${CODEXD%/}" --conductor-api
   --status-api "${STATUS%/}" --expect-role "$ROLE" --logs-dir "$LOGS" --timeout "$TIMEOUT")
 [ -n "$NODE_ID" ] && args+=(--node-id "$NODE_ID")
 [ "$SKIP_LOGS" = 1 ] && args+=(--skip-logs)
+# Only file names go on the command line; render.py reads the token itself ($BAA_CODEXD_TOKEN
+# stays in the environment it inherits), so it never shows up in `ps` or in this output.
+[ -n "$TOKEN_FILE" ] && args+=(--codexd-token-file "$TOKEN_FILE")
+INSTALLED_CODEXD="$INSTALL_DIR/$(installed_name codexd)"
+args+=(--installed-codexd "$INSTALLED_CODEXD")
 
 echo "node ${NODE:-(this host)}${NODE_ID:+ (node id $NODE_ID)}, $MANAGER logs under $LOGS"
 if [ "$DRY_RUN" = 1 ]; then
   echo "would probe: conductor ${CONDUCTOR%/}/healthz /readyz /rolez (== $ROLE)"
-  echo "would probe: codexd ${CODEXD%/}/healthz /v1/codexd/status (child running)"
+  if [ -n "$TOKEN_FILE" ]; then token="the token in $TOKEN_FILE"
+  elif [ -n "${BAA_CODEXD_TOKEN_FILE:-}" ]; then token="the token in $BAA_CODEXD_TOKEN_FILE"
+  elif [ -n "${BAA_CODEXD_TOKEN:-}" ]; then token="the token in \$BAA_CODEXD_TOKEN"
+  elif [ -f "$INSTALLED_CODEXD" ]; then token="the token file named by $INSTALLED_CODEXD, if any"
+  else token="no token"; fi
+  echo "would probe: codexd ${CODEXD%/}/healthz /v1/codexd/status (child running) with $token"
   echo "would probe: status-api ${STATUS%/}/healthz /v1/status"
   [ "$SKIP_LOGS" = 1 ] || echo "would check: log files under $LOGS/$MANAGER"
   run "$(runtime_python)" "$RENDER_PY" "${args[@]}"

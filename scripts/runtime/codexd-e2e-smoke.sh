@@ -12,7 +12,10 @@ usage: codexd-e2e-smoke.sh [--repo-dir DIR] [--dry-run] [--] [pytest args...]
 Run '<repo>/.venv/bin/python -m pytest -q tests/test_e2e_node.py [pytest args...]' from the repo
 (running scripts/setup.sh first when .venv is missing). The smoke starts its own codexd and
 conductor on free loopback ports with the real codex binary and the scripted model; it does not
-use or disturb the installed services. Arguments this script does not know go to pytest.
+use or disturb the installed services. Its daemons start without any BAA_* variable, so a codexd
+token you exported for the node (BAA_CODEXD_TOKEN[_FILE]) is not theirs; the test itself sends
+the tokens and the 'content-type: application/json' its daemons need. Arguments this script does
+not know go to pytest.
 
   --repo-dir DIR   checkout to test (default: this checkout)
   --dry-run        print the commands instead of running them

@@ -36,6 +36,9 @@ configuration (rendered into the files; see docs/runtime/README.md for the varia
                               <logs>/launchd/ or <logs>/systemd/
   --state-dir DIR             state root (default: <repo>/var/state)
   --shared-token-file FILE    BAA_SHARED_TOKEN_FILE for the conductor (mode 600; never inline)
+  --codexd-token-file FILE    BAA_CODEXD_TOKEN_FILE for codexd and the conductor (mode 600; never
+                              inline): codexd then wants 'Authorization: Bearer <token>' on every
+                              route but /healthz, and the conductor sends it
   --codexd-api-base URL       BAA_CODEXD_LOCAL_API_BASE (default http://127.0.0.1:4319; loopback only)
   --conductor-api URL         BAA_CONDUCTOR_LOCAL_API (default http://127.0.0.1:4317)
   --status-api URL            BAA_STATUS_API_LOCAL_API (default http://127.0.0.1:4318)
@@ -43,6 +46,13 @@ configuration (rendered into the files; see docs/runtime/README.md for the varia
   --allowed-hosts LIST        BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS (comma-separated non-loopback
                               hosts the conductor may listen on)
   --status-allowed-hosts LIST BAA_STATUS_API_ALLOWED_HOSTS (the same for the status-api)
+  --codexd-allowed-origins LIST
+                              BAA_CODEXD_ALLOWED_ORIGINS: comma-separated browser origins
+                              (http://host:port) codexd serves besides its own (default: none)
+  --conductor-allowed-origins LIST
+                              BAA_CONDUCTOR_ALLOWED_ORIGINS (the same for the conductor)
+  --status-allowed-origins LIST
+                              BAA_STATUS_API_ALLOWED_ORIGINS (the same for the status-api)
   --public-api-base URL       BAA_CONDUCTOR_PUBLIC_API_BASE
   --event-stream-path PATH    BAA_CODEXD_EVENT_STREAM_PATH (default /v1/codexd/events)
   --server-command CMD        BAA_CODEXD_SERVER_COMMAND (default codex = the vendored binary)
@@ -57,7 +67,8 @@ configuration (rendered into the files; see docs/runtime/README.md for the varia
   --env-file FILE             systemd only: extra EnvironmentFile=- (optional file)
   --python PATH               interpreter (default: <repo>/.venv/bin/python)
   --setenv KEY=VALUE          one more environment variable for every service (repeatable), e.g.
-                              --setenv BAA_CONDUCTOR_LEASE_TTL_S=60 (never BAA_SHARED_TOKEN)
+                              --setenv BAA_CONDUCTOR_LEASE_TTL_S=60 (never BAA_SHARED_TOKEN or
+                              BAA_CODEXD_TOKEN: use the token file flags)
 
 exit status: 0 installed (or dry run rendered), 1 checks or the service manager failed,
 2 bad usage or configuration, or launchctl/systemctl missing without --dry-run.
@@ -108,7 +119,9 @@ done <<<"$manifest"
 
 pending=()
 for d in "${dirs[@]}"; do pending+=(--pending-dir "$d"); done
-if ! problems=$("$PY" "$RENDER_PY" check "${pending[@]}" "${files[@]}"); then
+# --peer-dir: installing codexd alone is checked against the installed conductor (and back), so a
+# codexd token the conductor does not have is caught before the conductor starts failing.
+if ! problems=$("$PY" "$RENDER_PY" check "${pending[@]}" --peer-dir "$INSTALL_DIR" "${files[@]}"); then
   echo "$problems" >&2
   if [ "$NO_CHECK" = 0 ]; then
     echo "$PROG: the rendered files have problems (above); fix them or pass --no-check" >&2

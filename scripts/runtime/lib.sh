@@ -73,6 +73,7 @@ parse_render_flag() {
   case "$1" in
     --node | --node-id | --conductor-host | --state-dir | --conductor-api | --status-api \
       | --conductor-role | --allowed-hosts | --status-allowed-hosts | --public-api-base | --shared-token-file \
+      | --codexd-token-file | --codexd-allowed-origins | --conductor-allowed-origins | --status-allowed-origins \
       | --event-stream-path | --server-command | --server-arg | --server-cwd | --codex-home \
       | --shutdown-grace | --exit-timeout | --throttle-interval | --user | --env-file | --python | --setenv \
       | --logs-dir | --codexd-api-base)
@@ -168,7 +169,10 @@ run() {
   fi
 }
 
-# 0 when GET $1 answers 2xx within 2 s.
+# 0 when GET $1 answers 2xx within 2 s. Only used for codexd's /healthz, the one route codexd
+# serves without its bearer token, so the token never passes through the shell or curl's argv
+# (where `ps` would show it); the probes that need it run in render.py. No POST goes through here:
+# a POST to any daemon would need -H 'content-type: application/json' (415 otherwise).
 http_ok() {
   if command -v curl >/dev/null 2>&1; then
     curl -fsS --max-time 2 -o /dev/null "$1" 2>/dev/null

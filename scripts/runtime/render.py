@@ -12,6 +12,8 @@ Subcommands:
             directories an install must create).
 ``check``   static checks of rendered files; one line per problem on stdout, exit 1 if any.
 ``probe``   runtime probes of a running node over HTTP; one ``ok``/``FAIL`` line per probe.
+            codexd is called with its bearer token when the node has one; the token is never
+            printed and never passed on a command line.
 
 Exit status: 0 fine, 1 problems found, 2 bad usage or bad configuration (one line on stderr).
 """
@@ -52,6 +54,18 @@ DEFAULT_THROTTLE_S = 10
 MIN_EXIT_TIMEOUT_S = 20
 SYSTEM_PATH = "/usr/local/bin:/opt/homebrew/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 SECRET_WORDS = ("token", "secret", "password", "apikey", "api-key", "api_key")
+# Secrets that only ever reach a service through a file (mode 600) named by ``<VAR>_FILE``:
+# variable -> (what it is, the render flag that names the file).
+TOKEN_VARS = {
+    "BAA_SHARED_TOKEN": ("shared token", "--shared-token-file"),
+    "BAA_CODEXD_TOKEN": ("codexd token", "--codexd-token-file"),
+}
+# Each daemon's allow-list of browser origins (comma-separated ``http://host:port``).
+ORIGIN_VARS = {
+    "codexd": "BAA_CODEXD_ALLOWED_ORIGINS",
+    "conductor": "BAA_CONDUCTOR_ALLOWED_ORIGINS",
+    "status-api": "BAA_STATUS_API_ALLOWED_ORIGINS",
+}
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 
 
@@ -102,6 +116,39 @@ def hosts_list(raw: str) -> list[str]:
     return [h.strip() for h in raw.split(",") if h.strip()]
 
 
+def is_origin(value: str) -> bool:
+    """Whether ``value`` is an origin (``http(s)://host[:port]``) a daemon accepts in its
+    ``BAA_*_ALLOWED_ORIGINS``.
+
+    Mirrors ``codexd_trio.web.callers.normalize_origin``, which the daemons use (and refuses
+    whitespace, which no origin has); this file cannot import the project because it runs before
+    ``.venv`` exists.
+    """
+    if any(c.isspace() for c in value):
+        return False
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return False
+    try:
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        return False
+    return True
+
+
+def bad_origins(raw: str) -> list[str]:
+    return [item for item in hosts_list(raw) if not is_origin(item)]
+
+
+def origins_value(name: str, raw: str) -> str:
+    """A comma-separated origin list, validated (raises :class:`UsageError` naming ``name``)."""
+    for item in bad_origins(raw):
+        raise UsageError(f"{name}: {item!r} is not an origin like http://host:port")
+    return ",".join(hosts_list(raw))
+
+
 def listen_problem(name: str, base: str, allowed_var: str, allowed: str) -> str | None:
     """Why a daemon would refuse to listen on ``base`` (non-loopback and not allow-listed)."""
     host, _ = split_base(name, base)
@@ -134,6 +181,10 @@ class RuntimeConfig:
     status_allowed_hosts: str
     public_api_base: str
     shared_token_file: str
+    codexd_token_file: str
+    codexd_allowed_origins: str
+    conductor_allowed_origins: str
+    status_allowed_origins: str
     event_stream_path: str
     server_command: str
     server_args: tuple[str, ...]
@@ -187,6 +238,10 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-allowed-hosts")
     p.add_argument("--public-api-base")
     p.add_argument("--shared-token-file")
+    p.add_argument("--codexd-token-file")
+    p.add_argument("--codexd-allowed-origins")
+    p.add_argument("--conductor-allowed-origins")
+    p.add_argument("--status-allowed-origins")
     p.add_argument("--event-stream-path")
     p.add_argument("--server-command")
     p.add_argument("--server-arg", action="append", dest="server_args")
@@ -261,9 +316,10 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         key, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise UsageError(f"--setenv needs KEY=VALUE, got {item!r}")
-        if key == "BAA_SHARED_TOKEN":
+        if key in TOKEN_VARS:
+            # Service files are world-readable (launchd wants 644); a token in one is no secret.
             raise UsageError(
-                "refusing to write BAA_SHARED_TOKEN into a service file; use --shared-token-file"
+                f"refusing to write {key} into a service file; use {TOKEN_VARS[key][1]}"
             )
         extra.append((key, value))
     services = (
@@ -289,6 +345,16 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         status_allowed_hosts=ns.status_allowed_hosts or "",
         public_api_base=public,
         shared_token_file=str(_abs(ns.shared_token_file)) if ns.shared_token_file else "",
+        codexd_token_file=str(_abs(ns.codexd_token_file)) if ns.codexd_token_file else "",
+        codexd_allowed_origins=origins_value(
+            "--codexd-allowed-origins", ns.codexd_allowed_origins or ""
+        ),
+        conductor_allowed_origins=origins_value(
+            "--conductor-allowed-origins", ns.conductor_allowed_origins or ""
+        ),
+        status_allowed_origins=origins_value(
+            "--status-allowed-origins", ns.status_allowed_origins or ""
+        ),
         event_stream_path=stream,
         server_command=ns.server_command or "codex",
         server_args=server_args,
@@ -331,6 +397,8 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
             "BAA_CODEXD_SERVER_ARGS": " ".join(config.server_args),
             "BAA_CODEXD_SERVER_CWD": config.server_cwd,
             "BAA_CODEXD_SHUTDOWN_GRACE_S": str(config.shutdown_grace_s),
+            "BAA_CODEXD_TOKEN_FILE": config.codexd_token_file,
+            "BAA_CODEXD_ALLOWED_ORIGINS": config.codexd_allowed_origins,
             "CODEX_HOME": config.codex_home,
         }
     elif service == "conductor":
@@ -340,7 +408,10 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
             "BAA_CONDUCTOR_HOST": config.conductor_host,
             "BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS": config.allowed_hosts,
             "BAA_SHARED_TOKEN_FILE": config.shared_token_file,
+            "BAA_CONDUCTOR_ALLOWED_ORIGINS": config.conductor_allowed_origins,
             "BAA_CODEXD_LOCAL_API_BASE": config.codexd_api_base,
+            # The conductor calls codexd, so it needs codexd's token (the same file).
+            "BAA_CODEXD_TOKEN_FILE": config.codexd_token_file,
             "BAA_CONDUCTOR_PUBLIC_API_BASE": config.public_api_base,
             "BAA_CONDUCTOR_STATE_DIR": str(config.state_dir),
             "BAA_CONDUCTOR_LOGS_DIR": str(config.logs_dir),
@@ -349,6 +420,7 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
         env = {
             "BAA_STATUS_API_LOCAL_API": config.status_api,
             "BAA_STATUS_API_ALLOWED_HOSTS": config.status_allowed_hosts,
+            "BAA_STATUS_API_ALLOWED_ORIGINS": config.status_allowed_origins,
             "BAA_CONDUCTOR_LOCAL_API": config.conductor_api,
         }
     # --setenv applies to every service and wins over the rendered defaults.
@@ -699,21 +771,27 @@ def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
         need_dir(f"{what} dir", str(Path(raw).parent))
 
     env = item.env
-    if "BAA_SHARED_TOKEN" in env:
-        problems.append(
-            f"{where}: BAA_SHARED_TOKEN is written inline; use BAA_SHARED_TOKEN_FILE instead"
-        )
-    token_file = env.get("BAA_SHARED_TOKEN_FILE", "")
-    if token_file:
-        token_path = Path(token_file)
-        if not token_path.is_file():
-            problems.append(f"{where}: shared token file does not exist: {token_file}")
-        elif token_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            problems.append(
-                f"{where}: shared token file is readable by others (chmod 600): {token_file}"
-            )
-        elif os.access(token_path, os.R_OK) and not token_path.read_text(errors="replace").strip():
-            problems.append(f"{where}: shared token file is empty: {token_file}")
+    for var, (what, _flag) in TOKEN_VARS.items():
+        if var in env:
+            problems.append(f"{where}: {var} is written inline; use {var}_FILE instead")
+        token_file = env.get(f"{var}_FILE", "")
+        if token_file:
+            token_path = Path(token_file)
+            if not token_path.is_file():
+                problems.append(f"{where}: {what} file does not exist: {token_file}")
+            elif token_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                problems.append(
+                    f"{where}: {what} file is readable by others (chmod 600): {token_file}"
+                )
+            elif (
+                os.access(token_path, os.R_OK)
+                and not token_path.read_text(errors="replace").strip()
+            ):
+                problems.append(f"{where}: {what} file is empty: {token_file}")
+    for var in ORIGIN_VARS.values():
+        for origin in bad_origins(env.get(var, "")):
+            # The daemon refuses to start on it (exit 2), so launchd/systemd would restart-loop.
+            problems.append(f"{where}: {var}: {origin!r} is not an origin like http://host:port")
 
     def need_loopback(var: str) -> None:
         base = env.get(var, DEFAULT_CODEXD_BASE)
@@ -790,13 +868,77 @@ def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
     return problems
 
 
-def check_files(paths: Sequence[Path], pending_dirs: Sequence[Path] = ()) -> list[str]:
+def _load(path: Path, problems: list[str]) -> Loaded | None:
+    loader = _load_plist if path.suffix == ".plist" else _load_unit
+    return loader(path, problems)
+
+
+def _peer(item: Loaded, service: str, peer_dirs: Sequence[Path]) -> Loaded | None:
+    """The other service's file of the same kind, beside ``item`` or in one of ``peer_dirs``."""
+    name = f"{label(service)}.plist" if item.kind == "plist" else unit_name(service)
+    for folder in (item.path.parent, *peer_dirs):
+        candidate = folder / name
+        if candidate.is_file():
+            # Its own problems are reported when it is checked itself, not here.
+            return _load(candidate, [])
+    return None
+
+
+def _token_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def codexd_token_problem(codexd: Loaded, conductor: Loaded) -> str | None:
+    """Why the conductor could not call codexd: codexd wants a token the conductor does not have.
+
+    The same file is what ``--codexd-token-file`` renders; two different files holding the same
+    token work too, so they are compared by content when both are readable.
+    """
+    wanted = codexd.env.get("BAA_CODEXD_TOKEN_FILE", "")
+    if not wanted:
+        return None
+    given = conductor.env.get("BAA_CODEXD_TOKEN_FILE", "")
+    where = conductor.path.name
+    if not given:
+        return (
+            f"{where}: BAA_CODEXD_TOKEN_FILE is not set, but codexd ({codexd.path.name}) requires "
+            f"the token in {wanted}: the conductor could not call codexd "
+            "(render both with --codexd-token-file)"
+        )
+    if given == wanted:
+        return None
+    token = _token_text(given)
+    if token is not None and token == _token_text(wanted):
+        return None
+    return (
+        f"{where}: BAA_CODEXD_TOKEN_FILE is {given}, but codexd ({codexd.path.name}) reads its "
+        f"token from {wanted}: the conductor could not call codexd "
+        "(render both with --codexd-token-file)"
+    )
+
+
+def check_files(
+    paths: Sequence[Path], pending_dirs: Sequence[Path] = (), peer_dirs: Sequence[Path] = ()
+) -> list[str]:
+    """Check each file, then the codexd/conductor pair: with one of the two among ``paths``, the
+    other is looked for beside it and in ``peer_dirs`` (the installed copies)."""
     problems: list[str] = []
+    loaded: dict[str, Loaded] = {}
     for path in paths:
-        loader = _load_plist if path.suffix == ".plist" else _load_unit
-        item = loader(path, problems)
+        item = _load(path, problems)
         if item is not None:
             problems.extend(check_loaded(item, pending_dirs))
+            loaded.setdefault(item.service, item)
+    if "codexd" in loaded or "conductor" in loaded:
+        codexd = loaded.get("codexd") or _peer(loaded["conductor"], "codexd", peer_dirs)
+        conductor = loaded.get("conductor") or _peer(loaded["codexd"], "conductor", peer_dirs)
+        if codexd is not None and conductor is not None:
+            problem = codexd_token_problem(codexd, conductor)
+            if problem:
+                problems.append(problem)
     return problems
 
 
@@ -810,18 +952,21 @@ class Probe:
     detail: str = ""
 
 
-def _get(url: str, timeout: float) -> tuple[int, bytes]:
+def _get(url: str, timeout: float, headers: Mapping[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=dict(headers))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return int(resp.status), bytes(resp.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
 
 
-def _probe_http(name: str, base: str, path: str, timeout: float) -> tuple[Probe, bytes | None]:
+def _probe_http(
+    name: str, base: str, path: str, timeout: float, headers: Mapping[str, str] | None = None
+) -> tuple[Probe, bytes | None]:
     what = f"{name} GET {base}{path}"
     try:
-        status, body = _get(base + path, timeout)
+        status, body = _get(base + path, timeout, headers or {})
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return Probe(False, what, f"unreachable ({reason})"), None
@@ -829,6 +974,47 @@ def _probe_http(name: str, base: str, path: str, timeout: float) -> tuple[Probe,
         snippet = body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
         return Probe(False, what, f"HTTP {status}: {snippet}"), body
     return Probe(True, what), body
+
+
+def read_token_file(path: str, what: str) -> str:
+    """The token in ``path``, held to the rules codexd applies to its own token file (readable by
+    the owner only, not empty); raises :class:`UsageError` with one line, never the token."""
+    try:
+        mode = os.stat(path).st_mode
+        token = Path(path).read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise UsageError(
+            f"the {what} file {path} is readable by other users "
+            f"(mode {stat.S_IMODE(mode):03o}); run: chmod 600 {path}"
+        )
+    if not token:
+        raise UsageError(f"the {what} file {path} is empty")
+    return token
+
+
+def probe_codexd_token(ns: argparse.Namespace) -> tuple[str | None, str]:
+    """codexd's bearer token for the probes, and where it came from (said in the output).
+
+    The order codexd, the conductor and the CLI use (``--codexd-token-file``, else
+    ``$BAA_CODEXD_TOKEN_FILE``, else ``$BAA_CODEXD_TOKEN``), then, so that a plain
+    ``check-node.sh`` works on an installed node, the ``BAA_CODEXD_TOKEN_FILE`` of the installed
+    codexd service file (``--installed-codexd``).
+    """
+    path = ns.codexd_token_file or os.environ.get("BAA_CODEXD_TOKEN_FILE", "")
+    if path:
+        return read_token_file(path, "codexd token"), path
+    token = os.environ.get("BAA_CODEXD_TOKEN", "").strip()
+    if token:
+        return token, "$BAA_CODEXD_TOKEN"
+    installed = Path(ns.installed_codexd) if ns.installed_codexd else None
+    if installed is not None and installed.is_file():
+        item = _load(installed, [])
+        path = item.env.get("BAA_CODEXD_TOKEN_FILE", "") if item is not None else ""
+        if path:
+            return read_token_file(path, f"codexd token (named by {installed})"), path
+    return None, ""
 
 
 def _json_data(body: bytes | None) -> dict[str, Any] | None:
@@ -847,6 +1033,13 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
     timeout = float(ns.timeout)
     out: list[Probe] = []
     conductor, codexd, status_api = ns.conductor_api, ns.codexd_api_base, ns.status_api
+    token, token_source = probe_codexd_token(ns)
+    if token is not None and not is_loopback(split_base("--codexd-api-base", codexd)[0]):
+        # codexd only listens on loopback; anything else is not codexd and gets no secret.
+        raise UsageError(f"refusing to send codexd's token to a non-loopback address: {codexd}")
+    # Only codexd gets its token. /healthz is exempt from it, but sending it on every codexd
+    # call keeps the probes the same as the conductor's and the CLI's calls.
+    auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
 
     for path in ("/healthz", "/readyz"):
         out.append(_probe_http("conductor", conductor, path, timeout)[0])
@@ -858,8 +1051,14 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
         probe.detail = role
     out.append(probe)
 
-    out.append(_probe_http("codexd", codexd, "/healthz", timeout)[0])
-    probe, body = _probe_http("codexd", codexd, "/v1/codexd/status", timeout)
+    out.append(_probe_http("codexd", codexd, "/healthz", timeout, auth)[0])
+    probe, body = _probe_http("codexd", codexd, "/v1/codexd/status", timeout, auth)
+    if not probe.ok and probe.detail.startswith("HTTP 401"):
+        probe.detail += (
+            f" (the token from {token_source} is not codexd's)"
+            if token is not None
+            else " (codexd wants its token: set BAA_CODEXD_TOKEN_FILE or pass --codexd-token-file)"
+        )
     if probe.ok:
         data = _json_data(body)
         snapshot = (data or {}).get("snapshot") or {}
@@ -870,7 +1069,7 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
         elif state != "running":
             probe = Probe(False, probe.what, f"app-server child state is {state!r}, not 'running'")
         else:
-            probe.detail = "child running"
+            probe.detail = "child running" + (f", token from {token_source}" if token else "")
             node_id = (snapshot.get("identity") or {}).get("nodeId")
             if ns.node_id and node_id is not None and node_id != ns.node_id:
                 probe = Probe(
@@ -934,6 +1133,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a directory the install will create (its absence is not a problem)",
     )
+    c.add_argument(
+        "--peer-dir",
+        action="append",
+        default=[],
+        help="where to find the installed codexd/conductor file that is not among FILES",
+    )
 
     pr = sub.add_parser("probe", help="runtime probes of a running node")
     pr.add_argument("--manager", choices=("launchd", "systemd"), default=default_manager())
@@ -942,6 +1147,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--status-api", default=DEFAULT_STATUS_API)
     pr.add_argument("--expect-role", default="leader", choices=("leader", "standby", "degraded"))
     pr.add_argument("--node-id", default="")
+    pr.add_argument("--codexd-token-file", default="", help="codexd's token (mode 600)")
+    pr.add_argument(
+        "--installed-codexd",
+        default="",
+        help="installed codexd plist/unit whose BAA_CODEXD_TOKEN_FILE to use when none is given",
+    )
     pr.add_argument("--logs-dir", default=str(SCRIPT_REPO / "var" / "logs"))
     pr.add_argument("--skip-logs", action="store_true")
     pr.add_argument("--timeout", default="5")
@@ -968,7 +1179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"dir\t{folder}")
             return 0
         if ns.command == "check":
-            problems = check_files([Path(f) for f in ns.files], [Path(d) for d in ns.pending_dir])
+            problems = check_files(
+                [Path(f) for f in ns.files],
+                [Path(d) for d in ns.pending_dir],
+                [Path(d) for d in ns.peer_dir],
+            )
             for line in problems:
                 print(line)
             return 1 if problems else 0
