@@ -16,12 +16,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import BinaryIO, NoReturn
 
 import trio
 
-if TYPE_CHECKING:
-    from trio._file_io import AsyncIOWrapper
+from codexd_trio.limiters import drains_limiter
 
 __all__ = [
     "DEFAULT_MAX_LINE",
@@ -257,6 +256,11 @@ class ChildProcess:
                 await stream.aclose()
 
 
+def _open_append(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "ab", buffering=0)
+
+
 async def _drain_stderr(
     stream: trio.abc.ReceiveStream, log_path: Path | None, done: trio.Event
 ) -> None:
@@ -264,14 +268,19 @@ async def _drain_stderr(
 
     Draining continuously matters: a child that fills the stderr pipe blocks, and then so does
     its stdout. A failing log file must not stop the draining either, so write errors are
-    logged once and the rest is discarded.
+    logged once and the rest is discarded. The pipe itself is read by Trio's I/O loop (no
+    thread); only the log file's open and writes use threads, from
+    :func:`~codexd_trio.limiters.drains_limiter`, so a saturated default thread limiter cannot
+    stop the drain.
     """
-    sink: AsyncIOWrapper[BinaryIO] | None = None
+    sink: BinaryIO | None = None
     try:
         if log_path is not None:
             try:
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                sink = await trio.open_file(log_path, "ab", buffering=0)
+                # Not abandoned on cancel, so a cancel cannot leak the opened file.
+                sink = await trio.to_thread.run_sync(
+                    _open_append, log_path, limiter=drains_limiter()
+                )
             except OSError as exc:
                 log.warning("cannot open stderr log %s: %s; discarding child stderr", log_path, exc)
         while True:
@@ -283,17 +292,18 @@ async def _drain_stderr(
                 return
             if sink is not None:
                 try:
-                    await sink.write(chunk)
+                    # Not abandoned on cancel: an abandoned write could race the close below,
+                    # and one chunk appended to a local file is short.
+                    await trio.to_thread.run_sync(sink.write, chunk, limiter=drains_limiter())
                 except OSError as exc:
                     log.warning("writing stderr log %s failed: %s; discarding", log_path, exc)
-                    with trio.CancelScope(shield=True):
-                        await sink.aclose()
+                    sink.close()
                     sink = None
     finally:
         done.set()
         if sink is not None:
-            with trio.CancelScope(shield=True):
-                await sink.aclose()
+            # Unbuffered and no fsync: closing cannot block on the disk.
+            sink.close()
 
 
 def reraise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:

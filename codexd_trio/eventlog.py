@@ -20,6 +20,9 @@ Replay: :meth:`EventLog.open` builds a sparse index (``seq -> byte offset`` ever
 seek close to any position instead of scanning the file from the start. Events not yet durable
 are kept in memory until their commit and are served from there, so a reader always sees one
 contiguous sequence up to :attr:`EventLog.last_seq`.
+
+Threads: commits use :func:`~codexd_trio.limiters.journal_limiter` and reads
+:func:`~codexd_trio.limiters.reads_limiter`, so a wave of replays cannot delay a commit.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import msgspec
 import trio
 
 from codexd_trio.contracts import Event
+from codexd_trio.limiters import journal_limiter, reads_limiter
 from codexd_trio.store import fsync_dir
 
 __all__ = [
@@ -318,7 +322,11 @@ class EventLog:
                 return
             batch = list(self._unsynced)
             data = b"".join(line for _, line in batch)
-            await trio.to_thread.run_sync(self._write_batch, data, self._durable_end)
+            # Its own limiter: every acknowledgement waits on this commit, so replays holding
+            # the read threads must not delay it.
+            await trio.to_thread.run_sync(
+                self._write_batch, data, self._durable_end, limiter=journal_limiter()
+            )
             for _ in batch:
                 self._unsynced.popleft()
             self._durable_end += len(data)
@@ -337,7 +345,7 @@ class EventLog:
         sealed = self._sealed_path(self._active_first)
         self._rotating = trio.Event()
         try:
-            await trio.to_thread.run_sync(self._swap_files, sealed)
+            await trio.to_thread.run_sync(self._swap_files, sealed, limiter=journal_limiter())
             self._segments.append((self._active_first, sealed))
             self._active_first = self.durable_seq + 1
             self._durable_end = 0
@@ -356,7 +364,9 @@ class EventLog:
         logger.info("event log: sealed %s; retained %d segment(s) from seq %d",
                     sealed.name, len(self._segments), self.first_seq)
         if expired:
-            await trio.to_thread.run_sync(self._delete, [p for _, p in expired])
+            await trio.to_thread.run_sync(
+                self._delete, [p for _, p in expired], limiter=journal_limiter()
+            )
 
     def _swap_files(self, sealed: Path) -> None:
         # Worker thread. Readers that opened the old file keep reading it under its new name.
@@ -531,8 +541,16 @@ class EventLog:
         out: list[Event] = []
         if after_seq < durable_seq:
             parts = self._open_parts(after_seq, end)
-            out = await trio.to_thread.run_sync(
-                self._read_disk, parts, after_seq, limit, session_id)
+            try:
+                # Bounded apart from the writers: a wave of replays only queues behind itself.
+                out = await trio.to_thread.run_sync(
+                    self._read_disk, parts, after_seq, limit, session_id,
+                    limiter=reads_limiter())
+            except BaseException:
+                # Cancelled while queued for a read thread, the worker never took the files.
+                for f, _, _ in parts:
+                    f.close()
+                raise
             if limit is not None and len(out) >= limit:
                 return out
         else:

@@ -8,8 +8,10 @@ hundred ``set`` calls in a burst cost a handful of writes, and a reader of the f
 with ``cat``, a restarted daemon) only ever sees a whole old or a whole new document.
 
 Writes run in a worker thread (``trio.to_thread.run_sync``) so ``fsync`` never blocks the event
-loop. A writer may be overtaken by a newer one; every write carries a version number and a write
-older than what is already on disk is skipped, so the file never goes backwards.
+loop; the threads come from :func:`~codexd_trio.limiters.documents_limiter`, so replays holding
+other threads cannot hold the writers up. A writer may be overtaken by a newer one; every write
+carries a version number and a write older than what is already on disk is skipped, so the file
+never goes backwards.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Generic, TypeVar
 
 import msgspec
 import trio
+
+from codexd_trio.limiters import documents_limiter
 
 __all__ = [
     "JsonDocument",
@@ -230,7 +234,9 @@ class JsonDocument(Generic[T]):
                 return
             value, version = self.value, self._version
             try:
-                await trio.to_thread.run_sync(self._write_version, value, version)
+                await trio.to_thread.run_sync(
+                    self._write_version, value, version, limiter=documents_limiter()
+                )
             except OSError as exc:
                 raise StoreWriteError(self.path, f"cannot write {self.path}: {exc}") from exc
 

@@ -21,7 +21,9 @@ from codexd_trio.child import (
     LineTooLong,
     open_child,
 )
+from codexd_trio.limiters import reads_limiter
 from codexd_trio.testing.daemon import assert_group_gone, group_alive
+from tests.test_store import all_tokens_held
 
 MIB = 1024 * 1024
 
@@ -120,6 +122,36 @@ async def test_stderr_is_drained_to_the_log_while_stdout_is_busy(tmp_path: Path)
     data = log.read_bytes()
     assert data.startswith(b"previous run\n"), "the log is appended to, not truncated"
     assert len(data) == len(b"previous run\n") + 8 * MIB
+
+
+async def test_stderr_drain_runs_while_the_default_and_read_threads_are_all_busy(
+    tmp_path: Path,
+) -> None:
+    # The pipe is read by Trio's I/O loop; the log file's writes need threads. With Trio's
+    # default limiter taken (as by a wave of replays) a drain on it would stall, the child would
+    # block on a full stderr pipe and never write its stdout line. (Spawning needs a default
+    # thread too, inside trio.lowlevel.open_process, so the threads are taken after the spawn.)
+    log = tmp_path / "logs" / "stderr.log"
+    code = """
+        import sys
+        print("ready", flush=True)
+        sys.stdin.readline()
+        chunk = b"e" * 1023 + b"\\n"
+        for _ in range(1024):
+            sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+        print("stdout after stderr flood", flush=True)
+        sys.stdin.read()
+    """
+    with trio.fail_after(60):
+        async with open_child(py(code, stderr_log=log)) as child:
+            assert await read_line(child) == b"ready"
+            async with all_tokens_held(
+                trio.to_thread.current_default_thread_limiter(), reads_limiter()
+            ):
+                await child.send(b"go\n")
+                assert await read_line(child) == b"stdout after stderr flood"
+    assert log.read_bytes() == (b"e" * 1023 + b"\n") * 1024
 
 
 async def test_graceful_stop_by_closing_stdin() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import trio.testing
 
 from codexd_trio.contracts import Event, event_decoder
 from codexd_trio.eventlog import EventLog, EventLogCorrupt
+from codexd_trio.limiters import reads_limiter
+from tests.test_store import all_tokens_held
 
 
 def make_event(seq: int, session: str | None = None) -> Event:
@@ -195,5 +198,54 @@ async def test_read_after_is_consistent_while_commits_happen(tmp_path: Path) -> 
                     assert [e.seq for e in await log.read_after(0)] == list(range(1, seq + 1))
                     await trio.sleep(0.005)  # let some commits land between reads
                 nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+
+
+async def test_commits_go_on_while_replays_hold_every_read_and_default_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    write_log(path, 300)
+    log = EventLog.open(path)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                async with all_tokens_held(
+                    trio.to_thread.current_default_thread_limiter(), reads_limiter()
+                ):
+                    # A replay now queues for a read thread...
+                    replay_done = trio.Event()
+
+                    async def replay() -> None:
+                        assert len(await log.read_after(0)) == 301
+                        replay_done.set()
+
+                    log.append(make_event(301))
+                    nursery.start_soon(replay)
+                    # ...but the group commit the acknowledgements wait on still lands.
+                    await log.wait_durable(301)
+                    assert lines_on_disk(path)[-1] == make_event(301)
+                    assert not replay_done.is_set()
+                await replay_done.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+
+
+async def test_a_replay_cancelled_while_queued_for_a_read_thread_closes_its_files(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    write_log(path, 10)
+    log = EventLog.open(path)
+    try:
+        async with all_tokens_held(reads_limiter()):
+            with trio.move_on_after(0.05) as scope:
+                await log.read_after(0)
+            assert scope.cancelled_caught
+        # An unclosed file would be a ResourceWarning here (an error under filterwarnings).
+        gc.collect()
     finally:
         log.close()

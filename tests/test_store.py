@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -11,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from codexd_trio.limiters import documents_limiter, journal_limiter, reads_limiter
 from codexd_trio.store import (
     JsonDocument,
     StoreCorrupt,
@@ -18,6 +22,24 @@ from codexd_trio.store import (
     atomic_write_bytes,
     read_document,
 )
+
+
+@asynccontextmanager
+async def all_tokens_held(*limiters: trio.CapacityLimiter) -> AsyncIterator[None]:
+    """Hold every token of ``limiters`` with a worker thread blocked until the block ends: what
+    a wave of slow replays does to the limiter they use."""
+    gate = threading.Event()
+    async with trio.open_nursery() as nursery:
+        try:
+            for limiter in limiters:
+                for _ in range(int(limiter.total_tokens)):
+                    nursery.start_soon(partial(trio.to_thread.run_sync, gate.wait, limiter=limiter))
+            await trio.testing.wait_all_tasks_blocked()
+            for limiter in limiters:
+                assert limiter.borrowed_tokens == limiter.total_tokens
+            yield
+        finally:
+            gate.set()
 
 
 class Counter(msgspec.Struct, frozen=True):
@@ -172,3 +194,25 @@ async def test_write_failure_is_a_typed_error(tmp_path: Path) -> None:
     assert doc.dirty
     with pytest.raises(StoreWriteError):
         doc.write_now()
+
+
+async def test_limiters_are_per_run_and_separate() -> None:
+    limiters = [journal_limiter(), documents_limiter(), reads_limiter()]
+    assert len({id(x) for x in limiters}) == 3
+    assert trio.to_thread.current_default_thread_limiter() not in limiters
+    assert journal_limiter() is limiters[0]  # one per Trio run, created on first use
+    assert reads_limiter().total_tokens == 8
+
+
+async def test_a_document_write_completes_while_replays_hold_every_other_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter())
+    with trio.fail_after(30):
+        async with all_tokens_held(
+            trio.to_thread.current_default_thread_limiter(), reads_limiter()
+        ):
+            doc.set(Counter(n=1))
+            await doc.flush()
+            assert read_document(path, Counter) == Counter(n=1)

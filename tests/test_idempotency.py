@@ -1,0 +1,507 @@
+"""The Idempotency-Key store: replay and mismatch semantics, and its append-only journal
+(durability, retention, torn tail, migration from idempotency.json, background compaction)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+from quart import Response
+
+from codexd_trio.errors import IdempotencyMismatch, InvalidRequest
+from codexd_trio.idempotency import (
+    MAX_KEY_LENGTH,
+    RETENTION_S,
+    WRITE_RETRY_S,
+    IdempotencyBook,
+    IdempotencyJournal,
+    IdempotencyRecord,
+    IdempotencyStore,
+)
+from codexd_trio.limiters import documents_limiter, reads_limiter
+from codexd_trio.store import StoreWriteError
+from tests.test_store import all_tokens_held
+
+ROUTE = "POST /v1/codexd/turn"
+BODY = b'{"sessionId":"session-1","input":"hi"}'
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Handler:
+    """A request handler that counts its calls and answers ``{"call": n}``."""
+
+    def __init__(self, status: int = 202) -> None:
+        self.status = status
+        self.calls = 0
+
+    async def __call__(self) -> Response:
+        self.calls += 1
+        await trio.lowlevel.checkpoint()
+        body = msgspec.json.encode({"call": self.calls})
+        return Response(body, status=self.status, content_type="application/json")
+
+
+@contextmanager
+def opened(path: Path, clock: Clock, **kwargs: Any) -> Iterator[IdempotencyStore]:
+    store = IdempotencyStore.open(path, clock=clock, **kwargs)
+    try:
+        yield store
+    finally:
+        store.journal.close()
+
+
+def on_disk(path: Path) -> list[IdempotencyRecord]:
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [msgspec.json.decode(line, type=IdempotencyRecord) for line in data.splitlines()]
+
+
+def keys_on_disk(path: Path) -> list[str]:
+    return [r.key for r in on_disk(path)]
+
+
+def record(key: str, created_at: float, body: bytes = BODY) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        key=key,
+        route=ROUTE,
+        bodyHash=hashlib.sha256(ROUTE.encode() + b"\0" + body).hexdigest(),
+        status=202,
+        response=b'{"old":true}',
+        contentType="application/json",
+        createdAt=created_at,
+    )
+
+
+async def body_of(response: Response) -> bytes:
+    data = await response.get_data(as_text=False)
+    assert isinstance(data, bytes)
+    return data
+
+
+async def test_same_key_and_body_replays_the_recorded_answer(tmp_path: Path) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    handler = Handler(status=201)
+    with opened(path, Clock()) as store:
+        first = await store.run("key-1", ROUTE, BODY, handler)
+        assert first.status_code == 201
+        assert "Idempotency-Replayed" not in first.headers
+        # The record is durable before the answer is returned.
+        assert keys_on_disk(path) == ["key-1"]
+
+        again = await store.run("key-1", ROUTE, BODY, handler)
+        assert handler.calls == 1
+        assert again.status_code == 201
+        assert again.content_type == "application/json"
+        assert again.headers["Idempotency-Replayed"] == "true"
+        assert await body_of(again) == await body_of(first) == b'{"call":1}'
+
+
+async def test_same_key_with_another_body_or_route_is_a_mismatch(tmp_path: Path) -> None:
+    handler = Handler()
+    with opened(tmp_path / "idempotency.jsonl", Clock()) as store:
+        await store.run("key-1", ROUTE, BODY, handler)
+        with pytest.raises(IdempotencyMismatch) as info:
+            await store.run("key-1", ROUTE, b'{"other":1}', handler)
+        assert info.value.code == "idempotency_mismatch"
+        assert info.value.details == {"key": "key-1", "originalRoute": ROUTE}
+        with pytest.raises(IdempotencyMismatch):
+            await store.run("key-1", "POST /v1/codexd/turn/steer", BODY, handler)
+        assert handler.calls == 1
+
+
+@pytest.mark.parametrize("status", [400, 409, 500, 503])
+async def test_only_successful_answers_are_recorded(tmp_path: Path, status: int) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    handler = Handler(status=status)
+    with opened(path, Clock()) as store:
+        assert (await store.run("key-1", ROUTE, BODY, handler)).status_code == status
+        again = await store.run("key-1", ROUTE, BODY, handler)
+        assert "Idempotency-Replayed" not in again.headers
+        assert handler.calls == 2  # a refused request changed nothing: a retry runs it again
+        assert len(store.journal) == 0
+    assert path.read_bytes() == b""
+
+
+@pytest.mark.parametrize("key", ["k" * (MAX_KEY_LENGTH + 1), "line\nbreak", "tab\there"])
+async def test_long_or_unprintable_keys_are_invalid(tmp_path: Path, key: str) -> None:
+    handler = Handler()
+    with opened(tmp_path / "idempotency.jsonl", Clock()) as store:
+        with pytest.raises(InvalidRequest) as info:
+            await store.run(key, ROUTE, BODY, handler)
+        assert info.value.details == {"field": "Idempotency-Key"}
+        assert handler.calls == 0
+        await store.run("k" * MAX_KEY_LENGTH, ROUTE, BODY, handler)  # the longest valid key
+        assert handler.calls == 1
+
+
+async def test_a_failing_or_cancelled_handler_records_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "idempotency.jsonl"
+
+    async def boom() -> Response:
+        raise RuntimeError("the handler failed")
+
+    async def hangs() -> Response:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    handler = Handler()
+    with opened(path, Clock()) as store:
+        with pytest.raises(RuntimeError, match="handler failed"):
+            await store.run("key-1", ROUTE, BODY, boom)
+        with trio.move_on_after(0.01) as scope:
+            await store.run("key-1", ROUTE, BODY, hangs)
+        assert scope.cancelled_caught
+        assert len(store.journal) == 0
+        assert path.read_bytes() == b""
+        await store.run("key-1", ROUTE, BODY, handler)
+        assert handler.calls == 1
+
+
+async def test_one_request_per_key_runs_at_a_time(tmp_path: Path) -> None:
+    release = trio.Event()
+    calls = 0
+
+    async def slow() -> Response:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return Response(b'{"slow":true}', status=202, content_type="application/json")
+
+    answers: list[Response] = []
+
+    async def request() -> None:
+        answers.append(await store.run("key-1", ROUTE, BODY, slow))
+
+    with opened(tmp_path / "idempotency.jsonl", Clock()) as store:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(request)
+                await trio.testing.wait_all_tasks_blocked()
+                assert calls == 1  # the others wait for the key
+                release.set()
+    assert calls == 1
+    assert sorted(a.headers.get("Idempotency-Replayed", "") for a in answers) == [
+        "", "true", "true",
+    ]
+
+
+async def test_concurrent_requests_share_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    with opened(path, Clock()) as store:
+        journal = store.journal
+        appends = 0
+        real_append = journal._append
+
+        def counting_append(data: bytes, start: int) -> None:
+            nonlocal appends
+            appends += 1
+            real_append(data, start)
+
+        monkeypatch.setattr(journal, "_append", counting_append)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for i in range(50):
+                    nursery.start_soon(store.run, f"key-{i}", ROUTE, BODY, Handler())
+        assert sorted(keys_on_disk(path)) == sorted(f"key-{i}" for i in range(50))
+        assert appends < 10  # group commit: one write and fsync serves everything queued
+
+
+async def test_records_expire_after_24_hours(tmp_path: Path) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    handler = Handler()
+    with opened(path, clock) as store:
+        await store.run("key-1", ROUTE, BODY, handler)
+        await store.run("key-2", ROUTE, BODY, handler)
+        clock.now += RETENTION_S - 1
+        assert (await store.run("key-1", ROUTE, BODY, handler)).headers["Idempotency-Replayed"]
+        clock.now += 2
+        # Expired: the key is free again, even with another body.
+        fresh = await store.run("key-1", ROUTE, b'{"new":1}', handler)
+        assert "Idempotency-Replayed" not in fresh.headers
+        assert handler.calls == 3
+        assert len(store.journal) == 1  # key-2 expired too
+    # The key was recorded twice; the newer record is the one that counts after a restart.
+    assert keys_on_disk(path) == ["key-1", "key-2", "key-1"]
+    with opened(path, clock) as store:
+        assert len(store.journal) == 1
+        replay = await store.run("key-1", ROUTE, b'{"new":1}', handler)
+        assert await body_of(replay) == b'{"call":3}'
+    clock.now += RETENTION_S + 1
+    with opened(path, clock) as store:
+        assert len(store.journal) == 0  # expired records are not loaded
+
+
+async def test_records_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "codexd" / "idempotency.jsonl"
+    handler = Handler()
+    clock = Clock()
+    with opened(path, clock) as store:
+        for i in range(5):
+            await store.run(f"key-{i}", ROUTE, BODY, handler)
+    with opened(path, clock) as store:
+        for i in range(5):
+            replay = await store.run(f"key-{i}", ROUTE, BODY, handler)
+            assert replay.headers["Idempotency-Replayed"] == "true"
+            assert await body_of(replay) == f'{{"call":{i + 1}}}'.encode()
+        with pytest.raises(IdempotencyMismatch):
+            await store.run("key-0", ROUTE, b"{}", handler)
+    assert handler.calls == 5
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b'{"key":"torn","route":"POST', b'{"key":"torn"}garbage\n', b"\x00\x00\x00\x00"],
+    ids=["no-newline", "undecodable-line", "zero-fill"],
+)
+async def test_a_torn_last_line_is_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, garbage: bytes
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    handler = Handler()
+    with opened(path, clock) as store:
+        for i in range(3):
+            await store.run(f"key-{i}", ROUTE, BODY, handler)
+    whole = path.read_bytes()
+    with path.open("ab") as f:  # the crash: a partial append after the last whole line
+        f.write(garbage)
+    with caplog.at_level(logging.WARNING, logger="codexd_trio.idempotency"):
+        store = IdempotencyStore.open(path, clock=clock)
+    try:
+        assert "cut 1 torn" in caplog.text
+        assert path.read_bytes() == whole
+        assert len(store.journal) == 3
+        await store.run("key-3", ROUTE, BODY, handler)
+    finally:
+        store.journal.close()
+    assert keys_on_disk(path) == ["key-0", "key-1", "key-2", "key-3"]
+
+
+async def test_the_old_json_file_is_imported_once_and_removed(tmp_path: Path) -> None:
+    clock = Clock()
+    old = tmp_path / "idempotency.json"
+    book = IdempotencyBook(
+        records=[
+            record("expired", clock.now - RETENTION_S - 5),
+            record("old-1", clock.now - 100),
+            record("old-2", clock.now - 50),
+        ]
+    )
+    old.write_bytes(msgspec.json.encode(book))
+    path = tmp_path / "idempotency.jsonl"
+    handler = Handler()
+    with opened(path, clock) as store:
+        assert not old.exists()
+        assert len(store.journal) == 2
+        replay = await store.run("old-1", ROUTE, BODY, handler)
+        assert replay.headers["Idempotency-Replayed"] == "true"
+        assert await body_of(replay) == b'{"old":true}'
+        with pytest.raises(IdempotencyMismatch):
+            await store.run("old-2", ROUTE, b"{}", handler)
+        await store.run("new-1", ROUTE, BODY, handler)
+    assert handler.calls == 1
+    assert keys_on_disk(path) == ["old-1", "old-2", "new-1"]
+
+    # A crash after the journal was written but before the old file was removed: importing
+    # again adds nothing twice, and the journal's own records win.
+    old.write_bytes(msgspec.json.encode(book))
+    with opened(path, clock) as store:
+        assert not old.exists()
+        assert len(store.journal) == 3
+        replay = await store.run("new-1", ROUTE, BODY, handler)
+        assert await body_of(replay) == b'{"call":1}'
+    assert sorted(keys_on_disk(path)) == ["new-1", "old-1", "old-2"]
+
+
+async def expire_and_refill(store: IdempotencyStore, clock: Clock, dead: int, live: int) -> None:
+    for i in range(dead):
+        await store.run(f"dead-{i}", ROUTE, BODY, Handler())
+    clock.now += RETENTION_S + 1
+    for i in range(live):
+        await store.run(f"live-{i}", ROUTE, BODY, Handler())
+
+
+async def test_compaction_keeps_exactly_the_live_records_and_shrinks_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    with opened(path, clock, compact_min_lines=10) as store:
+        await expire_and_refill(store, clock, dead=40, live=5)
+        journal = store.journal
+        assert len(journal) == 5
+        assert journal.lines == 45
+        assert journal.compaction_due
+        before = path.stat().st_size
+        await journal.compact()
+        assert journal.compactions == 1
+        assert journal.lines == 5
+        assert not journal.compaction_due
+        assert path.stat().st_size < before / 5
+        assert keys_on_disk(path) == [f"live-{i}" for i in range(5)]
+        assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+        # The journal goes on in the new file.
+        await store.run("after", ROUTE, BODY, Handler())
+    assert keys_on_disk(path)[-1] == "after"
+    with opened(path, clock) as store:
+        assert len(store.journal) == 6
+
+
+async def test_appends_during_a_compaction_land_in_the_new_journal(tmp_path: Path) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    with opened(path, clock, compact_min_lines=10) as store:
+        await expire_and_refill(store, clock, dead=20, live=2)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery, all_tokens_held(documents_limiter()):
+                # The compaction takes its snapshot, then waits for a documents thread; the
+                # appends meanwhile go to the old file and must be carried over.
+                nursery.start_soon(store.journal.compact)
+                await trio.testing.wait_all_tasks_blocked()
+                assert store.journal.compactions == 0
+                for i in range(3):
+                    await store.run(f"during-{i}", ROUTE, BODY, Handler())
+        assert store.journal.compactions == 1
+        expected = ["live-0", "live-1", "during-0", "during-1", "during-2"]
+        assert keys_on_disk(path) == expected
+    with opened(path, clock) as store:
+        assert len(store.journal) == 5
+
+
+async def test_a_failed_compaction_leaves_the_journal_in_use_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    with opened(path, clock, compact_min_lines=10) as store:
+        await expire_and_refill(store, clock, dead=20, live=2)
+        before = path.read_bytes()
+
+        def refuse(src: object, dst: object) -> None:
+            raise OSError(13, "Permission denied")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "replace", refuse)
+            with pytest.raises(StoreWriteError, match="Permission denied"):
+                await store.journal.compact()
+        assert path.read_bytes() == before
+        assert list(tmp_path.iterdir()) == [path]
+        assert store.journal.compactions == 0
+        await store.run("after", ROUTE, BODY, Handler())  # the old file is still the journal
+        assert keys_on_disk(path)[-1] == "after"
+        await store.journal.compact()
+        assert keys_on_disk(path) == ["live-0", "live-1", "after"]
+
+
+async def test_the_journal_task_compacts_in_the_background_and_closes_on_cancel(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    with opened(path, clock, compact_min_lines=10) as store:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(store.journal.run)
+                await expire_and_refill(store, clock, dead=30, live=3)
+                await store.journal.wait_compacted(1)
+                nursery.cancel_scope.cancel()
+        assert keys_on_disk(path) == ["live-0", "live-1", "live-2"]
+        # The task closed the journal on its way out: nothing can be recorded any more.
+        with pytest.raises(StoreWriteError):
+            await store.run("late", ROUTE, BODY, Handler())
+
+
+async def test_a_compaction_is_not_due_for_a_small_or_mostly_live_journal(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    with opened(tmp_path / "small.jsonl", clock, compact_min_lines=100) as store:
+        await expire_and_refill(store, clock, dead=50, live=1)
+        assert not store.journal.compaction_due  # 51 lines: not worth rewriting
+    with opened(tmp_path / "live.jsonl", clock, compact_min_lines=10) as store:
+        await expire_and_refill(store, clock, dead=10, live=10)
+        assert store.journal.lines == 20
+        assert not store.journal.compaction_due  # not more than two lines per live record
+
+
+async def test_a_failed_append_keeps_the_record_and_the_journal_task_retries_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    with opened(path, Clock()) as store:
+        journal = store.journal
+        real_append = journal._append
+        calls = 0
+
+        def full_disk_twice(data: bytes, start: int) -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise OSError(28, "No space left on device")
+            real_append(data, start)
+
+        monkeypatch.setattr(journal, "_append", full_disk_twice)
+        handler = Handler()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run)
+            with pytest.raises(StoreWriteError, match="No space left"):
+                await store.run("key-1", ROUTE, BODY, handler)
+            # The request had its effect (the client saw a 500): a retry replays it.
+            replay = await store.run("key-1", ROUTE, BODY, handler)
+            assert replay.headers["Idempotency-Replayed"] == "true"
+            assert handler.calls == 1
+            # The task's first retry fails too; it tries again a second later.
+            await trio.sleep(WRITE_RETRY_S * 5)
+            await journal.flush()
+            assert calls == 3
+            assert keys_on_disk(path) == ["key-1"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_keyed_request_is_recorded_while_every_other_thread_is_busy(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    with opened(path, Clock()) as store:
+        with trio.fail_after(30):
+            async with all_tokens_held(
+                trio.to_thread.current_default_thread_limiter(),
+                reads_limiter(),
+                documents_limiter(),
+            ):
+                await store.run("key-1", ROUTE, BODY, Handler())
+                assert keys_on_disk(path) == ["key-1"]
+
+
+def test_open_creates_the_journal_and_its_directory(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "codexd" / "idempotency.jsonl"
+    journal = IdempotencyJournal.open(path)
+    try:
+        assert path.read_bytes() == b""
+        assert len(journal) == 0
+        assert journal.lines == 0
+    finally:
+        journal.close()
+        journal.close()  # idempotent
