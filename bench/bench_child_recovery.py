@@ -9,8 +9,9 @@ before it noticed the death does not count). It also notes when ``/readyz`` firs
 Two series, both reported:
 
 * ``consecutive``: ``--kills`` kills of one codexd, each as soon as it is ready again. codexd's
-  restart backoff (0.5 s × 0.8–1.2 jitter, doubling per consecutive failure up to 30 s, reset
-  only after 60 s healthy) applies, so later kills wait longer — this series measures that.
+  restart backoff (none for the first failure, then 0.5 s × 0.8–1.2 jitter, doubling per
+  consecutive failure up to 30 s, reset only after 60 s healthy) applies, so later kills wait
+  longer — this series measures that.
 * ``fresh``: ``--kills`` fresh codexd processes, one kill each: the single-crash figure.
 
     .venv/bin/python -m bench.bench_child_recovery [--kills 10] [--poll-interval 0]
@@ -132,7 +133,8 @@ async def run(kills: int, poll: float, skip_consecutive: bool, keep: bool) -> di
                 result["consecutive"] = _series(
                     await consecutive(home, work / "consecutive", kills, poll)
                 )
-    result["goal_met"] = result["fresh"]["ready_s"]["p50"] <= 1.0
+    # Issue 10: the first crash restarts at once, so a single crash costs a spawn + handshake.
+    result["goal_met"] = result["fresh"]["ready_s"]["p50"] <= 0.3
     return result
 
 
@@ -163,7 +165,7 @@ def summary(result: dict[str, Any]) -> list[str]:
             )
         )
     lines.append(
-        f"  goal: single crash ready within 1 s (median, fresh): "
+        f"  goal: single crash ready within 0.3 s (median, fresh): "
         f"{'met' if result['goal_met'] else 'NOT met'}"
     )
     return lines

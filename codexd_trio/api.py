@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 import trio
@@ -28,8 +27,6 @@ from codexd_trio import __version__
 from codexd_trio.contracts import (
     CreateSessionRequest,
     DecisionRequest,
-    ErrorBody,
-    ErrorEnvelope,
     HelloData,
     HelloFrame,
     InterruptRequest,
@@ -39,12 +36,18 @@ from codexd_trio.contracts import (
     SteerRequest,
     TurnRequest,
 )
-from codexd_trio.errors import ApiError, InvalidJson, InvalidRequest
-from codexd_trio.hub import Overflowed
-from codexd_trio.idempotency import IdempotencyStore
+from codexd_trio.errors import ApiError, InvalidRequest
+from codexd_trio.hub import Overflowed, Subscription
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
 from codexd_trio.web import CallerPolicy, guard
+from codexd_trio.web.envelope import (
+    decode_body,
+    envelope,
+    error_response,
+    int_arg,
+    status_for,
+)
 
 log = logging.getLogger("codexd.api")
 _encoder = msgspec.json.Encoder()
@@ -70,18 +73,6 @@ ROUTES: list[tuple[str, str, str]] = [
 ]
 
 
-def envelope(data: Any, status: int = 200) -> Response:
-    body = _encoder.encode({"ok": True, "data": data})
-    return Response(body, status=status, content_type="application/json")
-
-
-def error_response(code: str, message: str, status: int, **details: Any) -> Response:
-    body = _encoder.encode(
-        ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
-    )
-    return Response(body, status=status, content_type="application/json")
-
-
 def _turn_answer(session: Session, turn_id: str, status: int) -> Response:
     """The answer of the turn verbs: the turn id and the session as it is now."""
     return envelope(
@@ -93,38 +84,6 @@ def _turn_answer(session: Session, turn_id: str, status: int) -> Response:
         },
         status,
     )
-
-
-_PATH_RE = re.compile(r" - at `([^`]*)`$")
-
-
-def decode_body(data: bytes, type_: type[T]) -> T:
-    """Decode a JSON body into ``type_`` or raise the matching 400 error."""
-    if not data.strip():
-        raise InvalidJson("the request body is empty; send a JSON object")
-    try:
-        return msgspec.json.decode(data, type=type_)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        match = _PATH_RE.search(text)
-        field = match.group(1) if match else "$"
-        raise InvalidRequest(
-            f"invalid request body: {_PATH_RE.sub('', text)}", field=field, path=field
-        ) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
-
-
-def _int_arg(name: str, raw: str | None, *, default: int | None, minimum: int = 0) -> int | None:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"query parameter {name} must be a whole number", field=name) from None
-    if value < minimum:
-        raise InvalidRequest(f"query parameter {name} must be at least {minimum}", field=name)
-    return value
 
 
 def create_app(daemon: Daemon) -> QuartTrio:
@@ -142,12 +101,12 @@ def create_app(daemon: Daemon) -> QuartTrio:
             token=cfg.token,
         ),
     )
-    idem = IdempotencyStore(daemon.idem_doc)
+    idem = daemon.idem
     stream_path = cfg.event_stream_path
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.code, exc.message, exc.status, **exc.details)
+        return error_response(exc.code, exc.message, status_for(exc), **exc.details)
 
     @app.errorhandler(AppServerError)
     async def _app_server_error(exc: AppServerError) -> Response:
@@ -202,13 +161,17 @@ def create_app(daemon: Daemon) -> QuartTrio:
         )
 
     async def _idempotent(route: str, run: Callable[[bytes], Awaitable[Response]]) -> Response:
-        """Read the body and run ``run(body)``, through the Idempotency-Key store if keyed."""
+        """Read the body and run ``run(body)``, through the Idempotency-Key store if keyed.
+
+        A keyed request runs detached from this handler's task, recording included: a client
+        that goes away and retries with the same key finds the outcome.
+        """
         data = await request.get_data(cache=False, as_text=False)
         assert isinstance(data, bytes)
         key = request.headers.get("Idempotency-Key")
         if not key:
             return await run(data)
-        return await idem.run(key, route, data, partial(run, data))
+        return await daemon.detached(partial(idem.run, key, route, data, partial(run, data)))
 
     async def _post(
         route: str, body_type: type[T], handler: Callable[[T], Awaitable[Response]]
@@ -250,7 +213,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
                 ],
                 "eventStream": {
                     "path": stream_path,
-                    "url": daemon.status()["service"]["eventStreamUrl"],
+                    "url": daemon.status().service.eventStreamUrl,
                 },
                 "errors": "every error is {ok:false, error:{code, message, details}}",
             }
@@ -342,8 +305,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.get(stream_path)
     async def events_page() -> Response:
-        after = _int_arg("after", request.args.get("after"), default=0) or 0
-        limit = _int_arg("limit", request.args.get("limit"), default=100, minimum=1) or 100
+        after = int_arg("after", request.args.get("after"), default=0) or 0
+        limit = int_arg("limit", request.args.get("limit"), default=100, minimum=1) or 100
         limit = min(limit, 1000)
         session_id = request.args.get("sessionId") or None
         events = await daemon.log.read_after(after, limit=limit, session_id=session_id)
@@ -359,14 +322,19 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.websocket(stream_path)
     async def events_stream() -> Response | None:
         try:
-            after = _int_arg("after", websocket.args.get("after"), default=None)
+            after = int_arg("after", websocket.args.get("after"), default=None)
         except ApiError as exc:
-            return error_response(exc.code, exc.message, exc.status, **exc.details)
+            return error_response(exc.code, exc.message, status_for(exc), **exc.details)
         session_id = websocket.args.get("sessionId") or None
         if daemon.stopping:
             return error_response("shutting_down", "codexd is shutting down", 503)
         await websocket.accept()
         subscription = daemon.hub.subscribe(after=after, session_id=session_id)
+        with daemon.stream_open():
+            await _stream(subscription)
+        return None
+
+    async def _stream(subscription: Subscription) -> None:
         async with subscription:
             hello = HelloFrame(
                 data=HelloData(lastSeq=subscription.last_seq, replayFrom=subscription.replay_from)
@@ -410,8 +378,7 @@ async def serve_api(
         binds: list[str] = await nursery.start(
             partial(serve, app, hconfig, shutdown_trigger=shutdown.wait)
         )
-        daemon.resolved_base_url = binds[0]
-        daemon._save_state()
+        daemon.serving_at(binds[0])
         task_status.started(binds[0])
 
 

@@ -20,7 +20,7 @@ import trio
 
 from codexd_trio import __version__
 from codexd_trio.config import CONFIG_FLAGS_HELP, CodexdConfig, ConfigError, resolve_config
-from codexd_trio.contracts import DaemonState, Event, Identity, SessionRegistry
+from codexd_trio.contracts import DaemonState, Event, Identity, RecentEvents, SessionRegistry
 
 USAGE = f"""\
 usage: codexd <command> [options]
@@ -171,12 +171,14 @@ def _status_data(config: CodexdConfig) -> dict[str, Any]:
     if isinstance(state, DaemonState) and state.resolvedBaseUrl and config.port == 0:
         base = state.resolvedBaseUrl
     api: dict[str, Any] = {"base": base, "reachable": False}
+    live: dict[str, Any] = {}
 
     async def probe() -> None:
         async with CodexdClient(base, timeout=2.0, token=config.token) as client:
             try:
                 api["status"] = await client.status()
                 api["reachable"] = True
+                live["sessions"] = [msgspec.to_builtins(s) for s in await client.list_sessions()]
             except CodexdUnavailable as exc:
                 api["error"] = str(exc)
             except CodexdError as exc:
@@ -184,14 +186,27 @@ def _status_data(config: CodexdConfig) -> dict[str, Any]:
                 api["error"] = f"{exc.code}: {exc.message}"
 
     trio.run(probe)
+    recent = _read(state_dir / "recent-events.json", RecentEvents)
+    # The seed's shape, read from the files whether or not the daemon runs (the daemon keeps
+    # them current), plus what the API said: the same answer up or down.
     return {
-        "running": api["reachable"],
+        "daemon": msgspec.to_builtins(state),
+        "sessionRegistry": (
+            {"sessions": live["sessions"]} if "sessions" in live
+            else msgspec.to_builtins(registry) if isinstance(registry, SessionRegistry)
+            else {"sessions": []}
+        ),
+        "identity": msgspec.to_builtins(identity),
+        "recentEvents": (
+            api["status"]["snapshot"]["recentEvents"] if "status" in api
+            else msgspec.to_builtins(recent) if isinstance(recent, RecentEvents)
+            else {"events": []}
+        ),
         "api": api,
+        "running": api["reachable"],
         "files": {
             "stateDir": str(state_dir),
             "logsDir": str(config.codexd_logs),
-            "identity": msgspec.to_builtins(identity),
-            "daemonState": msgspec.to_builtins(state),
             "sessionCount": len(registry.sessions) if isinstance(registry, SessionRegistry) else 0,
         },
     }
@@ -206,8 +221,8 @@ def cmd_status(config: CodexdConfig, extra: list[str]) -> int:
         print(json.dumps(data, indent=2))
         return 0
     files = data["files"]
-    ident = files["identity"] or {}
-    dstate = files["daemonState"] or {}
+    ident = data["identity"] or {}
+    dstate = data["daemon"] or {}
     rows: list[tuple[str, str]] = [
         ("api", f"{data['api']['base']} ({'up' if data['running'] else 'down'})"),
         ("daemon id", str(ident.get("daemonId", "-"))),
@@ -224,7 +239,7 @@ def cmd_status(config: CodexdConfig, extra: list[str]) -> int:
             ("started at", str(snap["daemon"]["startedAt"])),
             (
                 "child",
-                f"{child['state']} (pid {child.get('pid')}, restarts {child.get('restarts')})",
+                f"{child['status']} (pid {child.get('pid')}, restarts {child.get('restarts')})",
             ),
             ("sessions", f"{snap['sessions']['count']} ({snap['sessions']['activeCount']} active)"),
             ("active turns", str(len(snap.get("activeTurns", [])))),
@@ -235,7 +250,7 @@ def cmd_status(config: CodexdConfig, extra: list[str]) -> int:
         rows += [
             ("last pid", str(dstate.get("pid", "-")) if isinstance(dstate, dict) else "-"),
             ("last update", str(dstate.get("updatedAt", "-")) if isinstance(dstate, dict) else "-"),
-            ("child (last known)", str(child.get("state", "-"))),
+            ("child (last known)", str(child.get("status", "-"))),
             ("sessions", str(files["sessionCount"])),
         ]
         if data["api"].get("error"):

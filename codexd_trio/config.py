@@ -315,8 +315,12 @@ def resolve_config(
     if strategy != "spawn":
         raise ConfigError(f"server strategy {strategy!r} is not supported (only 'spawn')")
     endpoint = str(raw.get("server_endpoint", "stdio"))
-    if endpoint != "stdio":
-        raise ConfigError(f"server endpoint {endpoint!r} is not supported (only 'stdio')")
+    # The seed spells it stdio://codex-app-server; anything after stdio:// is only a label.
+    if endpoint != "stdio" and not endpoint.startswith("stdio://"):
+        raise ConfigError(
+            f"server endpoint {endpoint!r} is not supported with strategy spawn "
+            "(use stdio or stdio://NAME)"
+        )
     server_args = tuple(raw.get("server_args", base.server_args))
     cwd_raw = raw.get("server_cwd")
     numbers: dict[str, Any] = {}

@@ -91,7 +91,8 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ChildStatus(msgspec.Struct, frozen=True, kw_only=True):
-    state: ChildState = "stopped"
+    # ``status``: the seed's name for the child's lifecycle (CONTRACT.md).
+    status: ChildState = "stopped"
     pid: int | None = None
     command: str | None = None
     args: list[str] = msgspec.field(default_factory=list)
@@ -113,6 +114,63 @@ class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
     child: ChildStatus
     updatedAt: str
     resolvedBaseUrl: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# GET /v1/codexd/status: what codexd says about itself (the conductor decodes it, never walks
+# dicts). Every field has a default so an older or newer codexd still decodes.
+
+
+class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    localApiBase: str | None = None
+    resolvedBaseUrl: str | None = None
+    eventStreamPath: str | None = None
+    eventStreamUrl: str | None = None
+
+
+class DaemonInfo(msgspec.Struct, frozen=True, kw_only=True):
+    started: bool = False
+    startedAt: str | None = None
+    pid: int | None = None
+    version: str | None = None
+    accepting: bool = True
+    child: ChildStatus = msgspec.field(default_factory=ChildStatus)
+
+
+class SessionCounts(msgspec.Struct, frozen=True, kw_only=True):
+    count: int = 0
+    activeCount: int = 0
+
+
+class ActiveTurn(msgspec.Struct, frozen=True, kw_only=True):
+    sessionId: str
+    threadId: str | None = None
+    turnId: str | None = None
+    startedAt: str | None = None
+
+
+class ApprovalCounts(msgspec.Struct, frozen=True, kw_only=True):
+    pendingCount: int = 0
+
+
+class RecentEventsView(msgspec.Struct, frozen=True, kw_only=True):
+    count: int = 0
+    lastSeq: int = 0
+    events: list[Event] = msgspec.field(default_factory=list)
+
+
+class StatusSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    identity: Identity | None = None
+    daemon: DaemonInfo = msgspec.field(default_factory=DaemonInfo)
+    sessions: SessionCounts = msgspec.field(default_factory=SessionCounts)
+    activeTurns: list[ActiveTurn] = msgspec.field(default_factory=list)
+    approvals: ApprovalCounts = msgspec.field(default_factory=ApprovalCounts)
+    recentEvents: RecentEventsView = msgspec.field(default_factory=RecentEventsView)
+
+
+class CodexdStatus(msgspec.Struct, frozen=True, kw_only=True):
+    service: ServiceInfo = msgspec.field(default_factory=ServiceInfo)
+    snapshot: StatusSnapshot = msgspec.field(default_factory=StatusSnapshot)
 
 
 class SessionRegistry(msgspec.Struct, frozen=True, kw_only=True):

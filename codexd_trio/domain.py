@@ -29,32 +29,26 @@ class DomainError(ApiError):
     """A command the current state of the sessions refuses."""
 
     code = "invalid_request"
-    status = 400
 
 
 class SessionNotFound(DomainError):
     code = "not_found"
-    status = 404
 
 
 class TurnInProgress(DomainError):
     code = "turn_in_progress"
-    status = 409
 
 
 class SessionClosed(DomainError):
     code = "session_closed"
-    status = 409
 
 
 class NoActiveTurn(DomainError):
     code = "no_active_turn"
-    status = 409
 
 
 class TurnMismatch(DomainError):
     code = "turn_mismatch"
-    status = 409
 
 
 @dataclass(frozen=True)

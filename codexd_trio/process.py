@@ -10,6 +10,7 @@ sleeping.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -18,6 +19,8 @@ from contextlib import suppress
 from typing import Any
 
 import trio
+
+_log = logging.getLogger("baa.process")
 
 
 class NotReady(RuntimeError):
@@ -73,15 +76,26 @@ async def stop_on_signal(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Call ``begin_stop`` on the first SIGTERM or SIGINT (a graceful stop), then return.
+    """Call ``begin_stop`` on the first SIGTERM or SIGINT (a graceful stop); log later ones.
+
+    Runs until cancelled: the handlers stay installed during the whole graceful stop, so a
+    second signal (an impatient service manager, a second Ctrl-C) cannot restore the default
+    action and kill the process before its final flush. Only SIGKILL does that.
 
     Resource handling: the signal handlers are installed for the life of this task only.
     """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
-        async for _ in signals:
+        stopping = False
+        async for signum in signals:
+            if stopping:
+                _log.warning(
+                    "received %s again while stopping gracefully; still stopping",
+                    signal.Signals(signum).name,
+                )
+                continue
+            stopping = True
             begin_stop()
-            return
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

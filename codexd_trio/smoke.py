@@ -85,7 +85,7 @@ async def _exercise(base: str, checks: _Checks, prompt: str, requests: Sequence[
     async with CodexdClient(base) as client:
         status = await client.status()
         child = status["snapshot"]["daemon"]["child"]
-        checks.check("status: child running", child["state"] == "running", child["state"])
+        checks.check("status: child running", child["status"] == "running", child["status"])
         session = await client.create_session(purpose="smoke")
         checks.check("session created", session.sessionId.startswith("session-"), session.sessionId)
         listed = await client.list_sessions()

@@ -142,18 +142,17 @@ def create_app(conductor: Conductor) -> QuartTrio:
     @app.get("/v1/codex")
     async def codex() -> Response:
         probe = await conductor.probe_codexd()
-        snap = (probe.status or {}).get("snapshot") or {}
-        sessions = snap.get("sessions") or {}
-        recent = snap.get("recentEvents") or {}
-        child = (snap.get("daemon") or {}).get("child") or {}
+        snap = probe.status.snapshot if probe.status is not None else None
         return ok({
             "backend": "independent_codexd",
             "proxy": {"target_base_url": cfg.codexd_base, "reachable": probe.status is not None,
                       "error": probe.error},
-            "child": {"state": child.get("state"), "pid": child.get("pid")} if child else None,
-            "sessions": {"count": sessions.get("count"),
-                         "active_count": sessions.get("activeCount")},
-            "recent_events": {"count": recent.get("count"), "last_seq": recent.get("lastSeq")},
+            "child": ({"status": snap.daemon.child.status, "pid": snap.daemon.child.pid}
+                      if snap else None),
+            "sessions": {"count": snap.sessions.count if snap else None,
+                         "active_count": snap.sessions.activeCount if snap else None},
+            "recent_events": {"count": snap.recentEvents.count if snap else None,
+                              "last_seq": snap.recentEvents.lastSeq if snap else None},
             "routes": CODEX_ROUTES,
         })
 

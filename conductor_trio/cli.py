@@ -16,6 +16,7 @@ import httpx
 import trio
 
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
+from conductor_trio.app import create_app
 from conductor_trio.config import (
     ConductorConfig,
     ConfigError,
@@ -51,7 +52,7 @@ async def run_conductor(config: ConductorConfig) -> None:
         await nursery.start(stop_on_signal, conductor.begin_stop)
 
         async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-            await conductor.serve(task_status=task_status)
+            await conductor.serve(create_app(conductor), task_status=task_status)
             nursery.cancel_scope.cancel(reason="conductor stopped")
 
         url = await nursery.start(serve)

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import msgspec
 import trio
+from quart_trio import QuartTrio
 
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
-from codexd_trio.contracts import now_iso
+from codexd_trio.contracts import CodexdStatus, now_iso
 from conductor_trio import __version__
 from conductor_trio._web import serve_app
 from conductor_trio.config import ConductorConfig
@@ -53,7 +55,7 @@ class CodexdProbe:
     reachable: bool = False
     checked_at: str | None = None
     error: str | None = None
-    status: dict[str, Any] | None = None
+    status: CodexdStatus | None = None
 
 
 class Conductor:
@@ -114,8 +116,8 @@ class Conductor:
         """Read codexd's status now and cache it; never raises for an unreachable codexd."""
         try:
             with trio.fail_after(timeout_s):
-                status = await self.client.status()
-        except (CodexdUnavailable, CodexdError, trio.TooSlowError) as exc:
+                status = msgspec.convert(await self.client.status(), CodexdStatus)
+        except (CodexdUnavailable, CodexdError, trio.TooSlowError, msgspec.ValidationError) as exc:
             self.probe = CodexdProbe(
                 reachable=isinstance(exc, CodexdError), checked_at=now_iso(),
                 error=str(exc) or "codexd did not answer in time",
@@ -185,12 +187,7 @@ class Conductor:
 
     def status_snapshot(self, probe: CodexdProbe) -> dict[str, Any]:
         """``GET /v1/status``: everything a person watching the node wants on one screen."""
-        snap = (probe.status or {}).get("snapshot") or {}
-        daemon = snap.get("daemon") or {}
-        child = daemon.get("child") or {}
-        sessions = snap.get("sessions") or {}
-        recent = snap.get("recentEvents") or {}
-        identity = snap.get("identity") or {}
+        snap = probe.status.snapshot if probe.status is not None else None
         record = self.modes.current
         return {
             "source": "conductor",
@@ -217,21 +214,21 @@ class Conductor:
                 "reachable": probe.status is not None,
                 "checked_at": probe.checked_at,
                 "error": probe.error,
-                "daemon_id": identity.get("daemonId"),
-                "started_at": daemon.get("startedAt"),
-                "pid": daemon.get("pid"),
+                "daemon_id": snap.identity.daemonId if snap and snap.identity else None,
+                "started_at": snap.daemon.startedAt if snap else None,
+                "pid": snap.daemon.pid if snap else None,
                 "child": {
-                    "state": child.get("state"),
-                    "pid": child.get("pid"),
-                    "restarts": child.get("restarts"),
-                } if child else None,
+                    "status": snap.daemon.child.status,
+                    "pid": snap.daemon.child.pid,
+                    "restarts": snap.daemon.child.restarts,
+                } if snap else None,
             },
             "sessions": {
-                "count": sessions.get("count"),
-                "active_count": sessions.get("activeCount"),
+                "count": snap.sessions.count if snap else None,
+                "active_count": snap.sessions.activeCount if snap else None,
             },
             "active_turns": active_turns(probe) or [],
-            "last_event_seq": recent.get("lastSeq"),
+            "last_event_seq": snap.recentEvents.lastSeq if snap else None,
             "warnings": self.warnings(),
         }
 
@@ -268,9 +265,12 @@ class Conductor:
     async def _shutdown_trigger(self) -> None:
         await self.stopping.wait()
 
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        """Run the conductor until :meth:`begin_stop` (graceful) or cancellation.
+    async def serve(self, app: QuartTrio, *,
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the conductor, serving ``app``, until :meth:`begin_stop` (graceful) or cancel.
+
+        ``app`` is built by the caller (``conductor_trio.app.create_app(conductor)``), so this
+        module never imports the web layer that imports it.
 
         Calls ``task_status.started(url)`` with the bound base URL once the lease has been tried,
         codexd probed and the HTTP socket listens.
@@ -281,10 +281,7 @@ class Conductor:
         **Cancellation:** a cancel stops the server and loops at once; the lease is still
         released (shielded, bounded) and the codexd client closed.
         """
-        from conductor_trio.app import create_app
-
         self.modes.load()
-        app = create_app(self)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._lease_loop)
@@ -315,6 +312,4 @@ def active_turns(probe: CodexdProbe) -> list[dict[str, Any]] | None:
     """codexd's ``activeTurns`` (``None`` when codexd's status is unknown)."""
     if probe.status is None:
         return None
-    snap = probe.status.get("snapshot") or {}
-    turns = snap.get("activeTurns")
-    return list(turns) if isinstance(turns, list) else []
+    return [msgspec.to_builtins(t) for t in probe.status.snapshot.activeTurns]

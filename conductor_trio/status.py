@@ -84,8 +84,9 @@ function render(s) {
   const cx = s.codexd || {};
   setText("codexd", cx.reachable ? "reachable" : "unreachable", cx.reachable ? "ok" : "bad");
   const child = cx.child || {};
-  setText("child", child.state ? child.state + (child.pid ? " (pid " + child.pid + ")" : "") : "—",
-          child.state === "running" ? "ok" : "warn");
+  setText("child",
+          child.status ? child.status + (child.pid ? " (pid " + child.pid + ")" : "") : "—",
+          child.status === "running" ? "ok" : "warn");
   const ss = s.sessions || {};
   setText("sessions", ss.count == null ? "—" : ss.count + " (" + ss.active_count + " active)");
   setText("last-seq", s.last_event_seq == null ? "—" : "#" + s.last_event_seq);

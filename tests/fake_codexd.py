@@ -137,7 +137,8 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
     async def readyz() -> Response:
         if fake.ready:
             return ok({"ready": True})
-        return error(503, "child_unavailable", "The child is not running.", {"state": "restarting"})
+        return error(503, "child_unavailable", "The child is not running.",
+                     {"status": "restarting"})
 
     @app.get("/describe")
     async def describe() -> Response:
@@ -151,9 +152,10 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
                         "eventStreamPath": "/v1/codexd/events",
                         "eventStreamUrl": fake.url.replace("http", "ws") + "/v1/codexd/events"},
             "snapshot": {
-                "identity": {"daemonId": "daemon-fake", "nodeId": "fake-node"},
+                "identity": {"daemonId": "daemon-fake", "nodeId": "fake-node",
+                             "repoRoot": "/fake", "createdAt": now_iso(), "version": "fake"},
                 "daemon": {"started": True, "startedAt": now_iso(), "pid": os.getpid(),
-                           "child": {"state": "running" if fake.ready else "restarting",
+                           "child": {"status": "running" if fake.ready else "restarting",
                                      "pid": 4242, "restarts": 0}},
                 "sessions": {"count": len(sessions),
                              "activeCount": sum(s.status == "active" for s in sessions)},
@@ -370,6 +372,7 @@ async def open_conductor(
     says otherwise) with an httpx client."""
     import httpx
 
+    from conductor_trio.app import create_app
     from conductor_trio.config import ConductorConfig
     from conductor_trio.lease import MemoryLeaseStore
     from conductor_trio.service import Conductor
@@ -386,7 +389,7 @@ async def open_conductor(
 
         async def _serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
             try:
-                await conductor.serve(task_status=task_status)
+                await conductor.serve(create_app(conductor), task_status=task_status)
             finally:
                 done.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -12,6 +13,12 @@ from codexd_trio.api import create_app
 from codexd_trio.config import CodexdConfig
 from codexd_trio.protocol.appserver import ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest
+from codexd_trio.supervisor import Incarnation
+
+
+def _incarnation() -> Incarnation:
+    # Declining an unsupported request touches neither the client nor the work nursery.
+    return Incarnation(number=1, client=cast(Any, None), work=cast(Any, None))
 
 
 @pytest.fixture
@@ -53,7 +60,7 @@ async def test_without_a_child_readyz_and_work_are_503_but_health_is_fine(daemon
     assert ready.status_code == 503
     body = await ready.get_json()
     assert body["error"]["code"] == "child_unavailable"
-    assert body["error"]["details"]["child"]["state"] == "stopped"
+    assert body["error"]["details"]["child"]["status"] == "stopped"
     created = await client.post("/v1/codexd/sessions", json={})
     assert created.status_code == 503
     assert (await created.get_json())["error"]["code"] == "child_unavailable"
@@ -77,7 +84,7 @@ async def test_unsupported_server_requests_are_declined_and_logged(daemon: Daemo
         id=7, method="item/tool/requestUserInput", params={"threadId": "t-1", "questions": []}
     )
     with pytest.raises(UnsupportedServerRequest):
-        await daemon._on_server_request(request)
+        await daemon.on_server_request(_incarnation(), request)
     (event,) = [e for e in daemon.hub.recent() if e.type == "app-server.request.declined"]
     assert event.level == "warn"
     assert event.detail["method"] == "item/tool/requestUserInput"

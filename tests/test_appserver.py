@@ -21,8 +21,8 @@ from codexd_trio.protocol.appserver import (
     OverloadRetry,
     RequestTimeout,
     ServerRequest,
-    open_app_server,
 )
+from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing.daemon import group_alive
 from tests.notifications import Notifications
 

@@ -20,8 +20,8 @@ from codexd_trio.protocol.appserver import (
     ChildExited,
     ServerRequest,
     ServerRequestHandler,
-    open_app_server,
 )
+from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing import (
     ExecCommand,
     Hang,

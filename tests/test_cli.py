@@ -66,6 +66,7 @@ def test_config_precedence_defaults_env_flags() -> None:
         (["--shutdown-grace", "soon"], "number"),
         (["--event-stream-path", "events"], "start with"),
         (["--server-strategy", "attach"], "spawn"),
+        (["--server-endpoint", "tcp://127.0.0.1:1"], "stdio"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
@@ -77,6 +78,13 @@ def test_bad_configuration_is_one_line_and_exit_2(args: list[str], fragment: str
     assert len(lines) == 1
     assert lines[0].startswith("codexd: ")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["stdio", "stdio://", "stdio://codex-app-server"])
+def test_the_seeds_stdio_endpoint_spellings_are_accepted(endpoint: str) -> None:
+    config, _ = resolve_config(["--server-endpoint", endpoint], {})
+    assert config.server_endpoint == endpoint
+    assert codexd("config", "--server-endpoint", endpoint).returncode == 0
 
 
 def test_usage_errors() -> None:
@@ -107,7 +115,10 @@ def test_status_when_nothing_runs(tmp_path: Path) -> None:
     assert result.returncode == 0
     data = json.loads(result.stdout)
     assert data["running"] is False
-    assert data["files"]["identity"] is None
+    assert data["identity"] is None
+    assert data["sessionRegistry"] == {"sessions": []}
+    assert data["api"] == {"base": "http://127.0.0.1:9", "reachable": False,
+                           "error": data["api"]["error"]}
     table = codexd("status", "--state-dir", str(tmp_path), "--local-api-base", "http://127.0.0.1:9")
     assert "down" in table.stdout
 
@@ -131,7 +142,15 @@ async def test_status_events_and_console_against_a_running_daemon(
             data = json.loads(result.stdout)
             assert data["running"] is True
             assert data["api"]["status"]["snapshot"]["sessions"]["count"] == 1
-            assert data["files"]["identity"]["daemonId"].startswith("codexd-")
+            assert data["identity"]["daemonId"].startswith("codexd-")
+            # The seed's shape (its runbooks read these keys).
+            assert data["daemon"]["started"] is True
+            assert data["daemon"]["child"]["status"] == "running"
+            assert data["daemon"]["child"]["pid"] > 0
+            assert [s["sessionId"] for s in data["sessionRegistry"]["sessions"]] == [
+                session.sessionId]
+            assert data["recentEvents"]["events"]
+            assert data["api"]["reachable"] is True
             table = (await run_codexd("status", *common)).stdout
             assert "running" in table
             assert "1 (1 active)" in table
@@ -153,6 +172,15 @@ async def test_status_events_and_console_against_a_running_daemon(
             )
             assert console.returncode == 0, console.stderr
             assert "SESSIONS 1" in console.stdout
+        # Down: the same shape, from the files.
+        down = json.loads((await run_codexd("status", "--json", *common)).stdout)
+        assert down["api"]["reachable"] is False
+        assert down["daemon"]["started"] is False
+        assert down["daemon"]["child"]["status"] == "stopped"
+        assert [s["sessionId"] for s in down["sessionRegistry"]["sessions"]] == [
+            session.sessionId]
+        assert down["identity"] == data["identity"]
+        assert down["recentEvents"]["events"]
 
 
 @pytest.mark.real_codex

@@ -43,7 +43,7 @@ async def test_session_turn_status_and_files(
             assert status["service"]["resolvedBaseUrl"] == codexd.url
             assert status["service"]["eventStreamUrl"].startswith("ws://127.0.0.1:")
             child = status["snapshot"]["daemon"]["child"]
-            assert child["state"] == "running"
+            assert child["status"] == "running"
             assert pid_alive(child["pid"])
 
             session = await client.create_session(purpose="smoke")
@@ -325,6 +325,25 @@ async def test_bad_input_gets_json_error_envelopes(
                 "invalid_request",
             )
             assert details["field"] == "$.sandbox"
+            # A cwd that does not exist, or is a file: refused, nothing created.
+            missing = tmp_path / "no-such-dir"
+            details = await expect(
+                await http.post("/v1/codexd/sessions", json={"cwd": str(missing)}),
+                400,
+                "invalid_request",
+            )
+            assert details["field"] == "$.cwd"
+            assert not missing.exists()
+            a_file = tmp_path / "a-file"
+            a_file.write_text("x")
+            details = await expect(
+                await http.post("/v1/codexd/sessions", json={"cwd": str(a_file)}),
+                400,
+                "invalid_request",
+            )
+            assert details["field"] == "$.cwd"
+            # The seed's stdoutLogPath exists from the first start.
+            assert (codexd.logs_dir / "codexd" / "stdout.log").is_file()
             details = await expect(
                 await http.post("/v1/codexd/sessions", json={"colour": "blue"}),
                 400,

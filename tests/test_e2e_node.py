@@ -144,6 +144,6 @@ async def _flow(c: httpx.AsyncClient, s: httpx.AsyncClient, conductor_url: str,
     assert snap["node"]["node_id"] == "e2e-node"
     assert snap["role"] == "leader"
     assert snap["codexd"]["reachable"] is True
-    assert snap["codexd"]["child"]["state"] == "running"
+    assert snap["codexd"]["child"]["status"] == "running"
     assert snap["sessions"]["count"] >= 1
     assert snap["last_event_seq"] > 0

@@ -16,7 +16,7 @@ import trio
 
 from codexd_trio.client import CodexdClient, CodexdError
 from codexd_trio.contracts import Approval
-from codexd_trio.service import Backoff
+from codexd_trio.supervisor import Backoff
 from codexd_trio.testing import ExecCommand, Hang, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import group_alive, read_events, running_codexd, wait_pid_gone
 
@@ -26,7 +26,7 @@ async def wait_ready(client: CodexdClient, *, after_pid: int | None = None) -> i
     async with client.events(after=None) as stream:
         status = await client.status()
         child = status["snapshot"]["daemon"]["child"]
-        if child["state"] == "running" and child["pid"] != after_pid:
+        if child["status"] == "running" and child["pid"] != after_pid:
             return int(child["pid"])
         async for event in stream:
             if event.type == "child.started":
@@ -34,15 +34,17 @@ async def wait_ready(client: CodexdClient, *, after_pid: int | None = None) -> i
     raise AssertionError("event stream ended before the child restarted")
 
 
-def test_backoff_doubles_with_jitter_caps_and_resets() -> None:
+def test_backoff_restarts_at_once_then_doubles_with_jitter_caps_and_resets() -> None:
     backoff = Backoff(0.5, 30.0)
-    delays = [backoff.next_delay() for _ in range(9)]
-    for n, delay in enumerate(delays):
+    delays = [backoff.next_delay() for _ in range(10)]
+    # The first failure restarts at once; the backoff starts at the second in a row.
+    assert delays[0] == 0.0
+    for n, delay in enumerate(delays[1:]):
         nominal = 0.5 * 2**n
         assert min(30.0, nominal * 0.8) <= delay <= min(30.0, nominal * 1.2)
     assert max(delays) <= 30.0
     backoff.reset()
-    assert backoff.next_delay() <= 0.6
+    assert backoff.next_delay() == 0.0
 
 
 @pytest.mark.real_codex
@@ -121,7 +123,7 @@ async def test_crash_loop_reaches_failed_and_readyz_says_why(
             assert refused.value.code == "child_unavailable"
             assert "failed" in refused.value.message
             first = (await client.status())["snapshot"]["daemon"]["child"]
-            assert first["state"] == "failed"
+            assert first["status"] == "failed"
             # Retries continue (slowly) rather than giving up.
             async with client.events(after=None) as stream:
                 async for event in stream:

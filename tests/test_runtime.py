@@ -595,7 +595,7 @@ class _FakeNode:
         if path == "/rolez":
             return 200, "text/plain", self.role.encode()
         if path == "/v1/codexd/status":
-            daemon = {"started": True, "child": {"state": self.child_state}}
+            daemon = {"started": True, "child": {"status": self.child_state}}
             return ok({"snapshot": {"identity": {"nodeId": self.node_id}, "daemon": daemon}})
         if path == "/v1/status":
             return ok({"mode": "running"})

@@ -30,7 +30,7 @@ async def test_status_api_reads_the_conductor_and_survives_its_absence(tmp_path:
                     assert snap["role"] == "leader"
                     assert snap["mode"]["mode"] == "running"
                     assert snap["codexd"]["reachable"] is True
-                    assert snap["codexd"]["child"]["state"] == "running"
+                    assert snap["codexd"]["child"]["status"] == "running"
                     assert snap["status_api"]["conductor_base"] == c.url
 
                     assert (await http.get("/healthz")).json()["data"]["status"] == "ok"

@@ -21,24 +21,23 @@ the block does not raise: pending calls fail with :class:`ChildExited` and
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import trio
 
-import codexd_trio
 from codexd_trio.child import (
-    DEFAULT_MAX_LINE,
     ChildGone,
     ChildProcess,
-    ChildSpec,
     ExitStatus,
     LineTooLong,
-    open_child,
-    reraise_single,
+)
+from codexd_trio.protocol.errors import (
+    AppServerError,
+    ChildExited,
+    OverloadRetry,
+    RequestTimeout,
 )
 from codexd_trio.protocol.jsonrpc import (
     INTERNAL_ERROR,
@@ -67,7 +66,6 @@ __all__ = [
     "RequestTimeout",
     "ServerRequest",
     "ServerRequestHandler",
-    "open_app_server",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,55 +78,6 @@ _HANDLER_TIMEOUT = -32000
 # After stdout EOF the process normally exits within milliseconds; waiting a little gives the
 # ChildExited raised to pending callers a real exit status. Bounded so callers never hang.
 _EXIT_AFTER_EOF_GRACE = 1.0
-
-
-class AppServerError(Exception):
-    """The app-server answered a request with a JSON-RPC error."""
-
-    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
-        super().__init__(f"{method}: {message} (code {code})")
-        self.method = method
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-class ChildExited(Exception):
-    """The child went away while a request was pending, or before it could be sent."""
-
-    def __init__(self, status: ExitStatus | None, method: str | None = None) -> None:
-        how = status.describe() if status is not None else "stdout closed"
-        what = f" during {method}" if method else ""
-        super().__init__(f"codex app-server exited{what} ({how})")
-        self.status = status
-        self.method = method
-
-
-class RequestTimeout(Exception):
-    """No answer to a request within its timeout (the server may drop replies when overloaded)."""
-
-    def __init__(self, method: str, timeout: float) -> None:
-        super().__init__(f"{method}: no answer within {timeout:g} s")
-        self.method = method
-        self.timeout = timeout
-
-
-@dataclass(frozen=True)
-class OverloadRetry:
-    """Backoff for requests the server rejects with -32001 "Server overloaded; retry later"."""
-
-    attempts: int = 6
-    initial_delay: float = 0.05
-    max_delay: float = 2.0
-
-    def delays(self) -> list[float]:
-        """Sleeps between attempts: ``initial_delay`` doubling up to ``max_delay``."""
-        delays: list[float] = []
-        delay = self.initial_delay
-        for _ in range(self.attempts - 1):
-            delays.append(min(delay, self.max_delay))
-            delay *= 2
-        return delays
 
 
 class _Waiter:
@@ -451,71 +400,3 @@ class AppServerClient:
             await self._stdout_log.write(data)
         except OSError as exc:
             log.warning("cannot write stdout log %s: %s", self._stdout_log_path, exc)
-
-
-@asynccontextmanager
-async def open_app_server(
-    spec: ChildSpec,
-    *,
-    on_notification: NotificationHandler,
-    on_server_request: ServerRequestHandler | None = None,
-    server_request_timeout: float = 600.0,
-    request_timeout: float = 30.0,
-    max_in_flight: int = 32,
-    stdout_log: Path | None = None,
-    client_name: str = "codexd",
-    client_version: str = codexd_trio.__version__,
-    initialize: bool = True,
-    overload_retry: OverloadRetry = OverloadRetry(),  # frozen: safe to share
-    max_line: int = DEFAULT_MAX_LINE,
-    stop_grace: float = 2.0,
-    stop_term_grace: float = 2.0,
-) -> AsyncIterator[AppServerClient]:
-    """Spawn ``codex app-server`` (``spec``), handshake, and yield a client.
-
-    Notifications are passed to ``on_notification`` synchronously and in order from the reader
-    task (it must not block). Each server request runs ``on_server_request`` in its own task;
-    with no handler, or when it raises or exceeds ``server_request_timeout``, the server gets
-    a JSON-RPC error reply (Codex treats that as a decline), so it never waits forever.
-    stdout lines that are not JSON-RPC messages are appended to ``stdout_log``.
-
-    Raises:
-        ChildSpawnError: the binary could not be started.
-        AppServerError, RequestTimeout, ChildExited: the handshake failed.
-
-    **Cancellation:** cancelling the owner of the block stops the child like a normal exit.
-
-    **Resource handling:** on leaving the block the child is stopped gracefully (close stdin,
-    ``stop_grace``, SIGTERM, ``stop_term_grace``, SIGKILL the process group) under a shielded
-    scope with its own deadline; server-request tasks still running are cancelled.
-    """
-    async with open_child(
-        spec, max_line=max_line, grace=stop_grace, term_grace=stop_term_grace
-    ) as child:
-        client = AppServerClient(
-            child,
-            on_notification=on_notification,
-            on_server_request=on_server_request,
-            server_request_timeout=server_request_timeout,
-            request_timeout=request_timeout,
-            max_in_flight=max_in_flight,
-            stdout_log=stdout_log,
-            overload_retry=overload_retry,
-        )
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client._read_loop, nursery)
-                try:
-                    if initialize:
-                        await client.initialize(name=client_name, version=client_version)
-                    yield client
-                finally:
-                    with trio.CancelScope(shield=True) as cleanup:
-                        cleanup.deadline = trio.current_time() + stop_grace + stop_term_grace + 5
-                        await client.aclose(stop_grace, stop_term_grace)
-                        # Let the reader drain what the child wrote before exiting.
-                        with trio.move_on_after(1.0):
-                            await client._exited.wait()
-                    nursery.cancel_scope.cancel(reason="app-server client closed")
-        except BaseExceptionGroup as group:
-            reraise_single(group)

@@ -1063,7 +1063,7 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
         data = _json_data(body)
         snapshot = (data or {}).get("snapshot") or {}
         child = ((snapshot.get("daemon") or {}).get("child")) or {}
-        state = child.get("state") if isinstance(child, dict) else None
+        state = child.get("status") if isinstance(child, dict) else None
         if data is None:
             probe = Probe(False, probe.what, "not a JSON envelope with ok=true")
         elif state != "running":

@@ -1,0 +1,96 @@
+"""Spawning ``codex app-server`` and holding one :class:`AppServerClient` to it for a block.
+
+Usage::
+
+    async with open_app_server(spec, on_notification=handle) as client:
+        thread = await client.thread_start(cwd="/work")
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+import codexd_trio
+from codexd_trio.child import DEFAULT_MAX_LINE, ChildSpec, open_child, reraise_single
+from codexd_trio.protocol.appserver import (
+    AppServerClient,
+    NotificationHandler,
+    OverloadRetry,
+    ServerRequestHandler,
+)
+
+__all__ = ["open_app_server"]
+
+_DEFAULT_RETRY = OverloadRetry()  # frozen: safe to share
+
+
+@asynccontextmanager
+async def open_app_server(
+    spec: ChildSpec,
+    *,
+    on_notification: NotificationHandler,
+    on_server_request: ServerRequestHandler | None = None,
+    server_request_timeout: float = 600.0,
+    request_timeout: float = 30.0,
+    max_in_flight: int = 32,
+    stdout_log: Path | None = None,
+    client_name: str = "codexd",
+    client_version: str = codexd_trio.__version__,
+    initialize: bool = True,
+    overload_retry: OverloadRetry = _DEFAULT_RETRY,
+    max_line: int = DEFAULT_MAX_LINE,
+    stop_grace: float = 2.0,
+    stop_term_grace: float = 2.0,
+) -> AsyncIterator[AppServerClient]:
+    """Spawn ``codex app-server`` (``spec``), handshake, and yield a client.
+
+    Notifications are passed to ``on_notification`` synchronously and in order from the reader
+    task (it must not block). Each server request runs ``on_server_request`` in its own task;
+    with no handler, or when it raises or exceeds ``server_request_timeout``, the server gets
+    a JSON-RPC error reply (Codex treats that as a decline), so it never waits forever.
+    stdout lines that are not JSON-RPC messages are appended to ``stdout_log``.
+
+    Raises:
+        ChildSpawnError: the binary could not be started.
+        AppServerError, RequestTimeout, ChildExited: the handshake failed.
+
+    **Cancellation:** cancelling the owner of the block stops the child like a normal exit.
+
+    **Resource handling:** on leaving the block the child is stopped gracefully (close stdin,
+    ``stop_grace``, SIGTERM, ``stop_term_grace``, SIGKILL the process group) under a shielded
+    scope with its own deadline; server-request tasks still running are cancelled.
+    """
+    async with open_child(
+        spec, max_line=max_line, grace=stop_grace, term_grace=stop_term_grace
+    ) as child:
+        client = AppServerClient(
+            child,
+            on_notification=on_notification,
+            on_server_request=on_server_request,
+            server_request_timeout=server_request_timeout,
+            request_timeout=request_timeout,
+            max_in_flight=max_in_flight,
+            stdout_log=stdout_log,
+            overload_retry=overload_retry,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._read_loop, nursery)
+                try:
+                    if initialize:
+                        await client.initialize(name=client_name, version=client_version)
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True) as cleanup:
+                        cleanup.deadline = trio.current_time() + stop_grace + stop_term_grace + 5
+                        await client.aclose(stop_grace, stop_term_grace)
+                        # Let the reader drain what the child wrote before exiting.
+                        with trio.move_on_after(1.0):
+                            await client._exited.wait()
+                    nursery.cancel_scope.cancel(reason="app-server client closed")
+        except BaseExceptionGroup as group:
+            reraise_single(group)

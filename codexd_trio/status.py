@@ -1,0 +1,58 @@
+"""``GET /v1/codexd/status``: what codexd says about itself, as one msgspec Struct
+(:class:`~codexd_trio.contracts.CodexdStatus`) that the conductor decodes."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from codexd_trio import __version__
+from codexd_trio.contracts import (
+    ActiveTurn,
+    ApprovalCounts,
+    CodexdStatus,
+    DaemonInfo,
+    RecentEventsView,
+    ServiceInfo,
+    SessionCounts,
+    StatusSnapshot,
+)
+
+if TYPE_CHECKING:
+    from codexd_trio.service import Daemon
+
+
+def codexd_status(daemon: Daemon) -> CodexdStatus:
+    """The status of ``daemon`` now (O(sessions) for the counts)."""
+    sessions = daemon.book.all()
+    recent = daemon.hub.recent()
+    base = daemon.resolved_base_url
+    stream = daemon.config.event_stream_path
+    return CodexdStatus(
+        service=ServiceInfo(
+            localApiBase=daemon.config.local_api_base,
+            resolvedBaseUrl=base,
+            eventStreamPath=stream,
+            eventStreamUrl=base.replace("http://", "ws://", 1) + stream if base else None,
+        ),
+        snapshot=StatusSnapshot(
+            identity=daemon.files.identity.value,
+            daemon=DaemonInfo(
+                started=daemon.started_at is not None and not daemon.stopping,
+                startedAt=daemon.started_at,
+                pid=os.getpid(),
+                version=__version__,
+                accepting=daemon.accepting,
+                child=daemon.child,
+            ),
+            sessions=SessionCounts(
+                count=len(sessions),
+                activeCount=sum(1 for s in sessions if s.status == "active"),
+            ),
+            activeTurns=[ActiveTurn(**t) for t in daemon.book.active_turns()],
+            approvals=ApprovalCounts(pendingCount=len(daemon.approvals("pending"))),
+            recentEvents=RecentEventsView(
+                count=len(recent), lastSeq=daemon.hub.last_seq, events=recent
+            ),
+        ),
+    )

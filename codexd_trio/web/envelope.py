@@ -1,0 +1,91 @@
+"""codexd's answers: the JSON envelope, the error-code → HTTP-status table, and decoding of
+request bodies and query parameters into typed values (or the matching 400)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from quart import Response
+
+from codexd_trio.contracts import ErrorBody, ErrorEnvelope
+from codexd_trio.errors import ApiError, InvalidJson, InvalidRequest
+
+__all__ = [
+    "STATUS_FOR_CODE",
+    "decode_body",
+    "envelope",
+    "error_response",
+    "int_arg",
+    "status_for",
+]
+
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder()
+
+# The one place where an error code becomes an HTTP status (CONTRACT.md's table).
+STATUS_FOR_CODE: dict[str, int] = {
+    "invalid_json": 400,
+    "invalid_request": 400,
+    "not_found": 404,
+    "turn_in_progress": 409,
+    "session_closed": 409,
+    "no_active_turn": 409,
+    "turn_mismatch": 409,
+    "approval_resolved": 409,
+    "idempotency_mismatch": 422,
+    "app_server_error": 502,
+    "child_unavailable": 503,
+    "shutting_down": 503,
+}
+
+
+def status_for(exc: ApiError) -> int:
+    return STATUS_FOR_CODE.get(exc.code, 500)
+
+
+def envelope(data: Any, status: int = 200) -> Response:
+    body = _encoder.encode({"ok": True, "data": data})
+    return Response(body, status=status, content_type="application/json")
+
+
+def error_response(code: str, message: str, status: int, **details: Any) -> Response:
+    body = _encoder.encode(
+        ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
+    )
+    return Response(body, status=status, content_type="application/json")
+
+
+_PATH_RE = re.compile(r" - at `([^`]*)`$")
+
+
+def decode_body(data: bytes, type_: type[T]) -> T:
+    """Decode a JSON body into ``type_`` or raise the matching 400 error."""
+    if not data.strip():
+        raise InvalidJson("the request body is empty; send a JSON object")
+    try:
+        return msgspec.json.decode(data, type=type_)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH_RE.search(text)
+        field = match.group(1) if match else "$"
+        raise InvalidRequest(
+            f"invalid request body: {_PATH_RE.sub('', text)}", field=field, path=field
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+
+
+def int_arg(name: str, raw: str | None, *, default: int | None, minimum: int = 0) -> int | None:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"query parameter {name} must be a whole number", field=name) from None
+    if value < minimum:
+        raise InvalidRequest(f"query parameter {name} must be at least {minimum}", field=name)
+    return value
+
+

@@ -1,0 +1,176 @@
+"""codexd's lifetime (issue "codexd core"): a clean stop when idle and under a second signal,
+spawn failures that codexd survives, and turns that outlive the HTTP request that started them.
+All against the real daemon and the real Codex child."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio_websocket
+
+from codexd_trio.client import CodexdClient, open_websocket
+from codexd_trio.testing import Plain, ScriptedModel, Streamed
+from codexd_trio.testing.daemon import pid_alive, read_events, running_codexd
+from tests.fake_codexd import open_conductor
+
+pytestmark = pytest.mark.real_codex
+
+GUARD = 120
+
+
+async def _close_code(ws: trio_websocket.WebSocketConnection) -> int:
+    while True:
+        try:
+            await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            return exc.reason.code if exc.reason is not None else -1
+
+
+def _ws(base: str, path: str) -> str:
+    return base.replace("http://", "ws://") + path
+
+
+async def test_idle_sigterm_closes_streams_with_1001_directly_and_through_the_relay(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home) as codexd,
+            open_conductor(codexd.url, tmp_path / "conductor") as c,
+            open_websocket(_ws(codexd.url, "/v1/codexd/events")) as direct,
+            open_websocket(_ws(c.url, "/v1/codex/events")) as relayed,
+        ):
+            await direct.get_message()  # hello
+            await relayed.get_message()
+            # Nothing runs: no turn, no approval. The stop must still close streams normally.
+            codexd.process.send_signal(signal.SIGTERM)
+            assert await _close_code(direct) == 1001
+            assert await _close_code(relayed) == 1001
+            assert await codexd.process.wait() == 0
+
+
+async def test_a_second_sigterm_during_the_grace_changes_nothing(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home, "--shutdown-grace", "3") as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            session = await client.create_session()
+            scripted_model.script(Streamed(["still going "] * 1000, delay=0.05))
+            await client.start_turn(session.sessionId, "keep going")
+            await scripted_model.wait_streaming()
+            child_pid = (await client.status())["snapshot"]["daemon"]["child"]["pid"]
+            async with client.events() as stream:
+                codexd.process.send_signal(signal.SIGTERM)
+                async for event in stream:
+                    if event.type == "daemon.stopping":
+                        break
+                # The grace has begun: an impatient service manager signals again.
+                codexd.process.send_signal(signal.SIGTERM)
+                codexd.process.send_signal(signal.SIGINT)
+            assert await codexd.process.wait() == 0
+            assert not pid_alive(child_pid)
+        journal = (codexd.logs_dir / "codexd" / "events.jsonl").read_bytes()
+        assert journal.endswith(b"\n")
+        events = read_events(codexd.logs_dir / "codexd" / "events.jsonl")  # every line whole
+        assert "turn.failed" in [e.type for e in events]  # settled by the final flush
+        stderr = codexd.stderr_path.read_text()
+        assert "again while stopping gracefully" in stderr
+
+
+async def test_a_child_that_cannot_be_spawned_is_a_failure_codexd_survives_and_recovers_from(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path, codex_binary: Path
+) -> None:
+    command = tmp_path / "bin" / "codex-wrapper"
+    command.parent.mkdir()
+    # A launcher whose interpreter does not exist: exec fails with ENOENT, like a broken
+    # install or a missing Python behind a wrapper script.
+    command.write_text("#!/nonexistent/interpreter\n")
+    command.chmod(0o755)
+    args = ["--server-command", str(command), "--restart-backoff", "0.05",
+            "--restart-backoff-max", "0.2"]
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home, *args) as codexd,
+            CodexdClient(codexd.url) as client,
+            httpx.AsyncClient(base_url=codexd.url) as http,
+        ):
+            async with client.events(after=0) as stream:
+                async for event in stream:
+                    if event.type == "child.restarting" and event.level == "error":
+                        break  # repeated failures: the child is "failed"
+            status = (await client.status())["snapshot"]["daemon"]["child"]
+            assert status["status"] == "failed"
+            assert "interpreter" in status["lastError"] or "No such file" in status["lastError"]
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert "failed" in ready.json()["error"]["message"]
+
+            # The cause goes away (the file is fixed on disk): the child comes back by itself.
+            fixed = command.with_suffix(".new")
+            fixed.write_text(f'#!/bin/sh\nexec "{codex_binary}" "$@"\n')
+            fixed.chmod(0o755)
+            async with client.events() as stream:
+                fixed.replace(command)
+                async for event in stream:
+                    if event.type == "child.started":
+                        break
+            assert (await http.get("/readyz")).status_code == 200
+            scripted_model.script(Plain("back again"))
+            session = await client.create_session()
+            accepted = await client.start_turn(session.sessionId, "hello")
+            done = await client.wait_for_turn(session.sessionId, accepted["turnId"])
+            assert done.lastTurnOutput == "back again"
+            assert pid_alive(codexd.pid)  # the same codexd all along
+
+
+async def test_a_client_that_goes_away_never_orphans_a_turn(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    # The client gives up 0…20 ms into POST /turn. Whatever point of the operation that lands
+    # on, every turn Codex started is a turn codexd recorded, and it completes.
+    with trio.fail_after(GUARD * 2):
+        async with (
+            running_codexd(tmp_path / "node", codex_home) as codexd,
+            CodexdClient(codexd.url) as client,
+            httpx.AsyncClient(base_url=codexd.url) as http,
+        ):
+            sessions = [(await client.create_session()).sessionId for _ in range(11)]
+            for n, sid in enumerate(sessions):
+                scripted_model.script(Plain(f"answer {n}"))
+                with trio.move_on_after(n * 0.002):
+                    await http.post("/v1/codexd/turn", json={"sessionId": sid, "input": _q(n)})
+            # Let every operation that was started settle: a turn whose start was accepted by
+            # Codex completes; the others never reached it.
+            for sid in sessions:
+                session, _ = await client.get_session(sid)
+                if session.currentTurnId is not None:
+                    await client.wait_for_turn(sid, session.currentTurnId)
+            prompts_seen = {t for r in scripted_model.requests for t in r.user_texts()
+                            if t.startswith("question-")}
+            recorded: dict[str, Any] = {}
+            for sid in sessions:
+                session, _ = await client.get_session(sid)
+                assert session.currentTurnId is None
+                if session.lastTurnId is not None:
+                    recorded[sid] = session
+            # Every prompt the model received belongs to a turn codexd knows, completed.
+            assert len(prompts_seen) == len(recorded)
+            for session in recorded.values():
+                assert session.lastTurnStatus == "completed"
+                assert session.lastTurnOutput is not None
+            accepted = [e for e in read_events(codexd.logs_dir / "codexd" / "events.jsonl")
+                        if e.type == "turn.accepted"]
+            assert len(accepted) == len(recorded)
+
+
+def _q(n: int) -> str:
+    return f"question-{n:02d}"
