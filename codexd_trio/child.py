@@ -93,7 +93,10 @@ class ExitStatus:
         return cls(code=returncode, signal=None)
 
     def describe(self) -> str:
-        """Human wording: ``"exit code 0"`` or ``"killed by SIGKILL"``."""
+        """Human wording: ``"exit code 0"``, ``"killed by SIGKILL"``, or ``"connection closed"``
+        (an external app-server: no code, no signal)."""
+        if self.code is None and self.signal is None:
+            return "connection closed"
         if self.signal is not None:
             try:
                 name = signal.Signals(self.signal).name

@@ -175,6 +175,23 @@ def parse_origins(values: Sequence[str], *, variable: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_external_endpoint(endpoint: str) -> None:
+    """``external`` attaches to a local app-server: a unix socket, or ws:// on loopback."""
+    from codexd_trio.protocol.transport import parse_endpoint
+
+    if not endpoint:
+        raise ConfigError(
+            "strategy external needs --server-endpoint unix:///path/to/socket "
+            "or ws://127.0.0.1:PORT"
+        )
+    try:
+        kind, host, _ = parse_endpoint(endpoint)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if kind == "ws" and not is_loopback(host):
+        raise ConfigError(f"an external ws:// endpoint must be on loopback, got {endpoint!r}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--node-id")
@@ -210,8 +227,8 @@ configuration (flag / environment variable / default):
   --logs-dir            BAA_CODEXD_LOGS_DIR              <repo>/var/logs (then codexd/)
   --state-dir           BAA_CODEXD_STATE_DIR             <repo>/var/state (then codexd/)
   --event-stream-path   BAA_CODEXD_EVENT_STREAM_PATH     /v1/codexd/events
-  --server-endpoint     BAA_CODEXD_SERVER_ENDPOINT       stdio
-  --server-strategy     BAA_CODEXD_SERVER_STRATEGY       spawn
+  --server-endpoint     BAA_CODEXD_SERVER_ENDPOINT       stdio (external: unix:///path, ws://127.0.0.1:P)
+  --server-strategy     BAA_CODEXD_SERVER_STRATEGY       spawn (or external: attach, never spawn)
   --server-command      BAA_CODEXD_SERVER_COMMAND        codex (the project's pinned native binary)
   --server-arg ARG      BAA_CODEXD_SERVER_ARGS           app-server (repeatable; env: spaces)
   --server-cwd          BAA_CODEXD_SERVER_CWD            the repo root
@@ -312,14 +329,20 @@ def resolve_config(
     if not stream_path.startswith("/") or " " in stream_path:
         raise ConfigError(f"event stream path must start with '/', got {stream_path!r}")
     strategy = str(raw.get("server_strategy", "spawn"))
-    if strategy != "spawn":
-        raise ConfigError(f"server strategy {strategy!r} is not supported (only 'spawn')")
-    endpoint = str(raw.get("server_endpoint", "stdio"))
-    # The seed spells it stdio://codex-app-server; anything after stdio:// is only a label.
-    if endpoint != "stdio" and not endpoint.startswith("stdio://"):
+    if strategy == "spawn":
+        endpoint = str(raw.get("server_endpoint", "stdio"))
+        # The seed spells it stdio://codex-app-server; anything after stdio:// is only a label.
+        if endpoint != "stdio" and not endpoint.startswith("stdio://"):
+            raise ConfigError(
+                f"server endpoint {endpoint!r} is not supported with strategy spawn "
+                "(use stdio or stdio://NAME)"
+            )
+    elif strategy == "external":
+        endpoint = str(raw.get("server_endpoint", ""))
+        _check_external_endpoint(endpoint)
+    else:
         raise ConfigError(
-            f"server endpoint {endpoint!r} is not supported with strategy spawn "
-            "(use stdio or stdio://NAME)"
+            f"server strategy {strategy!r} is not supported (use spawn or external)"
         )
     server_args = tuple(raw.get("server_args", base.server_args))
     cwd_raw = raw.get("server_cwd")

@@ -93,6 +93,10 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
 class ChildStatus(msgspec.Struct, frozen=True, kw_only=True):
     # ``status``: the seed's name for the child's lifecycle (CONTRACT.md).
     status: ChildState = "stopped"
+    # spawn: codexd's own child (pid set); external: a connection to an app-server it does not
+    # own (endpoint set, no pid).
+    strategy: str = "spawn"
+    endpoint: str | None = None
     pid: int | None = None
     command: str | None = None
     args: list[str] = msgspec.field(default_factory=list)

@@ -108,6 +108,7 @@ class Daemon:
             request_timeout=config.request_timeout_s,
             server_request_timeout=config.approval_timeout_s + 30.0,
             stdout_log=config.codexd_logs / "stdout.log",
+            external=config.server_endpoint if config.server_strategy == "external" else None,
         )
 
     @property

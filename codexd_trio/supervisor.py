@@ -47,7 +47,7 @@ from codexd_trio.protocol.appserver import (
     RequestTimeout,
     ServerRequest,
 )
-from codexd_trio.protocol.spawn import open_app_server
+from codexd_trio.protocol.spawn import attach_app_server, open_app_server
 
 log = logging.getLogger("codexd")
 T = TypeVar("T")
@@ -197,14 +197,19 @@ class ChildSupervisor:
     """
 
     def __init__(self, host: Host, *, backoff: Backoff, request_timeout: float,
-                 server_request_timeout: float, stdout_log: Any) -> None:
+                 server_request_timeout: float, stdout_log: Any,
+                 external: str | None = None) -> None:
         self.host = host
+        # An endpoint to attach to (strategy external) instead of a child to spawn.
+        self.external = external
         self.backoff = backoff
         self.request_timeout = request_timeout
         self.server_request_timeout = server_request_timeout
         self.stdout_log = stdout_log
         self.current: Incarnation | None = None
-        self.child = ChildStatus()
+        self.child = ChildStatus(
+            strategy="external" if external else "spawn", endpoint=external
+        )
         self.count = 0
 
     def _set(self, **changes: Any) -> None:
@@ -275,17 +280,29 @@ class ChildSupervisor:
             await trio.sleep(delay)
 
     async def _incarnate(self, ready: Callable[[], None]) -> ExitStatus:
-        spec = self.host.child_spec()
-        self._set(
-            status="starting" if self.child.status != "failed" else "failed",
-            command=spec.argv[0],
-            args=list(spec.argv[1:]),
-            exitCode=None,
-            exitSignal=None,
-        )
-        self.host.publish(
-            Emit("child.starting", "starting codex app-server", detail={"argv": list(spec.argv)})
-        )
+        if self.external is not None:
+            self._set(
+                status="starting" if self.child.status != "failed" else "failed",
+                exitCode=None,
+                exitSignal=None,
+            )
+            self.host.publish(
+                Emit("child.starting", f"attaching to the app-server at {self.external}",
+                     detail={"endpoint": self.external})
+            )
+        else:
+            spec = self.host.child_spec()
+            self._set(
+                status="starting" if self.child.status != "failed" else "failed",
+                command=spec.argv[0],
+                args=list(spec.argv[1:]),
+                exitCode=None,
+                exitSignal=None,
+            )
+            self.host.publish(
+                Emit("child.starting", "starting codex app-server",
+                     detail={"argv": list(spec.argv)})
+            )
         self.count += 1
         number = self.count
         holder: list[Incarnation] = []
@@ -299,16 +316,20 @@ class ChildSupervisor:
                 raise ChildUnavailable("server request before the handshake finished")
             return await self.host.on_server_request(holder[0], req)
 
-        async with open_app_server(
-            spec,
-            on_notification=on_notification,
-            on_server_request=on_server_request,
-            server_request_timeout=self.server_request_timeout,
-            request_timeout=self.request_timeout,
-            stdout_log=self.stdout_log,
-            client_name="codexd",
-            client_version=__version__,
-        ) as client, trio.open_nursery() as work:
+        options: dict[str, Any] = {
+            "on_notification": on_notification,
+            "on_server_request": on_server_request,
+            "server_request_timeout": self.server_request_timeout,
+            "request_timeout": self.request_timeout,
+            "stdout_log": self.stdout_log,
+            "client_name": "codexd",
+            "client_version": __version__,
+        }
+        connect = (
+            attach_app_server(self.external, **options) if self.external is not None
+            else open_app_server(spec, **options)
+        )
+        async with connect as client, trio.open_nursery() as work:
             incarnation = Incarnation(number=number, client=client, work=work)
             holder.append(incarnation)
             self.current = incarnation
@@ -324,8 +345,9 @@ class ChildSupervisor:
                 self.host.publish(
                     Emit(
                         "child.started",
-                        f"codex app-server running (pid {client.pid})",
-                        detail={"pid": client.pid, "incarnation": number},
+                        f"codex app-server running ({_where(client.pid, self.external)})",
+                        detail={"pid": client.pid, "endpoint": self.external,
+                                "incarnation": number},
                     )
                 )
                 self.host.publish(
@@ -342,3 +364,7 @@ class ChildSupervisor:
                 incarnation.closing = True
                 self.current = None
         return status
+
+
+def _where(pid: int | None, endpoint: str | None) -> str:
+    return f"pid {pid}" if pid is not None else f"attached at {endpoint}"

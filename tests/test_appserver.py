@@ -224,7 +224,7 @@ async def test_child_killed_mid_request_fails_the_call(tmp_path: Path) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pending_call, client)
                 await recorder.wait_for("fake/received")
-                os.killpg(client.pgid, signal.SIGKILL)
+                os.killpg(client.process_group, signal.SIGKILL)
             assert len(failures) == 1
             status = await client.wait_exited()
             assert status == ExitStatus(code=None, signal=signal.SIGKILL)
@@ -248,7 +248,7 @@ async def test_child_exiting_on_its_own_does_not_raise_from_the_block(tmp_path: 
 async def test_leaving_the_block_stops_the_child(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
-            pgid = client.pgid
+            pgid = client.process_group
         # The fake exits on stdin EOF: a graceful stop, not a kill.
         assert client.exit_status == ExitStatus(code=0, signal=None)
         assert not group_alive(pgid)
@@ -268,7 +268,7 @@ async def test_cancelling_the_owner_stops_the_child(tmp_path: Path) -> None:
                 await trio.sleep_forever()
         assert scope.cancelled_caught
         assert client.exit_status is not None
-        assert not group_alive(client.pgid)
+        assert not group_alive(client.process_group)
 
 
 async def test_exception_in_block_propagates_unwrapped(tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ async def test_exception_in_block_propagates_unwrapped(tmp_path: Path) -> None:
 
     async def body() -> None:
         async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
-            pids.append(client.pgid)
+            pids.append(client.process_group)
             raise KeyError("from the body")
 
     with trio.fail_after(30), pytest.raises(KeyError, match="from the body"):

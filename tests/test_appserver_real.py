@@ -303,11 +303,11 @@ async def test_child_killed_mid_request(spec: ChildSpec) -> None:
     with trio.fail_after(HANG_GUARD):
         async with app_server(spec, Notifications()) as client:
             # Stopped, the server cannot answer: the request is certainly pending at the kill.
-            os.killpg(client.pgid, signal.SIGSTOP)
+            os.killpg(client.process_group, signal.SIGSTOP)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pending_call, client)
                 await trio.testing.wait_all_tasks_blocked()
-                os.killpg(client.pgid, signal.SIGKILL)
+                os.killpg(client.process_group, signal.SIGKILL)
             status = await client.wait_exited()
     assert status == ExitStatus(code=None, signal=signal.SIGKILL)
     assert len(failures) == 1
@@ -323,7 +323,7 @@ async def test_cancelling_the_owner_mid_turn_leaves_no_process(
     with trio.fail_after(HANG_GUARD):
         with trio.CancelScope() as scope:
             async with app_server(spec, stream) as client:
-                pgid = client.pgid
+                pgid = client.process_group
                 thread_id = await start_thread(client)
                 await start_turn(client, thread_id, "hang")
                 await scripted_model.wait_streaming()

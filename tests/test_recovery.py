@@ -335,6 +335,23 @@ async def test_default_policy_declines_and_pending_approvals_expire_with_the_chi
                 await client.decide_approval(pending.approvalId, "accept")
             assert late.value.code == "approval_resolved"
 
+            # The next child (a new incarnation) asks afresh: nothing of the dead one is used
+            # (not its loaded threads, not its request ids, not its pending approval).
+            async with client.events(after=0) as stream:
+                started = 0
+                async for event in stream:
+                    started += event.type == "child.started"
+                    if started == 2:
+                        break
+            scripted_model.script(ExecCommand("touch again.txt", then=Plain("asked again")))
+            again = await client.start_turn(waiting, "once more")
+            fresh = await _next_pending(client, waiting)
+            assert fresh.approvalId != pending.approvalId
+            await client.decide_approval(fresh.approvalId, "decline")
+            done = await client.wait_for_turn(waiting, again["turnId"])
+            assert done.lastTurnOutput == "asked again"
+            assert (await client.get_approval(pending.approvalId)).state == "expired"
+
 
 async def _next_pending(client: CodexdClient, session_id: str) -> Approval:
     """The session's next pending approval, seen on the event stream (no polling)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 import trio
 
@@ -55,6 +55,11 @@ from codexd_trio.protocol.jsonrpc import (
 if TYPE_CHECKING:
     from trio._file_io import AsyncIOWrapper
 
+    from codexd_trio.protocol.transport import WebSocketPeer
+
+# What the client talks to: a child it spawned, or an app-server it attached to.
+Peer = Union["ChildProcess", "WebSocketPeer"]
+
 __all__ = [
     "AppServerClient",
     "AppServerError",
@@ -62,6 +67,7 @@ __all__ = [
     "Notification",
     "NotificationHandler",
     "OverloadRetry",
+    "Peer",
     "ProtocolError",
     "RequestTimeout",
     "ServerRequest",
@@ -98,7 +104,7 @@ class AppServerClient:
 
     def __init__(
         self,
-        child: ChildProcess,
+        child: Peer,
         *,
         on_notification: NotificationHandler,
         on_server_request: ServerRequestHandler | None,
@@ -121,8 +127,9 @@ class AppServerClient:
         self._waiters: dict[int, _Waiter] = {}
         self._gone = False
         self._exited = trio.Event()
-        self.pid: int = child.pid
-        self.pgid: int = child.pgid
+        # None when attached to an app-server codexd does not own (no process to signal).
+        self.pid: int | None = child.pid
+        self.pgid: int | None = child.pgid
         self.initialize_result: dict[str, Any] = {}
 
     @property
@@ -282,6 +289,17 @@ class AppServerClient:
         return await self._request_object(
             "turn/interrupt", {"threadId": thread_id, "turnId": turn_id}
         )
+
+    @property
+    def process_group(self) -> int:
+        """The spawned child's process group (it leads it).
+
+        Raises:
+            RuntimeError: attached to an external app-server: there is no group of ours.
+        """
+        if self.pgid is None:
+            raise RuntimeError("attached to an external app-server: no process group")
+        return self.pgid
 
     # ------------------------------------------------------------------ lifetime
 
