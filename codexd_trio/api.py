@@ -314,7 +314,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
         return envelope(
             {
                 "events": [msgspec.to_builtins(e) for e in events],
-                "lastSeq": daemon.hub.last_seq,
+                "lastSeq": daemon.hub.published_seq,
                 "nextAfter": next_after,
             }
         )

@@ -120,10 +120,11 @@ def supported_range() -> SupportedRange:
 
 @dataclass(frozen=True)
 class VersionCheck:
-    """What :func:`check_version` found. ``supported`` is False outside the range and when the
-    version could not be read (``error`` says why); neither is a reason to refuse to start."""
+    """Whether a Codex is in the supported range. ``supported`` is False outside the range and
+    when the version could not be read (``error`` says why); neither is a reason to refuse to
+    start. ``binary`` is None when the version came from a server codexd did not spawn."""
 
-    binary: str
+    binary: str | None
     version: str | None
     supported: bool
     oldest: str
@@ -137,12 +138,13 @@ class VersionCheck:
 
     def message(self) -> str:
         """One human sentence for a log line or a warning event."""
+        what = self.binary or "the app-server"
         if self.version is None:
-            return f"cannot tell the version of {self.binary}: {self.error}"
+            return f"cannot tell the Codex version of {what}: {self.error}"
         if self.supported:
             return f"codex {self.version} is within the supported range {self.range}"
         return (
-            f"codex {self.version} ({self.binary}) is outside the supported range {self.range}; "
+            f"codex {self.version} ({what}) is outside the supported range {self.range}; "
             f"codexd may misread what it sends (pinned: {self.pinned})"
         )
 
@@ -159,21 +161,21 @@ class VersionCheck:
         }
 
 
-def check_version(binary: Path, versions: SupportedRange | None = None) -> VersionCheck:
-    """Run ``binary --version`` and compare it with the supported range.
-
-    Never raises for an unsupported or unreadable version (the daemon warns and carries on).
-    Blocking (a subprocess, normally ~20 ms): call it from a thread in async code.
-    """
+def check_reported_version(
+    version: str | None,
+    *,
+    binary: str | Path | None = None,
+    versions: SupportedRange | None = None,
+    error: str | None = None,
+) -> VersionCheck:
+    """Compare a version Codex reported (``--version``, or the ``initialize`` userAgent, see
+    :func:`version_from_user_agent`) with the supported range. Never raises."""
     versions = versions or supported_range()
-    try:
-        version: str | None = binary_version(binary)
-        error = None if version else "no output from --version"
-    except (OSError, subprocess.SubprocessError) as exc:
-        version, error = None, f"{type(exc).__name__}: {exc}"
     version = version or None
+    if version is None and error is None:
+        error = "no version reported"
     return VersionCheck(
-        binary=str(binary),
+        binary=None if binary is None else str(binary),
         version=version,
         supported=version is not None and versions.contains(version),
         oldest=versions.oldest,
@@ -181,6 +183,33 @@ def check_version(binary: Path, versions: SupportedRange | None = None) -> Versi
         pinned=versions.pinned,
         error=error,
     )
+
+
+def check_version(binary: Path, versions: SupportedRange | None = None) -> VersionCheck:
+    """Run ``binary --version`` and compare it with the supported range.
+
+    Never raises for an unsupported or unreadable version (the daemon warns and carries on).
+    Blocking (a subprocess, normally ~20 ms): call it from a thread in async code.
+    """
+    try:
+        version = binary_version(binary)
+        error = None if version else "no output from --version"
+    except (OSError, subprocess.SubprocessError) as exc:
+        version, error = "", f"{type(exc).__name__}: {exc}"
+    return check_reported_version(version, binary=binary, versions=versions, error=error)
+
+
+def version_from_user_agent(user_agent: object) -> str | None:
+    """Codex's version from the ``userAgent`` of its ``initialize`` answer.
+
+    ``"codexd/0.171.0 (Debian 12.0.0; x86_64) xterm (codexd; 0.3.0)"``: the app-server puts its
+    own version after the client's name. None when ``user_agent`` is not of that shape.
+    """
+    if not isinstance(user_agent, str):
+        return None
+    first = user_agent.split(" ", 1)[0]
+    _, slash, version = first.partition("/")
+    return version if slash and version_key(version) is not None else None
 
 
 def binary_version(binary: Path) -> str:
@@ -207,7 +236,7 @@ def _target() -> tuple[str, str]:
         raise CodexBinaryNotFound(f"no Codex build for platform {key[0]}/{key[1]}") from None
 
 
-def vendor_dir(version: str | None = None) -> Path:
+def vendor_prefix(version: str | None = None) -> Path:
     """The npm prefix holding ``version``: ``vendor/codex/`` for the pin (or None), else
     ``vendor/codex-<version>/`` (``scripts/setup.sh --codex-version <version>``)."""
     if version is None or version == pinned_version():
@@ -217,15 +246,17 @@ def vendor_dir(version: str | None = None) -> Path:
     return VENDOR_ROOT / f"codex-{version}"
 
 
-def vendored_binary(vendor_dir: Path = VENDOR_DIR) -> Path:
-    """Path of the native binary inside an npm install prefix (may not exist)."""
+def vendored_binary(vendor_dir: Path | None = None) -> Path:
+    """Path of the native binary inside an npm install prefix, by default the pinned
+    ``vendor/codex/`` (may not exist)."""
     triple, package = _target()
-    return vendor_dir / "node_modules" / package / "vendor" / triple / "bin" / "codex"
+    prefix = VENDOR_DIR if vendor_dir is None else vendor_dir
+    return prefix / "node_modules" / package / "vendor" / triple / "bin" / "codex"
 
 
 def vendored_binary_for(version: str | None = None) -> Path:
     """The native binary of ``version`` as ``scripts/setup.sh`` installs it (may not exist)."""
-    return vendored_binary(vendor_dir(version))
+    return vendored_binary(vendor_prefix(version))
 
 
 def resolve_server_command(command: str = "codex") -> Path:

@@ -90,6 +90,18 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
     version: str
 
 
+class CodexVersionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The running Codex against the supported range (outside it: a warning, not a refusal)."""
+
+    binary: str | None = None
+    version: str | None = None
+    supported: bool = True
+    oldest: str | None = None
+    newest: str | None = None
+    pinned: str | None = None
+    error: str | None = None
+
+
 class ChildStatus(msgspec.Struct, frozen=True, kw_only=True):
     # ``status``: the seed's name for the child's lifecycle (CONTRACT.md).
     status: ChildState = "stopped"
@@ -108,6 +120,7 @@ class ChildStatus(msgspec.Struct, frozen=True, kw_only=True):
     restarts: int = 0
     lastError: str | None = None
     userAgent: str | None = None
+    codexVersion: CodexVersionStatus | None = None
 
 
 class DaemonState(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,11 @@ Ordering subtlety: the JSON-RPC reader folds notifications synchronously, while 
 sent ``turn/start`` resumes only later. A fast turn can therefore *complete* before its start is
 accepted here; :meth:`SessionBook.accept_turn` checks the turns already settled so such a turn
 never leaves the session looking busy.
+
+Notifications are folded tolerantly: only the few members the fold needs are read, each checked
+for its type, and nothing Codex sends reaches a closed vocabulary of a record unmapped (a turn
+status this codexd does not know is recorded via :func:`turn_outcome`; the event keeps Codex's
+own params verbatim).
 """
 
 from __future__ import annotations
@@ -73,17 +78,49 @@ def event_type_for(method: str) -> str:
     return "app-server." + method.replace("/", ".")
 
 
+# What codexd records as a turn's end. Codex's own value stays in the event's ``detail``; a value
+# this codexd does not know (a newer Codex) is recorded as one of these, never copied into a
+# Session, whose records must stay decodable by every reader (registry, client, conductor).
+_FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "interrupted"})
+
+
+def turn_outcome(turn: dict[str, Any]) -> tuple[TurnStatus, str]:
+    """``(status codexd records, status Codex sent)`` for a ``turn/completed`` turn.
+
+    Tolerant of what a newer Codex may send: a missing status is ``completed``; an unknown one
+    (or ``inProgress`` in a completion) is ``failed`` when the turn carries an error, else
+    ``completed``.
+    """
+    raw = turn.get("status")
+    sent = raw if isinstance(raw, str) and raw else "completed"
+    if sent in _FINAL_STATUSES:
+        return cast(TurnStatus, sent), sent
+    return ("failed" if turn.get("error") else "completed"), sent
+
+
 def _turn_error(error: Any) -> TurnError:
+    """The session's ``lastTurnError`` from a turn's ``error``: ``code`` is the
+    ``codexErrorInfo`` variant's name, whatever the variant (known to this codexd or not)."""
     if not isinstance(error, dict):
         return TurnError(code="turn_failed", message=str(error or "the turn failed"))
-    info = error.get("codexErrorInfo")
-    if isinstance(info, str):
-        code = info
-    elif isinstance(info, dict) and info:
-        code = next(iter(info))
-    else:
-        code = "turn_failed"
-    return TurnError(code=code, message=str(error.get("message") or "the turn failed"))
+    return TurnError(
+        code=_error_code(error.get("codexErrorInfo")),
+        message=str(error.get("message") or "the turn failed"),
+    )
+
+
+def _error_code(info: Any) -> str:
+    # A plain variant ("usageLimitExceeded", "bioPolicy"), an externally tagged one
+    # ({"httpConnectionFailed": {...}}) or, should Codex adopt one, an internally tagged one
+    # ({"type": "...", ...}).
+    if isinstance(info, str) and info:
+        return info
+    if isinstance(info, dict) and info:
+        for tag in ("type", "kind", "mode"):
+            if isinstance(info.get(tag), str) and info[tag]:
+                return str(info[tag])
+        return str(next(iter(info)))
+    return "turn_failed"
 
 
 def _final_agent_text(items: Any) -> str | None:
@@ -308,14 +345,17 @@ class SessionBook:
                 and item.get("type") == "agentMessage"
                 and isinstance(turn_id, str)
             ):
-                self._agent_text[turn_id] = str(item.get("text") or "")
+                text = item.get("text")
+                self._agent_text[turn_id] = text if isinstance(text, str) else ""
         elif method == "turn/completed" and turn is not None and isinstance(turn_id, str):
-            status = cast(TurnStatus, turn.get("status") or "completed")
+            status, sent = turn_outcome(turn)
             error = _turn_error(turn.get("error")) if status == "failed" else None
             output = _final_agent_text(turn.get("items"))
             fallback = self._agent_text.pop(turn_id, None)
             output = output if output is not None else fallback
             message = f"turn {turn_id} {status}"
+            if sent != status:
+                message += f" (Codex said {sent!r})"
             if status == "failed":
                 level = "error"
                 message += f": {error.message if error else ''}"

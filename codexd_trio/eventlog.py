@@ -2,9 +2,11 @@
 
 One compact JSON object per line (:class:`~codexd_trio.contracts.Event`), ``\\n`` terminated,
 strictly increasing ``seq``. :meth:`EventLog.append` only buffers; the :meth:`EventLog.run` task
-writes and fsyncs everything buffered in one worker-thread call a few milliseconds after the first
-event of a batch arrives (group commit), so a burst of events costs one ``fsync`` and an event is
-on disk well within 50 ms.
+writes and fsyncs everything buffered in one worker-thread call as soon as the appending tasks
+have yielded (group commit without a fixed window): an idle log commits at once, and under load
+the events appended while one commit is in the worker thread share the next ``fsync``. Each
+committed batch is handed to :attr:`EventLog.on_durable`: subscribers only ever see durable
+events, so a seq a client has seen is never taken back or reused by a crash.
 
 Crash safety: a crash can tear only the tail of the last write. :meth:`EventLog.open` cuts a last
 line that has no newline or does not decode (and logs it), so ``seq`` continues from the last
@@ -17,9 +19,8 @@ that runs for months. :attr:`EventLog.first_seq` is the oldest event still retai
 
 Replay: :meth:`EventLog.open` builds a sparse index (``seq -> byte offset`` every
 :data:`INDEX_EVERY` lines, extended as events are appended) so :meth:`EventLog.read_after` can
-seek close to any position instead of scanning the file from the start. Events not yet durable
-are kept in memory until their commit and are served from there, so a reader always sees one
-contiguous sequence up to :attr:`EventLog.last_seq`.
+seek close to any position instead of scanning the file from the start. Readers see durable
+events only: one contiguous sequence up to :attr:`EventLog.durable_seq`.
 
 Threads: commits use :func:`~codexd_trio.limiters.journal_limiter` and reads
 :func:`~codexd_trio.limiters.reads_limiter`, so a wave of replays cannot delay a commit.
@@ -33,6 +34,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,8 +56,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 INDEX_EVERY = 256
-# Group commit: wait this long after the first buffered event so a burst shares one fsync.
-COMMIT_WINDOW_S = 0.030
 WRITE_RETRY_S = 1.0
 FINAL_FLUSH_TIMEOUT_S = 5.0
 # How many undecodable lines at the end of the file open() cuts before calling the file corrupt
@@ -118,6 +118,8 @@ class EventLog:
         # Set while a rotation is in progress; readers wait for it before taking a snapshot.
         self._rotating: trio.Event | None = None
         self.durable_seq = last_seq
+        # Called with each batch once it is fsynced (the hub publishes durable events only).
+        self.on_durable: Callable[[list[Event]], None] | None = None
         self._file = file
         # Byte offset up to which the file holds whole, fsynced lines.
         self._durable_end = end
@@ -333,6 +335,10 @@ class EventLog:
             self.durable_seq = batch[-1][0].seq
             self._durable_changed.set()
             self._durable_changed = trio.Event()
+            # In the same step as durable_seq moves: readers of durable_seq and the hub's
+            # published events never disagree.
+            if self.on_durable is not None:
+                self.on_durable([event for event, _ in batch])
             if self._durable_end >= self._segment_bytes:
                 await self._rotate()
 
@@ -395,8 +401,9 @@ class EventLog:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The group-commit writer; a ``nursery.start`` target, ready at once.
 
-        Sleeps while nothing is buffered; after the first appended event it waits a short commit
-        window (~30 ms) and then writes and fsyncs the whole buffer in one worker-thread call.
+        Sleeps while nothing is buffered; after the first appended event it waits only until
+        the appending tasks yielded, then writes and fsyncs the whole buffer in one worker-thread
+        call.
         A failed write is logged and retried every second.
 
         Cancellation:
@@ -410,7 +417,9 @@ class EventLog:
                 self._pending = trio.Event()
                 if not self._unsynced:
                     continue
-                await trio.sleep(COMMIT_WINDOW_S)
+                # Let the tasks that are appending right now finish their step, so one burst
+                # shares one fsync; never wait for events that may not come.
+                await trio.lowlevel.checkpoint()
                 try:
                     await self.flush()
                 except OSError:
@@ -511,11 +520,12 @@ class EventLog:
 
     async def read_after(self, after_seq: int, *, limit: int | None = None,
                          session_id: str | None = None) -> list[Event]:
-        """Events with ``seq > after_seq``, in order, as the log stands at the call.
+        """Durable events with ``seq > after_seq``, in order, as the log stands at the call.
 
-        Reads the durable part from disk in a worker thread (seeking via the sparse index) and
-        adds the events still buffered in memory. Events appended after the call started are
-        not included, so the result covers exactly ``(after_seq, last_seq at call]``.
+        Reads from disk in a worker thread (seeking via the sparse index). Events committed
+        after the call started are not included, so the result covers exactly
+        ``(after_seq, durable_seq at call]``; buffered events are never returned (a reader
+        must not see an event a crash could take back).
 
         Args:
             after_seq: Only events with a larger seq.
@@ -530,11 +540,9 @@ class EventLog:
         """
         while self._rotating is not None:
             await self._rotating.wait()
-        # Snapshot before the first checkpoint: bytes below ``end`` are on disk for good, and
-        # every later event is in ``unsynced`` (contiguous with them).
+        # Snapshot before the first checkpoint: bytes below ``end`` are on disk for good.
         end = self._durable_end
         durable_seq = self.durable_seq
-        unsynced = [ev for ev, _ in self._unsynced if ev.seq > after_seq]
         if limit is not None and limit <= 0:
             await trio.lowlevel.checkpoint()
             return []
@@ -555,14 +563,6 @@ class EventLog:
                 return out
         else:
             await trio.lowlevel.checkpoint()
-        for ev in unsynced:
-            if ev.seq <= durable_seq:
-                continue
-            if session_id is not None and ev.sessionId != session_id:
-                continue
-            out.append(ev)
-            if limit is not None and len(out) >= limit:
-                break
         return out
 
     def close(self) -> None:

@@ -1,9 +1,12 @@
 """The event hub: numbering, the recent ring, and fan-out to subscribers with replay.
 
 :meth:`EventHub.emit` is the only way an event comes into being. It is synchronous and never
-blocks: it assigns the next ``seq``, appends the event to the :class:`EventLog` buffer (group
-commit makes it durable shortly after), pushes it to the persisted recent ring and offers it to
-every live subscriber with ``send_nowait``.
+blocks: it assigns the next ``seq`` and appends the event to the :class:`EventLog` buffer. Only
+once group commit has made it durable (:attr:`EventLog.on_durable`) is it *published*: pushed to
+the tail and the persisted recent ring and offered to every live subscriber with
+``send_nowait``. So every reader (websocket, ``GET`` pages, the ring, the status snapshot) only
+ever sees durable events — Kafka's high-watermark — and a seq a client has seen can never be
+taken back or handed to another event by a crash. :attr:`EventHub.published_seq` is that mark.
 
 Replay and the live handoff
 ---------------------------
@@ -14,15 +17,15 @@ of two modes:
 * **replaying** — not registered for live events at all. When its local buffer runs dry it first
   tries to *attach* (below); if it cannot, it reads the next page (``replay_page`` events) after
   the cursor from the log with :meth:`EventLog.read_after`, which returns exactly the events in
-  ``(cursor, log.last_seq at call]`` (disk plus not-yet-durable buffer), and advances the cursor.
-* **live** — registered with a bounded memory channel that ``emit`` feeds.
+  ``(cursor, durable_seq at call]``, and advances the cursor.
+* **live** — registered with a bounded memory channel that publishing feeds.
 
-The hub keeps an in-memory *tail* of the last ``tail_size`` events. A subscription can attach as
-soon as its cursor is within that tail (or at ``last_seq``): in one synchronous step (no
-checkpoint, so no ``emit`` can interleave) it copies the tail events after its cursor into its
-local buffer, moves its cursor to ``last_seq`` and registers its channel. Every later ``emit``
-goes to the channel, so the handoff has no gap and no duplicate, however fast events are being
-emitted.
+The hub keeps an in-memory *tail* of the last ``tail_size`` published events. A subscription can
+attach as soon as its cursor is within that tail (or at ``published_seq``): in one synchronous
+step (no checkpoint, so no publish can interleave) it copies the tail events after its cursor
+into its local buffer, moves its cursor to ``published_seq`` and registers its channel. Every
+later publish goes to the channel, so the handoff has no gap and no duplicate, however fast
+events are being committed.
 
 Memory is bounded per subscriber by ``max(replay_page, tail_size)`` buffered events plus
 ``queue_size`` queued ones: a subscriber replaying a million events holds one page at a time and
@@ -75,7 +78,7 @@ class Subscription:
     for two tasks to iterate at once.
 
     Attributes:
-        last_seq: The hub's ``last_seq`` when subscribed (``hello.lastSeq``).
+        last_seq: The hub's ``published_seq`` when subscribed (``hello.lastSeq``).
         replay_from: The first seq that can be delivered (``hello.replayFrom``).
         session_id: The session filter, or ``None`` for every event.
     """
@@ -85,10 +88,10 @@ class Subscription:
         """Internal; use :meth:`EventHub.subscribe`."""
         self._hub = hub
         self.session_id = session_id
-        self.last_seq = hub.last_seq
+        self.last_seq = hub.published_seq
         # Replay cannot start before the oldest retained event (older segments were dropped);
         # ``replay_from`` tells the client where it really starts.
-        cursor = hub.last_seq if after is None else max(after, hub._log.first_seq - 1, 0)
+        cursor = hub.published_seq if after is None else max(after, hub._log.first_seq - 1, 0)
         self.replay_from = cursor + 1
         self._cursor = cursor
         self._delivered = cursor
@@ -106,14 +109,14 @@ class Subscription:
 
     def _try_attach(self) -> bool:
         hub = self._hub
-        if self._cursor < hub.last_seq:
+        if self._cursor < hub.published_seq:
             tail = hub._tail
             if not tail or tail[0].seq > self._cursor + 1:
                 return False
             self._buffer.extend(e for e in tail if e.seq > self._cursor and self._matches(e))
-            self._cursor = hub.last_seq
-        # A cursor beyond last_seq (``after`` in the future) stays: live events up to it are
-        # not offered.
+            self._cursor = hub.published_seq
+        # A cursor beyond published_seq (``after`` in the future) stays: live events up to it
+        # are not offered.
         self._send, self._recv = trio.open_memory_channel[Event](self._queue_size)
         hub._live.add(self)
         return True
@@ -144,8 +147,8 @@ class Subscription:
         hub = self._hub
         page_size = hub._replay_page
         # read_after snapshots the log before its first checkpoint, so ``upto`` is exactly the
-        # end of the range it covers.
-        upto = hub.last_seq
+        # end of the range it covers (durable_seq, which is published_seq).
+        upto = hub.published_seq
         page = await hub._log.read_after(self._cursor, limit=page_size, session_id=self.session_id)
         self._buffer.extend(page)
         if len(page) >= page_size:
@@ -236,10 +239,18 @@ class EventHub:
         self._live: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
         self._closed = False
+        self._published = log.durable_seq
+        log.on_durable = self._publish
 
     @property
     def last_seq(self) -> int:
+        """The newest event emitted (it may not be durable yet: internal bookkeeping only)."""
         return self._log.last_seq
+
+    @property
+    def published_seq(self) -> int:
+        """The newest durable event: what any reader may see (``hello.lastSeq``, status)."""
+        return self._published
 
     @property
     def log(self) -> EventLog:
@@ -249,10 +260,11 @@ class EventHub:
     def emit(self, type: str, *, level: Level = "info", session_id: str | None = None,
              thread_id: str | None = None, turn_id: str | None = None, message: str = "",
              detail: dict[str, Any] | None = None) -> Event:
-        """Create the next event, log it, and offer it to every subscriber. Never blocks.
+        """Create the next event and append it to the log. Never blocks.
 
-        A live subscriber whose queue is full is dropped (its stream ends with
-        :class:`Overflowed`); a slow consumer never slows ``emit``.
+        It reaches readers once it is durable (:meth:`_publish`); ``await hub.log.flush()``
+        makes that happen now. A live subscriber whose queue is full is then dropped (its stream
+        ends with :class:`Overflowed`); a slow consumer never slows ``emit``.
 
         Args:
             type: The event type, e.g. ``session.created``.
@@ -272,14 +284,21 @@ class EventHub:
             detail=detail if detail is not None else {},
         )
         self._log.append(event)
-        self._tail.append(event)
-        if self._recent_size:
-            self._ring.append(event)
-            self._recent_doc.set(RecentEvents(events=list(self._ring)))
-        # A copy: an overflowing subscriber removes itself from the set during the loop.
-        for sub in list(self._live):
-            sub._offer(event)
         return event
+
+    def _publish(self, batch: list[Event]) -> None:
+        """The log made ``batch`` durable: now readers may see it (Trio thread, synchronous)."""
+        for event in batch:
+            self._tail.append(event)
+            if self._recent_size:
+                self._ring.append(event)
+            # A copy: an overflowing subscriber removes itself from the set during the loop.
+            for sub in list(self._live):
+                sub._offer(event)
+        if batch:
+            self._published = batch[-1].seq
+            if self._recent_size:
+                self._recent_doc.set(RecentEvents(events=list(self._ring)))
 
     def recent(self, *, limit: int | None = None, session_id: str | None = None) -> list[Event]:
         """The newest events of the recent ring, oldest first.

@@ -52,7 +52,7 @@ def codexd_status(daemon: Daemon) -> CodexdStatus:
             activeTurns=[ActiveTurn(**t) for t in daemon.book.active_turns()],
             approvals=ApprovalCounts(pendingCount=len(daemon.approvals("pending"))),
             recentEvents=RecentEventsView(
-                count=len(recent), lastSeq=daemon.hub.last_seq, events=recent
+                count=len(recent), lastSeq=daemon.hub.published_seq, events=recent
             ),
         ),
     )

@@ -33,10 +33,12 @@ from codexd_trio.child import ChildSpawnError, ChildSpec, ExitStatus
 from codexd_trio.codexbin import (
     CodexBinaryNotFound,
     bundled_resource_dir,
+    check_reported_version,
     resolve_server_command,
+    version_from_user_agent,
 )
 from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import ChildStatus, now_iso
+from codexd_trio.contracts import ChildStatus, CodexVersionStatus, now_iso
 from codexd_trio.domain import Emit
 from codexd_trio.errors import ChildUnavailable
 from codexd_trio.protocol.appserver import (
@@ -334,14 +336,26 @@ class ChildSupervisor:
             holder.append(incarnation)
             self.current = incarnation
             try:
+                user_agent = client.initialize_result.get("userAgent")
+                # From the handshake, not `codex --version`: works for an attached server too.
+                check = check_reported_version(
+                    version_from_user_agent(user_agent),
+                    binary=None if self.external is not None else spec.argv[0],
+                )
                 self._set(
                     status="running",
                     pid=client.pid,
                     startedAt=now_iso(),
                     initializedAt=now_iso(),
-                    userAgent=client.initialize_result.get("userAgent"),
+                    userAgent=user_agent if isinstance(user_agent, str) else None,
                     lastError=None,
+                    codexVersion=msgspec.convert(check.to_dict(), CodexVersionStatus),
                 )
+                if not check.supported:
+                    self.host.publish(
+                        Emit("codex.version.unsupported", check.message(), level="warn",
+                             detail=check.to_dict())
+                    )
                 self.host.publish(
                     Emit(
                         "child.started",

@@ -85,6 +85,7 @@ async def test_unsupported_server_requests_are_declined_and_logged(daemon: Daemo
     )
     with pytest.raises(UnsupportedServerRequest):
         await daemon.on_server_request(_incarnation(), request)
+    await daemon.log.flush()  # readers see durable events only
     (event,) = [e for e in daemon.hub.recent() if e.type == "app-server.request.declined"]
     assert event.level == "warn"
     assert event.detail["method"] == "item/tool/requestUserInput"

@@ -67,6 +67,10 @@ def test_config_precedence_defaults_env_flags() -> None:
         (["--event-stream-path", "events"], "start with"),
         (["--server-strategy", "attach"], "spawn"),
         (["--server-endpoint", "tcp://127.0.0.1:1"], "stdio"),
+        (["--server-strategy", "external"], "needs --server-endpoint"),
+        (["--server-strategy", "external", "--server-endpoint", "unix://relative"], "absolute"),
+        (["--server-strategy", "external", "--server-endpoint", "ws://10.1.2.3:4500"], "loopback"),
+        (["--server-strategy", "external", "--server-endpoint", "http://127.0.0.1:1"], "unix:///"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:

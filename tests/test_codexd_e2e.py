@@ -45,6 +45,8 @@ async def test_session_turn_status_and_files(
             child = status["snapshot"]["daemon"]["child"]
             assert child["status"] == "running"
             assert pid_alive(child["pid"])
+            assert child["codexVersion"]["supported"] is True
+            assert child["codexVersion"]["version"] == child["codexVersion"]["pinned"]
 
             session = await client.create_session(purpose="smoke")
             assert session.purpose == "smoke"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -33,17 +34,24 @@ async def running_hub(tmp_path: Path, **kwargs: int) -> AsyncIterator[EventHub]:
         log.close()
 
 
+async def emitted(hub: EventHub, type_: str, **kwargs: Any) -> Event:
+    """Emit and make it durable at once: only then do readers see it (durable-first)."""
+    event = hub.emit(type_, **kwargs)
+    await hub.log.flush()
+    return event
+
+
 async def take(sub: Subscription, n: int) -> list[int]:
     return [(await sub.__anext__()).seq for _ in range(n)]
 
 
 async def test_emit_numbers_events_and_persists_the_recent_ring(tmp_path: Path) -> None:
     async with running_hub(tmp_path, recent_size=50) as hub:
-        first = hub.emit("daemon.started", message="codexd started")
+        first = await emitted(hub, "daemon.started", message="codexd started")
         assert (first.seq, first.type, first.level) == (1, "daemon.started", "info")
         assert first.at.endswith("Z")
         for i in range(59):
-            hub.emit("test.event", level="warn", session_id="s1" if i % 2 else "s2",
+            await emitted(hub, "test.event", level="warn", session_id="s1" if i % 2 else "s2",
                      thread_id="t", turn_id="u", detail={"i": i})
         assert hub.last_seq == 60
         assert [e.seq for e in hub.recent()] == list(range(11, 61))
@@ -61,17 +69,17 @@ async def test_emit_numbers_events_and_persists_the_recent_ring(tmp_path: Path) 
     async with running_hub(tmp_path, recent_size=20) as hub:
         assert hub.last_seq == 60
         assert [e.seq for e in hub.recent()] == list(range(41, 61))
-        assert hub.emit("daemon.started").seq == 61
+        assert (await emitted(hub, "daemon.started")).seq == 61
 
 
 async def test_live_subscription_sees_only_new_events(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
         for _ in range(3):
-            hub.emit("before")
+            await emitted(hub, "before")
         async with hub.subscribe() as sub:
             assert (sub.last_seq, sub.replay_from) == (3, 4)
             for _ in range(5):
-                hub.emit("after")
+                await emitted(hub, "after")
             events = [await sub.__anext__() for _ in range(5)]
         assert [e.seq for e in events] == [4, 5, 6, 7, 8]
         assert {e.type for e in events} == {"after"}
@@ -80,18 +88,18 @@ async def test_live_subscription_sees_only_new_events(tmp_path: Path) -> None:
 async def test_replay_reaches_past_the_recent_ring_into_the_log(tmp_path: Path) -> None:
     async with running_hub(tmp_path, recent_size=5, tail_size=8, replay_page=16) as hub:
         for i in range(100):
-            hub.emit("e", session_id="a" if i % 2 else "b")
+            await emitted(hub, "e", session_id="a" if i % 2 else "b")
     # After a restart nothing is in memory but the log.
     async with running_hub(tmp_path, recent_size=5, tail_size=8, replay_page=16) as hub:
         async with hub.subscribe(after=10) as sub:
             assert (sub.last_seq, sub.replay_from) == (100, 11)
             assert await take(sub, 90) == list(range(11, 101))
-            hub.emit("live")
+            await emitted(hub, "live")
             assert await take(sub, 1) == [101]
         async with hub.subscribe(after=0, session_id="a") as sub:
             assert await take(sub, 50) == list(range(2, 101, 2))
-            hub.emit("live", session_id="b")
-            hub.emit("live", session_id="a")
+            await emitted(hub, "live", session_id="b")
+            await emitted(hub, "live", session_id="a")
             assert await take(sub, 1) == [103]
 
 
@@ -110,16 +118,17 @@ async def test_replay_then_live_handoff_under_concurrent_emits(
     async with running_hub(tmp_path, tail_size=tail_size, replay_page=page) as hub:
         for _ in range(backlog):
             hub.emit("backlog", session_id=session_of(hub.last_seq + 1))
-        await hub._log.wait_durable(hub.last_seq)  # so the replay reads the file, in a thread
+        await hub.log.flush()  # durable, so the replay reads the file, in a thread
         remaining = more
         live_at_burst: list[bool] = []  # per burst: was the subscriber attached live yet?
 
-        def burst() -> None:
+        async def burst() -> None:
             nonlocal remaining
             live_at_burst.append(sub._recv is not None)
             for _ in range(min(8, remaining)):
                 hub.emit("live", session_id=session_of(hub.last_seq + 1))
                 remaining -= 1
+            await hub.log.flush()  # published: a live subscriber gets them now
 
         # Events are emitted after each replay read took its snapshot and before the
         # subscriber acts on the page: the window in which a handoff could lose or repeat one.
@@ -129,7 +138,7 @@ async def test_replay_then_live_handoff_under_concurrent_emits(
             after_seq: int, *, limit: int | None = None, session_id: str | None = None
         ) -> list[Event]:
             events = await original_read_after(after_seq, limit=limit, session_id=session_id)
-            burst()
+            await burst()
             return events
 
         hub._log.read_after = read_after_with_traffic  # type: ignore[method-assign]
@@ -141,7 +150,7 @@ async def test_replay_then_live_handoff_under_concurrent_emits(
             await attached.wait()
             while remaining:
                 await trio.testing.wait_all_tasks_blocked()
-                burst()
+                await burst()
 
         received: list[int] = []
         last_wanted = max(s for s in range(1, backlog + more + 1) if wanted(s))
@@ -167,11 +176,11 @@ async def test_replay_then_live_handoff_under_concurrent_emits(
 async def test_after_beyond_last_seq_waits_for_new_events(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
         for _ in range(3):
-            hub.emit("e")
+            await emitted(hub, "e")
         async with hub.subscribe(after=8) as sub:
             assert (sub.last_seq, sub.replay_from) == (3, 9)
             for _ in range(7):
-                hub.emit("e")
+                await emitted(hub, "e")
             assert await take(sub, 2) == [9, 10]
 
 
@@ -181,17 +190,17 @@ async def test_slow_subscriber_overflows_fast_one_gets_everything_and_reconnect_
     async with running_hub(tmp_path) as hub:
         async with hub.subscribe() as fast, hub.subscribe(queue_size=8) as slow:
             for _ in range(3):
-                hub.emit("e")
+                await emitted(hub, "e")
             assert await take(slow, 3) == [1, 2, 3]
             for _ in range(47):  # emit never blocks, even with a full subscriber queue
-                hub.emit("e")
+                await emitted(hub, "e")
             assert await take(fast, 50) == list(range(1, 51))
             with pytest.raises(Overflowed) as info:
                 await slow.__anext__()
             assert info.value.last_delivered_seq == 3
             with pytest.raises(Overflowed):  # it stays overflowed
                 await slow.__anext__()
-            hub.emit("e")
+            await emitted(hub, "e")
             assert await take(fast, 1) == [51]
         async with hub.subscribe(after=info.value.last_delivered_seq) as again:
             assert await take(again, 48) == list(range(4, 52))
@@ -200,7 +209,7 @@ async def test_slow_subscriber_overflows_fast_one_gets_everything_and_reconnect_
 async def test_overflow_position_is_in_unfiltered_seq_numbering(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
         for _ in range(10):
-            hub.emit("other", session_id="b")
+            await emitted(hub, "other", session_id="b")
         async with hub.subscribe(after=0, session_id="a", queue_size=1) as sub:
             async with trio.open_nursery() as nursery:
 
@@ -210,10 +219,10 @@ async def test_overflow_position_is_in_unfiltered_seq_numbering(tmp_path: Path) 
 
                 nursery.start_soon(first)
                 await trio.testing.wait_all_tasks_blocked()
-                hub.emit("mine", session_id="a")  # 11: handed to the waiting reader
-            hub.emit("other", session_id="b")  # 12
-            hub.emit("mine", session_id="a")  # 13: queued
-            hub.emit("mine", session_id="a")  # 14: queue full -> overflow
+                await emitted(hub, "mine", session_id="a")  # 11: handed to the waiting reader
+            await emitted(hub, "other", session_id="b")  # 12
+            await emitted(hub, "mine", session_id="a")  # 13: queued
+            await emitted(hub, "mine", session_id="a")  # 14: queue full -> overflow
             with pytest.raises(Overflowed) as info:
                 await sub.__anext__()
             assert info.value.last_delivered_seq == 11
@@ -226,8 +235,8 @@ async def test_overflow_position_is_in_unfiltered_seq_numbering(tmp_path: Path) 
                 nursery.start_soon(sub.__anext__)
                 await trio.testing.wait_all_tasks_blocked()
                 nursery.cancel_scope.cancel()
-            hub.emit("x", session_id="c")  # 15 queued
-            hub.emit("x", session_id="c")  # 16 overflows
+            await emitted(hub, "x", session_id="c")  # 15 queued
+            await emitted(hub, "x", session_id="c")  # 16 overflows
             with pytest.raises(Overflowed) as info:
                 await sub.__anext__()
             assert info.value.last_delivered_seq == 14
@@ -236,20 +245,26 @@ async def test_overflow_position_is_in_unfiltered_seq_numbering(tmp_path: Path) 
 async def test_close_subscribers_ends_iteration_normally(tmp_path: Path) -> None:
     async with running_hub(tmp_path, tail_size=4, replay_page=2) as hub:
         for _ in range(20):
-            hub.emit("e")
+            await emitted(hub, "e")
         got: dict[str, list[int]] = {"live": [], "replaying": []}
         async with trio.open_nursery() as nursery:
+
+            caught_up = trio.Event()
 
             async def consume(name: str, after: int | None) -> None:
                 async with hub.subscribe(after=after) as sub:
                     async for event in sub:
                         got[name].append(event.seq)
+                        if event.seq == 20:
+                            caught_up.set()
                 got[name].append(-1)  # iteration ended without an exception
 
             nursery.start_soon(consume, "live", None)
             nursery.start_soon(consume, "replaying", 0)
+            # The replay reads durable pages in worker threads: wait for it, not for idleness.
+            await caught_up.wait()
             await trio.testing.wait_all_tasks_blocked()
-            hub.emit("e")
+            await emitted(hub, "e")
             await trio.testing.wait_all_tasks_blocked()
             hub.close_subscribers()
         assert got["live"] == [21, -1]
@@ -258,15 +273,15 @@ async def test_close_subscribers_ends_iteration_normally(tmp_path: Path) -> None
             with pytest.raises(StopAsyncIteration):
                 await late.__anext__()
         # Events keep flowing into the log after subscribers are closed.
-        assert hub.emit("daemon.stopping").seq == 22
+        assert (await emitted(hub, "daemon.stopping")).seq == 22
 
 
 async def test_exiting_a_subscription_unregisters_it(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
         async with hub.subscribe(queue_size=1) as sub:
-            hub.emit("e")
+            await emitted(hub, "e")
         for _ in range(5):  # would overflow sub if it were still registered
-            hub.emit("e")
+            await emitted(hub, "e")
         with pytest.raises(StopAsyncIteration):
             await sub.__anext__()
 
@@ -278,6 +293,6 @@ def _seqs(events: list[Event]) -> list[int]:
 async def test_emitted_events_are_durable_in_the_log(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
         for _ in range(5):
-            hub.emit("e", session_id="s")
+            await emitted(hub, "e", session_id="s")
         await hub._log.wait_durable(5)
         assert _seqs(await hub._log.read_after(0, session_id="s")) == [1, 2, 3, 4, 5]

@@ -5,6 +5,7 @@ All against the real daemon and the real Codex child."""
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,27 @@ async def test_a_client_that_goes_away_never_orphans_a_turn(
 
 def _q(n: int) -> str:
     return f"question-{n:02d}"
+
+
+async def test_a_codex_outside_the_supported_range_is_a_warning_not_a_refusal(
+    tmp_path: Path, codex_home: Path
+) -> None:
+    # The scriptable stand-in reports version 0.0.0-fake in its handshake.
+    fake = Path(__file__).with_name("fake_app_server.py")
+    args = ["--server-command", sys.executable, "--server-arg", str(fake)]
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home, *args) as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            async with client.events(after=0) as stream:
+                async for event in stream:
+                    if event.type == "codex.version.unsupported":
+                        break
+            assert event.level == "warn"
+            assert "0.0.0-fake" in event.message
+            child = (await client.status())["snapshot"]["daemon"]["child"]
+            assert child["status"] == "running"
+            assert child["codexVersion"]["supported"] is False
+            assert child["codexVersion"]["version"] == "0.0.0-fake"
+            await client.readyz()  # still ready: a warning, not a refusal

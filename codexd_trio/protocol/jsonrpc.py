@@ -10,6 +10,12 @@ Two id spaces share the wire: the ids *we* allocate for our requests, and the id
 allocates for its requests to us (approvals). Both count from 0, so they collide numerically;
 classification therefore looks at ``method`` before ``id`` (a message with a ``method`` is never
 a response).
+
+Tolerance: every release of Codex adds fields, enum values, union variants and methods to what it
+sends, so nothing received is decoded into a closed type (no ``msgspec.Struct``, ``Literal`` or
+``forbid_unknown_fields`` here): a message is a plain dict classified by ``method``/``id``/
+``result``/``error``, every other member is ignored, and params and results are handed on
+verbatim (``tests/test_codex_shapes.py``). Strict shapes are for what *clients* send codexd.
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ resolves and its arguments include app-server; stdout/stderr log folders exist; 
 codexd's grace; no secret in the program arguments and no inline BAA_SHARED_TOKEN or
 BAA_CODEXD_TOKEN; the shared and codexd token files exist, are not empty and have mode 600; when
 codexd has BAA_CODEXD_TOKEN_FILE the conductor carries the same one (else it could not call
-codexd); BAA_*_ALLOWED_ORIGINS are origins. Plists also go through 'plutil -lint' where plutil
+codexd); BAA_*_ALLOWED_ORIGINS are origins; codexd's server strategy and endpoint are ones it
+accepts, and with strategy external: a unix socket exists (a problem when nothing is meant to
+create it, a warning on stderr when the codex-app-server service is installed but not listening),
+and the codex-app-server service (when there is one) runs the native codex binary with
+'app-server --listen' on codexd's endpoint. Plists also go through 'plutil -lint' where plutil
 exists.
 
 which files:
@@ -27,8 +31,9 @@ which files:
 
   --manager launchd|systemd   default: launchd on macOS, systemd elsewhere
   --scope agent|daemon        default agent
-  --service NAME              codexd, conductor or status-api; repeatable (default: all)
-  --all-services              all three services
+  --service NAME              codexd, conductor, status-api or codex-app-server; repeatable
+                              (default: all three, and codex-app-server when it is installed)
+  --all-services              the same as the default
   --install-dir DIR           where the files are installed (default: per manager and scope)
   --repo-dir DIR, --home-dir DIR, and every configuration flag of install-launchd.sh
                               (used with --dry-run; see install-launchd.sh --help)
@@ -50,6 +55,9 @@ while [ $# -gt 0 ]; do
     usage_error "unknown option: $1"
   fi
 done
+# The installed files: the app-server service too, when it is installed (not for --dry-run,
+# which renders what the flags select).
+[ "$DRY_RUN" = 1 ] || INCLUDE_INSTALLED_APP_SERVER=1
 finish_common
 PY=$(runtime_python)
 

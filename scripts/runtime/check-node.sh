@@ -13,10 +13,16 @@ Probe the services of this node over loopback HTTP and print one 'ok'/'FAIL' lin
   codexd     GET /healthz (200), GET /v1/codexd/status with the app-server child 'running'
              (and identity.nodeId == the expected node id, when known); with codexd's bearer
              token when the node has one (it is never printed)
+  app-server with strategy external only: codexd reports strategy 'external' on the expected
+             endpoint, and the endpoint answers a WebSocket upgrade (a unix socket must exist)
   status-api GET /healthz (200), GET /v1/status (JSON envelope ok=true)
   logs       <logs>/launchd/so.makefile.baa-<service>.{out,err}.log
-             (<logs>/systemd/baa-<service>.{out,err}.log with --manager systemd)
+             (<logs>/systemd/baa-<service>.{out,err}.log with --manager systemd), and those of
+             codex-app-server when that service is installed
 Run it on the node itself: codexd only listens on loopback.
+
+The expected strategy and endpoint come from --server-strategy/--server-endpoint, else from the
+installed codexd service file, else from what codexd reports.
 
 codexd's token comes from --codexd-token-file, else $BAA_CODEXD_TOKEN_FILE, else
 $BAA_CODEXD_TOKEN, else the BAA_CODEXD_TOKEN_FILE of the installed codexd service file (so run
@@ -28,6 +34,8 @@ it as the user the services run as). The file must have mode 600 or 400.
   --scope agent|daemon        where the installed codexd file is (default agent)
   --install-dir DIR           folder of the installed files (default: per manager and scope)
   --codexd-token-file FILE    codexd's bearer token (default: see above)
+  --server-strategy S         expect codexd to run strategy spawn or external
+  --server-endpoint URL       expect codexd to attach to this endpoint (implies external)
   --codexd-api-base URL       default $BAA_CODEXD_LOCAL_API_BASE or http://127.0.0.1:4319
   --conductor-api URL         default $BAA_CONDUCTOR_LOCAL_API or http://127.0.0.1:4317
   --status-api URL            default $BAA_STATUS_API_LOCAL_API or http://127.0.0.1:4318
@@ -53,6 +61,8 @@ ROLE=leader
 TIMEOUT=5
 SKIP_LOGS=0
 TOKEN_FILE=""
+STRATEGY=""
+ENDPOINT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -62,6 +72,8 @@ while [ $# -gt 0 ]; do
     --scope) need_value "$@"; SCOPE=$2 ;;
     --install-dir) need_value "$@"; INSTALL_DIR=$2 ;;
     --codexd-token-file) need_value "$@"; TOKEN_FILE=$2 ;;
+    --server-strategy) need_value "$@"; STRATEGY=$2 ;;
+    --server-endpoint) need_value "$@"; ENDPOINT=$2 ;;
     --codexd-api-base) need_value "$@"; CODEXD=$2 ;;
     --conductor-api) need_value "$@"; CONDUCTOR=$2 ;;
     --status-api) need_value "$@"; STATUS=$2 ;;
@@ -90,6 +102,10 @@ args=(probe --manager "$MANAGER" --codexd-api-base "${CODEXD%/}" --conductor-api
 [ -n "$TOKEN_FILE" ] && args+=(--codexd-token-file "$TOKEN_FILE")
 INSTALLED_CODEXD="$INSTALL_DIR/$(installed_name codexd)"
 args+=(--installed-codexd "$INSTALLED_CODEXD")
+INSTALLED_APP_SERVER="$INSTALL_DIR/$(installed_name "$APP_SERVER")"
+args+=(--installed-app-server "$INSTALLED_APP_SERVER")
+[ -n "$STRATEGY" ] && args+=(--server-strategy "$STRATEGY")
+[ -n "$ENDPOINT" ] && args+=(--server-endpoint "$ENDPOINT")
 
 echo "node ${NODE:-(this host)}${NODE_ID:+ (node id $NODE_ID)}, $MANAGER logs under $LOGS"
 if [ "$DRY_RUN" = 1 ]; then
@@ -100,6 +116,11 @@ if [ "$DRY_RUN" = 1 ]; then
   elif [ -f "$INSTALLED_CODEXD" ]; then token="the token file named by $INSTALLED_CODEXD, if any"
   else token="no token"; fi
   echo "would probe: codexd ${CODEXD%/}/healthz /v1/codexd/status (child running) with $token"
+  if [ -n "$ENDPOINT" ] || [ "$STRATEGY" = external ]; then
+    echo "would probe: app-server ${ENDPOINT:-(the endpoint codexd reports)} (strategy external)"
+  else
+    echo "would probe: app-server endpoint, if the installed codexd file or codexd says strategy external"
+  fi
   echo "would probe: status-api ${STATUS%/}/healthz /v1/status"
   [ "$SKIP_LOGS" = 1 ] || echo "would check: log files under $LOGS/$MANAGER"
   run "$(runtime_python)" "$RENDER_PY" "${args[@]}"

@@ -16,7 +16,9 @@ selection and target:
   --manager launchd|systemd   service manager (default: launchd on macOS, systemd elsewhere)
   --scope agent|daemon        agent = per-user LaunchAgent / systemd --user unit (default);
                               daemon = LaunchDaemon / system unit (needs sudo)
-  --service NAME              codexd, conductor or status-api; repeatable (default: all three)
+  --service NAME              codexd, conductor, status-api or codex-app-server; repeatable
+                              (default: the three daemons, plus codex-app-server with
+                              --external-app-server)
   --all-services              all three services
   --repo-dir DIR              checkout the services run from (default: this checkout)
   --home-dir DIR              home of the user the services run for (default: $HOME)
@@ -55,10 +57,25 @@ configuration (rendered into the files; see docs/runtime/README.md for the varia
                               BAA_STATUS_API_ALLOWED_ORIGINS (the same for the status-api)
   --public-api-base URL       BAA_CONDUCTOR_PUBLIC_API_BASE
   --event-stream-path PATH    BAA_CODEXD_EVENT_STREAM_PATH (default /v1/codexd/events)
-  --server-command CMD        BAA_CODEXD_SERVER_COMMAND (default codex = the vendored binary)
-  --server-arg ARG            BAA_CODEXD_SERVER_ARGS, repeatable (default app-server)
-  --server-cwd DIR            BAA_CODEXD_SERVER_CWD (default: codexd uses the repo)
-  --codex-home DIR            CODEX_HOME for codexd (default: codex uses ~/.codex)
+  --server-strategy S         BAA_CODEXD_SERVER_STRATEGY: spawn (default: codexd runs its own
+                              app-server child) or external (codexd attaches to a long-lived
+                              app-server it never starts or stops)
+  --server-endpoint URL       BAA_CODEXD_SERVER_ENDPOINT: stdio or stdio://NAME with spawn
+                              (default stdio); with external unix:///absolute/path/to/socket or
+                              ws://127.0.0.1:PORT (loopback only; required)
+  --external-app-server       external only: also render and install the codex-app-server service
+                              (so.makefile.baa-codex-app-server / baa-codex-app-server.service),
+                              '<codex> app-server --listen URL'; without it, run Codex's own
+                              daemon ('codex app-server daemon start') and pass its socket
+  --server-command CMD        the app-server command: BAA_CODEXD_SERVER_COMMAND with spawn, the
+                              codex-app-server service's binary with --external-app-server
+                              (default codex = the vendored native binary)
+  --server-arg ARG            app-server arguments, repeatable (default app-server):
+                              BAA_CODEXD_SERVER_ARGS, or the service's arguments before --listen
+  --server-cwd DIR            the app-server's working directory (BAA_CODEXD_SERVER_CWD, or the
+                              service's WorkingDirectory; default: the repo)
+  --codex-home DIR            CODEX_HOME of the app-server: codexd's child with spawn, the
+                              codex-app-server service with external (default: ~/.codex)
   --shutdown-grace S          BAA_CODEXD_SHUTDOWN_GRACE_S (default 10)
   --exit-timeout S            launchd ExitTimeOut / systemd TimeoutStopSec; must exceed the
                               grace (default max(20, 2 x grace))
@@ -164,6 +181,14 @@ else
   run "${SYSTEMCTL[@]}" enable "${units[@]}"
   # restart, not start: an already running service must pick up the new file.
   run "${SYSTEMCTL[@]}" restart "${units[@]}"
+fi
+
+# A codex-app-server service left from an earlier install keeps running until removed.
+leftover="$INSTALL_DIR/$(installed_name "$APP_SERVER")"
+if [ -f "$leftover" ] && ! [[ " ${services[*]} " == *" $APP_SERVER "* ]] \
+  && [[ " ${services[*]} " == *" codexd "* ]]; then
+  echo "note: $leftover is still installed; if codexd no longer attaches to it, remove it" \
+    "(docs/runtime/README.md, 'One long-lived app-server')"
 fi
 
 if [ "$DRY_RUN" = 1 ]; then

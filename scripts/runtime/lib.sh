@@ -13,6 +13,12 @@ RENDER_PY="$RUNTIME_DIR/render.py"
 PROG=$(basename "$0")
 export BAA_RUNTIME_PROG="$PROG"
 ALL_SERVICES=(codexd conductor status-api)
+# The optional fourth service (strategy external): one long-lived codex app-server that codexd
+# attaches to. Rendered only with --external-app-server; never part of "all services" unless
+# INCLUDE_INSTALLED_APP_SERVER=1 and it is installed (status, restart, reload, check).
+APP_SERVER=codex-app-server
+START_ORDER=("$APP_SERVER" "${ALL_SERVICES[@]}")
+INCLUDE_INSTALLED_APP_SERVER=0
 
 # Settings common to the scripts; parse_common_flag fills them.
 MANAGER=""
@@ -22,6 +28,7 @@ HOME_DIR=""
 INSTALL_DIR=""
 DRY_RUN=0
 SELECTED=()
+ALL_CHOSEN=0
 RENDER_ARGS=()
 RUN_USER=""
 NSHIFT=0
@@ -45,8 +52,8 @@ need_value() {
 
 add_service() {
   case "$1" in
-    codexd | conductor | status-api) SELECTED+=("$1") ;;
-    *) usage_error "unknown service '$1' (codexd, conductor or status-api)" ;;
+    codexd | conductor | status-api | "$APP_SERVER") SELECTED+=("$1") ;;
+    *) usage_error "unknown service '$1' (codexd, conductor, status-api or $APP_SERVER)" ;;
   esac
 }
 
@@ -58,7 +65,7 @@ parse_common_flag() {
     --manager) need_value "$@"; MANAGER=$2 ;;
     --scope) need_value "$@"; SCOPE=$2 ;;
     --service) need_value "$@"; add_service "$2" ;;
-    --all-services) SELECTED=("${ALL_SERVICES[@]}"); NSHIFT=1 ;;
+    --all-services) SELECTED=("${ALL_SERVICES[@]}"); ALL_CHOSEN=1; NSHIFT=1 ;;
     --repo-dir) need_value "$@"; REPO_DIR=$2; RENDER_ARGS+=("$1" "$2") ;;
     --home-dir) need_value "$@"; HOME_DIR=$2; RENDER_ARGS+=("$1" "$2") ;;
     --install-dir) need_value "$@"; INSTALL_DIR=$2 ;;
@@ -76,9 +83,10 @@ parse_render_flag() {
       | --codexd-token-file | --codexd-allowed-origins | --conductor-allowed-origins | --status-allowed-origins \
       | --event-stream-path | --server-command | --server-arg | --server-cwd | --codex-home \
       | --shutdown-grace | --exit-timeout | --throttle-interval | --user | --env-file | --python | --setenv \
-      | --logs-dir | --codexd-api-base)
+      | --logs-dir | --codexd-api-base | --server-strategy | --server-endpoint)
       need_value "$@"; RENDER_ARGS+=("$1" "$2")
       if [ "$1" = --user ]; then RUN_USER=$2; fi ;;
+    --external-app-server) RENDER_ARGS+=("$1"); NSHIFT=1 ;;
     *) return 1 ;;
   esac
 }
@@ -101,10 +109,14 @@ finish_common() {
       systemd/daemon) INSTALL_DIR=/etc/systemd/system ;;
     esac
   fi
-  # Always in start order: codexd, then conductor, then status-api.
+  # Always in start order: the app-server (when selected), codexd, conductor, status-api.
   local chosen=() s t
-  if [ ${#SELECTED[@]} -eq 0 ]; then SELECTED=("${ALL_SERVICES[@]}"); fi
-  for s in "${ALL_SERVICES[@]}"; do
+  if [ ${#SELECTED[@]} -eq 0 ]; then SELECTED=("${ALL_SERVICES[@]}"); ALL_CHOSEN=1; fi
+  if [ "$INCLUDE_INSTALLED_APP_SERVER" = 1 ] && [ "$ALL_CHOSEN" = 1 ] \
+    && [ -f "$INSTALL_DIR/$(installed_name "$APP_SERVER")" ]; then
+    SELECTED+=("$APP_SERVER")
+  fi
+  for s in "${START_ORDER[@]}"; do
     for t in "${SELECTED[@]}"; do
       if [ "$s" = "$t" ]; then chosen+=("$s"); break; fi
     done
@@ -121,6 +133,13 @@ runtime_python() {
   else
     die "python3 not found; install Python 3.11+ (or run scripts/setup.sh)"
   fi
+}
+
+# 0 when service $1 is among the selected ones.
+selected() {
+  local s
+  for s in "${SELECTED[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
 }
 
 label_of() { echo "so.makefile.baa-$1"; }

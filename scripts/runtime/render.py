@@ -15,23 +15,31 @@ Subcommands:
             codexd is called with its bearer token when the node has one; the token is never
             printed and never passed on a command line.
 
+The codex app-server service (``codex-app-server``) is rendered only on request
+(``--server-strategy external --external-app-server``): one long-lived ``codex app-server --listen
+<endpoint>`` that codexd attaches to instead of spawning its own child.
+
 Exit status: 0 fine, 1 problems found, 2 bad usage or bad configuration (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import importlib.util
 import ipaddress
 import json
 import os
 import plistlib
 import re
 import shlex
+import socket
 import stat
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -39,6 +47,15 @@ from urllib.parse import urlsplit
 
 SCRIPT_REPO = Path(__file__).resolve().parent.parent.parent
 SERVICES = ("codexd", "conductor", "status-api")
+# The optional service: one long-lived ``codex app-server --listen <endpoint>`` for codexd's
+# strategy external. Never part of "all services"; rendered with --external-app-server.
+APP_SERVER = "codex-app-server"
+# Every service this file knows, in start order (the app-server before codexd attaches to it).
+KNOWN_SERVICES = (APP_SERVER, *SERVICES)
+STRATEGIES = ("spawn", "external")
+# sun_path holds 104 bytes on macOS (108 on Linux), with the terminating NUL: codexd could not
+# connect to a longer socket path.
+MAX_SOCKET_PATH = 103
 LABEL_PREFIX = "so.makefile.baa-"
 MODULES = {
     "codexd": "codexd_trio",
@@ -82,7 +99,7 @@ def unit_name(service: str) -> str:
 
 
 def service_of_label(name: str) -> str | None:
-    if name.startswith(LABEL_PREFIX) and name[len(LABEL_PREFIX) :] in SERVICES:
+    if name.startswith(LABEL_PREFIX) and name[len(LABEL_PREFIX) :] in KNOWN_SERVICES:
         return name[len(LABEL_PREFIX) :]
     return None
 
@@ -157,6 +174,142 @@ def listen_problem(name: str, base: str, allowed_var: str, allowed: str) -> str 
     return f"{name} listens on non-loopback host {host!r} that is not listed in {allowed_var}"
 
 
+def parse_external_endpoint(endpoint: str) -> tuple[str, str, int]:
+    """``("unix", path, 0)`` or ``("ws", host, port)``; raises :class:`UsageError` (one line).
+
+    Mirrors what codexd accepts for ``--server-strategy external``
+    (``codexd_trio.protocol.transport.parse_endpoint`` and the loopback rule of
+    ``codexd_trio.config``), which this file cannot import; and refuses two endpoints codexd
+    would accept but never reach: ``ws://…:0`` and a socket path longer than ``sun_path``.
+    """
+    if not endpoint:
+        raise UsageError(
+            "strategy external needs --server-endpoint unix:///path/to/socket "
+            "or ws://127.0.0.1:PORT"
+        )
+    parts = urlsplit(endpoint)
+    if parts.scheme == "unix":
+        path = (parts.netloc + parts.path) if parts.netloc else parts.path
+        if not path.startswith("/"):
+            raise UsageError(f"a unix endpoint needs an absolute path (unix:///path): {endpoint!r}")
+        if len(path.encode()) > MAX_SOCKET_PATH:
+            raise UsageError(
+                f"the socket path of {endpoint!r} is {len(path.encode())} bytes; a unix socket "
+                f"path holds at most {MAX_SOCKET_PATH}: choose a shorter one"
+            )
+        return "unix", path, 0
+    if parts.scheme == "ws":
+        try:
+            port = parts.port
+        except ValueError:
+            raise UsageError(f"a ws endpoint has an invalid port: {endpoint!r}") from None
+        if not parts.hostname or port is None:
+            raise UsageError(f"a ws endpoint needs a host and a port, got {endpoint!r}")
+        if port == 0:
+            raise UsageError(f"a ws endpoint needs a fixed port, not 0: {endpoint!r}")
+        if not is_loopback(parts.hostname):
+            raise UsageError(f"an external ws:// endpoint must be on loopback, got {endpoint!r}")
+        return "ws", parts.hostname, port
+    raise UsageError(
+        f"an external endpoint is unix:///path/to/socket or ws://127.0.0.1:PORT: {endpoint!r}"
+    )
+
+
+def check_spawn_endpoint(endpoint: str) -> None:
+    """Strategy spawn talks to its child over stdio (``stdio``, or ``stdio://NAME``: a label)."""
+    if endpoint != "stdio" and not endpoint.startswith("stdio://"):
+        raise UsageError(
+            f"server endpoint {endpoint!r} is not supported with strategy spawn "
+            "(use stdio or stdio://NAME, or --server-strategy external)"
+        )
+
+
+def check_listen_endpoint(endpoint: str) -> None:
+    """What ``codex app-server --listen`` accepts beyond codexd's rules: ``ws://IP:PORT`` (an IP,
+    not a host name: it refuses ``ws://localhost:PORT``)."""
+    kind, host, _ = parse_external_endpoint(endpoint)
+    if kind == "ws":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise UsageError(
+                f"codex app-server --listen needs ws://IP:PORT, not a host name: {endpoint!r} "
+                "(use ws://127.0.0.1:PORT)"
+            ) from None
+
+
+def endpoint_problem(strategy: str, endpoint: str) -> str | None:
+    """Why codexd would refuse this strategy/endpoint pair (its exit 2), or None."""
+    try:
+        if strategy == "spawn":
+            check_spawn_endpoint(endpoint or "stdio")
+        elif strategy == "external":
+            parse_external_endpoint(endpoint)
+        else:
+            return f"server strategy {strategy!r} is not supported (use spawn or external)"
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+# --------------------------------------------------------------------------- the codex binary
+
+
+def _codexbin() -> Any:
+    """``codexd_trio/codexbin.py`` of this checkout, loaded on its own (it is standard library
+    only, and importing the package would need ``.venv``): how codexd finds the native binary."""
+    name = "_baa_runtime_codexbin"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = SCRIPT_REPO / "codexd_trio" / "codexbin.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise UsageError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def app_server_binary(
+    command: str, repo: Path, service_path: str, extra_env: Mapping[str, str]
+) -> Path:
+    """The native Codex binary the app-server service runs, resolved as codexd resolves its
+    ``--server-command`` (``codexbin.resolve_server_command``) but for the service's environment:
+
+    * ``codex``: ``BAA_CODEX_BIN`` given with ``--setenv``, else the vendored binary under
+      ``<repo>/vendor/codex``, else ``codex`` on the service PATH, else the vendored path all the
+      same (``check`` then says to run ``scripts/setup.sh``);
+    * a path: that file; any other name: looked up on the service PATH.
+
+    An npm launcher (``bin/codex.js`` or a link or shim to it) becomes the native binary it runs.
+    """
+    codexbin = _codexbin()
+    found: Path | None
+    try:
+        if command == "codex":
+            override = extra_env.get("BAA_CODEX_BIN", "")
+            vendored = Path(codexbin.vendored_binary(repo / "vendor" / "codex"))
+            if override:
+                found = _abs(override)
+            elif vendored.is_file():
+                found = vendored
+            else:
+                found = _which("codex", service_path) or vendored
+        elif "/" in command or command.startswith("~"):
+            found = _abs(command)
+        else:
+            found = _which(command, service_path)
+            if found is None:
+                raise UsageError(
+                    f"app-server command {command!r} is not on the service PATH "
+                    f"({service_path}); pass its absolute path with --server-command"
+                )
+        return Path(codexbin.native_binary(found)) if found.is_file() else found
+    except codexbin.CodexBinaryNotFound as exc:
+        raise UsageError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -186,6 +339,8 @@ class RuntimeConfig:
     conductor_allowed_origins: str
     status_allowed_origins: str
     event_stream_path: str
+    server_strategy: str
+    server_endpoint: str
     server_command: str
     server_args: tuple[str, ...]
     server_cwd: str
@@ -197,10 +352,29 @@ class RuntimeConfig:
     env_file: str
     extra_env: tuple[tuple[str, str], ...]
     services: tuple[str, ...] = field(default=SERVICES)
+    # --external-app-server: render the codex-app-server service too (strategy external only).
+    external_app_server: bool = False
+    # That service's binary (resolved like codexd's --server-command) and the folder of its
+    # bundled helpers (bwrap), which codexd puts first on its child's PATH; empty otherwise.
+    app_server_binary: str = ""
+    app_server_resources: str = ""
 
     @property
     def manager_logs_dir(self) -> Path:
         return self.logs_dir / self.manager
+
+    @property
+    def app_server_argv(self) -> list[str]:
+        """``<codex> <server args> --listen <endpoint>``: what codexd would spawn, listening."""
+        return [self.app_server_binary, *self.server_args, "--listen", self.server_endpoint]
+
+    @property
+    def socket_dir(self) -> Path | None:
+        """The folder of the app-server's unix socket, when this render creates the service."""
+        if not self.external_app_server:
+            return None
+        kind, path, _ = parse_external_endpoint(self.server_endpoint)
+        return Path(path).parent if kind == "unix" else None
 
 
 def _abs(raw: str) -> Path:
@@ -220,7 +394,7 @@ def _int(name: str, raw: str, minimum: int) -> int:
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manager", choices=("launchd", "systemd"), default=None)
     p.add_argument("--scope", choices=("agent", "daemon"), default="agent")
-    p.add_argument("--service", action="append", dest="services", choices=SERVICES)
+    p.add_argument("--service", action="append", dest="services", choices=KNOWN_SERVICES)
     p.add_argument("--all-services", action="store_true")
     p.add_argument("--repo-dir")
     p.add_argument("--home-dir")
@@ -243,6 +417,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conductor-allowed-origins")
     p.add_argument("--status-allowed-origins")
     p.add_argument("--event-stream-path")
+    p.add_argument("--server-strategy")
+    p.add_argument("--server-endpoint")
+    p.add_argument("--external-app-server", action="store_true")
     p.add_argument("--server-command")
     p.add_argument("--server-arg", action="append", dest="server_args")
     p.add_argument("--server-cwd")
@@ -299,6 +476,31 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         # codexd reads BAA_CODEXD_SERVER_ARGS split on whitespace.
         if not arg or any(c.isspace() for c in arg):
             raise UsageError(f"--server-arg values must be single words, got {arg!r}")
+    strategy = ns.server_strategy or "spawn"
+    if strategy not in STRATEGIES:
+        raise UsageError(f"--server-strategy must be spawn or external, got {strategy!r}")
+    if strategy == "spawn":
+        endpoint = ns.server_endpoint or "stdio"
+        check_spawn_endpoint(endpoint)
+    else:
+        endpoint = ns.server_endpoint or ""
+        parse_external_endpoint(endpoint)
+    external_app_server = bool(ns.external_app_server) or APP_SERVER in (ns.services or ())
+    if external_app_server:
+        if strategy != "external":
+            raise UsageError(
+                f"the {APP_SERVER} service (--external-app-server) needs --server-strategy "
+                "external and --server-endpoint (it listens where codexd attaches)"
+            )
+        check_listen_endpoint(endpoint)
+        if any(arg == "--listen" or arg.startswith("--listen=") for arg in server_args):
+            raise UsageError(
+                "--server-arg must not carry --listen: the app-server listens on --server-endpoint"
+            )
+        if "app-server" not in server_args:
+            raise UsageError(
+                f"--server-arg values must include 'app-server', got {' '.join(server_args)!r}"
+            )
     grace = _int("--shutdown-grace", ns.shutdown_grace or str(DEFAULT_GRACE_S), 0)
     exit_timeout = _int(
         "--exit-timeout", ns.exit_timeout or str(max(MIN_EXIT_TIMEOUT_S, 2 * grace)), 1
@@ -327,6 +529,15 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         if ns.all_services or not ns.services
         else tuple(s for s in SERVICES if s in ns.services)
     )
+    if external_app_server:
+        services = (APP_SERVER, *services)
+    venv_path = f"{repo / '.venv' / 'bin'}:{SYSTEM_PATH}"
+    binary = resources = ""
+    if external_app_server:
+        found = app_server_binary(ns.server_command or "codex", repo, venv_path, dict(extra))
+        binary = str(found)
+        bundled = found.parent.parent / "codex-resources"  # codexbin.bundled_resource_dir
+        resources = str(bundled) if bundled.is_dir() else ""
     config = RuntimeConfig(
         manager=ns.manager or default_manager(),
         scope=ns.scope,
@@ -356,6 +567,8 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
             "--status-allowed-origins", ns.status_allowed_origins or ""
         ),
         event_stream_path=stream,
+        server_strategy=strategy,
+        server_endpoint=endpoint,
         server_command=ns.server_command or "codex",
         server_args=server_args,
         server_cwd=str(_abs(ns.server_cwd)) if ns.server_cwd else "",
@@ -367,10 +580,15 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         env_file=str(_abs(ns.env_file)) if ns.env_file else "",
         extra_env=tuple(extra),
         services=services,
+        external_app_server=external_app_server,
+        app_server_binary=binary,
+        app_server_resources=resources,
     )
     values: list[tuple[str, object]] = list(template_values(config, "codexd").items())
-    for service in SERVICES:
+    for service in config.services:
         values.extend(service_environment(config, service).items())
+    if external_app_server:
+        values.extend(("app-server argument", arg) for arg in config.app_server_argv)
     for key, value in values:
         if isinstance(value, str) and ("\n" in value or "\r" in value):
             raise UsageError(f"configuration value {key} must not contain a newline")
@@ -379,28 +597,50 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
 
 def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
     """The environment one service is started with; empty values are left out."""
+    path = f"{config.repo_dir / '.venv' / 'bin'}:{SYSTEM_PATH}"
     common = {
         "HOME": str(config.home_dir),
-        "PATH": f"{config.repo_dir / '.venv' / 'bin'}:{SYSTEM_PATH}",
+        "PATH": path,
         "BAA_NODE_ID": config.node_id,
     }
     env: dict[str, str]
-    if service == "codexd":
+    if service == APP_SERVER:
+        # What codexd's spawned child gets (supervisor.child_spec): codexd's HOME, PATH and
+        # CODEX_HOME, NO_COLOR, and the binary's bundled helpers (bwrap) first on PATH.
+        resources = config.app_server_resources
+        common = {
+            "HOME": str(config.home_dir),
+            "PATH": f"{resources}:{path}" if resources else path,
+        }
+        env = {"CODEX_HOME": config.codex_home, "NO_COLOR": "1"}
+    elif service == "codexd":
         env = {
             "BAA_CODEXD_LOCAL_API_BASE": config.codexd_api_base,
             "BAA_CODEXD_REPO_ROOT": str(config.repo_dir),
             "BAA_CODEXD_LOGS_DIR": str(config.logs_dir),
             "BAA_CODEXD_STATE_DIR": str(config.state_dir),
             "BAA_CODEXD_EVENT_STREAM_PATH": config.event_stream_path,
-            "BAA_CODEXD_SERVER_STRATEGY": "spawn",
-            "BAA_CODEXD_SERVER_COMMAND": config.server_command,
-            "BAA_CODEXD_SERVER_ARGS": " ".join(config.server_args),
-            "BAA_CODEXD_SERVER_CWD": config.server_cwd,
-            "BAA_CODEXD_SHUTDOWN_GRACE_S": str(config.shutdown_grace_s),
-            "BAA_CODEXD_TOKEN_FILE": config.codexd_token_file,
-            "BAA_CODEXD_ALLOWED_ORIGINS": config.codexd_allowed_origins,
-            "CODEX_HOME": config.codex_home,
+            "BAA_CODEXD_SERVER_STRATEGY": config.server_strategy,
+            "BAA_CODEXD_SERVER_ENDPOINT": config.server_endpoint,
         }
+        if config.server_strategy == "spawn":
+            # How codexd starts its own child; with strategy external it starts nothing (the
+            # app-server service, or Codex's own daemon, has the command and CODEX_HOME).
+            env.update(
+                {
+                    "BAA_CODEXD_SERVER_COMMAND": config.server_command,
+                    "BAA_CODEXD_SERVER_ARGS": " ".join(config.server_args),
+                    "BAA_CODEXD_SERVER_CWD": config.server_cwd,
+                }
+            )
+        env.update(
+            {
+                "BAA_CODEXD_SHUTDOWN_GRACE_S": str(config.shutdown_grace_s),
+                "BAA_CODEXD_TOKEN_FILE": config.codexd_token_file,
+                "BAA_CODEXD_ALLOWED_ORIGINS": config.codexd_allowed_origins,
+                "CODEX_HOME": config.codex_home if config.server_strategy == "spawn" else "",
+            }
+        )
     elif service == "conductor":
         env = {
             "BAA_CONDUCTOR_LOCAL_API": config.conductor_api,
@@ -427,13 +667,22 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
     return {k: v for k, v in {**common, **env, **dict(config.extra_env)}.items() if v != ""}
 
 
-def template_values(config: RuntimeConfig, service: str) -> dict[str, str | int]:
+TemplateValue = str | int | list[str]
+
+
+def template_values(config: RuntimeConfig, service: str) -> dict[str, TemplateValue]:
     logs = config.manager_logs_dir
     stem = label(service) if config.manager == "launchd" else f"baa-{service}"
+    with_app_server = config.external_app_server and service == "codexd"
     return {
         "LABEL": label(service),
         "PYTHON": str(config.python),
         "REPO_DIR": str(config.repo_dir),
+        # The app-server runs where codexd would run its child: --server-cwd, else the repo.
+        "WORKING_DIR": config.server_cwd or str(config.repo_dir),
+        "PROGRAM_ARGUMENTS": config.app_server_argv if service == APP_SERVER else [],
+        # systemd: codexd wants the app-server and starts after it (launchd has no ordering).
+        "APP_SERVER_UNIT": unit_name(APP_SERVER) if with_app_server else "",
         "HOME_DIR": str(config.home_dir),
         "USER_NAME": config.user if config.scope == "daemon" else "",
         "EXIT_TIMEOUT": config.exit_timeout_s,
@@ -449,14 +698,21 @@ def template_values(config: RuntimeConfig, service: str) -> dict[str, str | int]
 # --------------------------------------------------------------------------- rendering
 
 
-def _fill_plist(node: Any, values: Mapping[str, str | int], env: Mapping[str, str]) -> Any:
+def _fill_plist(node: Any, values: Mapping[str, TemplateValue], env: Mapping[str, str]) -> Any:
     if isinstance(node, str):
         whole = _PLACEHOLDER.fullmatch(node)
         if whole:
             return values[whole.group(1)]
         return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), node)
     if isinstance(node, list):
-        return [_fill_plist(item, values, env) for item in node]
+        items: list[Any] = []
+        for item in node:
+            filled = _fill_plist(item, values, env)
+            if isinstance(item, str) and isinstance(filled, list):
+                items.extend(filled)  # a list placeholder (ProgramArguments) becomes its words
+            else:
+                items.append(filled)
+        return items
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, item in node.items():
@@ -506,8 +762,13 @@ def _systemd_env_line(key: str, value: str) -> str:
 def render_unit(config: RuntimeConfig, service: str, template_dir: Path) -> bytes:
     template = (template_dir / f"baa-{service}.service.in").read_text()
     values = template_values(config, service)
-    escaped: dict[str, str] = {k: _systemd_escape(str(v)) for k, v in values.items()}
+    escaped: dict[str, str] = {
+        k: _systemd_escape(str(v)) for k, v in values.items() if not isinstance(v, list)
+    }
     escaped["PYTHON"] = _systemd_word(str(config.python))
+    escaped["EXEC_START"] = " ".join(
+        _systemd_word(word) for word in (config.app_server_argv if service == APP_SERVER else [])
+    )
     if config.scope != "daemon":
         escaped["USER_NAME"] = ""
     env_lines = [_systemd_env_line(k, v) for k, v in service_environment(config, service).items()]
@@ -550,7 +811,12 @@ def render_all(config: RuntimeConfig, template_root: Path) -> dict[str, tuple[st
 
 
 def dirs_to_create(config: RuntimeConfig) -> list[Path]:
-    return [config.logs_dir, config.manager_logs_dir, config.state_dir]
+    dirs = [config.logs_dir, config.manager_logs_dir, config.state_dir]
+    socket_dir = config.socket_dir
+    # codex app-server --listen unix://PATH does not create the folder of PATH.
+    if socket_dir is not None and socket_dir not in dirs:
+        dirs.append(socket_dir)
+    return dirs
 
 
 # --------------------------------------------------------------------------- static checks
@@ -637,7 +903,7 @@ def _load_unit(path: Path, problems: list[str]) -> Loaded | None:
         return None
     name = path.name
     service = name[len("baa-") : -len(".service")] if name.startswith("baa-") else ""
-    if service not in SERVICES or not name.endswith(".service"):
+    if service not in KNOWN_SERVICES or not name.endswith(".service"):
         problems.append(f"{path}: not a baa unit (expected baa-<service>.service)")
         return None
     svc: dict[str, str] = {}
@@ -699,6 +965,82 @@ def _which(name: str, path_env: str) -> Path | None:
     return None
 
 
+def spawn_command_problems(item: Loaded, need_dir: Callable[[str, str], None]) -> list[str]:
+    """codexd's strategy spawn: the command it spawns resolves, with 'app-server' among its
+    arguments, and the child's working directory exists."""
+    problems: list[str] = []
+    where, env = item.path.name, item.env
+    repo = Path(env.get("BAA_CODEXD_REPO_ROOT") or item.working_dir or ".")
+    command = env.get("BAA_CODEXD_SERVER_COMMAND", "codex")
+    if command == "codex":
+        if not _vendored_codex(repo) and not env.get("BAA_CODEX_BIN"):
+            problems.append(
+                f"{where}: app-server command 'codex' needs the vendored binary under "
+                f"{repo}/vendor/codex (run scripts/setup.sh)"
+            )
+    elif "/" in command:
+        if not (Path(command).is_file() and os.access(command, os.X_OK)):
+            problems.append(f"{where}: app-server command is not executable: {command}")
+    elif _which(command, env.get("PATH", SYSTEM_PATH)) is None:
+        problems.append(f"{where}: app-server command {command!r} is not on the service PATH")
+    args = env.get("BAA_CODEXD_SERVER_ARGS", "app-server").split()
+    if "app-server" not in args:
+        problems.append(
+            f"{where}: app-server arguments must include 'app-server', got {' '.join(args)!r}"
+        )
+    cwd = env.get("BAA_CODEXD_SERVER_CWD", "")
+    if cwd:
+        need_dir("app-server cwd (BAA_CODEXD_SERVER_CWD)", cwd)
+    return problems
+
+
+def listen_endpoint(item: Loaded) -> str | None:
+    """The endpoint an app-server service listens on (its ``--listen`` argument)."""
+    program = item.program
+    if len(program) >= 2 and program[-2] == "--listen":
+        return program[-1]
+    return None
+
+
+def app_server_problems(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
+    """The app-server service's program: ``<native codex> … app-server … --listen <endpoint>``,
+    the binary exists, the endpoint is one codexd and codex accept, the socket's folder exists."""
+    where, program = item.path.name, item.program
+    endpoint = listen_endpoint(item)
+    if endpoint is None or "app-server" not in program[1:-2]:
+        return [
+            f"{where}: program must be '<codex> app-server --listen <endpoint>', "
+            f"got {' '.join(program)!r}"
+        ]
+    problems: list[str] = []
+    binary = Path(program[0])
+    if not binary.is_absolute():
+        problems.append(f"{where}: the codex binary must be an absolute path, got {program[0]!r}")
+    elif not (binary.is_file() and os.access(binary, os.X_OK)):
+        problems.append(
+            f"{where}: codex binary {binary} does not exist or is not executable "
+            "(run scripts/setup.sh, or render with --server-command)"
+        )
+    elif binary.name == "codex.js":
+        problems.append(
+            f"{where}: {binary} is the npm launcher; run the native binary it starts "
+            "(killing the launcher orphans the app-server)"
+        )
+    try:
+        check_listen_endpoint(endpoint)
+        kind, path, _ = parse_external_endpoint(endpoint)
+    except UsageError as exc:
+        problems.append(f"{where}: --listen {endpoint}: {exc}")
+        return problems
+    folder = Path(path).parent
+    if kind == "unix" and folder not in pending_dirs and not folder.is_dir():
+        problems.append(
+            f"{where}: the folder of the app-server socket does not exist: {folder} "
+            "(install-launchd.sh creates it)"
+        )
+    return problems
+
+
 def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
     """Static checks of one rendered file; returns one line per problem.
 
@@ -719,15 +1061,20 @@ def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
         elif not Path(raw).is_dir():
             problems.append(f"{where}: {what} does not exist: {raw}")
 
-    module = MODULES[item.service]
-    if item.program[1:] != ["-m", module, "start"] or not item.program:
-        problems.append(
-            f"{where}: program must be '<python> -m {module} start', got {' '.join(item.program)!r}"
-        )
-    elif not (Path(item.program[0]).is_file() and os.access(item.program[0], os.X_OK)):
-        problems.append(
-            f"{where}: python {item.program[0]} does not exist (run scripts/setup.sh in the repo)"
-        )
+    if item.service == APP_SERVER:
+        problems.extend(app_server_problems(item, pending_dirs))
+    else:
+        module = MODULES[item.service]
+        if item.program[1:] != ["-m", module, "start"] or not item.program:
+            problems.append(
+                f"{where}: program must be '<python> -m {module} start', "
+                f"got {' '.join(item.program)!r}"
+            )
+        elif not (Path(item.program[0]).is_file() and os.access(item.program[0], os.X_OK)):
+            problems.append(
+                f"{where}: python {item.program[0]} does not exist "
+                "(run scripts/setup.sh in the repo)"
+            )
     for arg in item.program:
         if any(word in arg.lower() for word in SECRET_WORDS):
             problems.append(f"{where}: program arguments carry a secret-looking value: {arg!r}")
@@ -827,27 +1174,16 @@ def check_loaded(item: Loaded, pending_dirs: Sequence[Path] = ()) -> list[str]:
             problems.append(f"{where}: event stream path must start with '/', got {stream!r}")
         need_dir("logs dir (BAA_CODEXD_LOGS_DIR)", env.get("BAA_CODEXD_LOGS_DIR", ""))
         need_dir("state dir (BAA_CODEXD_STATE_DIR)", env.get("BAA_CODEXD_STATE_DIR", ""))
-        repo = Path(env.get("BAA_CODEXD_REPO_ROOT") or item.working_dir or ".")
-        command = env.get("BAA_CODEXD_SERVER_COMMAND", "codex")
-        if command == "codex":
-            if not _vendored_codex(repo) and not env.get("BAA_CODEX_BIN"):
-                problems.append(
-                    f"{where}: app-server command 'codex' needs the vendored binary under "
-                    f"{repo}/vendor/codex (run scripts/setup.sh)"
-                )
-        elif "/" in command:
-            if not (Path(command).is_file() and os.access(command, os.X_OK)):
-                problems.append(f"{where}: app-server command is not executable: {command}")
-        elif _which(command, env.get("PATH", SYSTEM_PATH)) is None:
-            problems.append(f"{where}: app-server command {command!r} is not on the service PATH")
-        args = env.get("BAA_CODEXD_SERVER_ARGS", "app-server").split()
-        if "app-server" not in args:
-            problems.append(
-                f"{where}: app-server arguments must include 'app-server', got {' '.join(args)!r}"
-            )
-        cwd = env.get("BAA_CODEXD_SERVER_CWD", "")
-        if cwd:
-            need_dir("app-server cwd (BAA_CODEXD_SERVER_CWD)", cwd)
+        strategy = env.get("BAA_CODEXD_SERVER_STRATEGY", "spawn")
+        problem = endpoint_problem(strategy, env.get("BAA_CODEXD_SERVER_ENDPOINT", ""))
+        if problem:
+            # codexd would refuse to start (exit 2) and the service manager would restart-loop.
+            problems.append(f"{where}: BAA_CODEXD_SERVER_STRATEGY={strategy}: {problem}")
+        if strategy != "external":
+            problems.extend(spawn_command_problems(item, need_dir))
+        if env.get("CODEX_HOME"):
+            need_dir("CODEX_HOME", env["CODEX_HOME"])
+    elif item.service == APP_SERVER:
         if env.get("CODEX_HOME"):
             need_dir("CODEX_HOME", env["CODEX_HOME"])
     elif item.service == "conductor":
@@ -920,11 +1256,70 @@ def codexd_token_problem(codexd: Loaded, conductor: Loaded) -> str | None:
     )
 
 
+def external_problems(
+    codexd: Loaded, app: Loaded | None, pending_dirs: Sequence[Path]
+) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of codexd's strategy external against what should listen there.
+
+    A unix socket that does not exist is a problem when nothing is meant to create it (a typo,
+    or Codex's own daemon is not started), and only a warning when the app-server service is
+    installed (it is not running, or not yet): codexd retries the endpoint with backoff.
+    Nothing is said while an install is about to create the socket's folder and start the
+    service (``pending_dirs``).
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    where = codexd.path.name
+    strategy = codexd.env.get("BAA_CODEXD_SERVER_STRATEGY", "spawn")
+    if strategy != "external":
+        if app is not None:
+            warnings.append(
+                f"{app.path.name}: codexd ({where}) uses strategy {strategy!r}: it spawns its own "
+                "app-server and never attaches to this one (remove the service, or render codexd "
+                "with --server-strategy external)"
+            )
+        return problems, warnings
+    endpoint = codexd.env.get("BAA_CODEXD_SERVER_ENDPOINT", "")
+    try:
+        kind, path, _ = parse_external_endpoint(endpoint)
+    except UsageError:
+        return problems, warnings  # check_loaded reported it
+    if app is not None and listen_endpoint(app) != endpoint:
+        problems.append(
+            f"{where}: codexd attaches to {endpoint}, but {app.path.name} listens on "
+            f"{listen_endpoint(app)}: render both with the same --server-endpoint"
+        )
+        return problems, warnings
+    if kind != "unix":
+        return problems, warnings
+    socket_path = Path(path)
+    if socket_path.exists():  # follows links (codex links PATH to its real socket)
+        if not socket_path.is_socket():
+            problems.append(f"{where}: {endpoint}: {path} exists but is not a socket")
+    elif app is None:
+        problems.append(
+            f"{where}: nothing listens at {endpoint}: {path} does not exist (start Codex's "
+            "daemon, 'codex app-server daemon start', and use its socketPath; or render the "
+            "app-server service with --external-app-server)"
+        )
+    elif socket_path.parent not in pending_dirs:
+        warnings.append(
+            f"{where}: {path} does not exist: the app-server service {app.path.name} is "
+            "installed but not listening (is it running? scripts/runtime/status-launchd.sh "
+            f"--service {APP_SERVER}); codexd retries until it is"
+        )
+    return problems, warnings
+
+
 def check_files(
-    paths: Sequence[Path], pending_dirs: Sequence[Path] = (), peer_dirs: Sequence[Path] = ()
+    paths: Sequence[Path],
+    pending_dirs: Sequence[Path] = (),
+    peer_dirs: Sequence[Path] = (),
+    warnings: list[str] | None = None,
 ) -> list[str]:
-    """Check each file, then the codexd/conductor pair: with one of the two among ``paths``, the
-    other is looked for beside it and in ``peer_dirs`` (the installed copies)."""
+    """Check each file, then the codexd/conductor pair and the codexd/app-server pair: with one
+    of a pair among ``paths``, the other is looked for beside it and in ``peer_dirs`` (the
+    installed copies). Warnings (nothing that stops a service from working) go to ``warnings``."""
     problems: list[str] = []
     loaded: dict[str, Loaded] = {}
     for path in paths:
@@ -939,6 +1334,14 @@ def check_files(
             problem = codexd_token_problem(codexd, conductor)
             if problem:
                 problems.append(problem)
+    if "codexd" in loaded or APP_SERVER in loaded:
+        codexd = loaded.get("codexd") or _peer(loaded[APP_SERVER], "codexd", peer_dirs)
+        if codexd is not None:
+            app = loaded.get(APP_SERVER) or _peer(codexd, APP_SERVER, peer_dirs)
+            more, said = external_problems(codexd, app, pending_dirs)
+            problems.extend(more)
+            if warnings is not None:
+                warnings.extend(said)
     return problems
 
 
@@ -1028,6 +1431,119 @@ def _json_data(body: bytes | None) -> dict[str, Any] | None:
     return None
 
 
+def expected_server(ns: argparse.Namespace) -> tuple[str, str, str]:
+    """(strategy, endpoint, where that came from) codexd should run with; all empty when not
+    known: the flags (``--server-endpoint`` alone means external), else the installed codexd
+    service file (``--installed-codexd``)."""
+    if ns.server_strategy or ns.server_endpoint:
+        strategy = ns.server_strategy or (
+            "spawn" if ns.server_endpoint.startswith("stdio") else "external"
+        )
+        if strategy not in STRATEGIES:
+            raise UsageError(f"--server-strategy must be spawn or external, got {strategy!r}")
+        endpoint = ns.server_endpoint or ("stdio" if strategy == "spawn" else "")
+        if strategy == "spawn":
+            check_spawn_endpoint(endpoint)
+            return strategy, endpoint, "--server-strategy"
+        parse_external_endpoint(endpoint)
+        return strategy, endpoint, "--server-endpoint"
+    installed = Path(ns.installed_codexd) if ns.installed_codexd else None
+    if installed is not None and installed.is_file():
+        item = _load(installed, [])
+        if item is not None:
+            strategy = item.env.get("BAA_CODEXD_SERVER_STRATEGY", "spawn")
+            return strategy, item.env.get("BAA_CODEXD_SERVER_ENDPOINT", ""), f"from {installed}"
+    return "", "", ""
+
+
+def installed_app_server(ns: argparse.Namespace) -> Path | None:
+    path = Path(ns.installed_app_server) if ns.installed_app_server else None
+    return path if path is not None and path.is_file() else None
+
+
+def _websocket_upgrade(sock: socket.socket, host: str) -> str:
+    """Ask for a WebSocket upgrade (what codexd does first), return the status line, then close
+    the WebSocket again with a (masked, client) close frame 1000."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 8192:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    status = head.split(b"\r\n", 1)[0].decode("latin-1").strip()
+    if status.split()[1:2] == ["101"]:
+        mask = os.urandom(4)
+        code = (1000).to_bytes(2, "big")
+        with contextlib.suppress(OSError):
+            sock.sendall(
+                bytes([0x88, 0x82]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(code))
+            )
+    return status
+
+
+def probe_endpoint(ns: argparse.Namespace, endpoint: str, timeout: float) -> Probe:
+    """Whether something at codexd's external endpoint answers a WebSocket upgrade, as a codex
+    app-server does (on a unix socket too); the socket must exist first."""
+    what = f"app-server {endpoint}"
+    try:
+        kind, where, port = parse_external_endpoint(endpoint)
+    except UsageError as exc:
+        return Probe(False, what, f"not an endpoint codexd accepts: {exc}")
+    installed = installed_app_server(ns)
+    if installed is not None:
+        stem = label(APP_SERVER) if ns.manager == "launchd" else f"baa-{APP_SERVER}"
+        log = Path(ns.logs_dir) / ns.manager / f"{stem}.err.log"
+        hint = (
+            f"; the app-server service {installed} is installed but not listening: is it "
+            f"running? (scripts/runtime/status-launchd.sh --service {APP_SERVER}; {log})"
+        )
+    else:
+        hint = (
+            "; start the app-server ('codex app-server daemon start', or install-launchd.sh "
+            "--external-app-server)"
+        )
+    try:
+        if kind == "unix":
+            path = Path(where)
+            if not path.exists():  # follows links: codex links PATH to its real socket
+                gone = (
+                    "is a link to a socket that is gone" if path.is_symlink() else "does not exist"
+                )
+                return Probe(False, what, f"{where} {gone}{hint}")
+            if not path.is_socket():
+                return Probe(False, what, f"{where} exists but is not a socket")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(where)
+            except OSError:
+                sock.close()
+                raise
+            host = "localhost"
+        else:
+            sock = socket.create_connection((where, port), timeout=timeout)
+            host = f"[{where}]:{port}" if ":" in where else f"{where}:{port}"
+        with sock:
+            status = _websocket_upgrade(sock, host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return Probe(False, what, f"nothing accepts connections ({reason}){hint}")
+    if status.split()[1:2] != ["101"]:
+        return Probe(
+            False,
+            what,
+            f"answered {status or 'nothing'!r}, not a WebSocket upgrade (not an app-server?)",
+        )
+    return Probe(True, what, "answers a WebSocket upgrade")
+
+
 def probe_node(ns: argparse.Namespace) -> list[Probe]:
     """Runtime probes of a running node (what ``check-node.sh`` reports)."""
     timeout = float(ns.timeout)
@@ -1059,23 +1575,58 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
             if token is not None
             else " (codexd wants its token: set BAA_CODEXD_TOKEN_FILE or pass --codexd-token-file)"
         )
+    want_strategy, want_endpoint, want_source = expected_server(ns)
+    seen_endpoint: str | None = None
+    seen_external = False
     if probe.ok:
         data = _json_data(body)
         snapshot = (data or {}).get("snapshot") or {}
         child = ((snapshot.get("daemon") or {}).get("child")) or {}
-        state = child.get("status") if isinstance(child, dict) else None
+        if not isinstance(child, dict):
+            child = {}
+        state = child.get("status")
+        # A codexd from before strategy external reports no strategy: it spawns.
+        seen_strategy = child.get("strategy") or "spawn"
+        seen_endpoint = child.get("endpoint")
+        seen_external = seen_strategy == "external"
+        external = f"strategy external, {seen_endpoint}"
         if data is None:
             probe = Probe(False, probe.what, "not a JSON envelope with ok=true")
+        elif want_strategy and seen_strategy != want_strategy:
+            probe = Probe(
+                False,
+                probe.what,
+                f"codexd's app-server strategy is {seen_strategy!r}, expected "
+                f"{want_strategy!r} ({want_source})",
+            )
+        elif want_strategy == "external" and seen_endpoint != want_endpoint:
+            probe = Probe(
+                False,
+                probe.what,
+                f"codexd attaches to {seen_endpoint}, expected {want_endpoint} ({want_source})",
+            )
         elif state != "running":
-            probe = Probe(False, probe.what, f"app-server child state is {state!r}, not 'running'")
+            detail = f"app-server child state is {state!r}, not 'running'"
+            if seen_external:
+                error = child.get("lastError")
+                detail += f" ({external}" + (f"; last error: {error}" if error else "") + ")"
+            probe = Probe(False, probe.what, detail)
         else:
-            probe.detail = "child running" + (f", token from {token_source}" if token else "")
+            probe.detail = (
+                "child running"
+                + (f" ({external})" if seen_external else "")
+                + (f", token from {token_source}" if token else "")
+            )
             node_id = (snapshot.get("identity") or {}).get("nodeId")
             if ns.node_id and node_id is not None and node_id != ns.node_id:
                 probe = Probe(
                     False, probe.what, f"codexd node id is {node_id!r}, expected {ns.node_id!r}"
                 )
     out.append(probe)
+    # Strategy external: is anything listening where codexd attaches (also when codexd is down)?
+    endpoint = want_endpoint if want_strategy == "external" else seen_endpoint
+    if (want_strategy == "external" or seen_external) and endpoint:
+        out.append(probe_endpoint(ns, endpoint, timeout))
 
     out.append(_probe_http("status-api", status_api, "/healthz", timeout)[0])
     probe, body = _probe_http("status-api", status_api, "/v1/status", timeout)
@@ -1085,7 +1636,8 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
 
     if not ns.skip_logs:
         logs = Path(ns.logs_dir) / ns.manager
-        for service in SERVICES:
+        installed_app = installed_app_server(ns)
+        for service in (APP_SERVER, *SERVICES) if installed_app else SERVICES:
             stem = label(service) if ns.manager == "launchd" else f"baa-{service}"
             for stream in ("out", "err"):
                 path = logs / f"{stem}.{stream}.log"
@@ -1153,6 +1705,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="installed codexd plist/unit whose BAA_CODEXD_TOKEN_FILE to use when none is given",
     )
+    pr.add_argument(
+        "--installed-app-server",
+        default="",
+        help="installed codex-app-server plist/unit (its logs; a hint when it does not listen)",
+    )
+    pr.add_argument("--server-strategy", default="", help="expect codexd to run this strategy")
+    pr.add_argument(
+        "--server-endpoint", default="", help="expect codexd to attach here (implies external)"
+    )
     pr.add_argument("--logs-dir", default=str(SCRIPT_REPO / "var" / "logs"))
     pr.add_argument("--skip-logs", action="store_true")
     pr.add_argument("--timeout", default="5")
@@ -1179,11 +1740,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"dir\t{folder}")
             return 0
         if ns.command == "check":
+            warnings: list[str] = []
             problems = check_files(
                 [Path(f) for f in ns.files],
                 [Path(d) for d in ns.pending_dir],
                 [Path(d) for d in ns.peer_dir],
+                warnings,
             )
+            for line in warnings:
+                # On stderr: the scripts read problems from stdout, and a warning is not one.
+                print(f"warning: {line}", file=sys.stderr)
             for line in problems:
                 print(line)
             return 1 if problems else 0

@@ -14,8 +14,9 @@ systemctl restart). codexd gets SIGTERM and its shutdown grace; the service mana
 
   --manager launchd|systemd   default: launchd on macOS, systemd elsewhere
   --scope agent|daemon        default agent (per-user); daemon = system domain (needs sudo)
-  --service NAME              codexd, conductor or status-api; repeatable (default: all)
-  --all-services              all three services
+  --service NAME              codexd, conductor, status-api or codex-app-server; repeatable
+                              (default: all three, and codex-app-server when it is installed)
+  --all-services              the same as the default
   --wait                      afterwards, wait for codexd GET /healthz (when codexd was restarted)
   --wait-timeout S            how long --wait waits (default 60)
   --codexd-api-base URL       where to probe codexd (default $BAA_CODEXD_LOCAL_API_BASE or
@@ -41,6 +42,7 @@ while [ $# -gt 0 ]; do
   if parse_common_flag "$@"; then shift "$NSHIFT"; else usage_error "unknown option: $1"; fi
 done
 is_whole_number "$WAIT_TIMEOUT" || usage_error "--wait-timeout must be whole seconds, got '$WAIT_TIMEOUT'"
+INCLUDE_INSTALLED_APP_SERVER=1
 finish_common
 need_manager_tool
 need_root_for_daemon
@@ -55,6 +57,6 @@ else
   for svc in "${SELECTED[@]}"; do units+=("$(unit_of "$svc")"); done
   run "${SYSTEMCTL[@]}" restart "${units[@]}"
 fi
-if [ "$WAIT" = 1 ] && [ "${SELECTED[0]}" = codexd ]; then
+if [ "$WAIT" = 1 ] && selected codexd; then
   wait_codexd_healthz "${BASE%/}" "$WAIT_TIMEOUT"
 fi

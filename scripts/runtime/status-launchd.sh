@@ -12,8 +12,9 @@ Print one line per service: installed file, loaded, state, pid and last exit sta
 
   --manager launchd|systemd   default: launchd on macOS, systemd elsewhere
   --scope agent|daemon        default agent (per-user); daemon = system domain
-  --service NAME              codexd, conductor or status-api; repeatable (default: all)
-  --all-services              all three services
+  --service NAME              codexd, conductor, status-api or codex-app-server; repeatable
+                              (default: all three, and codex-app-server when it is installed)
+  --all-services              the same as the default
   --install-dir DIR           where the rendered files were installed (to report them)
   --home-dir DIR              home used for the default install dir (default: $HOME)
   --verbose                   also print the service manager's full record
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
   esac
   if parse_common_flag "$@"; then shift "$NSHIFT"; else usage_error "unknown option: $1"; fi
 done
+INCLUDE_INSTALLED_APP_SERVER=1
 finish_common
 need_manager_tool
 
