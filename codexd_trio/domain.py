@@ -73,6 +73,19 @@ def _fixed_clock(at: str) -> Callable[[], str]:
     return lambda: at
 
 
+def _settled_outcome(settled: dict[str, Any]) -> tuple[TurnStatus, TurnError | None, str | None]:
+    """The outcome a ``turn.accepted`` event carries for a turn that completed first."""
+    status = settled.get("status")
+    error = settled.get("error")
+    output = settled.get("output")
+    return (
+        cast(TurnStatus, status) if status in ("completed", "failed", "interrupted")
+        else "completed",
+        msgspec.convert(error, TurnError) if isinstance(error, dict) else None,
+        output if isinstance(output, str) else None,
+    )
+
+
 def event_type_for(method: str) -> str:
     """``turn/completed`` -> ``app-server.turn.completed``."""
     return "app-server." + method.replace("/", ".")
@@ -263,6 +276,7 @@ class SessionBook:
             "turnCount": s.turnCount + 1,
         }
         settled = self._settled.pop(turn_id, None)
+        detail: dict[str, Any] = {}
         if settled is not None:
             status, error, output = settled
             changes.update(
@@ -273,6 +287,13 @@ class SessionBook:
                 lastTurnOutput=output,
                 threadPersisted=True,
             )
+            # turn/completed overtook the turn/start answer: its outcome is folded in here, so
+            # the journal must carry it — replay has no other way to learn it.
+            detail["settled"] = {
+                "status": status,
+                "error": msgspec.to_builtins(error),
+                "output": output,
+            }
         s = self._update(s, **changes)
         return s, Emit(
             "turn.accepted",
@@ -280,6 +301,7 @@ class SessionBook:
             session_id=session_id,
             thread_id=s.threadId,
             turn_id=turn_id,
+            detail=detail,
         )
 
     def fail_current(self, session_id: str, code: str, message: str) -> list[Emit]:
@@ -421,6 +443,9 @@ class SessionBook:
                 self.close(sid)
             elif kind == "turn.accepted" and event.turnId:
                 if self._sessions[sid].lastTurnId != event.turnId:
+                    settled = event.detail.get("settled")
+                    if isinstance(settled, dict):
+                        self._settled[event.turnId] = _settled_outcome(settled)
                     self._starting.add(sid)
                     self.accept_turn(sid, event.turnId)
             elif kind == "app-server.turn.completed.missing":

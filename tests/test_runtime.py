@@ -1113,14 +1113,21 @@ def test_check_node_refuses_a_token_file_others_can_read(
 
 
 class _FakeAppServer:
-    """A unix socket answering the WebSocket upgrade the way ``codex app-server --listen
-    unix://PATH`` does (codexd's first step when it attaches), one connection at a time."""
+    """A unix socket (or, without ``path``, a loopback TCP port) answering the WebSocket upgrade
+    the way ``codex app-server --listen unix://PATH`` / ``ws://IP:PORT`` does (codexd's first step
+    when it attaches), one connection at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.upgrades = 0
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
+        if path is None:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._sock.bind(("127.0.0.1", 0))
+            self.endpoint = f"ws://127.0.0.1:{self._sock.getsockname()[1]}"
+        else:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._sock.bind(str(path))
+            self.endpoint = f"unix://{path}"
         self._sock.listen(4)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -1154,7 +1161,7 @@ class _FakeAppServer:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(timeout=10)
-        if unlink:
+        if unlink and self.path is not None:
             self.path.unlink(missing_ok=True)
 
 
@@ -1668,3 +1675,61 @@ def test_check_node_reports_an_external_child(
     proc = run_script("check-node.sh", *args, "--manager", "systemd", "--dry-run", env=sandbox)
     assert proc.returncode == 0, proc.stderr
     assert "would probe: app-server endpoint, if the installed codexd file" in proc.stdout
+
+
+def test_check_node_probes_a_ws_endpoint(
+    fake_node: tuple[_FakeNode, str], sandbox: dict[str, str]
+) -> None:
+    node, base = fake_node
+    server = _FakeAppServer()
+    node.strategy, node.endpoint = "external", server.endpoint
+    try:
+        proc = run_script("check-node.sh", *_check_node_args(base), env=sandbox)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ok   app-server {server.endpoint}: answers a WebSocket upgrade" in proc.stdout
+    proc = run_script("check-node.sh", *_check_node_args(base), env=sandbox)
+    assert proc.returncode == 1
+    assert f"FAIL app-server {server.endpoint}: nothing accepts connections" in proc.stdout
+
+
+def test_an_installed_app_server_left_over_is_a_warning(
+    tmp_path: Path, node_dirs: dict[str, Path], sock_dir: Path, sandbox: dict[str, str]
+) -> None:
+    units = tmp_path / "home" / ".config" / "systemd" / "user"
+    render(
+        units,
+        "systemd",
+        "--server-strategy",
+        "external",
+        "--server-endpoint",
+        f"unix://{sock_dir}/ours.sock",
+        "--external-app-server",
+        "--service",
+        "codex-app-server",
+    )
+    # Now Codex's own daemon, on another socket: the old service is in the way, not wrong.
+    server = _FakeAppServer(sock_dir / "daemon.sock")
+    try:
+        proc = run_script(
+            "install-launchd.sh",
+            "--dry-run",
+            "--manager",
+            "systemd",
+            *dir_flags(node_dirs),
+            "--server-strategy",
+            "external",
+            "--server-endpoint",
+            server.endpoint,
+            env=sandbox,
+        )
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (
+        f"warning: baa-codex-app-server.service (installed) listens on unix://{sock_dir}/ours.sock,"
+        f" but codexd (baa-codexd.service) attaches to {server.endpoint}: remove it if nothing "
+        "else uses it"
+    ) in proc.stderr.splitlines()
+    assert f"note: {units}/baa-codex-app-server.service is still installed" in proc.stdout

@@ -1257,7 +1257,7 @@ def codexd_token_problem(codexd: Loaded, conductor: Loaded) -> str | None:
 
 
 def external_problems(
-    codexd: Loaded, app: Loaded | None, pending_dirs: Sequence[Path]
+    codexd: Loaded, app: Loaded | None, pending_dirs: Sequence[Path], app_checked: bool = True
 ) -> tuple[list[str], list[str]]:
     """(problems, warnings) of codexd's strategy external against what should listen there.
 
@@ -1265,7 +1265,9 @@ def external_problems(
     or Codex's own daemon is not started), and only a warning when the app-server service is
     installed (it is not running, or not yet): codexd retries the endpoint with backoff.
     Nothing is said while an install is about to create the socket's folder and start the
-    service (``pending_dirs``).
+    service (``pending_dirs``). ``app_checked`` is false when the app-server service is not among
+    the files checked but an installed copy beside them: one listening elsewhere is then left
+    over from an earlier setup (a warning), not a pair rendered wrong (a problem).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -1285,11 +1287,17 @@ def external_problems(
     except UsageError:
         return problems, warnings  # check_loaded reported it
     if app is not None and listen_endpoint(app) != endpoint:
-        problems.append(
-            f"{where}: codexd attaches to {endpoint}, but {app.path.name} listens on "
-            f"{listen_endpoint(app)}: render both with the same --server-endpoint"
+        if app_checked:
+            problems.append(
+                f"{where}: codexd attaches to {endpoint}, but {app.path.name} listens on "
+                f"{listen_endpoint(app)}: render both with the same --server-endpoint"
+            )
+            return problems, warnings
+        warnings.append(
+            f"{app.path.name} (installed) listens on {listen_endpoint(app)}, but codexd "
+            f"({where}) attaches to {endpoint}: remove it if nothing else uses it"
         )
-        return problems, warnings
+        app = None
     if kind != "unix":
         return problems, warnings
     socket_path = Path(path)
@@ -1338,7 +1346,7 @@ def check_files(
         codexd = loaded.get("codexd") or _peer(loaded[APP_SERVER], "codexd", peer_dirs)
         if codexd is not None:
             app = loaded.get(APP_SERVER) or _peer(codexd, APP_SERVER, peer_dirs)
-            more, said = external_problems(codexd, app, pending_dirs)
+            more, said = external_problems(codexd, app, pending_dirs, APP_SERVER in loaded)
             problems.extend(more)
             if warnings is not None:
                 warnings.extend(said)

@@ -1,0 +1,114 @@
+"""What a client has seen is on disk and stays true after any crash (issue 11): codexd is
+SIGKILLed at the worst moments — mid-stream, and right after a turn completed — and restarted
+on the same files. Real daemon, real Codex child, scripted model."""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import suppress
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from codexd_trio.client import CodexdClient, open_websocket
+from codexd_trio.contracts import Event
+from codexd_trio.testing import Plain, ScriptedModel, Streamed
+from codexd_trio.testing.daemon import CodexdProcess, read_events, running_codexd
+
+pytestmark = pytest.mark.real_codex
+
+GUARD = 180
+
+
+def _journal(codexd: CodexdProcess) -> dict[int, Event]:
+    journal = codexd.logs_dir / "codexd" / "events.jsonl"
+    return {e.seq: e for e in read_events(journal)}
+
+
+def _kill(codexd: CodexdProcess) -> None:
+    """SIGKILL codexd and its child at once: no graceful anything."""
+    child = codexd.child_pid()
+    codexd.kill()
+    if child is not None:
+        with suppress(ProcessLookupError):
+            os.killpg(child, signal.SIGKILL)
+
+
+async def test_every_event_a_client_saw_survives_a_sigkill_and_no_seq_is_reused(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    node = tmp_path / "node"
+    seen: dict[int, Event] = {}
+    session_id: str | None = None
+    with trio.fail_after(GUARD):
+        for kill_after in (40, 700, 1900):
+            async with (
+                running_codexd(node, codex_home) as codexd,
+                CodexdClient(codexd.url) as client,
+            ):
+                if session_id is None:
+                    session_id = (await client.create_session()).sessionId
+                scripted_model.script(Streamed(["d"] * 3000))
+                base = codexd.url.replace("http://", "ws://")
+                fresh = 0
+                started = False
+                while fresh < kill_after:
+                    # A burst of 3 000 deltas may overflow this reader: it reconnects with
+                    # after= its last seq, as the contract says, and loses nothing.
+                    after = max(seen, default=0)
+                    async with open_websocket(f"{base}/v1/codexd/events?after={after}") as ws:
+                        await ws.get_message()  # hello
+                        if not started:
+                            started = True
+                            await client.start_turn(session_id, f"stream, killed at {kill_after}")
+                        while fresh < kill_after:
+                            frame = msgspec.json.decode(await ws.get_message())
+                            if frame.get("type") == "overflow":
+                                break
+                            event = msgspec.convert(frame, Event)
+                            assert event.seq not in seen or seen[event.seq] == event
+                            seen[event.seq] = event
+                            fresh += 1
+                _kill(codexd)  # mid-stream: events keep coming until the very end
+                await codexd.process.wait()
+                on_disk = _journal(codexd)
+            # Everything the client saw is in the journal, byte for byte the same event.
+            missing = [seq for seq in seen if seq not in on_disk]
+            assert missing == [], f"seen but not durable: {missing[:5]}…"
+            assert all(on_disk[seq] == event for seq, event in seen.items())
+
+        # After the last crash, numbering continues above everything anybody saw.
+        async with running_codexd(node, codex_home) as codexd:
+            starts = [e for e in _journal(codexd).values() if e.type == "daemon.started"]
+            assert starts[-1].seq > max(seen)
+            await codexd.terminate()
+
+
+async def test_a_turn_that_completed_just_before_a_sigkill_comes_back_completed(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    node = tmp_path / "node"
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(node, codex_home) as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            session = await client.create_session()
+            scripted_model.script(Plain("quick answer"))
+            turn = await client.start_turn(session.sessionId, "be quick")
+            done = await client.wait_for_turn(session.sessionId, turn["turnId"])
+            assert done.lastTurnStatus == "completed"
+            # Within the registry's 1 s snapshot window: only the journal knows.
+            _kill(codexd)
+            await codexd.process.wait()
+        async with (
+            running_codexd(node, codex_home) as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            back, _ = await client.get_session(session.sessionId)
+            assert (back.lastTurnId, back.lastTurnStatus) == (turn["turnId"], "completed")
+            assert back.lastTurnOutput == "quick answer"
+            assert back.lastTurnError is None
