@@ -43,6 +43,8 @@ from codexd_trio.service import Daemon
 from codexd_trio.web import CallerPolicy, guard
 from codexd_trio.web.envelope import (
     decode_body,
+    decode_cursor,
+    encode_cursor,
     envelope,
     error_response,
     int_arg,
@@ -227,7 +229,13 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.get("/v1/codexd/sessions")
     async def list_sessions() -> Response:
-        return envelope({"sessions": [msgspec.to_builtins(s) for s in daemon.book.all()]})
+        limit = int_arg("limit", request.args.get("limit"), default=500, minimum=1) or 500
+        status = request.args.get("status") or None
+        if status not in (None, "active", "closed"):
+            raise InvalidRequest("status must be active or closed", field="status")
+        start = decode_cursor(request.args.get("cursor"))
+        page, following = daemon.book.page(start=start, limit=min(limit, 1000), status=status)
+        return envelope({"sessions": page, "nextCursor": encode_cursor(following)})
 
     @app.post("/v1/codexd/sessions")
     async def create_session() -> Response:

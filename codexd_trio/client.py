@@ -187,10 +187,27 @@ class CodexdClient:
     # ----------------------------------------------------------------------------------------
     # Sessions and turns
 
-    async def list_sessions(self) -> list[Session]:
-        """``GET /v1/codexd/sessions``."""
-        data = await self._call("GET", "/v1/codexd/sessions")
-        return msgspec.convert(data["sessions"], list[Session])
+    async def list_sessions(self, *, status: str | None = None) -> list[Session]:
+        """Every session (``GET /v1/codexd/sessions``, following ``nextCursor``)."""
+        out: list[Session] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.sessions_page(limit=1000, cursor=cursor, status=status)
+            out.extend(page)
+            if cursor is None:
+                return out
+
+    async def sessions_page(
+        self, *, limit: int = 500, cursor: str | None = None, status: str | None = None
+    ) -> tuple[list[Session], str | None]:
+        """One page of sessions, oldest first, and the cursor of the next (``None``: last)."""
+        params = {"limit": str(limit)}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if status is not None:
+            params["status"] = status
+        data = await self._call("GET", "/v1/codexd/sessions", params=params)
+        return msgspec.convert(data["sessions"], list[Session]), data.get("nextCursor")
 
     async def create_session(
         self,

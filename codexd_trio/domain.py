@@ -151,6 +151,11 @@ class SessionBook:
     def __init__(self, sessions: Iterable[Session] = ()) -> None:
         self._sessions: dict[str, Session] = {s.sessionId: s for s in sessions}
         self._by_thread: dict[str, str] = {s.threadId: s.sessionId for s in self._sessions.values()}
+        # Creation order (sessions are never removed, so a position is a stable page cursor),
+        # and what the status snapshot counts, kept up to date so it is O(1) in the sessions.
+        self._order: list[str] = list(self._sessions)
+        self._active = {sid for sid, s in self._sessions.items() if s.status == "active"}
+        self._running = {sid for sid, s in self._sessions.items() if s.currentTurnId is not None}
         self._starting: set[str] = set()
         # Turns whose turn/completed arrived before their turn/start was accepted.
         self._settled: OrderedDict[str, tuple[TurnStatus, TurnError | None, str | None]] = (
@@ -172,6 +177,27 @@ class SessionBook:
     def all(self) -> list[Session]:
         return list(self._sessions.values())
 
+    @property
+    def count(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    def page(
+        self, *, start: int = 0, limit: int = 500, status: str | None = None
+    ) -> tuple[list[Session], int | None]:
+        """Sessions in creation order from position ``start``; the next start, or ``None``."""
+        out: list[Session] = []
+        position = start
+        while position < len(self._order) and len(out) < limit:
+            session = self._sessions[self._order[position]]
+            position += 1
+            if status is None or session.status == status:
+                out.append(session)
+        return out, position if position < len(self._order) else None
+
     def session_for_thread(self, thread_id: str | None) -> Session | None:
         if thread_id is None:
             return None
@@ -186,8 +212,7 @@ class SessionBook:
                 "turnId": s.currentTurnId,
                 "startedAt": s.lastTurnStartedAt,
             }
-            for s in self._sessions.values()
-            if s.currentTurnId is not None
+            for s in (self._sessions[sid] for sid in self._running)
         ]
 
     # ---------------------------------------------------------------- commands
@@ -196,8 +221,13 @@ class SessionBook:
         old = self._sessions.get(session.sessionId)
         if old is not None and old.threadId != session.threadId:
             self._by_thread.pop(old.threadId, None)
+        if old is None:
+            self._order.append(session.sessionId)
         self._sessions[session.sessionId] = session
         self._by_thread[session.threadId] = session.sessionId
+        sid = session.sessionId
+        (self._active.add if session.status == "active" else self._active.discard)(sid)
+        (self._running.add if session.currentTurnId is not None else self._running.discard)(sid)
         self.version += 1
         return session
 

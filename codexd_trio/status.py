@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 
 def codexd_status(daemon: Daemon) -> CodexdStatus:
-    """The status of ``daemon`` now (O(sessions) for the counts)."""
-    sessions = daemon.book.all()
+    """The status of ``daemon`` now: O(1) in the number of sessions (O(running turns))."""
+    book = daemon.book
     recent = daemon.hub.recent()
     base = daemon.resolved_base_url
     stream = daemon.config.event_stream_path
@@ -45,11 +45,8 @@ def codexd_status(daemon: Daemon) -> CodexdStatus:
                 accepting=daemon.accepting,
                 child=daemon.child,
             ),
-            sessions=SessionCounts(
-                count=len(sessions),
-                activeCount=sum(1 for s in sessions if s.status == "active"),
-            ),
-            activeTurns=[ActiveTurn(**t) for t in daemon.book.active_turns()],
+            sessions=SessionCounts(count=book.count, activeCount=book.active_count),
+            activeTurns=[ActiveTurn(**t) for t in book.active_turns()],
             approvals=ApprovalCounts(pendingCount=len(daemon.approvals("pending"))),
             recentEvents=RecentEventsView(
                 count=len(recent), lastSeq=daemon.hub.published_seq, events=recent

@@ -11,6 +11,7 @@ import pytest
 
 from codexd_trio.api import create_app
 from codexd_trio.config import CodexdConfig
+from codexd_trio.contracts import Session
 from codexd_trio.protocol.appserver import ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest
 from codexd_trio.supervisor import Incarnation
@@ -90,3 +91,40 @@ async def test_unsupported_server_requests_are_declined_and_logged(daemon: Daemo
     assert event.level == "warn"
     assert event.detail["method"] == "item/tool/requestUserInput"
     assert daemon.approvals() == []  # not an approval: nothing to decide
+
+
+async def test_sessions_are_listed_in_pages_oldest_first_with_a_status_filter(
+    daemon: Daemon,
+) -> None:
+    for n in range(5):
+        daemon.book.add(Session(sessionId=f"session-{n}", threadId=f"thread-{n}",
+                                createdAt="2026-11-30T00:00:00.000Z",
+                                updatedAt="2026-11-30T00:00:00.000Z"))
+    daemon.book.close("session-1")
+    daemon.book.close("session-3")
+    client = create_app(daemon).test_client()
+
+    async def page(query: str) -> dict[str, Any]:
+        response = await client.get(f"/v1/codexd/sessions{query}")
+        body: dict[str, Any] = await response.get_json()
+        return body
+
+    first = (await page("?limit=2"))["data"]
+    assert [s["sessionId"] for s in first["sessions"]] == ["session-0", "session-1"]
+    second = (await page(f"?limit=2&cursor={first['nextCursor']}"))["data"]
+    assert [s["sessionId"] for s in second["sessions"]] == ["session-2", "session-3"]
+    last = (await page(f"?limit=2&cursor={second['nextCursor']}"))["data"]
+    assert [s["sessionId"] for s in last["sessions"]] == ["session-4"]
+    assert last["nextCursor"] is None
+    closed = (await page("?status=closed"))["data"]
+    assert [s["sessionId"] for s in closed["sessions"]] == ["session-1", "session-3"]
+    everything = (await page(""))["data"]
+    assert len(everything["sessions"]) == 5
+    assert everything["nextCursor"] is None
+    # Closed sessions stay readable by id.
+    assert (await client.get("/v1/codexd/sessions/session-1")).status_code == 200
+    for bad in ("?cursor=garbage!", "?limit=0", "?status=maybe", "?limit=x"):
+        body = await page(bad)
+        assert body["error"]["code"] == "invalid_request", bad
+    status = daemon.status().snapshot.sessions
+    assert (status.count, status.activeCount) == (5, 3)

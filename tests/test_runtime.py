@@ -1221,8 +1221,9 @@ def test_external_strategy_renders_codexd_env_and_the_app_server_service(
     files, proc = render(tmp_path / "out", manager, *flags, "--external-app-server")
     # The app-server comes first: launchd bootstraps in manifest order.
     assert list(files) == ["codex-app-server", *SERVICES]
-    # The socket's folder is one the install creates (codex does not create it).
-    assert f"dir\t{sock_dir}/run" in proc.stdout.splitlines()
+    # The socket's folder is one the install creates when missing (codex does not create it).
+    assert f"sockdir\t{sock_dir}/run" in proc.stdout.splitlines()
+    assert f"dir\t{sock_dir}/run" not in proc.stdout.splitlines()
 
     codexd = _env_of(files["codexd"])
     assert codexd["BAA_CODEXD_SERVER_STRATEGY"] == "external"
@@ -1425,6 +1426,30 @@ def test_install_passes_the_strategy_flags_and_installs_the_app_server_first(
         f"so.makefile.baa-{s}.plist" for s in ("codex-app-server", *SERVICES)
     ]
     assert bootstraps[0].startswith(f"would run: launchctl bootstrap gui/{uid} ")
+    # --user owns the socket's folder when the install creates it, never a folder that exists.
+    for folder, created in ((sock_dir, False), (sock_dir / "new", True)):
+        proc = run_script(
+            "install-launchd.sh",
+            "--dry-run",
+            "--manager",
+            "systemd",
+            "--scope",
+            "daemon",
+            "--user",
+            "baa",
+            "--install-dir",
+            str(tmp_path / "system"),
+            *dir_flags(node_dirs),
+            "--server-strategy",
+            "external",
+            "--server-endpoint",
+            f"unix://{folder}/app-server.sock",
+            "--external-app-server",
+            env=sandbox,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (f"would run: chown baa {folder}\n" in proc.stdout) is created
+        assert (f"would run: mkdir -p {folder}\n" in proc.stdout) is created
     # A bad endpoint through the script: its own name, one line, status 2.
     proc = run_script(
         "install-launchd.sh",
@@ -1733,3 +1758,31 @@ def test_an_installed_app_server_left_over_is_a_warning(
         "else uses it"
     ) in proc.stderr.splitlines()
     assert f"note: {units}/baa-codex-app-server.service is still installed" in proc.stdout
+
+
+def test_render_runs_on_the_standard_library_alone(tmp_path: Path, sock_dir: Path) -> None:
+    # The scripts run render.py before .venv exists; it loads codexd_trio/codexbin.py to find
+    # the native binary, so both must stay standard library only (-S: no site-packages).
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            str(RENDER),
+            "render",
+            "--manager",
+            "systemd",
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--server-strategy",
+            "external",
+            "--server-endpoint",
+            f"unix://{sock_dir}/app-server.sock",
+            "--external-app-server",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "baa-codex-app-server.service").is_file()

@@ -3,6 +3,8 @@ request bodies and query parameters into typed values (or the matching 400)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any, TypeVar
 
@@ -15,6 +17,8 @@ from codexd_trio.errors import ApiError, InvalidJson, InvalidRequest
 __all__ = [
     "STATUS_FOR_CODE",
     "decode_body",
+    "decode_cursor",
+    "encode_cursor",
     "envelope",
     "error_response",
     "int_arg",
@@ -89,3 +93,25 @@ def int_arg(name: str, raw: str | None, *, default: int | None, minimum: int = 0
     return value
 
 
+
+
+def encode_cursor(position: int | None) -> str | None:
+    """An opaque page cursor for a list position (``None`` on the last page)."""
+    if position is None:
+        return None
+    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None) -> int:
+    """The list position a cursor from :func:`encode_cursor` stands for; 400 if it is not one."""
+    if not raw:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        if not text.startswith("p") or not text[1:].isdigit():
+            raise ValueError(text)
+        return int(text[1:])
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidRequest(
+            "cursor is not one this API handed out (use nextCursor)", field="cursor"
+        ) from None

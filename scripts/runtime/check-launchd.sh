@@ -76,7 +76,7 @@ elif [ "$DRY_RUN" = 1 ]; then
   while IFS=$'\t' read -r kind a b; do
     case "$kind" in
       file) FILES+=("$b") ;;
-      dir) pending+=(--pending-dir "$a") ;;
+      dir | sockdir) pending+=(--pending-dir "$a") ;;
     esac
   done <<<"$manifest"
   # As install-launchd.sh does: a codexd (or conductor) rendered alone meets the installed other.

@@ -127,15 +127,17 @@ manifest=$("$PY" "$RENDER_PY" render --manager "$MANAGER" --scope "$SCOPE" "${se
 files=()
 services=()
 dirs=()
+sockdirs=()
 while IFS=$'\t' read -r kind a b; do
   case "$kind" in
     file) services+=("$a"); files+=("$b") ;;
     dir) dirs+=("$a") ;;
+    sockdir) sockdirs+=("$a") ;;
   esac
 done <<<"$manifest"
 
 pending=()
-for d in "${dirs[@]}"; do pending+=(--pending-dir "$d"); done
+for d in "${dirs[@]}" ${sockdirs[@]+"${sockdirs[@]}"}; do pending+=(--pending-dir "$d"); done
 # --peer-dir: installing codexd alone is checked against the installed conductor (and back), so a
 # codexd token the conductor does not have is caught before the conductor starts failing.
 if ! problems=$("$PY" "$RENDER_PY" check "${pending[@]}" --peer-dir "$INSTALL_DIR" "${files[@]}"); then
@@ -157,6 +159,14 @@ fi
 run mkdir -p "${dirs[@]}" "$INSTALL_DIR"
 # A daemon running as --user must be able to write its logs and state.
 if [ -n "$RUN_USER" ]; then run chown "$RUN_USER" "${dirs[@]}"; fi
+# The app-server's socket folder: created when missing (then owned by --user, who must create the
+# socket in it); an existing folder is left as it is.
+for d in ${sockdirs[@]+"${sockdirs[@]}"}; do
+  if [ ! -d "$d" ]; then
+    run mkdir -p "$d"
+    if [ -n "$RUN_USER" ]; then run chown "$RUN_USER" "$d"; fi
+  fi
+done
 if [ "$MANAGER" = launchd ]; then
   domain=$(launchd_domain)
   for i in "${!files[@]}"; do

@@ -9,7 +9,8 @@ Subcommands:
 ``render``  fill the templates in ``launchd/`` or ``systemd/`` from one configuration and write
             the installed copies into ``--out-dir`` (or print them with ``--stdout``). Prints a
             manifest on stdout: ``file<TAB>service<TAB>path`` and ``dir<TAB>path`` lines (the
-            directories an install must create).
+            directories an install must create), and ``sockdir<TAB>path`` with the codex
+            app-server service (the folder of its socket, to create when missing).
 ``check``   static checks of rendered files; one line per problem on stdout, exit 1 if any.
 ``probe``   runtime probes of a running node over HTTP; one ``ok``/``FAIL`` line per probe.
             codexd is called with its bearer token when the node has one; the token is never
@@ -811,12 +812,7 @@ def render_all(config: RuntimeConfig, template_root: Path) -> dict[str, tuple[st
 
 
 def dirs_to_create(config: RuntimeConfig) -> list[Path]:
-    dirs = [config.logs_dir, config.manager_logs_dir, config.state_dir]
-    socket_dir = config.socket_dir
-    # codex app-server --listen unix://PATH does not create the folder of PATH.
-    if socket_dir is not None and socket_dir not in dirs:
-        dirs.append(socket_dir)
-    return dirs
+    return [config.logs_dir, config.manager_logs_dir, config.state_dir]
 
 
 # --------------------------------------------------------------------------- static checks
@@ -1746,6 +1742,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"file\t{service}\t{target}")
             for folder in dirs_to_create(config):
                 print(f"dir\t{folder}")
+            if config.socket_dir is not None:
+                # codex app-server --listen unix://PATH does not create the folder of PATH. Not
+                # a "dir": that may be any folder (/tmp, ~/.codex), which an install must not
+                # chown to --user unless it creates it.
+                print(f"sockdir\t{config.socket_dir}")
             return 0
         if ns.command == "check":
             warnings: list[str] = []
