@@ -43,7 +43,7 @@ import trio
 
 from codexd_trio.contracts import Event
 from codexd_trio.limiters import journal_limiter, reads_limiter
-from codexd_trio.store import fsync_dir
+from codexd_trio.store import append_synced, fsync_dir
 
 __all__ = [
     "DEFAULT_RETAIN_SEGMENTS",
@@ -299,16 +299,7 @@ class EventLog:
         with self._io_lock:
             if self._closed:
                 raise OSError("event log is closed")
-            try:
-                self._file.seek(start)
-                self._file.write(data)
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            except OSError:
-                with contextlib.suppress(OSError):
-                    self._file.truncate(start)
-                    self._file.flush()
-                raise
+            append_synced(self._file, data, start)
 
     async def flush(self) -> None:
         """Write and fsync everything appended so far, now.

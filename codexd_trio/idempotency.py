@@ -43,7 +43,13 @@ from quart import Response
 
 from codexd_trio.errors import IdempotencyMismatch, InvalidRequest
 from codexd_trio.limiters import documents_limiter, journal_limiter
-from codexd_trio.store import StoreWriteError, atomic_write_bytes, fsync_dir, read_document
+from codexd_trio.store import (
+    StoreWriteError,
+    append_synced,
+    atomic_write_bytes,
+    fsync_dir,
+    read_document,
+)
 
 __all__ = [
     "COMPACT_MIN_LINES",
@@ -385,16 +391,7 @@ class IdempotencyJournal:
         with self._io_lock:
             if self._closed:
                 raise OSError("the idempotency journal is closed")
-            try:
-                self._file.seek(start)
-                self._file.write(data)
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            except OSError:
-                with contextlib.suppress(OSError):
-                    self._file.truncate(start)
-                    self._file.flush()
-                raise
+            append_synced(self._file, data, start)
 
     async def flush(self) -> None:
         """Return once every line queued so far is durable.

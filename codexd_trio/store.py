@@ -22,7 +22,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import BinaryIO, Generic, TypeVar
 
 import msgspec
 import trio
@@ -83,6 +83,24 @@ def fsync_dir(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_synced(file: BinaryIO, data: bytes, start: int) -> None:
+    """Write ``data`` at ``start`` of an append-only journal and fsync it (worker thread).
+
+    On failure whatever part of ``data`` landed is cut off again, so a retry never leaves a torn
+    line in the middle of the journal. Shared by the event log and the idempotency journal.
+    """
+    try:
+        file.seek(start)
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            file.truncate(start)
+            file.flush()
+        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
