@@ -38,6 +38,7 @@ from codexd_trio.contracts import (
 )
 from codexd_trio.errors import ApiError, InvalidRequest
 from codexd_trio.hub import Overflowed, Subscription
+from codexd_trio.idempotency import Answer
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
 from codexd_trio.web import CallerPolicy, guard
@@ -173,7 +174,18 @@ def create_app(daemon: Daemon) -> QuartTrio:
         key = request.headers.get("Idempotency-Key")
         if not key:
             return await run(data)
-        return await daemon.detached(partial(idem.run, key, route, data, partial(run, data)))
+
+        async def answer() -> Answer:
+            response = await run(data)
+            body = await response.get_data(as_text=False)
+            assert isinstance(body, bytes)
+            return Answer(response.status_code, body, response.content_type or "application/json")
+
+        got = await daemon.detached(partial(idem.run, key, route, data, answer))
+        response = Response(got.body, status=got.status, content_type=got.content_type)
+        if got.replayed:
+            response.headers["Idempotency-Replayed"] = "true"
+        return response
 
     async def _post(
         route: str, body_type: type[T], handler: Callable[[T], Awaitable[Response]]

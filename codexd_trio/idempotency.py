@@ -39,7 +39,6 @@ from typing import BinaryIO, NamedTuple
 
 import msgspec
 import trio
-from quart import Response
 
 from codexd_trio.errors import IdempotencyMismatch, InvalidRequest
 from codexd_trio.limiters import documents_limiter, journal_limiter
@@ -76,6 +75,16 @@ COMPACT_RATIO = 2
 WRITE_RETRY_S = 1.0
 COMPACT_RETRY_S = 60.0
 FINAL_FLUSH_TIMEOUT_S = 5.0
+
+
+class Answer(NamedTuple):
+    """An HTTP answer as the store runs and replays it. Framework-free on purpose: the API turns
+    its responses into these and back, so the service layer never imports the web framework."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    replayed: bool = False
 
 
 class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -619,8 +628,8 @@ class IdempotencyStore:
         )
 
     async def run(
-        self, key: str, route: str, body: bytes, handler: Callable[[], Awaitable[Response]]
-    ) -> Response:
+        self, key: str, route: str, body: bytes, handler: Callable[[], Awaitable[Answer]]
+    ) -> Answer:
         """Answer a keyed request: replay its recorded answer, or run ``handler`` and record it.
 
         Args:
@@ -630,7 +639,8 @@ class IdempotencyStore:
             handler: Runs the request; only a 2xx answer is recorded.
 
         Returns:
-            The handler's answer, or the recorded one with ``Idempotency-Replayed: true``.
+            The handler's answer, or the recorded one with ``replayed`` set (the API adds
+            ``Idempotency-Replayed: true``).
 
         Raises:
             InvalidRequest: The key is longer than 255 characters or not printable.
@@ -660,23 +670,17 @@ class IdempotencyStore:
                             key=key,
                             originalRoute=record.route,
                         )
-                    replay = Response(
-                        record.response, status=record.status, content_type=record.contentType
-                    )
-                    replay.headers["Idempotency-Replayed"] = "true"
-                    return replay
+                    return Answer(record.status, record.response, record.contentType, True)
                 response = await handler()
-                if 200 <= response.status_code < 300:
-                    data = await response.get_data(as_text=False)
-                    assert isinstance(data, bytes)
+                if 200 <= response.status < 300:
                     await self.journal.put(
                         IdempotencyRecord(
                             key=key,
                             route=route,
                             bodyHash=digest,
-                            status=response.status_code,
-                            response=data,
-                            contentType=response.content_type or "application/json",
+                            status=response.status,
+                            response=response.body,
+                            contentType=response.content_type,
                             createdAt=self.journal.clock(),
                         )
                     )

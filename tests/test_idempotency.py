@@ -15,13 +15,13 @@ import msgspec
 import pytest
 import trio
 import trio.testing
-from quart import Response
 
 from codexd_trio.errors import IdempotencyMismatch, InvalidRequest
 from codexd_trio.idempotency import (
     MAX_KEY_LENGTH,
     RETENTION_S,
     WRITE_RETRY_S,
+    Answer,
     IdempotencyBook,
     IdempotencyJournal,
     IdempotencyRecord,
@@ -52,11 +52,10 @@ class Handler:
         self.status = status
         self.calls = 0
 
-    async def __call__(self) -> Response:
+    async def __call__(self) -> Answer:
         self.calls += 1
         await trio.lowlevel.checkpoint()
-        body = msgspec.json.encode({"call": self.calls})
-        return Response(body, status=self.status, content_type="application/json")
+        return Answer(self.status, msgspec.json.encode({"call": self.calls}))
 
 
 @contextmanager
@@ -90,10 +89,9 @@ def record(key: str, created_at: float, body: bytes = BODY) -> IdempotencyRecord
     )
 
 
-async def body_of(response: Response) -> bytes:
-    data = await response.get_data(as_text=False)
-    assert isinstance(data, bytes)
-    return data
+async def body_of(answer: Answer) -> bytes:
+    await trio.lowlevel.checkpoint()
+    return answer.body
 
 
 async def test_same_key_and_body_replays_the_recorded_answer(tmp_path: Path) -> None:
@@ -101,16 +99,16 @@ async def test_same_key_and_body_replays_the_recorded_answer(tmp_path: Path) -> 
     handler = Handler(status=201)
     with opened(path, Clock()) as store:
         first = await store.run("key-1", ROUTE, BODY, handler)
-        assert first.status_code == 201
-        assert "Idempotency-Replayed" not in first.headers
+        assert first.status == 201
+        assert first.replayed is False
         # The record is durable before the answer is returned.
         assert keys_on_disk(path) == ["key-1"]
 
         again = await store.run("key-1", ROUTE, BODY, handler)
         assert handler.calls == 1
-        assert again.status_code == 201
+        assert again.status == 201
         assert again.content_type == "application/json"
-        assert again.headers["Idempotency-Replayed"] == "true"
+        assert again.replayed is True
         assert await body_of(again) == await body_of(first) == b'{"call":1}'
 
 
@@ -132,9 +130,9 @@ async def test_only_successful_answers_are_recorded(tmp_path: Path, status: int)
     path = tmp_path / "idempotency.jsonl"
     handler = Handler(status=status)
     with opened(path, Clock()) as store:
-        assert (await store.run("key-1", ROUTE, BODY, handler)).status_code == status
+        assert (await store.run("key-1", ROUTE, BODY, handler)).status == status
         again = await store.run("key-1", ROUTE, BODY, handler)
-        assert "Idempotency-Replayed" not in again.headers
+        assert again.replayed is False
         assert handler.calls == 2  # a refused request changed nothing: a retry runs it again
         assert len(store.journal) == 0
     assert path.read_bytes() == b""
@@ -155,10 +153,10 @@ async def test_long_or_unprintable_keys_are_invalid(tmp_path: Path, key: str) ->
 async def test_a_failing_or_cancelled_handler_records_nothing(tmp_path: Path) -> None:
     path = tmp_path / "idempotency.jsonl"
 
-    async def boom() -> Response:
+    async def boom() -> Answer:
         raise RuntimeError("the handler failed")
 
-    async def hangs() -> Response:
+    async def hangs() -> Answer:
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
@@ -179,13 +177,13 @@ async def test_one_request_per_key_runs_at_a_time(tmp_path: Path) -> None:
     release = trio.Event()
     calls = 0
 
-    async def slow() -> Response:
+    async def slow() -> Answer:
         nonlocal calls
         calls += 1
         await release.wait()
-        return Response(b'{"slow":true}', status=202, content_type="application/json")
+        return Answer(202, b'{"slow":true}')
 
-    answers: list[Response] = []
+    answers: list[Answer] = []
 
     async def request() -> None:
         answers.append(await store.run("key-1", ROUTE, BODY, slow))
@@ -199,9 +197,7 @@ async def test_one_request_per_key_runs_at_a_time(tmp_path: Path) -> None:
                 assert calls == 1  # the others wait for the key
                 release.set()
     assert calls == 1
-    assert sorted(a.headers.get("Idempotency-Replayed", "") for a in answers) == [
-        "", "true", "true",
-    ]
+    assert sorted(a.replayed for a in answers) == [False, True, True]
 
 
 async def test_concurrent_requests_share_appends(
@@ -235,11 +231,11 @@ async def test_records_expire_after_24_hours(tmp_path: Path) -> None:
         await store.run("key-1", ROUTE, BODY, handler)
         await store.run("key-2", ROUTE, BODY, handler)
         clock.now += RETENTION_S - 1
-        assert (await store.run("key-1", ROUTE, BODY, handler)).headers["Idempotency-Replayed"]
+        assert (await store.run("key-1", ROUTE, BODY, handler)).replayed
         clock.now += 2
         # Expired: the key is free again, even with another body.
         fresh = await store.run("key-1", ROUTE, b'{"new":1}', handler)
-        assert "Idempotency-Replayed" not in fresh.headers
+        assert fresh.replayed is False
         assert handler.calls == 3
         assert len(store.journal) == 1  # key-2 expired too
     # The key was recorded twice; the newer record is the one that counts after a restart.
@@ -263,7 +259,7 @@ async def test_records_survive_a_restart(tmp_path: Path) -> None:
     with opened(path, clock) as store:
         for i in range(5):
             replay = await store.run(f"key-{i}", ROUTE, BODY, handler)
-            assert replay.headers["Idempotency-Replayed"] == "true"
+            assert replay.replayed is True
             assert await body_of(replay) == f'{{"call":{i + 1}}}'.encode()
         with pytest.raises(IdempotencyMismatch):
             await store.run("key-0", ROUTE, b"{}", handler)
@@ -316,7 +312,7 @@ async def test_the_old_json_file_is_imported_once_and_removed(tmp_path: Path) ->
         assert not old.exists()
         assert len(store.journal) == 2
         replay = await store.run("old-1", ROUTE, BODY, handler)
-        assert replay.headers["Idempotency-Replayed"] == "true"
+        assert replay.replayed is True
         assert await body_of(replay) == b'{"old":true}'
         with pytest.raises(IdempotencyMismatch):
             await store.run("old-2", ROUTE, b"{}", handler)
@@ -470,7 +466,7 @@ async def test_a_failed_append_keeps_the_record_and_the_journal_task_retries_it(
                 await store.run("key-1", ROUTE, BODY, handler)
             # The request had its effect (the client saw a 500): a retry replays it.
             replay = await store.run("key-1", ROUTE, BODY, handler)
-            assert replay.headers["Idempotency-Replayed"] == "true"
+            assert replay.replayed is True
             assert handler.calls == 1
             # The task's first retry fails too; it tries again a second later.
             await trio.sleep(WRITE_RETRY_S * 5)
