@@ -20,40 +20,41 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
 from codexd_trio.contracts import Event, Level, Session, TurnError, TurnStatus, now_iso
-from codexd_trio.errors import ApiError
+from codexd_trio.errors import (
+    DomainError,
+    NoActiveTurn,
+    SessionClosed,
+    SessionNotFound,
+    TurnInProgress,
+    TurnMismatch,
+)
+from codexd_trio.turns import (
+    event_type_for,
+    final_agent_text,
+    settled_outcome,
+    turn_error,
+    turn_outcome,
+)
+
+__all__ = [
+    "DomainError",
+    "Emit",
+    "NoActiveTurn",
+    "SessionBook",
+    "SessionClosed",
+    "SessionNotFound",
+    "TurnInProgress",
+    "TurnMismatch",
+    "event_type_for",
+    "turn_outcome",
+]
 
 _SETTLED_MEMORY = 256
-
-
-class DomainError(ApiError):
-    """A command the current state of the sessions refuses."""
-
-    code = "invalid_request"
-
-
-class SessionNotFound(DomainError):
-    code = "not_found"
-
-
-class TurnInProgress(DomainError):
-    code = "turn_in_progress"
-
-
-class SessionClosed(DomainError):
-    code = "session_closed"
-
-
-class NoActiveTurn(DomainError):
-    code = "no_active_turn"
-
-
-class TurnMismatch(DomainError):
-    code = "turn_mismatch"
 
 
 @dataclass(frozen=True)
@@ -71,78 +72,6 @@ class Emit:
 
 def _fixed_clock(at: str) -> Callable[[], str]:
     return lambda: at
-
-
-def _settled_outcome(settled: dict[str, Any]) -> tuple[TurnStatus, TurnError | None, str | None]:
-    """The outcome a ``turn.accepted`` event carries for a turn that completed first."""
-    status = settled.get("status")
-    error = settled.get("error")
-    output = settled.get("output")
-    return (
-        cast(TurnStatus, status) if status in ("completed", "failed", "interrupted")
-        else "completed",
-        msgspec.convert(error, TurnError) if isinstance(error, dict) else None,
-        output if isinstance(output, str) else None,
-    )
-
-
-def event_type_for(method: str) -> str:
-    """``turn/completed`` -> ``app-server.turn.completed``."""
-    return "app-server." + method.replace("/", ".")
-
-
-# What codexd records as a turn's end. Codex's own value stays in the event's ``detail``; a value
-# this codexd does not know (a newer Codex) is recorded as one of these, never copied into a
-# Session, whose records must stay decodable by every reader (registry, client, conductor).
-_FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "interrupted"})
-
-
-def turn_outcome(turn: dict[str, Any]) -> tuple[TurnStatus, str]:
-    """``(status codexd records, status Codex sent)`` for a ``turn/completed`` turn.
-
-    Tolerant of what a newer Codex may send: a missing status is ``completed``; an unknown one
-    (or ``inProgress`` in a completion) is ``failed`` when the turn carries an error, else
-    ``completed``.
-    """
-    raw = turn.get("status")
-    sent = raw if isinstance(raw, str) and raw else "completed"
-    if sent in _FINAL_STATUSES:
-        return cast(TurnStatus, sent), sent
-    return ("failed" if turn.get("error") else "completed"), sent
-
-
-def _turn_error(error: Any) -> TurnError:
-    """The session's ``lastTurnError`` from a turn's ``error``: ``code`` is the
-    ``codexErrorInfo`` variant's name, whatever the variant (known to this codexd or not)."""
-    if not isinstance(error, dict):
-        return TurnError(code="turn_failed", message=str(error or "the turn failed"))
-    return TurnError(
-        code=_error_code(error.get("codexErrorInfo")),
-        message=str(error.get("message") or "the turn failed"),
-    )
-
-
-def _error_code(info: Any) -> str:
-    # A plain variant ("usageLimitExceeded", "bioPolicy"), an externally tagged one
-    # ({"httpConnectionFailed": {...}}) or, should Codex adopt one, an internally tagged one
-    # ({"type": "...", ...}).
-    if isinstance(info, str) and info:
-        return info
-    if isinstance(info, dict) and info:
-        for tag in ("type", "kind", "mode"):
-            if isinstance(info.get(tag), str) and info[tag]:
-                return str(info[tag])
-        return str(next(iter(info)))
-    return "turn_failed"
-
-
-def _final_agent_text(items: Any) -> str | None:
-    text = None
-    if isinstance(items, list):
-        for item in items:
-            if isinstance(item, dict) and item.get("type") == "agentMessage":
-                text = item.get("text")
-    return text if isinstance(text, str) else None
 
 
 class SessionBook:
@@ -401,8 +330,8 @@ class SessionBook:
                 self._agent_text[turn_id] = text if isinstance(text, str) else ""
         elif method == "turn/completed" and turn is not None and isinstance(turn_id, str):
             status, sent = turn_outcome(turn)
-            error = _turn_error(turn.get("error")) if status == "failed" else None
-            output = _final_agent_text(turn.get("items"))
+            error = turn_error(turn.get("error")) if status == "failed" else None
+            output = final_agent_text(turn.get("items"))
             fallback = self._agent_text.pop(turn_id, None)
             output = output if output is not None else fallback
             message = f"turn {turn_id} {status}"
@@ -475,7 +404,7 @@ class SessionBook:
                 if self._sessions[sid].lastTurnId != event.turnId:
                     settled = event.detail.get("settled")
                     if isinstance(settled, dict):
-                        self._settled[event.turnId] = _settled_outcome(settled)
+                        self._settled[event.turnId] = settled_outcome(settled)
                     self._starting.add(sid)
                     self.accept_turn(sid, event.turnId)
             elif kind == "app-server.turn.completed.missing":

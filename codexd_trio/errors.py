@@ -53,3 +53,28 @@ class ChildUnavailable(ApiError):
 class ShuttingDown(ApiError):
     code = "shutting_down"
 
+
+class DomainError(ApiError):
+    """A command the current state of the sessions refuses."""
+
+    code = "invalid_request"
+
+
+class SessionNotFound(DomainError):
+    code = "not_found"
+
+
+class TurnInProgress(DomainError):
+    code = "turn_in_progress"
+
+
+class SessionClosed(DomainError):
+    code = "session_closed"
+
+
+class NoActiveTurn(DomainError):
+    code = "no_active_turn"
+
+
+class TurnMismatch(DomainError):
+    code = "turn_mismatch"
