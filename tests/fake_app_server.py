@@ -15,6 +15,7 @@ the behaviours that are hard to provoke in the real binary:
 * ``fake/notify {"count"}`` → ``count`` notifications ``fake/tick {"n"}``, then ``{}``.
 * ``fake/garbage`` → writes a non-JSON line, then answers ``{}``.
 * ``fake/exit {"code"}`` → exits at once, unanswered.
+* ``fake/close-stdout`` → closes its stdout and lives on (a broken server), unanswered.
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ def main() -> int:
         elif method == "fake/garbage":
             out.write(b"this is not json\n")
             write({"id": request_id, "result": {}})
+        elif method == "fake/close-stdout":
+            out.flush()
+            os.close(1)
+            while True:  # alive, but deaf and mute: only a signal ends it
+                time.sleep(3600)
         elif method == "fake/exit":
             out.flush()
             os._exit(params["code"])

@@ -245,6 +245,18 @@ async def test_child_exiting_on_its_own_does_not_raise_from_the_block(tmp_path: 
             assert client.exit_status == ExitStatus(code=5, signal=None)
 
 
+async def test_a_child_that_closes_stdout_but_lives_on_is_ended(tmp_path: Path) -> None:
+    # It can never answer again; left alive it would keep the incarnation "running" forever.
+    with trio.fail_after(30):
+        async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:
+            pgid = client.process_group
+            with pytest.raises(ChildExited):
+                await client.request("fake/close-stdout")
+            status = await client.wait_exited()
+            assert status.signal == signal.SIGKILL
+            assert not group_alive(pgid)
+
+
 async def test_leaving_the_block_stops_the_child(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_app_server(fake_spec(tmp_path), on_notification=Notifications()) as client:

@@ -127,6 +127,8 @@ class AppServerClient:
         self._waiters: dict[int, _Waiter] = {}
         self._gone = False
         self._exited = trio.Event()
+        # Set when the reader task ends, drained or cancelled (the close waits for it only).
+        self.reader_done = trio.Event()
         # None when attached to an app-server codexd does not own (no process to signal).
         self.pid: int | None = child.pid
         self.pgid: int | None = child.pgid
@@ -341,10 +343,16 @@ class AppServerClient:
             with trio.move_on_after(_EXIT_AFTER_EOF_GRACE):
                 await self._child.wait()
             self._fail_pending()
+            if self._child.exit_status is None:
+                # stdout is closed but the process lives on: it can never answer again. Left
+                # alone it would keep this incarnation (and /readyz) "running" forever.
+                log.warning("app-server closed stdout but did not exit; killing its group")
+                self._child.kill_group()
             await self._child.wait()
         finally:
             self._gone = True
             self._fail_pending()
+            self.reader_done.set()
             if self._child.exit_status is not None:
                 self._exited.set()
             if self._stdout_log is not None:

@@ -168,7 +168,9 @@ async def _connected(
                     await client.aclose(stop_grace, stop_term_grace)
                     # Let the reader drain what the child wrote before exiting.
                     with trio.move_on_after(1.0):
-                        await client._exited.wait()
+                        # The reader, not the exit: a reader already cancelled (an outer
+                        # cancel) never sets _exited, and waiting for it cost a full second.
+                        await client.reader_done.wait()
                 nursery.cancel_scope.cancel(reason="app-server client closed")
     except BaseExceptionGroup as group:
         reraise_single(group)
