@@ -74,9 +74,11 @@ class FileLeaseStore:
     thread; nothing stays open between calls.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lock_timeout_s: float = 2.0) -> None:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
+        # Below the keeper's store timeout, so a stuck lock is a failed step, not a hung one.
+        self.lock_timeout_s = lock_timeout_s
 
     def _read_sync(self) -> LeaseRecord | None:
         try:
@@ -96,7 +98,7 @@ class FileLeaseStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self._lock_path, "a+b") as lock:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                _lock_bounded(lock.fileno(), self.lock_timeout_s)
                 try:
                     if self._read_sync() != expected:
                         return False
@@ -112,6 +114,22 @@ class FileLeaseStore:
 
     async def compare_and_set(self, expected: LeaseRecord | None, new: LeaseRecord) -> bool:
         return await trio.to_thread.run_sync(self._cas_sync, expected, new)
+
+
+def _lock_bounded(fd: int, timeout_s: float) -> None:
+    """``flock(LOCK_EX)`` that gives up: a blocking flock in a worker thread cannot be
+    cancelled, so a stuck holder would stall the lease loop past its TTL unnoticed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LeaseStoreError(
+                    f"the lease lock is held by another process for over {timeout_s:g} s"
+                ) from None
+            time.sleep(0.01)
 
 
 class MemoryLeaseStore:
@@ -183,13 +201,26 @@ class LeaseKeeper:
         self.clock = clock
         self.failure_limit = failure_limit
         self.store_timeout_s = store_timeout_s
-        self.role: LeaseRole = "standby"
+        self._role: LeaseRole = "standby"
         self.lease: LeaseRecord | None = None
         self.consecutive_failures = 0
         self.last_error: str | None = None
         self.last_attempt_at: float | None = None
         self.attempts = 0
         self._started_at = clock()
+
+    @property
+    def role(self) -> LeaseRole:
+        """The role *now*: a leader whose lease has run out by this clock is not a leader,
+        whatever the last step decided (a process frozen past its TTL — SIGSTOP, a laptop lid,
+        a VM pause — must not answer ``leader`` even once when it wakes)."""
+        if self._role == "leader" and (self.lease is None or self.lease.expires_at <= self.clock()):
+            return "degraded"
+        return self._role
+
+    @role.setter
+    def role(self, value: LeaseRole) -> None:
+        self._role = value
 
     @property
     def holds_lease(self) -> bool:

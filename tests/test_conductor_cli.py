@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -96,3 +97,36 @@ async def test_console_scripts_run() -> None:
             env=_env(), capture_stdout=True,
         )
         assert json.loads(result.stdout)["local_api"] == "http://127.0.0.1:1", service
+
+
+async def test_a_leader_frozen_past_its_ttl_never_answers_leader_when_it_wakes(
+    tmp_path: Path,
+) -> None:
+    lease = ["--lease-ttl", "1", "--lease-renew", "0.2", "--state-dir", str(tmp_path)]
+    with trio.fail_after(60):
+        async with open_fake_codexd() as fake:
+            base = [*CONDUCTOR, "start", "--local-api", "http://127.0.0.1:0",
+                    "--codexd-base", fake.url, *lease]
+            async with (
+                spawn_daemon([*base, "--node-id", "a"], env=_env()) as a,
+                httpx.AsyncClient(base_url=a.url, timeout=10) as http_a,
+            ):
+                assert (await http_a.get("/rolez")).text.strip() == "leader"
+                async with (
+                    spawn_daemon([*base, "--node-id", "b", "--role", "standby"],
+                                 env=_env()) as b,
+                    httpx.AsyncClient(base_url=b.url, timeout=10) as http_b,
+                ):
+                    assert (await http_b.get("/rolez")).text.strip() == "standby"
+                    a.process.send_signal(signal.SIGSTOP)  # a laptop lid, a VM pause
+                    try:
+                        # The standby takes the lease once it has expired. Another process has
+                        # no way to tell us, so we ask it until it says so (bounded above).
+                        while (await http_b.get("/rolez")).text.strip() != "leader":  # noqa: ASYNC110
+                            await trio.sleep(0.05)
+                    finally:
+                        a.process.send_signal(signal.SIGCONT)
+                    # a's very first answer after waking: not leader (b is).
+                    assert (await http_a.get("/rolez")).text.strip() != "leader"
+                    assert (await http_a.get("/readyz")).status_code == 503
+                    assert (await http_b.get("/rolez")).text.strip() == "leader"

@@ -171,3 +171,38 @@ async def test_file_store_compare_and_set(tmp_path: Path) -> None:
     # A corrupt lease file counts as a store failure for the keeper, not a crash.
     keeper = LeaseKeeper(one, holder_id="a", holder_host="h", failure_limit=1)
     assert await keeper.step() == "degraded"
+
+
+async def test_a_leader_whose_lease_ran_out_is_not_leader_before_its_next_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Frozen past its TTL (no step ran): the first question after waking gets "degraded".
+    store = MemoryLeaseStore()
+    keeper = _keeper(store, "a")
+    assert await keeper.step() == "leader"
+    await trio.sleep(29.9)
+    assert _role(keeper) == "leader"
+    await trio.sleep(0.2)
+    assert _role(keeper) == "degraded"
+    assert keeper.snapshot()["role"] == "degraded"
+    assert await keeper.step() == "leader"  # nobody else took it: renewed, a leader again
+
+
+def _role(keeper: LeaseKeeper) -> str:
+    return keeper.role  # asked anew each time (mypy would narrow a repeated attribute)
+
+
+async def test_a_stuck_lease_lock_fails_the_step_instead_of_hanging_it(tmp_path: Path) -> None:
+    import fcntl
+
+    store = FileLeaseStore(tmp_path / "lease.json", lock_timeout_s=0.2)
+    keeper = LeaseKeeper(store, holder_id="a@host", holder_host="host", ttl_s=30.0,
+                         renew_s=10.0, store_timeout_s=5.0)
+    (tmp_path / "lease.json.lock").touch()
+    with open(tmp_path / "lease.json.lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another process holding it forever
+        with trio.fail_after(4):  # the store's own bound, well inside the keeper's
+            assert await keeper.step() == "standby"
+        assert keeper.last_error is not None
+        assert "held by another process" in keeper.last_error
+    assert await keeper.step() == "leader"
