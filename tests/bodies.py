@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 
@@ -26,6 +28,16 @@ class OneChunk(httpx.AsyncByteStream):
             raise StopAsyncIteration
         self._sent = True
         return self.data
+
+
+async def post_json(http: httpx.AsyncClient, path: str, body: object) -> httpx.Response:
+    """POST ``body`` as JSON through :class:`OneChunk`: safe to cancel mid-request (a test that
+    plays a client giving up must not leave httpx's body generator to the garbage collector)."""
+    data = json.dumps(body).encode()
+    headers = {"content-length": str(len(data)), "content-type": "application/json"}
+    request = http.build_request("POST", path, headers=headers)
+    request.stream = OneChunk(data)
+    return await http.send(request)
 
 
 async def post_oversized(http: httpx.AsyncClient, path: str, limit: int = 1024 * 1024

@@ -16,6 +16,15 @@ the behaviours that are hard to provoke in the real binary:
 * ``fake/garbage`` → writes a non-JSON line, then answers ``{}``.
 * ``fake/exit {"code"}`` → exits at once, unanswered.
 * ``fake/close-stdout`` → closes its stdout and lives on (a broken server), unanswered.
+
+And a minimal conversation, enough for codexd to run sessions and turns on it:
+
+* ``thread/start`` → a new thread id; ``thread/resume`` → notifies ``fake/resuming``, then
+  after ``$FAKE_RESUME_DELAY`` seconds ``fake/resumed`` and the same thread.
+* ``turn/start`` → notifies ``fake/turnStarted {"turnId"}`` at once (the turn is running: the
+  model got it), answers after ``$FAKE_TURN_START_DELAY`` seconds, then sends ``turn/completed``
+  with the agent message ``fake answer``. The delays open the window between a turn starting
+  and codexd hearing about it.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ def notify(method: str, params: dict[str, Any]) -> None:
 
 def main() -> int:
     initialized = False
+    threads = turns = 0
     overload_counts: dict[str, int] = {}
     held: list[Any] = []
     next_server_id = 0
@@ -125,6 +135,26 @@ def main() -> int:
         elif method == "fake/garbage":
             out.write(b"this is not json\n")
             write({"id": request_id, "result": {}})
+        elif method == "thread/start":
+            threads += 1
+            thread = {"id": f"thread-fake-{threads}", "cwd": params.get("cwd") or os.getcwd()}
+            write({"id": request_id, "result": {
+                "thread": thread, "cwd": thread["cwd"], "model": "fake-model",
+                "approvalPolicy": "never", "sandbox": {"type": "readOnly"}}})
+        elif method == "thread/resume":
+            notify("fake/resuming", {"threadId": params["threadId"]})
+            time.sleep(float(os.environ.get("FAKE_RESUME_DELAY", "0")))
+            notify("fake/resumed", {"threadId": params["threadId"]})
+            write({"id": request_id, "result": {"thread": {"id": params["threadId"]}}})
+        elif method == "turn/start":
+            turns += 1
+            turn_id = f"turn-fake-{os.getpid()}-{turns}"
+            notify("fake/turnStarted", {"turnId": turn_id, "threadId": params["threadId"]})
+            time.sleep(float(os.environ.get("FAKE_TURN_START_DELAY", "0")))
+            write({"id": request_id, "result": {"turn": {"id": turn_id, "status": "inProgress"}}})
+            item = {"type": "agentMessage", "id": f"msg-{turn_id}", "text": "fake answer"}
+            notify("turn/completed", {"threadId": params["threadId"], "turn": {
+                "id": turn_id, "status": "completed", "items": [item]}})
         elif method == "fake/close-stdout":
             out.flush()
             os.close(1)

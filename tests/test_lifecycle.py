@@ -4,6 +4,7 @@ All against the real daemon and the real Codex child."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 import trio
 import trio_websocket
 
-from codexd_trio.client import CodexdClient, open_websocket
+from codexd_trio.client import CodexdClient, CodexdError, open_websocket
 from codexd_trio.testing import Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import pid_alive, read_events, running_codexd
+from tests.bodies import post_json
 from tests.fake_codexd import open_conductor
 
 pytestmark = pytest.mark.real_codex
@@ -148,7 +150,7 @@ async def test_a_client_that_goes_away_never_orphans_a_turn(
             for n, sid in enumerate(sessions):
                 scripted_model.script(Plain(f"answer {n}"))
                 with trio.move_on_after(n * 0.002):
-                    await http.post("/v1/codexd/turn", json={"sessionId": sid, "input": _q(n)})
+                    await post_json(http, "/v1/codexd/turn", {"sessionId": sid, "input": _q(n)})
             # Let every operation that was started settle: a turn whose start was accepted by
             # Codex completes; the others never reached it.
             for sid in sessions:
@@ -199,3 +201,103 @@ async def test_a_codex_outside_the_supported_range_is_a_warning_not_a_refusal(
             assert child["codexVersion"]["supported"] is False
             assert child["codexVersion"]["version"] == "0.0.0-fake"
             await client.readyz()  # still ready: a warning, not a refusal
+
+
+FAKE_SERVER = Path(__file__).with_name("fake_app_server.py")
+
+
+def _fake_server_args() -> list[str]:
+    return ["--server-command", sys.executable, "--server-arg", str(FAKE_SERVER)]
+
+
+async def _child_pid(client: CodexdClient) -> int:
+    pid = (await client.status())["snapshot"]["daemon"]["child"]["pid"]
+    assert isinstance(pid, int)
+    assert pid > 1
+    return pid
+
+
+async def _count(client: CodexdClient, types: dict[str, int]) -> None:
+    """Follow the stream from the start until each event type was seen that many times."""
+    seen = dict.fromkeys(types, 0)
+    async with client.events(after=0) as stream:
+        async for event in stream:
+            if event.type in seen:
+                seen[event.type] += 1
+            if all(seen[t] >= n for t, n in types.items()):
+                return
+
+
+async def test_a_client_gone_while_codex_holds_the_turn_start_answer_orphans_nothing(
+    tmp_path: Path, codex_home: Path
+) -> None:
+    # The stand-in starts each turn at once (fake/turnStarted: the model has it) and answers
+    # turn/start 0.3 s later. Each client goes away right after the turn started: exactly
+    # between Codex accepting the turn and codexd recording it.
+    env = {"FAKE_TURN_START_DELAY": "0.3"}
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home, *_fake_server_args(), env=env) as codexd,
+            CodexdClient(codexd.url) as client,
+            httpx.AsyncClient(base_url=codexd.url) as http,
+        ):
+            sessions = [await client.create_session() for _ in range(3)]
+            async with client.events() as stream:
+                for session in sessions:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(post_json, http, "/v1/codexd/turn",
+                                           {"sessionId": session.sessionId, "input": "hi"})
+                        async for event in stream:
+                            if (event.type == "app-server.fake.turnStarted"
+                                    and event.threadId == session.threadId):
+                                break
+                        nursery.cancel_scope.cancel(reason="the client goes away")
+            # Every turn the server started is recorded by codexd and completes.
+            await _count(client, {"app-server.turn.completed": 3})
+            for session in sessions:
+                read, _ = await client.get_session(session.sessionId)
+                assert (read.lastTurnStatus, read.lastTurnOutput) == ("completed", "fake answer")
+            journal = read_events(codexd.logs_dir / "codexd" / "events.jsonl")
+            assert len([e for e in journal if e.type == "turn.accepted"]) == 3
+
+
+async def test_a_child_killed_during_thread_resume_leaves_nothing_to_the_next_one(
+    tmp_path: Path, codex_home: Path
+) -> None:
+    env = {"FAKE_RESUME_DELAY": "0.5"}
+    args = [*_fake_server_args(), "--restart-backoff", "0.05"]
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home, *args, env=env) as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            sid = (await client.create_session()).sessionId
+            first = await client.start_turn(sid, "one")
+            await client.wait_for_turn(sid, first["turnId"])  # the thread is persisted now
+
+            async def restarted(count: int) -> None:
+                await _count(client, {"child.started": count})
+
+            os.killpg(await _child_pid(client), signal.SIGKILL)  # a new child: resume needed
+            await restarted(2)
+            async with client.events() as stream, trio.open_nursery() as nursery:
+
+                async def turn_in_resume() -> None:
+                    with pytest.raises(CodexdError) as gone:
+                        await client.start_turn(sid, "two")
+                    assert gone.value.code == "child_unavailable"
+
+                nursery.start_soon(turn_in_resume)
+                async for event in stream:
+                    if event.type == "app-server.fake.resuming":
+                        break  # the stand-in now holds thread/resume for 0.5 s
+                os.killpg(await _child_pid(client), signal.SIGKILL)
+            await restarted(3)
+            # The third child knows nothing of the second: the thread is resumed afresh there.
+            third = await client.start_turn(sid, "three")
+            done = await client.wait_for_turn(sid, third["turnId"])
+            assert (done.lastTurnStatus, done.lastTurnOutput) == ("completed", "fake answer")
+            journal = read_events(codexd.logs_dir / "codexd" / "events.jsonl")
+            kinds = [e.type for e in journal]
+            assert kinds.count("app-server.fake.resuming") == 2  # child 2 (killed) and child 3
+            assert kinds.count("session.resumed") == 1  # only the resume that finished
