@@ -38,9 +38,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import msgspec
 import trio
 
+from codexd_trio._eventlog_files import (
+    INDEX_EVERY,
+    EventLogCorrupt,
+    _encode_line,
+    find_segments,
+    last_seq_of,
+    read_lines,
+    scan_active,
+)
 from codexd_trio.contracts import Event
 from codexd_trio.limiters import journal_limiter, reads_limiter
 from codexd_trio.store import append_synced, fsync_dir
@@ -55,41 +63,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INDEX_EVERY = 256
 WRITE_RETRY_S = 1.0
 FINAL_FLUSH_TIMEOUT_S = 5.0
-# How many undecodable lines at the end of the file open() cuts before calling the file corrupt
-# rather than torn: a torn write damages the tail of one write, never pages of events.
-MAX_CUT_LINES = 64
 # Defaults: 64 MiB segments, 16 of them kept -> about 1 GiB of history.
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_RETAIN_SEGMENTS = 16
-
-_encoder = msgspec.json.Encoder()
-_event_decoder = msgspec.json.Decoder(Event)
-
-
-class _Head(msgspec.Struct):
-    """The part of an event a replay needs to decide whether to decode the rest."""
-
-    seq: int
-    sessionId: str | None = None
-
-
-_head_decoder = msgspec.json.Decoder(_Head)
-
-
-class EventLogCorrupt(Exception):
-    """The log cannot be opened: damaged beyond a torn last write (message says where)."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-def _encode_line(event: Event) -> bytes:
-    return _encoder.encode(event) + b"\n"
-
 
 class EventLog:
     """The append-only ``events.jsonl`` of one codexd.
@@ -182,88 +160,14 @@ class EventLog:
             file.close()
             raise
 
-    @staticmethod
-    def _find_segments(path: Path) -> list[tuple[int, Path]]:
-        found: list[tuple[int, Path]] = []
-        for candidate in path.parent.glob(f"{path.stem}-*{path.suffix}"):
-            digits = candidate.name[len(path.stem) + 1 : -len(path.suffix) or None]
-            if digits.isdigit():
-                found.append((int(digits), candidate))
-        return sorted(found)
-
-    @staticmethod
-    def _last_seq_of(segment: Path) -> int:
-        """The seq of the last whole line of a sealed segment (read from its tail)."""
-        with open(segment, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            chunk = 1 << 16
-            while True:
-                start = max(0, size - chunk)
-                f.seek(start)
-                lines = f.read(size - start).split(b"\n")
-                for line in reversed(lines[1:] if start > 0 else lines):
-                    with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-                        if line:
-                            return _head_decoder.decode(line).seq
-                if start == 0:
-                    return 0
-                chunk *= 4
-
     @classmethod
     def _scan(cls, path: Path, file: BinaryIO, *, segment_bytes: int,
               retain_segments: int) -> EventLog:
-        index: list[tuple[int, int]] = []
-        since_index = INDEX_EVERY  # index the first line
-        # (offset, line) of the last lines, to cut back through a damaged tail.
-        tail: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=MAX_CUT_LINES + 1)
-        offset = 0
-        file.seek(0)
-        for line in file:
-            if since_index >= INDEX_EVERY and line.endswith(b"\n"):
-                try:
-                    index.append((_head_decoder.decode(line).seq, offset))
-                    since_index = 0
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    pass  # damaged line: sample the next one instead
-            since_index += 1
-            tail.append((offset, line))
-            offset += len(line)
-        end = offset
-        last_seq = 0
-        cut = 0
-        while tail:
-            line_offset, line = tail[-1]
-            if line.endswith(b"\n"):
-                try:
-                    last_seq = _head_decoder.decode(line).seq
-                    break
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    pass
-            tail.pop()
-            end = line_offset
-            cut += 1
-            if cut > MAX_CUT_LINES:
-                raise EventLogCorrupt(
-                    path,
-                    f"{path}: more than {MAX_CUT_LINES} damaged lines at the end "
-                    f"(from byte {line_offset}); refusing to cut them",
-                )
-        if end != offset:
-            logger.warning(
-                "event log %s: cut %d torn/undecodable trailing line(s), %d bytes from offset %d; "
-                "continuing after seq %d",
-                path, cut, offset - end, end, last_seq,
-            )
-            file.truncate(end)
-            file.flush()
-            os.fsync(file.fileno())
-            while index and index[-1][1] >= end:
-                index.pop()
-            since_index = 0
-        segments = cls._find_segments(path)
+        index, since_index, last_seq, end = scan_active(path, file)
+        segments = find_segments(path)
         if end == 0 and segments:
             # A fresh active file right after a rotation: seq continues from the newest segment.
-            last_seq = cls._last_seq_of(segments[-1][1])
+            last_seq = last_seq_of(segments[-1][1])
         return cls(path, file, last_seq=last_seq, end=end, index=index,
                    lines_since_index=since_index, segments=segments,
                    segment_bytes=segment_bytes, retain_segments=retain_segments)
@@ -441,7 +345,7 @@ class EventLog:
                              else self._active_first)
                 if following - 1 <= after_seq:
                     continue
-                segment: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by _read_disk
+                segment: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by read_lines
                 size = os.fstat(segment.fileno()).st_size
                 parts.append((segment, 0 if first > after_seq else -1, size))
             if end > 0 and self.durable_seq > after_seq:
@@ -453,61 +357,6 @@ class EventLog:
                 opened.close()
             raise
         return parts
-
-    @staticmethod
-    def _bisect_offset(f: BinaryIO, size: int, after_seq: int) -> int:
-        """Offset of a line at or before the first event with ``seq > after_seq``."""
-        lo, hi = 0, size
-        while hi - lo > 1 << 16:
-            mid = (lo + hi) // 2
-            f.seek(mid)
-            f.readline()  # skip to the next line start
-            line = f.readline()
-            try:
-                seq = _head_decoder.decode(line).seq
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                break
-            if seq <= after_seq:
-                lo = mid
-            else:
-                hi = mid
-        if lo == 0:
-            return 0
-        f.seek(lo)
-        f.readline()
-        return f.tell()
-
-    def _read_disk(self, parts: list[tuple[BinaryIO, int, int]], after_seq: int,
-                   limit: int | None, session_id: str | None) -> list[Event]:
-        # Worker thread, on file handles opened by the Trio thread; closes them all.
-        out: list[Event] = []
-        try:
-            for f, start, end in parts:
-                if start < 0:
-                    start = self._bisect_offset(f, end, after_seq)
-                f.seek(start)
-                pos = start
-                for line in f:
-                    if pos >= end:
-                        break
-                    pos += len(line)
-                    try:
-                        head = _head_decoder.decode(line)
-                        if head.seq <= after_seq:
-                            continue
-                        if session_id is not None and head.sessionId != session_id:
-                            continue
-                        out.append(_event_decoder.decode(line))
-                    except (msgspec.ValidationError, msgspec.DecodeError):
-                        logger.warning("event log %s: skipping undecodable line at byte %d",
-                                       f.name, pos - len(line))
-                        continue
-                    if limit is not None and len(out) >= limit:
-                        return out
-            return out
-        finally:
-            for f, _, _ in parts:
-                f.close()
 
     async def read_after(self, after_seq: int, *, limit: int | None = None,
                          session_id: str | None = None) -> list[Event]:
@@ -543,7 +392,7 @@ class EventLog:
             try:
                 # Bounded apart from the writers: a wave of replays only queues behind itself.
                 out = await trio.to_thread.run_sync(
-                    self._read_disk, parts, after_seq, limit, session_id,
+                    read_lines, parts, after_seq, limit, session_id,
                     limiter=reads_limiter())
             except BaseException:
                 # Cancelled while queued for a read thread, the worker never took the files.
