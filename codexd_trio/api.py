@@ -204,13 +204,11 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ready, reason = daemon.readiness()
-        if not ready:
+        code, reason = daemon.readiness()
+        if code is not None:
             return error_response(
-                "child_unavailable" if not daemon.stopping else "shutting_down",
-                reason,
-                503,
-                child=msgspec.to_builtins(daemon.child),
+                code, reason, 503, child=msgspec.to_builtins(daemon.child),
+                eventsWaiting=daemon.log.waiting,
             )
         return envelope({"ready": True, "child": msgspec.to_builtins(daemon.child)})
 

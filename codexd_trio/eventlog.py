@@ -96,6 +96,8 @@ class EventLog:
         # Set while a rotation is in progress; readers wait for it before taking a snapshot.
         self._rotating: trio.Event | None = None
         self.durable_seq = last_seq
+        # The last commit's failure while it lasts (the disk is full, say), else None.
+        self.write_error: str | None = None
         # Called with each batch once it is fsynced (the hub publishes durable events only).
         self.on_durable: Callable[[list[Event]], None] | None = None
         self._file = file
@@ -285,6 +287,11 @@ class EventLog:
                 path.unlink()
             logger.info("event log: removed %s (beyond retention)", path.name)
 
+    @property
+    def waiting(self) -> int:
+        """Events appended but not durable yet (they grow while writes fail)."""
+        return len(self._unsynced)
+
     async def wait_durable(self, seq: int) -> None:
         """Return once the event with ``seq`` (and every earlier one) is fsynced.
 
@@ -317,10 +324,14 @@ class EventLog:
                 await trio.lowlevel.checkpoint()
                 try:
                     await self.flush()
-                except OSError:
+                except OSError as exc:
                     logger.exception("event log write failed; retrying in %.1f s", WRITE_RETRY_S)
+                    # Readiness reports it: nothing new becomes durable (or visible) meanwhile.
+                    self.write_error = f"{exc.strerror or exc}"
                     self._pending.set()
                     await trio.sleep(WRITE_RETRY_S)
+                else:
+                    self.write_error = None
         finally:
             if self._unsynced:
                 with trio.move_on_after(FINAL_FLUSH_TIMEOUT_S, shield=True) as scope:

@@ -323,15 +323,21 @@ class Daemon:
         session = self.book.session_for_thread(thread_id if isinstance(thread_id, str) else None)
         return await self.broker.on_request(incarnation, req, session)
 
-    def readiness(self) -> tuple[bool, str]:
+    def readiness(self) -> tuple[str | None, str]:
+        """``(None, "ready")``, or the error code and the reason ``/readyz`` answers 503 with."""
         if self.stopping:
-            return False, "codexd is stopping"
+            return "shutting_down", "codexd is stopping"
+        if self.log.write_error is not None:
+            return "store_unavailable", (
+                f"the event log cannot be written ({self.log.write_error}); "
+                f"{self.log.waiting} events wait to become durable"
+            )
         if self.supervisor.current is None or self.child.status != "running":
             reason = f"codex app-server is {self.child.status}"
             if self.child.lastError:
                 reason += f" ({self.child.lastError})"
-            return False, reason
-        return True, "ready"
+            return "child_unavailable", reason
+        return None, "ready"
 
     # ------------------------------------------------------------------ operations
 

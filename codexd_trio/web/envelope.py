@@ -41,6 +41,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     "idempotency_mismatch": 422,
     "app_server_error": 502,
     "child_unavailable": 503,
+    "store_unavailable": 503,
     "shutting_down": 503,
 }
 
