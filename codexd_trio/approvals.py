@@ -104,6 +104,11 @@ def _emit(
     )
 
 
+def _text(value: object) -> str | None:
+    # Received from Codex: a shape change must not make approvals.json undecodable.
+    return value if isinstance(value, str) else None
+
+
 class _Pending:
     def __init__(self) -> None:
         self.decided = trio.Event()
@@ -145,8 +150,8 @@ class ApprovalBroker:
             approvalId=f"approval-{uuid.uuid4()}",
             sessionId=session.sessionId if session else None,
             threadId=thread_id,
-            turnId=params.get("turnId"),
-            itemId=params.get("itemId"),
+            turnId=_text(params.get("turnId")),
+            itemId=_text(params.get("itemId")),
             kind=kind,
             method=req.method,
             createdAt=now_iso(),

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -169,3 +170,18 @@ async def test_readyz_reports_an_event_log_that_cannot_be_written_until_it_recov
             assert body["error"]["code"] == "child_unavailable"  # the log is fine again
             assert [e.type for e in daemon.hub.recent()] == ["test.event"] * 3
             nursery.cancel_scope.cancel()
+
+
+async def test_an_approval_request_with_unexpected_shapes_is_still_recorded(
+    daemon: Daemon,
+) -> None:
+    request = ServerRequest(
+        id=8, method="item/commandExecution/requestApproval",
+        params={"threadId": "t-1", "turnId": 5, "itemId": ["x"], "command": "ls"},
+    )
+    # No session owns the thread: the default policy declines at once.
+    assert await daemon.on_server_request(_incarnation(), request) == {"decision": "decline"}
+    (approval,) = daemon.approvals()
+    assert (approval.turnId, approval.itemId, approval.decision) == (None, None, "decline")
+    encoded = msgspec.json.encode(daemon.files.approvals.value)
+    assert msgspec.json.decode(encoded, type=type(daemon.files.approvals.value))
