@@ -273,12 +273,22 @@ class EventLog:
 
     def _swap_files(self, sealed: Path) -> None:
         # Worker thread. Readers that opened the old file keep reading it under its new name.
+        # Exception-safe: until the new file is open nothing has changed (a failed rename used
+        # to leave the log writing to a closed file, and a ValueError took the daemon down);
+        # an OSError here is a failed commit like any other, and the next commit retries.
         with self._io_lock:
-            self._file.close()
             os.rename(self.path, sealed)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._file = os.fdopen(fd, "r+b")
-            fsync_dir(self.path.parent)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                os.rename(sealed, self.path)
+                raise
+            old, self._file = self._file, os.fdopen(fd, "r+b")
+            old.close()
+            try:
+                fsync_dir(self.path.parent)
+            except OSError:
+                logger.warning("event log: cannot fsync %s after sealing", self.path.parent)
 
     @staticmethod
     def _delete(paths: list[Path]) -> None:

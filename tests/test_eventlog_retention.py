@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 import trio
 
 from codexd_trio.contracts import RecentEvents
@@ -138,5 +140,40 @@ async def test_replay_bisects_large_sealed_segments(tmp_path: Path) -> None:
         for after in (0, 1, 1234, 2000, 2001, 3999, 5998):
             got = await log.read_after(after, limit=5)
             assert [e.seq for e in got] == list(range(after + 1, min(after + 6, 6001))), after
+    finally:
+        log.close()
+
+
+async def test_a_failed_rotation_is_a_failed_commit_the_next_one_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=50)
+    real_rename = os.rename
+    refusals = 0
+
+    def rename_once_refused(src: object, dst: object) -> None:
+        nonlocal refusals
+        if refusals == 0:
+            refusals += 1
+            raise OSError(13, "Permission denied")
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", rename_once_refused)
+    try:
+        seq = 0
+        rotation_failed = False
+        while not rotation_failed:  # fill until the first rotation is attempted
+            seq += 1
+            log.append(make_event(seq))
+            try:
+                await log.flush()
+            except OSError:
+                rotation_failed = True
+        assert sealed(path) == []  # nothing moved, the active file is intact and open
+        await fill(log, seq + 1, 100)  # later commits seal segments normally
+        assert sealed(path)
+        events = await log.read_after(0)
+        assert [e.seq for e in events] == list(range(1, seq + 101))
     finally:
         log.close()
