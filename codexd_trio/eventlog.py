@@ -214,7 +214,11 @@ class EventLog:
             OSError: The write failed; the events stay buffered for a retry.
 
         Cancellation:
-            A commit already handed to the worker thread completes and is accounted for.
+            Returns at once, even while the worker thread is stuck in a hung ``fsync``: every
+            deadline on a commit (the final flush's ~5 s) really bounds it. The abandoned
+            commit is not accounted for: its events stay buffered, and the next commit writes
+            them again at the same offset (writes are positional and under one lock, so a late
+            finish of the abandoned one writes the same bytes in the same place).
         """
         async with self._commit_lock:
             if not self._unsynced:
@@ -224,7 +228,8 @@ class EventLog:
             # Its own limiter: every acknowledgement waits on this commit, so replays holding
             # the read threads must not delay it.
             await trio.to_thread.run_sync(
-                self._write_batch, data, self._durable_end, limiter=journal_limiter()
+                self._write_batch, data, self._durable_end, limiter=journal_limiter(),
+                abandon_on_cancel=True,
             )
             for _ in batch:
                 self._unsynced.popleft()
@@ -434,7 +439,13 @@ class EventLog:
         Resource handling:
             Releases the log's file handle; the log cannot be used afterwards.
         """
-        with self._io_lock:
+        # Bounded: a commit thread abandoned in a hung fsync holds this lock; then the file is
+        # left to the OS rather than hanging the exit (the events were never acknowledged).
+        if not self._io_lock.acquire(timeout=FINAL_FLUSH_TIMEOUT_S):
+            # Not marked closed: a later close() (once the write came back) still closes it.
+            logger.error("event log: a write is stuck in the kernel; giving up on the file")
+            return
+        try:
             if self._closed:
                 return
             try:
@@ -450,3 +461,5 @@ class EventLog:
             finally:
                 self._closed = True
                 self._file.close()
+        finally:
+            self._io_lock.release()

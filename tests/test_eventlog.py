@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -251,4 +252,30 @@ async def test_a_replay_cancelled_while_queued_for_a_read_thread_closes_its_file
         # An unclosed file would be a ResourceWarning here (an error under filterwarnings).
         gc.collect()
     finally:
+        log.close()
+
+
+async def test_a_hung_fsync_cannot_hold_the_stop_past_the_final_flush_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("codexd_trio.eventlog.FINAL_FLUSH_TIMEOUT_S", 0.2)
+    release = threading.Event()
+
+    def hung(data: bytes, start: int) -> None:  # the kernel never answers (a dead NFS mount)
+        with log._io_lock:  # as the real write holds it
+            release.wait(60)
+
+    log = EventLog.open(tmp_path / "events.jsonl")
+    monkeypatch.setattr(log, "_write_batch", hung)
+    try:
+        with trio.fail_after(20):  # a hang guard: the stop itself takes ~0.4 s
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                log.append(make_event(1))
+                await trio.testing.wait_all_tasks_blocked()  # the commit thread is stuck
+                nursery.cancel_scope.cancel()
+            log.close()  # bounded too: it gives up on the stuck file
+        assert log.durable_seq == 0  # nothing was claimed durable
+    finally:
+        release.set()  # the write comes back: now the file can be closed for good
         log.close()
