@@ -311,7 +311,16 @@ class Daemon:
 
     def on_notification(self, incarnation: Incarnation, note: Notification) -> None:
         before = self.book.version
-        for emit in self.book.on_notification(note.method, note.params):
+        try:
+            emits = self.book.on_notification(note.method, note.params)
+        except Exception:
+            # A bug in the fold must not pass silently (the reader would only log it): record
+            # the notification itself, and snapshot whatever the fold changed before failing.
+            log.exception("folding %s failed", note.method)
+            emits = [Emit("app-server.notification.unhandled",
+                          f"codexd could not fold {note.method}; see its log", level="error",
+                          detail={"method": note.method, "params": note.params})]
+        for emit in emits:
             self.publish(emit)
         if note.method == "serverRequest/resolved":
             self.broker.withdrawn(incarnation, note.params.get("requestId"))

@@ -185,3 +185,30 @@ async def test_an_approval_request_with_unexpected_shapes_is_still_recorded(
     assert (approval.turnId, approval.itemId, approval.decision) == (None, None, "decline")
     encoded = msgspec.json.encode(daemon.files.approvals.value)
     assert msgspec.json.decode(encoded, type=type(daemon.files.approvals.value))
+
+
+async def test_a_failing_notification_fold_is_recorded_not_swallowed(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from codexd_trio.protocol.appserver import Notification
+
+    daemon.book.add(Session(sessionId="session-0", threadId="thread-0",
+                            createdAt="2026-11-30T00:00:00.000Z",
+                            updatedAt="2026-11-30T00:00:00.000Z"))
+    before = daemon.files.registry.value
+
+    def half_done(method: str, params: dict[str, Any]) -> list[Emit]:
+        daemon.book.close("session-0")  # the fold changed something, then hit a bug
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(daemon.book, "on_notification", half_done)
+    with caplog.at_level(logging.ERROR, logger="codexd"):
+        daemon.on_notification(_incarnation(), Notification(method="turn/completed",
+                                                             params={"threadId": "thread-0"}))
+    await daemon.log.flush()
+    (event,) = [e for e in daemon.hub.recent() if e.type == "app-server.notification.unhandled"]
+    assert (event.level, event.detail["method"]) == ("error", "turn/completed")
+    assert "folding turn/completed failed" in caplog.text
+    after = daemon.files.registry.value
+    assert after is not before  # the change the fold made is in the registry snapshot
+    assert [s.status for s in after.sessions] == ["closed"]
