@@ -131,30 +131,25 @@ class IdempotencyJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
         legacy = path.with_suffix(".json") if legacy_path is None else legacy_path
         horizon = clock() - RETENTION_S
-        file = cls._open_file(path)
+        file = open_file(path)
         try:
             # A freshly created journal must survive a crash together with its first appends.
             fsync_dir(path.parent)
-            scan = cls._scan(path, file, horizon)
+            found = scan(path, file, horizon)
             old = read_document(legacy, IdempotencyBook)
             if old is not None:
-                scan = cls._import(path, scan, old, horizon)
+                found = import_old_book(path, found, old, horizon)
                 file.close()
-                file = cls._open_file(path)
+                file = open_file(path)
                 legacy.unlink()
                 fsync_dir(legacy.parent)
-            journal = cls(path, file, scan, clock=clock, compact_min_lines=compact_min_lines)
+            journal = cls(path, file, found, clock=clock, compact_min_lines=compact_min_lines)
         except BaseException:
             file.close()
             raise
         journal.prune()
         return journal
 
-    _open_file = staticmethod(open_file)
-
-    _scan = staticmethod(scan)
-
-    _import = staticmethod(import_old_book)
 
     # ----------------------------------------------------------------------------------------
     # Records
@@ -316,7 +311,7 @@ class IdempotencyJournal:
             finally:
                 self._since_snapshot = None
                 if tmp is not None:
-                    self._discard(tmp)
+                    discard(tmp)
             self.compactions += 1
             self._compacted.set()
             self._compacted = trio.Event()
@@ -341,7 +336,7 @@ class IdempotencyJournal:
             file.flush()
             os.fsync(file.fileno())
         except BaseException:
-            self._discard((file, name))
+            discard((file, name))
             raise
         return file, name
 
@@ -361,8 +356,6 @@ class IdempotencyJournal:
         old.close()
         fsync_dir(self.path.parent)
         return end
-
-    _discard = staticmethod(discard)
 
     # ----------------------------------------------------------------------------------------
     # Lifetime

@@ -64,7 +64,6 @@ class SessionService:
         self._thread_locks: dict[str, trio.Lock] = {}
 
     async def create(self, inc: Incarnation, req: CreateSessionRequest) -> Session:
-        check_cwd(req.cwd)
         result = await _call(
             inc, inc.client.thread_start(
                 **_thread_params(req.cwd, req.model, req.approvalPolicy, req.sandbox))

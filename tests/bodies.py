@@ -30,21 +30,20 @@ class OneChunk(httpx.AsyncByteStream):
         return self.data
 
 
-async def post_json(http: httpx.AsyncClient, path: str, body: object) -> httpx.Response:
-    """POST ``body`` as JSON through :class:`OneChunk`: safe to cancel mid-request (a test that
-    plays a client giving up must not leave httpx's body generator to the garbage collector)."""
-    data = json.dumps(body).encode()
+async def _post_bytes(http: httpx.AsyncClient, path: str, data: bytes) -> httpx.Response:
     headers = {"content-length": str(len(data)), "content-type": "application/json"}
     request = http.build_request("POST", path, headers=headers)
     request.stream = OneChunk(data)
     return await http.send(request)
+
+
+async def post_json(http: httpx.AsyncClient, path: str, body: object) -> httpx.Response:
+    """POST ``body`` as JSON through :class:`OneChunk`: safe to cancel mid-request (a test that
+    plays a client giving up must not leave httpx's body generator to the garbage collector)."""
+    return await _post_bytes(http, path, json.dumps(body).encode())
 
 
 async def post_oversized(http: httpx.AsyncClient, path: str, limit: int = 1024 * 1024
                          ) -> httpx.Response:
     """POST a JSON object just over ``limit`` bytes to ``path`` (its ``input`` is padding)."""
-    data = b'{"input": "' + b"x" * (limit + 10) + b'"}'
-    headers = {"content-length": str(len(data)), "content-type": "application/json"}
-    request = http.build_request("POST", path, headers=headers)
-    request.stream = OneChunk(data)
-    return await http.send(request)
+    return await _post_bytes(http, path, b'{"input": "' + b"x" * (limit + 10) + b'"}')
