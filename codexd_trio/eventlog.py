@@ -68,6 +68,9 @@ FINAL_FLUSH_TIMEOUT_S = 5.0
 # Defaults: 64 MiB segments, 16 of them kept -> about 1 GiB of history.
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_RETAIN_SEGMENTS = 16
+# While the disk refuses writes, events wait in memory; past this many bytes the producer is
+# told to stop (see EventLog.room) so a long outage cannot grow codexd without limit.
+DEFAULT_BACKLOG_BYTES = 64 * 1024 * 1024
 
 class EventLog:
     """The append-only ``events.jsonl`` of one codexd.
@@ -84,7 +87,7 @@ class EventLog:
     def __init__(self, path: Path, file: BinaryIO, *, last_seq: int, end: int,
                  index: list[tuple[int, int]], lines_since_index: int,
                  segments: list[tuple[int, Path]], segment_bytes: int,
-                 retain_segments: int) -> None:
+                 retain_segments: int, backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
         """Internal; use :meth:`open`."""
         self.path = path
         self.last_seq = last_seq
@@ -110,6 +113,8 @@ class EventLog:
         self._lines_since_index = lines_since_index
         # Appended but not yet durable, oldest first: (event, encoded line).
         self._unsynced: collections.deque[tuple[Event, bytes]] = collections.deque()
+        self._unsynced_bytes = 0
+        self.backlog_bytes = backlog_bytes
         self._pending = trio.Event()
         self._durable_changed = trio.Event()
         self._commit_lock = trio.Lock()
@@ -188,6 +193,7 @@ class EventLog:
         line = _encode_line(event)
         self._index_line(event.seq, line)
         self._unsynced.append((event, line))
+        self._unsynced_bytes += len(line)
         self.last_seq = event.seq
         self._pending.set()
 
@@ -233,6 +239,7 @@ class EventLog:
             )
             for _ in batch:
                 self._unsynced.popleft()
+            self._unsynced_bytes -= len(data)
             self._durable_end += len(data)
             self.durable_seq = batch[-1][0].seq
             self._durable_changed.set()
@@ -306,6 +313,22 @@ class EventLog:
     def waiting(self) -> int:
         """Events appended but not durable yet (they grow while writes fail)."""
         return len(self._unsynced)
+
+    @property
+    def backlogged(self) -> bool:
+        """The events waiting to become durable hold ``backlog_bytes`` or more."""
+        return self._unsynced_bytes >= self.backlog_bytes
+
+    async def room(self) -> None:
+        """Return once the backlog is below ``backlog_bytes`` (at once, without a checkpoint,
+        in the normal case).
+
+        The producer of events (the JSON-RPC reader) awaits this before taking more from Codex:
+        while the disk fails, memory stays bounded and Codex waits on a full pipe; nothing
+        already accepted is dropped.
+        """
+        while self._unsynced_bytes >= self.backlog_bytes:
+            await self._durable_changed.wait()
 
     async def wait_durable(self, seq: int) -> None:
         """Return once the event with ``seq`` (and every earlier one) is fsynced.
@@ -458,6 +481,7 @@ class EventLog:
                     self._durable_end += len(data)
                     self.durable_seq = self._unsynced[-1][0].seq
                     self._unsynced.clear()
+                    self._unsynced_bytes = 0
             finally:
                 self._closed = True
                 self._file.close()

@@ -332,6 +332,10 @@ class Daemon:
         session = self.book.session_for_thread(thread_id if isinstance(thread_id, str) else None)
         return await self.broker.on_request(incarnation, req, session)
 
+    async def room(self) -> None:
+        """The child's reader waits here while the event log's backlog is full."""
+        await self.log.room()
+
     def readiness(self) -> tuple[str | None, str]:
         """``(None, "ready")``, or the error code and the reason ``/readyz`` answers 503 with."""
         if self.stopping:
@@ -340,6 +344,8 @@ class Daemon:
             return "store_unavailable", (
                 f"the event log cannot be written ({self.log.write_error}); "
                 f"{self.log.waiting} events wait to become durable"
+                + ("; reading from codex is paused until they are written"
+                   if self.log.backlogged else "")
             )
         if self.supervisor.current is None or self.child.status != "running":
             reason = f"codex app-server is {self.child.status}"

@@ -121,6 +121,9 @@ class Host(Protocol):
 
     async def on_server_request(self, incarnation: Incarnation, req: ServerRequest) -> Any: ...
 
+    async def room(self) -> None:
+        """Return once the host can take more events from the child (see EventLog.room)."""
+
     def child_gone(self, status: ExitStatus | None, error: str | None) -> None: ...
 
 
@@ -321,6 +324,7 @@ class ChildSupervisor:
         options: dict[str, Any] = {
             "on_notification": on_notification,
             "on_server_request": on_server_request,
+            "backpressure": self.host.room,
             "server_request_timeout": self.server_request_timeout,
             "request_timeout": self.request_timeout,
             "stdout_log": self.stdout_log,

@@ -294,3 +294,43 @@ async def test_exception_in_block_propagates_unwrapped(tmp_path: Path) -> None:
     with trio.fail_after(30), pytest.raises(KeyError, match="from the body"):
         await body()
     assert not group_alive(pids[0])
+
+
+async def test_the_reader_stops_taking_lines_while_the_host_has_no_room(tmp_path: Path) -> None:
+    # codexd's event log cannot write: the reader must stop reading (the pipe fills and Codex
+    # waits) instead of buffering what Codex says without limit.
+    recorder = Notifications()
+    gate = trio.Event()
+    gate.set()
+    held = trio.Event()
+
+    async def room() -> None:
+        if not gate.is_set():
+            held.set()
+            await gate.wait()
+
+    with trio.fail_after(30):
+        async with (
+            open_app_server(fake_spec(tmp_path), on_notification=recorder,
+                            backpressure=room) as client,
+            trio.open_nursery() as nursery,
+        ):
+            gate = trio.Event()  # no room from now on
+            answered = trio.Event()
+
+            async def burst() -> None:
+                await client.request("fake/notify", {"count": 200})
+                answered.set()
+
+            nursery.start_soon(burst)
+            await held.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            # The reader waits at the gate: of the burst it took at most the one line it was
+            # already waiting for when the room ran out.
+            taken = [n for n in recorder.notifications if n.method == "fake/tick"]
+            assert len(taken) <= 1
+            assert not answered.is_set()
+            gate.set()
+            await answered.wait()
+            ticks = [n.params["n"] for n in recorder.notifications if n.method == "fake/tick"]
+            assert ticks == list(range(200))

@@ -279,3 +279,57 @@ async def test_a_hung_fsync_cannot_hold_the_stop_past_the_final_flush_deadline(
     finally:
         release.set()  # the write comes back: now the file can be closed for good
         log.close()
+
+
+async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the disk refuses writes, events used to pile up in memory without limit. Past
+    # backlog_bytes the log now holds its producer (codexd's JSON-RPC reader) in room().
+    log = EventLog.open(tmp_path / "events.jsonl")
+    log.backlog_bytes = 2_000
+    failing = True
+    attempts = 0
+    retried = trio.Event()
+    real_write = log._write_batch
+
+    def write(data: bytes, start: int) -> None:  # the writer's worker thread
+        nonlocal attempts
+        attempts += 1
+        if attempts == 2:  # the first failure has been handled: the writer is retrying
+            trio.from_thread.run_sync(retried.set)
+        if failing:
+            raise OSError(28, "No space left on device")
+        real_write(data, start)
+
+    monkeypatch.setattr(log, "_write_batch", write)
+    admitted = False
+
+    async def producer() -> None:
+        nonlocal admitted
+        await log.room()
+        admitted = True
+
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                await log.room()  # an empty backlog admits at once
+                seq = 0
+                while not log.backlogged:
+                    seq += 1
+                    log.append(make_event(seq))
+                nursery.start_soon(producer)
+                await retried.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                assert not admitted  # held while nothing can be written
+                assert log.waiting == seq
+                failing = False
+                await log.wait_durable(seq)  # the writer's retry lands ...
+                await trio.testing.wait_all_tasks_blocked()
+                assert admitted  # ... and lets the producer go on
+                assert not log.backlogged
+                nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+    assert [e.seq for e in lines_on_disk(tmp_path / "events.jsonl")] == list(range(1, seq + 1))

@@ -63,6 +63,7 @@ Peer = Union["ChildProcess", "WebSocketPeer"]
 __all__ = [
     "AppServerClient",
     "AppServerError",
+    "Backpressure",
     "ChildExited",
     "Notification",
     "NotificationHandler",
@@ -78,6 +79,8 @@ log = logging.getLogger(__name__)
 
 NotificationHandler = Callable[[Notification], None]
 ServerRequestHandler = Callable[[ServerRequest], Awaitable[Any]]
+# Awaited by the reader before each stdout line; returns when the host can take more.
+Backpressure = Callable[[], Awaitable[None]]
 
 # Code for the error reply when a server-request handler timed out (Codex declines on any error).
 _HANDLER_TIMEOUT = -32000
@@ -113,8 +116,10 @@ class AppServerClient:
         max_in_flight: int,
         stdout_log: Path | None,
         overload_retry: OverloadRetry,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self._child = child
+        self._backpressure = backpressure
         self._conn = Connection()
         self._on_notification = on_notification
         self._on_server_request = on_server_request
@@ -330,6 +335,11 @@ class AppServerClient:
         """Route every stdout line until EOF, then fail pending calls and record the exit."""
         try:
             while True:
+                if self._backpressure is not None:
+                    # While the host cannot take more (its event log cannot write), stop
+                    # reading: the pipe fills and Codex waits, instead of codexd buffering
+                    # without limit.
+                    await self._backpressure()
                 try:
                     line = await self._child.receive_line()
                 except LineTooLong as exc:

@@ -18,6 +18,7 @@ import codexd_trio
 from codexd_trio.child import DEFAULT_MAX_LINE, ChildSpec, open_child, reraise_single
 from codexd_trio.protocol.appserver import (
     AppServerClient,
+    Backpressure,
     NotificationHandler,
     OverloadRetry,
     Peer,
@@ -36,6 +37,7 @@ async def open_app_server(
     *,
     on_notification: NotificationHandler,
     on_server_request: ServerRequestHandler | None = None,
+    backpressure: Backpressure | None = None,
     server_request_timeout: float = 600.0,
     request_timeout: float = 30.0,
     max_in_flight: int = 32,
@@ -55,6 +57,8 @@ async def open_app_server(
     with no handler, or when it raises or exceeds ``server_request_timeout``, the server gets
     a JSON-RPC error reply (Codex treats that as a decline), so it never waits forever.
     stdout lines that are not JSON-RPC messages are appended to ``stdout_log``.
+    ``backpressure``, if given, is awaited before each stdout line is read: while it blocks,
+    the pipe fills and the child waits (the host cannot take more events).
 
     Raises:
         ChildSpawnError: the binary could not be started.
@@ -72,6 +76,7 @@ async def open_app_server(
             child,
             on_notification=on_notification,
             on_server_request=on_server_request,
+            backpressure=backpressure,
             server_request_timeout=server_request_timeout,
             request_timeout=request_timeout,
             max_in_flight=max_in_flight,
@@ -93,6 +98,7 @@ async def attach_app_server(
     *,
     on_notification: NotificationHandler,
     on_server_request: ServerRequestHandler | None = None,
+    backpressure: Backpressure | None = None,
     server_request_timeout: float = 600.0,
     request_timeout: float = 30.0,
     stdout_log: Path | None = None,
@@ -112,6 +118,7 @@ async def attach_app_server(
             peer,
             on_notification=on_notification,
             on_server_request=on_server_request,
+            backpressure=backpressure,
             server_request_timeout=server_request_timeout,
             request_timeout=request_timeout,
             max_in_flight=32,
@@ -133,6 +140,7 @@ async def _connected(
     *,
     on_notification: NotificationHandler,
     on_server_request: ServerRequestHandler | None,
+    backpressure: Backpressure | None,
     server_request_timeout: float,
     request_timeout: float,
     max_in_flight: int,
@@ -149,6 +157,7 @@ async def _connected(
         child,
         on_notification=on_notification,
         on_server_request=on_server_request,
+        backpressure=backpressure,
         server_request_timeout=server_request_timeout,
         request_timeout=request_timeout,
         max_in_flight=max_in_flight,
