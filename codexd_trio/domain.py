@@ -18,7 +18,7 @@ own params verbatim).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from codexd_trio.errors import (
     TurnInProgress,
     TurnMismatch,
 )
+from codexd_trio.sessiontable import FrozenTable, SessionTable
 from codexd_trio.turns import (
     event_type_for,
     final_agent_text,
@@ -78,13 +79,14 @@ class SessionBook:
     """The registry of sessions and the fold of turn notifications into them."""
 
     def __init__(self, sessions: Iterable[Session] = ()) -> None:
-        self._sessions: dict[str, Session] = {s.sessionId: s for s in sessions}
-        self._by_thread: dict[str, str] = {s.threadId: s.sessionId for s in self._sessions.values()}
-        # Creation order (sessions are never removed, so a position is a stable page cursor),
-        # and what the status snapshot counts, kept up to date so it is O(1) in the sessions.
-        self._order: list[str] = list(self._sessions)
-        self._active = {sid for sid, s in self._sessions.items() if s.status == "active"}
-        self._running = {sid for sid, s in self._sessions.items() if s.currentTurnId is not None}
+        # Most sessions packed, the recent ones as objects (see codexd_trio.sessiontable); the
+        # indexes below hold only ids, and what the status snapshot counts is kept up to date
+        # so it is O(1) in the sessions.
+        self._sessions = SessionTable()
+        self._by_thread: dict[str, str] = {}
+        self._active: set[str] = set()
+        self._running: set[str] = set()
+        self._sessions.load(self._indexed(sessions))
         self._starting: set[str] = set()
         # Turns whose turn/completed arrived before their turn/start was accepted.
         self._settled: OrderedDict[str, tuple[TurnStatus, TurnError | None, str | None]] = (
@@ -95,6 +97,16 @@ class SessionBook:
         # The clock for updatedAt/lastTurn*At; replay sets it to each logged event's time.
         self.now: Callable[[], str] = now_iso
 
+    def _indexed(self, sessions: Iterable[Session]) -> Iterator[Session]:
+        for s in sessions:
+            sid = s.sessionId
+            self._by_thread[s.threadId] = sid
+            if s.status == "active":
+                self._active.add(sid)
+            if s.currentTurnId is not None:
+                self._running.add(sid)
+            yield s
+
     # ---------------------------------------------------------------- reads
 
     def get(self, session_id: str) -> Session:
@@ -104,7 +116,12 @@ class SessionBook:
             raise SessionNotFound(f"no session {session_id!r}", sessionId=session_id) from None
 
     def all(self) -> list[Session]:
+        """Every session (O(sessions): unpacks them all; for tests and tools)."""
         return list(self._sessions.values())
+
+    def freeze(self) -> FrozenTable:
+        """A consistent copy for the registry writer thread (cheap: shares the packed bytes)."""
+        return self._sessions.freeze()
 
     @property
     def count(self) -> int:
@@ -120,12 +137,13 @@ class SessionBook:
         """Sessions in creation order from position ``start``; the next start, or ``None``."""
         out: list[Session] = []
         position = start
-        while position < len(self._order) and len(out) < limit:
-            session = self._sessions[self._order[position]]
+        order = self._sessions.order
+        while position < len(order) and len(out) < limit:
+            session = self._sessions[order[position]]
             position += 1
             if status is None or session.status == status:
                 out.append(session)
-        return out, position if position < len(self._order) else None
+        return out, position if position < len(order) else None
 
     def session_for_thread(self, thread_id: str | None) -> Session | None:
         if thread_id is None:
@@ -150,9 +168,7 @@ class SessionBook:
         old = self._sessions.get(session.sessionId)
         if old is not None and old.threadId != session.threadId:
             self._by_thread.pop(old.threadId, None)
-        if old is None:
-            self._order.append(session.sessionId)
-        self._sessions[session.sessionId] = session
+        self._sessions.put(session)
         self._by_thread[session.threadId] = session.sessionId
         sid = session.sessionId
         (self._active.add if session.status == "active" else self._active.discard)(sid)
@@ -301,8 +317,9 @@ class SessionBook:
 
     def fail_all_current(self, code: str, message: str) -> list[Emit]:
         emits: list[Emit] = []
-        for s in list(self._sessions.values()):
-            emits.extend(self.fail_current(s.sessionId, code, message))
+        # Only the sessions with a turn (O(turns), not O(sessions)); sorted for a stable order.
+        for sid in sorted(self._running | self._starting):
+            emits.extend(self.fail_current(sid, code, message))
         return emits
 
     # ---------------------------------------------------------------- notifications

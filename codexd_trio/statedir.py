@@ -20,6 +20,7 @@ from codexd_trio.contracts import (
 )
 from codexd_trio.eventlog import EventLog
 from codexd_trio.idempotency import IdempotencyStore
+from codexd_trio.sessiontable import read_registry
 from codexd_trio.store import JsonDocument, read_document
 
 
@@ -52,11 +53,13 @@ class StateDir:
         )
         if identity is None:
             self.identity.write_now()
-        registry = read_document(state / "session-registry.json", SessionRegistry)
-        # A snapshot: the event log is the journal that makes acknowledgements durable.
+        # A snapshot: the event log is the journal that makes acknowledgements durable. Read
+        # one session at a time into the daemon's session table (the first consumer of
+        # ``registry_sessions``), which then writes it through ``registry.capture``.
+        self.registry_seq, self.registry_sessions = read_registry(state / "session-registry.json")
         self.registry = JsonDocument(
-            state / "session-registry.json", SessionRegistry, registry or SessionRegistry(),
-            pretty=False, coalesce_s=1.0,
+            state / "session-registry.json", SessionRegistry,
+            SessionRegistry(lastSeq=self.registry_seq), pretty=False, coalesce_s=1.0,
         )
         recent = read_document(state / "recent-events.json", RecentEvents)
         # A cache of the ring (the durable log has every event): rewritten at most once a second.

@@ -17,10 +17,12 @@ never goes backwards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Generic, TypeVar
 
@@ -208,7 +210,7 @@ class JsonDocument(Generic[T]):
         self.type_ = type_
         self.value: T = initial
         self.writes = 0
-        self._coalesce_s = coalesce_s
+        self.coalesce_s = coalesce_s
         self._pretty = pretty
         # ``_version`` counts sets; ``_disk_version`` is the newest version known durable. Both
         # only grow. ``_disk_version`` is updated under ``_io_lock`` by whichever thread wrote.
@@ -217,6 +219,9 @@ class JsonDocument(Generic[T]):
         self._io_lock = threading.Lock()
         self._dirty = trio.Event()
         self._write_lock = trio.Lock()
+        # Set for a document kept elsewhere (the session table): called on the Trio thread at
+        # write time, it returns the encoding job for the writer thread; ``value`` is not used.
+        self.capture: Callable[[], Callable[[], bytes]] | None = None
 
     @property
     def dirty(self) -> bool:
@@ -232,11 +237,22 @@ class JsonDocument(Generic[T]):
         self._version += 1
         self._dirty.set()
 
-    def _write_version(self, value: T, version: int) -> None:
+    def touch(self) -> None:
+        """The value changed in place (a document with a ``capture``): write it soon."""
+        self._version += 1
+        self._dirty.set()
+
+    def _capture(self) -> Callable[[], bytes]:
+        # On the Trio thread: what to encode, as a job for the writer thread.
+        if self.capture is not None:
+            return self.capture()
+        return functools.partial(encode_document, self.value, pretty=self._pretty)
+
+    def _write_version(self, encode: Callable[[], bytes], version: int) -> None:
         # Runs in a worker thread (or synchronously from write_now). msgspec holds the GIL while
         # it encodes, so this still pauses the event loop for the encoding time: big documents
         # are written compact (pretty=False) to keep that pause short.
-        data = encode_document(value, pretty=self._pretty)
+        data = encode()
         with self._io_lock:
             if version <= self._disk_version:
                 return  # a newer value already landed; writing this one would go backwards
@@ -250,10 +266,10 @@ class JsonDocument(Generic[T]):
             # Whoever held the lock before us may already have written a newer value.
             if self._disk_version >= target:
                 return
-            value, version = self.value, self._version
+            encode, version = self._capture(), self._version
             try:
                 await trio.to_thread.run_sync(
-                    self._write_version, value, version, limiter=documents_limiter()
+                    self._write_version, encode, version, limiter=documents_limiter()
                 )
             except OSError as exc:
                 raise StoreWriteError(self.path, f"cannot write {self.path}: {exc}") from exc
@@ -292,7 +308,7 @@ class JsonDocument(Generic[T]):
                 self._dirty = trio.Event()
                 if not self.dirty:
                     continue  # a flush() already wrote it
-                await trio.sleep(self._coalesce_s)
+                await trio.sleep(self.coalesce_s)
                 try:
                     await self._write_pending(self._version)
                 except StoreWriteError:
@@ -322,6 +338,6 @@ class JsonDocument(Generic[T]):
         # Bump the version so this write is never skipped as "already on disk".
         self._version += 1
         try:
-            self._write_version(self.value, self._version)
+            self._write_version(self._capture(), self._version)
         except OSError as exc:
             raise StoreWriteError(self.path, f"cannot write {self.path}: {exc}") from exc

@@ -14,10 +14,11 @@ import trio.testing
 
 from codexd_trio.api import create_app
 from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import Session
+from codexd_trio.contracts import Session, SessionRegistry
 from codexd_trio.domain import Emit
 from codexd_trio.protocol.appserver import ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest
+from codexd_trio.store import read_document
 from codexd_trio.supervisor import Incarnation
 
 
@@ -195,7 +196,7 @@ async def test_a_failing_notification_fold_is_recorded_not_swallowed(
     daemon.book.add(Session(sessionId="session-0", threadId="thread-0",
                             createdAt="2026-11-30T00:00:00.000Z",
                             updatedAt="2026-11-30T00:00:00.000Z"))
-    before = daemon.files.registry.value
+    await daemon.files.registry.flush()
 
     def half_done(method: str, params: dict[str, Any]) -> list[Emit]:
         daemon.book.close("session-0")  # the fold changed something, then hit a bug
@@ -209,6 +210,8 @@ async def test_a_failing_notification_fold_is_recorded_not_swallowed(
     (event,) = [e for e in daemon.hub.recent() if e.type == "app-server.notification.unhandled"]
     assert (event.level, event.detail["method"]) == ("error", "turn/completed")
     assert "folding turn/completed failed" in caplog.text
-    after = daemon.files.registry.value
-    assert after is not before  # the change the fold made is in the registry snapshot
+    assert daemon.files.registry.dirty  # the change the fold made goes to the snapshot
+    await daemon.files.registry.flush()
+    after = read_document(daemon.files.registry.path, SessionRegistry)
+    assert after is not None
     assert [s.status for s in after.sessions] == ["closed"]
