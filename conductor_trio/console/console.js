@@ -137,7 +137,7 @@ function excerpt(text, n) {
 
 // -- node panel --------------------------------------------------------------------------------
 
-const node = {mode: null};
+const node = {mode: null, lastSeq: null};
 
 function setValue(id, text, cls) {
   const e = $(id);
@@ -174,6 +174,7 @@ async function refreshNode() {
   const turns = s.active_turns || [];
   setValue("active-turns", String(turns.length));
   setValue("last-seq", s.last_event_seq == null ? "—" : "#" + s.last_event_seq);
+  if (s.last_event_seq != null) node.lastSeq = s.last_event_seq;
   $("warnings").replaceChildren(...(s.warnings || []).map((w) => el("li", {}, w)));
 }
 
@@ -331,6 +332,7 @@ async function select(sessionId) {
   setStreamState("connecting");
   renderSessions();
   const generation = view.generation;
+  const baseline = node.lastSeq == null ? 0 : node.lastSeq;
   let data;
   try {
     data = await api("GET", "/v1/codex/sessions/" + encodeURIComponent(sessionId));
@@ -340,7 +342,10 @@ async function select(sessionId) {
   }
   if (generation !== view.generation) return;
   renderSession(data.session);
+  // Resume point: the newest event shown. Without any, the node's last seq as seen *before*
+  // this read (a lower bound: replaying a little more is harmless, missing some is not).
   for (const event of data.recentEvents || []) addEvent(event);
+  if (view.cursor == null) view.cursor = baseline;
   openStream();
   refreshApprovals();
   if (window.matchMedia("(max-width: 700px)").matches) $("selected").scrollIntoView();
@@ -440,8 +445,8 @@ function setStreamState(state) {
 
 function streamUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const q = new URLSearchParams({sessionId: view.id});
-  if (view.cursor != null) q.set("after", String(view.cursor));
+  const q = new URLSearchParams({sessionId: view.id, after: String(view.cursor || 0)});
+  $("stream-status").dataset.after = String(view.cursor || 0);
   return scheme + "//" + location.host + "/v1/codex/events?" + q;
 }
 
@@ -460,9 +465,6 @@ function openStream() {
     try { frame = JSON.parse(msg.data); } catch (e) { return; }
     if (typeof frame.seq === "number") {
       addEvent(frame);
-    } else if (frame.type === "hello") {
-      // Without after= the stream starts live at lastSeq: that is where a reconnect resumes.
-      if (view.cursor == null) view.cursor = frame.data.lastSeq;
     } else if (frame.type === "overflow") {
       // The server closes next (1013); the reconnect asks for everything after what we have.
       setStreamState("overflow");
