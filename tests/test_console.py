@@ -380,3 +380,45 @@ async def test_console_resumes_the_event_stream_after_the_relay_is_cut_mid_turn(
         async with _node(tmp_path, codex_home) as node:
             scripted_model.script(Streamed(deltas, delay=0.25))
             await _browse(node, flow, DESKTOP)
+
+
+@needs_chromium
+@pytest.mark.real_codex
+async def test_console_steers_and_interrupts_a_running_turn(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    def flow(page: Page) -> None:
+        _create_session(page, node.workdir)
+        steer = page.get_by_test_id("turn-steer")
+        interrupt = page.get_by_test_id("turn-interrupt")
+        expect(steer).to_be_disabled()  # nothing runs yet
+        output = page.get_by_test_id("turn-output")
+
+        # Interrupt: the running turn ends as interrupted.
+        _send(page, "take your time")
+        trio.from_thread.run(scripted_model.wait_streaming)
+        expect(output).to_have_attribute("data-status", "inProgress")
+        expect(interrupt).to_be_enabled()
+        interrupt.click()
+        expect(output).to_have_attribute("data-status", "interrupted")
+        expect(interrupt).to_be_disabled()
+        trio.from_thread.run(scripted_model.wait_idle)
+
+        # Steer: Codex takes the extra input into the running turn (the scripted model answers
+        # the follow-up request by echoing the last user message, i.e. the steer text).
+        _send(page, "take your time again")
+        trio.from_thread.run(scripted_model.wait_streaming)
+        expect(steer).to_be_enabled()
+        page.get_by_test_id("turn-input").fill("and mention the weather")
+        steer.click()
+        expect(page.locator("#notice")).to_contain_text("steer sent")
+        expect(output).to_have_attribute("data-status", "completed")
+        expect(output).to_contain_text("echo: and mention the weather")
+
+    with trio.fail_after(300):
+        async with _node(tmp_path, codex_home) as node:
+            # Long enough that the turn is still running when the buttons are pressed; the
+            # interrupt ends it long before the last delta.
+            slow = Streamed([f"slow{i} " for i in range(200)], delay=0.2)
+            scripted_model.script(slow, slow)
+            await _browse(node, flow, DESKTOP)

@@ -303,6 +303,7 @@ async function createSession(ev) {
   const data = await act(button, "new session", () => api("POST", "/v1/codex/sessions", body));
   if (!data) return;
   notify("created " + data.session.sessionId, "info");
+  refreshNode();
   await refreshSessions();
   await select(data.session.sessionId);
 }
@@ -425,7 +426,9 @@ async function steer() {
   }
   const data = await act($("turn-steer"), "steer", () => api("POST", "/v1/codex/turn/steer",
     {sessionId: view.id, input, expectedTurnId: view.session && view.session.currentTurnId}));
-  if (data) $("turn-input").value = "";
+  if (!data) return;
+  $("turn-input").value = "";
+  notify("steer sent to turn " + data.turnId, "info");
 }
 
 async function interrupt() {
@@ -536,6 +539,7 @@ function onEvent(e) {
   } else if (TURN_END_TYPES.has(e.type)) {
     reloadSession();
     refreshSessions();
+    refreshNode();
   } else if (e.type === "approval.requested" || e.type === "approval.resolved") {
     refreshApprovals();
   }
