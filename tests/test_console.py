@@ -60,7 +60,9 @@ async def _node(tmp_path: Path, codex_home: Path) -> AsyncIterator[Node]:
         yield Node(c, workdir)
 
 
-def _in_browser(url: str, flow: Callable[[Page], Any], viewport: ViewportSize) -> Any:
+def _in_browser(
+    url: str, flow: Callable[[Page], Any], viewport: ViewportSize, path: str = "/console"
+) -> Any:
     """Runs in a worker thread: Playwright's sync API starts its own driver and Chromium."""
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -75,7 +77,7 @@ def _in_browser(url: str, flow: Callable[[Page], Any], viewport: ViewportSize) -
             page.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url + "/console")
+            page.goto(url + path)
             # A marker that a reload would wipe: everything below happens in one page load.
             page.evaluate("window.__sameLoad = true")
             result = flow(page)
@@ -86,8 +88,10 @@ def _in_browser(url: str, flow: Callable[[Page], Any], viewport: ViewportSize) -
             browser.close()
 
 
-async def _browse(node: Node, flow: Callable[[Page], Any], viewport: ViewportSize) -> Any:
-    return await trio.to_thread.run_sync(_in_browser, node.url, flow, viewport)
+async def _browse(
+    node: Node, flow: Callable[[Page], Any], viewport: ViewportSize, path: str = "/console"
+) -> Any:
+    return await trio.to_thread.run_sync(_in_browser, node.url, flow, viewport, path)
 
 
 def _shot(page: Page, name: str, viewport: ViewportSize) -> None:
@@ -209,6 +213,44 @@ def test_console_files_are_package_data() -> None:
     assert '"conductor_trio.console" = ["*.html", "*.js", "*.css"]' in pyproject
 
 
+METRICS = """# HELP codexd_turns_total Turns by final status.
+# TYPE codexd_turns_total counter
+codexd_turns_total{status="completed"} 40
+codexd_turns_total{status="failed"} 2
+codexd_turns_total{status="interrupted"} 1
+conductor_requests_total{route="/v1/codex/turn",status="202"} 43
+conductor_requests_total{route="/v1/codex/turn",status="503"} 3
+"""
+
+
+@needs_chromium
+async def test_console_metrics_highlights_show_only_when_metrics_answer(tmp_path: Path) -> None:
+    def flow(page: Page) -> dict[str, str]:
+        metrics = page.locator("#metrics")
+        expect(page.get_by_test_id("mode-value")).to_have_text("running")
+        expect(metrics).to_be_hidden()  # this conductor answers /metrics with 404
+        # Once the daemons serve Prometheus text (another change), the panel appears.
+        page.route("**/metrics", lambda route: route.fulfill(
+            status=200, body=METRICS, content_type="text/plain; version=0.0.4"))
+        page.evaluate("refreshMetrics()")
+        expect(metrics).to_be_visible()
+        facts: dict[str, str] = page.locator("#metrics-facts").evaluate(
+            "dl => Object.fromEntries([...dl.querySelectorAll('dt')].map("
+            "dt => [dt.textContent, dt.nextElementSibling.textContent]))")
+        page.unroute("**/metrics")
+        page.evaluate("refreshMetrics()")
+        expect(metrics).to_be_hidden()
+        return facts
+
+    with trio.fail_after(120):
+        async with open_fake_codexd() as fake, open_conductor(fake.url, tmp_path) as c:
+            facts = await trio.to_thread.run_sync(_in_browser, c.url, flow, PHONE)
+    assert facts["Turns"] == "43"
+    assert facts["Failed turns"] == "2"
+    assert facts["5xx answers"] == "3"
+    assert facts["Requests"] == "46"
+
+
 # ------------------------------------------------------------------------------------------------
 # In a real browser against a real node
 
@@ -220,11 +262,21 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
 ) -> None:
     prompt = "ECHO: hello from the console"
 
+    listed: list[str] = []
+
     def flow(page: Page) -> None:
+        page.on("request", lambda r: listed.append(r.url) if "/v1/codex/sessions?" in r.url
+                else None)
         expect(page.get_by_test_id("mode-value")).to_have_text("running")
         expect(page.locator("#role")).to_have_text("leader")
+        expect(page.locator("#lease")).to_contain_text("term 1")
         expect(page.locator("#child")).to_contain_text("running")
+        expect(page.locator("#restarts")).to_have_text("0")
+        expect(page.locator("#metrics")).to_be_hidden()  # no /metrics on this conductor yet
+        # Two sessions made elsewhere, one page each (?limit=1): the table walks the cursor.
+        expect(page.get_by_test_id("session-row")).to_have_count(2)
         session_id = _create_session(page, node.workdir, purpose="worker")
+        assert any("cursor=" in url for url in listed), listed
 
         # A turn from the page; the answer appears in place, without a reload.
         _send(page, prompt)
@@ -235,6 +287,9 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         expect(row).to_contain_text("completed")
         expect(row).to_contain_text("echo: " + prompt)
         expect(row).to_contain_text("worker")
+        # Newest activity first: the session that just ran a turn leads the table.
+        expect(page.get_by_test_id("session-row").first).to_have_attribute(
+            "data-session-id", session_id)
 
         # The session's events arrived over the relay, in order, once each.
         expect(page.locator("[data-testid=event-row][data-type='turn.accepted']")) \
@@ -271,7 +326,11 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
 
     with trio.fail_after(300):
         async with _node(tmp_path, codex_home) as node:
-            await _browse(node, flow, DESKTOP)
+            for purpose in ("smoke", "duplex"):
+                made = await node.conductor.http.post(
+                    "/v1/codex/sessions", json={"cwd": str(node.workdir), "purpose": purpose})
+                assert made.status_code == 201, made.text
+            await _browse(node, flow, DESKTOP, "/console?limit=1")
 
 
 @needs_chromium

@@ -216,7 +216,7 @@ async function refreshMetrics() {
     if (!Number.isFinite(v)) continue;
     if (/turns?_total$/.test(name)) {
       turns += v;
-      if (/status="(failed|interrupted)"/.test(labels)) failures += v;
+      if (/status="failed"/.test(labels)) failures += v;
     } else if (/requests?_total$/.test(name)) {
       requests += v;
       if (/status="5\d\d"/.test(labels)) errors += v;
