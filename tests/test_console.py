@@ -97,6 +97,7 @@ async def _browse(
 def _shot(page: Page, name: str, viewport: ViewportSize) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.set_viewport_size(viewport)
+    page.evaluate("document.getElementById('notice').hidden = true")  # a transient toast
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 

@@ -129,6 +129,13 @@ function when(iso) {
   return d.toISOString().slice(0, 16).replace("T", " ");
 }
 
+// The end of a path is the part that tells sessions apart: "…/project/sub".
+function tailPath(path) {
+  if (!path) return "";
+  const parts = String(path).split("/").filter(Boolean);
+  return parts.length > 2 ? "…/" + parts.slice(-2).join("/") : path;
+}
+
 function excerpt(text, n) {
   if (!text) return "";
   const flat = String(text).replace(/\s+/g, " ").trim();
@@ -276,7 +283,7 @@ function renderSessions() {
     },
     el("td", {title: s.sessionId}, el("code", {}, short(s.sessionId))),
     el("td", {}, s.purpose || ""),
-    el("td", {class: "cwd", title: s.cwd || ""}, s.cwd || ""),
+    el("td", {class: "cwd", title: s.cwd || ""}, tailPath(s.cwd)),
     el("td", {class: s.status === "active" ? "ok" : "muted"}, s.status || ""),
     el("td", {class: "st-" + (s.lastTurnStatus || "none")},
        s.currentTurnId ? "inProgress" : (s.lastTurnStatus || "—")),
@@ -511,7 +518,7 @@ function addEvent(e) {
                         "data-type": e.type, class: "lvl-" + (e.level || "info")},
     el("span", {class: "seq"}, "#" + e.seq),
     el("span", {class: "time"}, (e.at || "").slice(11, 19)),
-    el("span", {class: "type"}, e.type),
+    el("span", {class: "type", title: e.type}, e.type),
     el("span", {class: "msg"}, eventText(e)));
   list.prepend(row);
   while (list.childElementCount > MAX_EVENT_ROWS) list.lastElementChild.remove();
