@@ -30,6 +30,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TOKEN = "console-shared-token"
 WAIT_MS = 60_000  # an upper bound for the page to catch up with a real Codex turn
+# ``expect`` polls with its own timeout (5 s by default), not the page's: a real turn on a busy
+# machine can take longer than that.
+expect.set_options(timeout=WAIT_MS)
 
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)"
@@ -107,13 +110,16 @@ def _create_session(page: Page, workdir: Path, **choices: str) -> str:
     page.fill("#new-cwd", str(workdir))
     for field, value in choices.items():
         page.select_option(f"#new-{field}", value)
-    page.get_by_test_id("new-session").click()
+    with page.expect_response(lambda r: r.url.endswith("/v1/codex/sessions")
+                              and r.request.method == "POST") as created:
+        page.get_by_test_id("new-session").click()
+    assert created.value.status == 201, created.value.text()
+    session_id: str = created.value.json()["data"]["session"]["sessionId"]
     expect(page.get_by_test_id("session-row")).to_have_count(before + 1)
-    selected = page.locator("#selected-id")
-    expect(selected).to_contain_text("session-")
-    session_id = selected.inner_text()
+    # The page selects the new session.
+    expect(page.locator("#selected-id")).to_have_text(session_id)
     expect(page.locator(f"[data-testid=session-row][data-session-id='{session_id}']")) \
-        .to_have_count(1)
+        .to_have_class("selected")
     return session_id
 
 
@@ -395,7 +401,8 @@ async def test_console_approvals_accept_in_the_page_and_vanish_when_decided_else
 async def test_console_resumes_the_event_stream_after_the_relay_is_cut_mid_turn(
     tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
 ) -> None:
-    deltas = [f"part{i} " for i in range(16)]
+    # Slow enough (8 s) that the turn is still streaming when the relay is cut and reconnected.
+    deltas = [f"part{i} " for i in range(40)]
 
     def cut_relays() -> int:
         # What a conductor restart or a dropped proxy does to the page: the relay websocket is
@@ -438,7 +445,7 @@ async def test_console_resumes_the_event_stream_after_the_relay_is_cut_mid_turn(
 
     with trio.fail_after(300):
         async with _node(tmp_path, codex_home) as node:
-            scripted_model.script(Streamed(deltas, delay=0.25))
+            scripted_model.script(Streamed(deltas, delay=0.2))
             await _browse(node, flow, DESKTOP)
 
 
