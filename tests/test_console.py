@@ -115,6 +115,7 @@ def _create_session(page: Page, workdir: Path, **choices: str) -> str:
         page.get_by_test_id("new-session").click()
     assert created.value.status == 201, created.value.text()
     session_id: str = created.value.json()["data"]["session"]["sessionId"]
+    assert session_id.startswith("session-")
     expect(page.get_by_test_id("session-row")).to_have_count(before + 1)
     # The page selects the new session.
     expect(page.locator("#selected-id")).to_have_text(session_id)
@@ -368,9 +369,14 @@ async def test_console_approvals_accept_in_the_page_and_vanish_when_decided_else
         expect(rows).to_contain_text("touch accepted.txt")
         expect(page.get_by_test_id("turn-output")).to_have_attribute("data-status",
                                                                      "inProgress")
+        # Where a decision waits shows on the session's row and in the node panel too.
+        expect(page.get_by_test_id("session-pending")).to_have_text("1 to approve")
+        expect(page.locator("#approvals-total")).to_have_text("1")
         _shot(page, "console-approval-phone.png", PHONE)
         page.get_by_test_id("approval-accept").click()
         expect(rows).to_have_count(0)
+        expect(page.get_by_test_id("session-pending")).to_have_count(0)
+        expect(page.locator("#approvals-total")).to_have_text("0")
         output = page.get_by_test_id("turn-output")
         expect(output).to_have_attribute("data-status", "completed")
         expect(output).to_have_text("made it")

@@ -161,8 +161,9 @@ async function refreshNode() {
     return;
   }
   $("node-id").textContent = (s.node || {}).node_id || "?";
-  setValue("role", s.role || "?", s.role === "leader" ? "ok" : s.role === "degraded" ? "bad"
-    : "warn");
+  const roleCls = s.role === "leader" ? "ok" : s.role === "degraded" ? "bad" : "warn";
+  setValue("role", s.role || "?", roleCls);
+  setValue("top-role", s.role || "?", roleCls);
   const l = s.lease || {};
   setValue("lease", l.holder_id ? l.holder_id + " · term " + l.term : "no lease held",
            l.holder_id ? "" : "warn");
@@ -188,6 +189,7 @@ async function refreshNode() {
 function renderMode(m) {
   node.mode = m.mode || null;
   setValue("mode-value", m.mode || "?", m.mode === "running" ? "ok" : "warn");
+  setValue("top-mode", m.mode || "?", m.mode === "running" ? "ok" : "warn");
   $("mode-reason").textContent = m.reason ? "— " + m.reason : "";
   $("mode-pause").disabled = m.mode === "paused";
   $("mode-resume").disabled = m.mode === "running";
@@ -284,7 +286,11 @@ function renderSessions() {
     el("td", {title: s.sessionId}, el("code", {}, short(s.sessionId))),
     el("td", {}, s.purpose || ""),
     el("td", {class: "cwd", title: s.cwd || ""}, tailPath(s.cwd)),
-    el("td", {class: s.status === "active" ? "ok" : "muted"}, s.status || ""),
+    el("td", {class: s.status === "active" ? "ok" : "muted"}, s.status || "",
+       pending.bySession.get(s.sessionId)
+         ? el("span", {class: "badge waiting", "data-testid": "session-pending"},
+              pending.bySession.get(s.sessionId) + " to approve")
+         : null),
     el("td", {class: "st-" + (s.lastTurnStatus || "none")},
        s.currentTurnId ? "inProgress" : (s.lastTurnStatus || "—")),
     el("td", {class: "excerpt"}, excerpt(s.lastTurnOutput, 80)),
@@ -554,8 +560,11 @@ function onEvent(e) {
 
 // -- approvals ---------------------------------------------------------------------------------
 
+// Pending approvals of the whole node: the selected session's are listed with their buttons, the
+// others are counted on their session's row (a phone user sees where a decision waits).
+const pending = {bySession: new Map(), total: 0};
+
 async function refreshApprovals() {
-  if (!view.id) return;
   const generation = view.generation;
   let data;
   try {
@@ -564,10 +573,29 @@ async function refreshApprovals() {
     $("approvals-count").textContent = "(" + e.message + ")";
     return;
   }
-  if (generation !== view.generation) return;
+  const bySession = new Map();
+  for (const a of data.approvals) {
+    bySession.set(a.sessionId, (bySession.get(a.sessionId) || 0) + 1);
+  }
+  const changed = pending.total !== data.approvals.length
+    || [...bySession].some(([k, v]) => pending.bySession.get(k) !== v);
+  pending.bySession = bySession;
+  pending.total = data.approvals.length;
+  setValue("approvals-total", String(pending.total), pending.total ? "warn" : "");
+  if (changed) renderSessions();
+  if (!view.id || generation !== view.generation) return;
   const mine = data.approvals.filter((a) => a.sessionId === view.id);
   $("approvals-count").textContent = mine.length ? "(" + mine.length + " pending)" : "(none)";
-  $("approvals").replaceChildren(...mine.map(approvalRow));
+  // Keyed by approval id: a row the person is about to tap is kept as it is, decided ones go.
+  const list = $("approvals");
+  const keep = new Set(mine.map((a) => a.approvalId));
+  for (const row of [...list.children]) {
+    if (!keep.has(row.dataset.approvalId)) row.remove();
+  }
+  const shown = new Set([...list.children].map((row) => row.dataset.approvalId));
+  for (const a of mine) {
+    if (!shown.has(a.approvalId)) list.append(approvalRow(a));
+  }
 }
 
 function approvalWhat(a) {
@@ -631,6 +659,7 @@ function init() {
   refreshNode();
   refreshMetrics();
   refreshSessions();
+  refreshApprovals();
   setInterval(refreshNode, NODE_REFRESH_MS);
   setInterval(refreshMetrics, 30000);
   setInterval(refreshSessions, SESSIONS_REFRESH_MS);
