@@ -327,7 +327,7 @@ async function createSession(ev) {
 // below it is a duplicate, and a reconnect asks for after=cursor, so nothing is lost or doubled.
 const view = {
   id: null, session: null, cursor: null, ws: null, retryMs: RETRY_MIN_MS, retryTimer: null,
-  reconnects: 0, generation: 0, turnId: null, outputItems: new Map(), approvals: new Map(),
+  reconnects: 0, generation: 0, turnId: null, outputItems: new Map(),
 };
 
 async function select(sessionId) {
@@ -335,7 +335,7 @@ async function select(sessionId) {
   closeStream();
   Object.assign(view, {
     id: sessionId, session: null, cursor: null, reconnects: 0, retryMs: RETRY_MIN_MS,
-    turnId: null, outputItems: new Map(), approvals: new Map(),
+    turnId: null, outputItems: new Map(),
   });
   view.generation += 1;
   $("selected").hidden = false;
@@ -366,6 +366,11 @@ async function select(sessionId) {
 }
 
 function renderSession(s) {
+  // Answers can arrive out of order (a refresh started before a turn was sent): never let an
+  // older snapshot of the session replace a newer one.
+  const shown = view.session;
+  if (shown && shown.sessionId === s.sessionId && shown.updatedAt && s.updatedAt
+      && s.updatedAt < shown.updatedAt) return;
   view.session = s;
   $("selected-meta").textContent = [s.status, s.purpose, s.cwd, s.model,
     s.approvalPolicy && "policy " + s.approvalPolicy, s.sandbox,
