@@ -310,6 +310,8 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         assert sorted(seqs) == _server_seqs(node, session_id)
         _shot(page, "console-desktop.png", DESKTOP)
         _shot(page, "console-phone.png", PHONE)
+        # Readable on a phone: nothing wider than the screen, no sideways scrolling.
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         page.set_viewport_size(DESKTOP)
 
         # Pause: refused without the token, done with it; the token stays in this tab only.
@@ -326,6 +328,9 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         # While paused the node refuses new turns, and the page says so.
         _send(page, "ECHO: refused")
         expect(page.locator("#notice")).to_contain_text("system_paused")
+        page.get_by_test_id("mode-drain").click()
+        expect(page.get_by_test_id("mode-value")).to_have_text("draining")
+        assert _mode(node) == "draining"
         page.get_by_test_id("mode-resume").click()
         expect(page.get_by_test_id("mode-value")).to_have_text("running")
         assert _mode(node) == "running"
@@ -373,6 +378,7 @@ async def test_console_approvals_accept_in_the_page_and_vanish_when_decided_else
         expect(page.get_by_test_id("session-pending")).to_have_text("1 to approve")
         expect(page.locator("#approvals-total")).to_have_text("1")
         _shot(page, "console-approval-phone.png", PHONE)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         page.get_by_test_id("approval-accept").click()
         expect(rows).to_have_count(0)
         expect(page.get_by_test_id("session-pending")).to_have_count(0)
