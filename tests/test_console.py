@@ -399,11 +399,20 @@ async def test_console_approvals_accept_in_the_page_and_vanish_when_decided_else
         expect(output).to_have_text("ok, not made")
         assert not (node.workdir / "declined.txt").exists()
 
+        # Decline in the page: the command does not run, the turn still completes.
+        _send(page, "and one more")
+        expect(rows).to_contain_text("touch refused.txt")
+        page.get_by_test_id("approval-decline").click()
+        expect(rows).to_have_count(0)
+        expect(output).to_have_text("fine, skipped")
+        assert not (node.workdir / "refused.txt").exists()
+
     with trio.fail_after(300):
         async with _node(tmp_path, codex_home) as node:
             scripted_model.script(
                 ExecCommand("touch accepted.txt", then=Plain("made it")),
                 ExecCommand("touch declined.txt", then=Plain("ok, not made")),
+                ExecCommand("touch refused.txt", then=Plain("fine, skipped")),
             )
             await _browse(node, flow, PHONE)
 
