@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 from codexd_trio.web import CallerPolicy, guard
 from conductor_trio import __version__
 from conductor_trio._web import error, install_json_errors, is_loopback, ok
+from conductor_trio.console import install_console
 from conductor_trio.mode import Mode
 from conductor_trio.proxy import proxy_http, relay_events
 from conductor_trio.service import Conductor
@@ -52,6 +53,8 @@ ROUTES: list[dict[str, Any]] = [
      "summary": "refuse new turns, let running ones finish", "auth": True},
     {"method": "GET", "path": "/v1/status", "summary": "status snapshot (JSON)"},
     {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
+    {"method": "GET", "path": "/console", "summary": "operator console (HTML, same origin)"},
+    {"method": "GET", "path": "/", "summary": "links: console, status page, describe"},
 ]
 
 CODEX_ROUTES = [r for r in ROUTES if r["path"].startswith("/v1/codex/")]
@@ -269,10 +272,11 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.get("/v1/status/ui")
     async def status_ui() -> Response:
-        return Response(render_page(f"conductor · {cfg.node_id}"),
+        return Response(render_page(f"conductor · {cfg.node_id}", console_href="/console"),
                         content_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-store"})
 
+    install_console(app)
     return app
 
 

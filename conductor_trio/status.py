@@ -32,7 +32,7 @@ PAGE = """<!doctype html>
 <body>
 <h1>__TITLE__</h1>
 <div class="sub">node <b id="node-id">…</b> · source <span id="source">…</span>
-  · updated <span id="observed-at">…</span></div>
+  · updated <span id="observed-at">…</span>__CONSOLE_LINK__</div>
 <div id="error"></div>
 <div class="grid">
   <div class="card"><div class="label">Role</div><div class="value" id="role">…</div></div>
@@ -118,6 +118,11 @@ setInterval(refresh, REFRESH_MS);
 """
 
 
-def render_page(title: str) -> str:
-    """The status page with a title (the data arrives by ``fetch``)."""
-    return PAGE.replace("__TITLE__", title)
+def render_page(title: str, *, console_href: str | None = None) -> str:
+    """The status page with a title (the data arrives by ``fetch``).
+
+    ``console_href`` links the operator console; only the conductor serves one, the status-api
+    (read-only, maybe on another host) does not.
+    """
+    link = f' · <a id="console-link" href="{console_href}">console</a>' if console_href else ""
+    return PAGE.replace("__TITLE__", title).replace("__CONSOLE_LINK__", link)
