@@ -7,7 +7,6 @@ Every setting has all three (CONTRACT.md, "Configuration"). A bad value raises
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.web.addresses import is_loopback
 from codexd_trio.web.callers import normalize_origin
 
 DEFAULT_API_BASE = "http://127.0.0.1:4319"
@@ -106,16 +106,6 @@ def split_base(base: str) -> tuple[str, int]:
     if port is None:
         raise ConfigError(f"an API base needs an explicit port, got {base!r}")
     return parts.hostname, port
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 TOKEN_ENV = "BAA_CODEXD_TOKEN"

@@ -48,6 +48,7 @@ from codexd_trio.domain import Emit, SessionBook
 from codexd_trio.errors import ShuttingDown
 from codexd_trio.hub import EventHub
 from codexd_trio.idempotency import IdempotencyStore
+from codexd_trio.metrics import CodexdMetrics
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.sessions import SessionService, check_cwd
 from codexd_trio.statedir import StateDir
@@ -59,6 +60,7 @@ from codexd_trio.supervisor import (
     child_spec,
     run_detached,
 )
+from codexd_trio.web.context import current_request_id
 
 log = logging.getLogger("codexd")
 T = TypeVar("T")
@@ -110,6 +112,8 @@ class Daemon:
             stdout_log=config.codexd_logs / "stdout.log",
             external=config.server_endpoint if config.server_strategy == "external" else None,
         )
+        # Last: its collectors read the parts above.
+        self.metrics = CodexdMetrics(self)
 
     @property
     def child(self) -> ChildStatus:
@@ -122,10 +126,24 @@ class Daemon:
     # ------------------------------------------------------------------ records
 
     def publish(self, emit: Emit) -> Event:
-        return self.hub.emit(
+        detail = emit.detail
+        # Events caused by a request carry its id, so one id follows a turn from the caller
+        # through the conductor into the journal (the contextvar reaches operations spawned
+        # from the request's task; work started later by other tasks has none).
+        request_id = current_request_id()
+        if request_id is not None and "requestId" not in detail:
+            detail = {**detail, "requestId": request_id}
+        event = self.hub.emit(
             emit.type, level=emit.level, session_id=emit.session_id, thread_id=emit.thread_id,
-            turn_id=emit.turn_id, message=emit.message, detail=emit.detail,
+            turn_id=emit.turn_id, message=emit.message, detail=detail,
         )
+        self.metrics.on_event(event)
+        return event
+
+    @property
+    def open_streams(self) -> int:
+        """Event-stream websockets open now."""
+        return len(self._streams)
 
     def _save_registry(self) -> None:
         snapshot = SessionRegistry(sessions=self.book.all(), lastSeq=self.hub.last_seq)

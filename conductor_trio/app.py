@@ -1,21 +1,26 @@
 """The conductor's Quart-Trio app: probes, runtime, system mode, status view, and the codex proxy.
 
 Every JSON route answers with the envelope; unknown routes, wrong methods, oversized bodies and
-bugs answer with JSON too (``_web.install_json_errors``).
+bugs answer with JSON too: the shared plumbing is :mod:`codexd_trio.web.app`.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from codexd_trio.web import CallerPolicy, guard
+from codexd_trio.web import CallerPolicy
+from codexd_trio.web.addresses import is_loopback
+from codexd_trio.web.app import WebSetup, install
+from codexd_trio.web.envelope import envelope as ok
+from codexd_trio.web.envelope import error
 from conductor_trio import __version__
-from conductor_trio._web import error, install_json_errors, is_loopback, ok
+from conductor_trio.api_doc import conductor_openapi
 from conductor_trio.mode import Mode
 from conductor_trio.proxy import proxy_http, relay_events
 from conductor_trio.service import Conductor
@@ -68,16 +73,21 @@ _mode_change = msgspec.json.Decoder(ModeChange)
 def create_app(conductor: Conductor) -> QuartTrio:
     """Build the conductor's app over one :class:`~conductor_trio.service.Conductor`."""
     app = QuartTrio("conductor_trio")
-    app.config["MAX_CONTENT_LENGTH"] = conductor.config.max_body_bytes
-    install_json_errors(app)
     cfg = conductor.config
-    guard(
+    install(
         app,
-        CallerPolicy(
-            daemon="conductor",
-            listen_host=cfg.listen_host,
-            allowed_hosts=cfg.allowed_hosts,
-            allowed_origins=cfg.allowed_origins,
+        WebSetup(
+            name="conductor",
+            policy=CallerPolicy(
+                daemon="conductor",
+                listen_host=cfg.listen_host,
+                allowed_hosts=cfg.allowed_hosts,
+                allowed_origins=cfg.allowed_origins,
+            ),
+            log=logging.getLogger("conductor.api"),
+            metrics=conductor.metrics.http,
+            openapi=lambda: conductor_openapi(ModeChange, exposed=cfg.exposed),
+            max_body_bytes=cfg.max_body_bytes,
         ),
     )
 

@@ -17,11 +17,11 @@ from typing import Any, Literal
 from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.config import (
     ConfigError,
-    is_loopback,
     parse_origins,
     resolve_codexd_token,
     split_base,
 )
+from codexd_trio.web.addresses import is_loopback
 
 Role = Literal["primary", "standby"]
 

@@ -14,6 +14,7 @@ in-flight requests, cancels the loops and releases the lease so a standby can ta
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -27,10 +28,11 @@ from quart_trio import QuartTrio
 
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
 from codexd_trio.contracts import CodexdStatus, now_iso
+from codexd_trio.web.app import serve_app
 from conductor_trio import __version__
-from conductor_trio._web import serve_app
 from conductor_trio.config import ConductorConfig
 from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore
+from conductor_trio.metrics import ConductorMetrics
 from conductor_trio.mode import ModeStore
 
 
@@ -104,6 +106,8 @@ class Conductor:
         }
         self.relays: set[trio.CancelScope] = set()
         self.stopping = trio.Event()
+        # Last: its collectors read the parts above.
+        self.metrics = ConductorMetrics(self)
 
     @property
     def uptime_s(self) -> float:
@@ -295,6 +299,7 @@ class Conductor:
                         self.config.listen_port,
                         shutdown_trigger=self._shutdown_trigger,
                         graceful_timeout=self.config.shutdown_grace_s,
+                        errorlog=logging.getLogger("conductor.http"),
                         task_status=task_status,
                     )
                     nursery.cancel_scope.cancel(reason="HTTP server stopped")

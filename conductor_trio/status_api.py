@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -22,10 +23,13 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from codexd_trio.contracts import now_iso
-from codexd_trio.web import CallerPolicy, guard
+from codexd_trio.web import CallerPolicy
+from codexd_trio.web.app import WebSetup, install, serve_app
+from codexd_trio.web.envelope import envelope as ok
+from codexd_trio.web.metrics import AppMetrics
 from conductor_trio import __version__
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
-from conductor_trio._web import install_json_errors, ok, serve_app
+from conductor_trio.api_doc import status_api_openapi
 from conductor_trio.config import (
     ConfigError,
     StatusApiConfig,
@@ -58,6 +62,7 @@ class StatusApi:
         self.started = time.monotonic()
         self.stopping = trio.Event()
         self.url: str | None = None
+        self.metrics = AppMetrics("status_api")
 
     async def snapshot(self) -> dict[str, Any]:
         """The conductor's ``/v1/status`` data, or an ``unreachable`` snapshot."""
@@ -83,15 +88,20 @@ class StatusApi:
 
     def app(self) -> QuartTrio:
         app = QuartTrio("conductor_trio.status_api")
-        app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-        install_json_errors(app)
-        guard(
+        install(
             app,
-            CallerPolicy(
-                daemon="status-api",
-                listen_host=self.config.listen_host,
-                allowed_hosts=self.config.allowed_hosts,
-                allowed_origins=self.config.allowed_origins,
+            WebSetup(
+                name="status-api",
+                policy=CallerPolicy(
+                    daemon="status-api",
+                    listen_host=self.config.listen_host,
+                    allowed_hosts=self.config.allowed_hosts,
+                    allowed_origins=self.config.allowed_origins,
+                ),
+                log=logging.getLogger("status_api.api"),
+                metrics=self.metrics,
+                openapi=status_api_openapi,
+                max_body_bytes=64 * 1024,
             ),
         )
 
@@ -136,6 +146,7 @@ class StatusApi:
                 self.config.listen_port,
                 shutdown_trigger=self.stopping.wait,
                 graceful_timeout=3.0,
+                errorlog=logging.getLogger("status_api.http"),
                 task_status=task_status,
             )
         finally:
