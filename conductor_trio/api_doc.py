@@ -16,6 +16,7 @@ from conductor_trio import __version__
 
 __all__ = ["conductor_openapi", "conductor_ops", "status_api_openapi", "status_api_ops"]
 
+_NOT_PROXIED = frozenset({"/v1/codex/status", "/v1/codex/sessions/{session_id}/close"})
 # Refusals of new work by mode, per proxied write.
 _MODE_REFUSALS = {
     ("POST", "/v1/codex/sessions"): ("system_paused",),
@@ -26,7 +27,8 @@ _MODE_REFUSALS = {
 def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
     proxied = []
     for op in codexd_ops(prefix="/v1/codex", events_path="/v1/codex/events"):
-        if not op.path.startswith("/v1/codex/") or op.path == "/v1/codex/status":
+        # codexd routes the conductor does not proxy (status has its own view at /v1/codex).
+        if not op.path.startswith("/v1/codex/") or op.path in _NOT_PROXIED:
             continue
         extra = ("codexd_unavailable", *_MODE_REFUSALS.get((op.method, op.path), ()))
         if exposed and op.method == "POST":
