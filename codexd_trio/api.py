@@ -75,6 +75,12 @@ ROUTES: list[tuple[str, str, str]] = [
 ]
 
 
+# JSON-RPC "invalid request" and "invalid params".
+_JSONRPC_BAD_PARAMS = frozenset({-32600, -32602})
+# App-server methods that carry a client's input items verbatim.
+_INPUT_METHODS = frozenset({"turn/start", "turn/steer"})
+
+
 def _turn_answer(session: Session, turn_id: str, status: int) -> Response:
     """The answer of the turn verbs: the turn id and the session as it is now."""
     return envelope(
@@ -115,6 +121,18 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.errorhandler(AppServerError)
     async def _app_server_error(exc: AppServerError) -> Response:
+        if exc.method in _INPUT_METHODS and exc.code in _JSONRPC_BAD_PARAMS:
+            # The turn's input items go to the app-server as the caller wrote them: its
+            # refusal of their shape is the caller's bad request, not a failing upstream.
+            return error_response(
+                "invalid_request",
+                f"the app-server refused the turn input: {exc.message}",
+                400,
+                field="input",
+                method=exc.method,
+                jsonrpcCode=exc.code,
+                jsonrpcMessage=exc.message,
+            )
         return error_response(
             "app_server_error",
             f"the app-server refused {exc.method}: {exc.message}",

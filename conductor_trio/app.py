@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 from quart import Response, request
@@ -184,7 +185,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.get("/v1/codex/sessions/<session_id>")
     async def session(session_id: str) -> Response:
-        return await proxy_http(conductor, f"/v1/codexd/sessions/{session_id}")
+        return await proxy_http(conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}")
 
     @app.post("/v1/codex/turn")
     async def turn() -> Response:
@@ -206,7 +207,9 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.route("/v1/codex/approvals/<approval_id>", methods=["GET", "POST"])
     async def approval(approval_id: str) -> Response:
-        return await proxy_http(conductor, f"/v1/codexd/approvals/{approval_id}")
+        # Quart decoded the id: encode it again, or a '?', '/' or control character in it
+        # would change (or break) the upstream URL.
+        return await proxy_http(conductor, f"/v1/codexd/approvals/{quote(approval_id, safe='')}")
 
     @app.get("/v1/codex/events")
     async def events_page() -> Response:
