@@ -230,6 +230,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
     async def create_session() -> Response:
         async def handle(body: CreateSessionRequest) -> Response:
             session = await daemon.create_session(body)
+            log.info("session %s created", session.sessionId,
+                     extra={"sessionId": session.sessionId, "threadId": session.threadId})
             return envelope({"session": msgspec.to_builtins(session)}, 201)
 
         return await _post("POST /v1/codexd/sessions", CreateSessionRequest, handle)
@@ -258,7 +260,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.post("/v1/codexd/turn")
     async def start_turn() -> Response:
         async def handle(body: TurnRequest) -> Response:
-            return _turn_answer(*await daemon.start_turn(body), 202)
+            session, turn_id = await daemon.start_turn(body)
+            log.info("turn %s started on %s", turn_id, session.sessionId,
+                     extra={"sessionId": session.sessionId, "turnId": turn_id})
+            return _turn_answer(session, turn_id, 202)
 
         return await _post("POST /v1/codexd/turn", TurnRequest, handle)
 

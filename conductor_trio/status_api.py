@@ -23,6 +23,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from codexd_trio.contracts import now_iso
+from codexd_trio.logsetup import resolve_log_format, setup_logging
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import envelope as ok
@@ -182,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
         return 0
+    try:
+        setup_logging(resolve_log_format(args.log_format))
+    except ValueError as exc:
+        return fail(PROG, str(exc), 2)
     status = 0
     try:
         trio.run(run_status_api, config)

@@ -603,6 +603,8 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
         "HOME": str(config.home_dir),
         "PATH": path,
         "BAA_NODE_ID": config.node_id,
+        # Under a service manager stderr is a file: one JSON object per line (jq-able).
+        "BAA_LOG_FORMAT": "json",
     }
     env: dict[str, str]
     if service == APP_SERVER:
