@@ -419,7 +419,8 @@ class Daemon:
 
 @asynccontextmanager
 async def spawn_daemon(
-    argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 60.0
+    argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 60.0,
+    stderr: Any = None,
 ) -> AsyncIterator[Daemon]:
     """Start ``argv``, wait for its ``{"ready": true, ...}`` stdout line, kill its group on exit.
 
@@ -432,7 +433,7 @@ async def spawn_daemon(
     from codexd_trio.process import follow_ready_line
 
     process = await trio.lowlevel.open_process(
-        argv, stdout=subprocess.PIPE, env=env, start_new_session=True
+        argv, stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True
     )
     try:
         async with trio.open_nursery() as nursery:

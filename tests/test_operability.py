@@ -7,6 +7,8 @@ json``; the conductor runs in this test's nursery in front of it.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -21,7 +23,7 @@ from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import read_events, running_codexd
 from codexd_trio.testing.model import Streamed
 from codexd_trio.web.context import accept_request_id
-from tests.fake_codexd import open_conductor, open_fake_codexd
+from tests.fake_codexd import open_conductor, open_fake_codexd, spawn_daemon, terminate
 
 pytestmark = pytest.mark.real_codex
 
@@ -155,3 +157,46 @@ async def test_conductor_forwards_ids_with_any_character_encoded(tmp_path: Path)
             answer = await c.http.get(f"/v1/codex/sessions/{raw}")
             assert answer.status_code == 404, answer.text
             assert answer.json()["error"]["details"]["sessionId"] == unquote(raw)
+
+
+async def test_conductor_and_status_api_log_json_lines(tmp_path: Path) -> None:
+    log_path = tmp_path / "stderr.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    async with open_fake_codexd() as fake:
+        with log_path.open("ab") as stderr:
+            async with spawn_daemon(
+                [sys.executable, "-m", "conductor_trio", "start", "--log-format", "json",
+                 "--local-api", "http://127.0.0.1:0", "--codexd-base", fake.url,
+                 "--state-dir", str(tmp_path / "state")], env=env, stderr=stderr,
+            ) as conductor, spawn_daemon(
+                [sys.executable, "-m", "conductor_trio.status_api", "start", "--local-api",
+                 "http://127.0.0.1:0", "--conductor-base", conductor.url],
+                env={**env, "BAA_LOG_FORMAT": "json"}, stderr=stderr,
+            ) as status_api:
+                async with httpx.AsyncClient() as http:
+                    await http.get(f"{conductor.url}/v1/codex/sessions",
+                                   headers={"X-Request-Id": "json-lines-1"})
+                    await http.get(f"{conductor.url}/nowhere")
+                    await http.get(f"{status_api.url}/v1/status")
+                assert await terminate(status_api) == 0
+                assert await terminate(conductor) == 0
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    for record in records:
+        assert {"ts", "level", "logger", "msg", "requestId"} <= set(record)
+    access = [(r["logger"], r["path"], r["status"]) for r in records if "path" in r]
+    assert ("conductor.access", "/v1/codex/sessions", 200) in access
+    assert ("conductor.access", "/nowhere", 404) in access
+    assert ("status_api.access", "/v1/status", 200) in access
+    assert any(r["requestId"] == "json-lines-1" for r in records)
+
+
+async def test_a_bad_log_format_is_a_one_line_usage_error() -> None:
+    for argv in (["-m", "conductor_trio", "start", "--log-format", "xml"],
+                 ["-m", "conductor_trio.status_api", "start", "--log-format", "xml"],
+                 ["-m", "codexd_trio", "start", "--log-format", "xml"]):
+        done = await trio.run_process([sys.executable, *argv], capture_stdout=True,
+                                      capture_stderr=True, check=False)
+        assert done.returncode == 2, (argv, done.stderr)
+        lines = done.stderr.decode().strip().splitlines()
+        assert len(lines) == 1
+        assert "json or text" in lines[0]
