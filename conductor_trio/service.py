@@ -14,6 +14,7 @@ in-flight requests, cancels the loops and releases the lease so a standby can ta
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -48,6 +49,24 @@ class LoopInfo:
 
     def as_json(self) -> dict[str, Any]:
         return {"interval_s": self.interval_s, "runs": self.runs, "last_run_at": self.last_run_at}
+
+
+@dataclass
+class MetricsHealth:
+    """Whether a daemon's ``GET /metrics`` answers with its own metric families."""
+
+    ok: bool = False
+    checked_at: str | None = None
+    error: str | None = None
+    families: int | None = None
+
+
+def count_families(text: str, prefix: str) -> int:
+    """How many ``<prefix>_*`` metric families a Prometheus text answer declares."""
+    return sum(
+        1 for line in text.splitlines()
+        if line.startswith("# TYPE ") and line[7:].startswith(prefix + "_")
+    )
 
 
 @dataclass
@@ -100,6 +119,7 @@ class Conductor:
         self._started_monotonic = time.monotonic()
         self.url: str | None = None
         self.probe = CodexdProbe()
+        self.codexd_metrics = MetricsHealth()
         self.loops = {
             "lease": LoopInfo(config.lease_renew_s),
             "heartbeat": LoopInfo(config.heartbeat_s),
@@ -129,6 +149,34 @@ class Conductor:
         else:
             self.probe = CodexdProbe(reachable=True, checked_at=now_iso(), status=status)
         return self.probe
+
+    async def probe_codexd_metrics(self, *, timeout_s: float = 3.0) -> MetricsHealth:
+        """Check codexd's ``GET /metrics`` now (for the status page); never raises."""
+        checked = now_iso()
+        try:
+            with trio.fail_after(timeout_s):
+                answer = await self.client.request("GET", "/metrics")
+        except (CodexdUnavailable, trio.TooSlowError) as exc:
+            health = MetricsHealth(False, checked, str(exc) or "codexd did not answer in time")
+        else:
+            families = count_families(answer.text, "codexd")
+            if answer.status_code != 200:
+                health = MetricsHealth(False, checked, f"HTTP {answer.status_code}")
+            elif not families:
+                health = MetricsHealth(False, checked, "no codexd_* metrics in the answer")
+            else:
+                health = MetricsHealth(True, checked, None, families)
+        self.codexd_metrics = health
+        return health
+
+    def metrics_health(self) -> dict[str, Any]:
+        """``metrics`` of ``/v1/status``: this conductor's and codexd's ``/metrics``."""
+        own = count_families(self.metrics.http.render().decode(), "conductor")
+        return {
+            "conductor": {"path": "/metrics", "ok": own > 0, "families": own},
+            "codexd": {"url": f"{self.config.codexd_base}/metrics",
+                       **dataclasses.asdict(self.codexd_metrics)},
+        }
 
     def warnings(self) -> list[str]:
         out: list[str] = []
@@ -233,6 +281,7 @@ class Conductor:
             },
             "active_turns": active_turns(probe) or [],
             "last_event_seq": snap.recentEvents.lastSeq if snap else None,
+            "metrics": self.metrics_health(),
             "warnings": self.warnings(),
         }
 
@@ -253,11 +302,13 @@ class Conductor:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         await self.probe_codexd()
+        await self.probe_codexd_metrics()
         self.loops["heartbeat"].tick()
         task_status.started()
         while True:
             await trio.sleep(self.config.heartbeat_s)
             await self.probe_codexd()
+            await self.probe_codexd_metrics()
             self.loops["heartbeat"].tick()
 
     def begin_stop(self) -> None:

@@ -37,6 +37,7 @@ from conductor_trio.config import (
     add_status_api_flags,
     resolve_status_api,
 )
+from conductor_trio.service import count_families
 from conductor_trio.status import render_page
 
 PROG = "status-api"
@@ -84,7 +85,9 @@ class StatusApi:
                 "warnings": [f"conductor unreachable at {base}: {reason}"],
             }
         data["source"] = "conductor"
-        data["status_api"] = {"observed_at": now_iso(), "conductor_base": base}
+        own = count_families(self.metrics.render().decode(), "status_api")
+        data["status_api"] = {"observed_at": now_iso(), "conductor_base": base,
+                              "metrics": {"path": "/metrics", "ok": own > 0, "families": own}}
         return data
 
     def app(self) -> QuartTrio:

@@ -77,6 +77,11 @@ async def test_request_id_follows_a_turn_and_metrics_count_it(
             bad = await c.http.get("/healthz", headers={"X-Request-Id": "x" * 300})
             assert bad.headers["x-request-id"].startswith("req-")
 
+            # The status snapshot says both metrics endpoints answer.
+            health = (await c.http.get("/v1/status")).json()["data"]["metrics"]
+            assert health["conductor"]["ok"] is True
+            assert health["codexd"]["ok"] is True
+            assert health["codexd"]["families"] >= 10
             codexd_metrics = await http.get("/metrics")
             conductor_metrics = await c.http.get("/metrics")
 
