@@ -23,6 +23,7 @@ from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import read_events, running_codexd
 from codexd_trio.testing.model import Streamed
 from codexd_trio.web.context import accept_request_id
+from codexd_trio.web.envelope import error
 from tests.fake_codexd import open_conductor, open_fake_codexd, spawn_daemon, terminate
 
 pytestmark = pytest.mark.real_codex
@@ -205,3 +206,14 @@ async def test_a_bad_log_format_is_a_one_line_usage_error() -> None:
         lines = done.stderr.decode().strip().splitlines()
         assert len(lines) == 1
         assert "json or text" in lines[0]
+
+
+async def test_error_details_may_use_any_key() -> None:
+    # The conductor's fake codexd (and any daemon) may put "status", "code" or "message" in
+    # details; the shared helper used to take them for its own arguments (TypeError, a 500).
+    response = error(409, "session_closed", "closed", {"status": "closed", "code": 1,
+                                                      "message": "m"})
+    assert response.status_code == 409
+    body = json.loads(await response.get_data())
+    assert body["error"] == {"code": "session_closed", "message": "closed",
+                             "details": {"status": "closed", "code": 1, "message": "m"}}

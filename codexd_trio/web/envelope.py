@@ -70,7 +70,7 @@ def envelope(data: Any, status: int = 200) -> Response:
     return Response(body, status=status, content_type="application/json")
 
 
-def error_response(code: str, message: str, status: int, **details: Any) -> Response:
+def error_response(code: str, message: str, status: int, /, **details: Any) -> Response:
     """The error envelope (:class:`~codexd_trio.contracts.ErrorEnvelope`, the one type of it)."""
     body = _encoder.encode(
         ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
