@@ -59,6 +59,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/healthz", "liveness: 200 while the process serves"),
     ("GET", "/readyz", "readiness: 200 once the child is initialized and the store is open"),
     ("GET", "/describe", "this description"),
+    ("GET", "/openapi.json", "OpenAPI 3.1 document of every route"),
+    ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/v1/codexd/status", "service and snapshot: identity, daemon, child, sessions, events"),
     ("GET", "/v1/codexd/sessions", "all sessions"),
     ("POST", "/v1/codexd/sessions", "create a session (thread/start)"),

@@ -25,13 +25,13 @@ from codexd_trio.web.metrics import AppMetrics
 if TYPE_CHECKING:
     from codexd_trio.service import Daemon
 
-__all__ = ["CodexdMetrics"]
+__all__ = ["TURN_END_TYPES", "CodexdMetrics"]
 
 _TURN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 _SYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                  0.5, 1.0, 5.0)
 # Event types that end a turn (a turn/completed folded, or a turn failed without one).
-_TURN_END = frozenset({"app-server.turn.completed", "turn.failed"})
+TURN_END_TYPES = frozenset({"app-server.turn.completed", "turn.failed"})
 
 
 class CodexdMetrics:
@@ -77,7 +77,7 @@ class CodexdMetrics:
 
     def on_event(self, event: Event) -> None:
         self.events.labels(event.level).inc()
-        if event.type not in _TURN_END or not event.turnId or event.turnId in self._counted:
+        if event.type not in TURN_END_TYPES or not event.turnId or event.turnId in self._counted:
             return
         self._counted.append(event.turnId)
         status = "failed" if event.type == "turn.failed" else "completed"

@@ -48,7 +48,7 @@ from codexd_trio.domain import Emit, SessionBook
 from codexd_trio.errors import ShuttingDown
 from codexd_trio.hub import EventHub
 from codexd_trio.idempotency import IdempotencyStore
-from codexd_trio.metrics import CodexdMetrics
+from codexd_trio.metrics import TURN_END_TYPES, CodexdMetrics
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.sessions import SessionService, check_cwd
 from codexd_trio.statedir import StateDir
@@ -69,6 +69,11 @@ __all__ = ["Daemon", "UnsupportedServerRequest"]
 
 # Of the shutdown grace, what the staged child stop (stdin close, SIGTERM, SIGKILL) needs.
 CHILD_STOP_RESERVE_S = 4.0
+
+
+# Bounds the turn -> request id map if turns never end (a child that died mid-turn settles them
+# as failed, which removes them; this is only a backstop).
+_TURN_REQUESTS_KEPT = 1024
 
 
 class Daemon:
@@ -92,6 +97,8 @@ class Daemon:
         self._streams: set[object] = set()
         self._streams_closed = trio.Event()
         self._operations: trio.Nursery | None = None
+        # turn id -> the id of the request that started it (insertion order: oldest first).
+        self._turn_requests: dict[str, str] = {}
         self.files = StateDir(config)
         self.log = self.files.log
         self.hub = EventHub(
@@ -128,11 +135,22 @@ class Daemon:
     def publish(self, emit: Emit) -> Event:
         detail = emit.detail
         # Events caused by a request carry its id, so one id follows a turn from the caller
-        # through the conductor into the journal (the contextvar reaches operations spawned
-        # from the request's task; work started later by other tasks has none).
+        # through the conductor into the journal. The contextvar reaches operations spawned
+        # from the request's task; the turn's later events come from the child's reader task,
+        # so the id of the request that started a turn is remembered by turn id.
         request_id = current_request_id()
+        turn_id = emit.turn_id
+        if request_id is None and turn_id is not None:
+            request_id = self._turn_requests.get(turn_id)
+        elif request_id is not None and turn_id is not None:
+            # The request that started the turn keeps it (a steer has its own events).
+            self._turn_requests.setdefault(turn_id, request_id)
+            while len(self._turn_requests) > _TURN_REQUESTS_KEPT:
+                self._turn_requests.pop(next(iter(self._turn_requests)))
         if request_id is not None and "requestId" not in detail:
             detail = {**detail, "requestId": request_id}
+        if turn_id is not None and emit.type in TURN_END_TYPES:
+            self._turn_requests.pop(turn_id, None)
         event = self.hub.emit(
             emit.type, level=emit.level, session_id=emit.session_id, thread_id=emit.thread_id,
             turn_id=emit.turn_id, message=emit.message, detail=detail,

@@ -32,6 +32,8 @@ ROUTES: list[dict[str, Any]] = [
     {"method": "GET", "path": "/readyz", "summary": "200 when leader and not degraded"},
     {"method": "GET", "path": "/rolez", "summary": "text: leader, standby or degraded"},
     {"method": "GET", "path": "/describe", "summary": "this list, auth and codex backend"},
+    {"method": "GET", "path": "/openapi.json", "summary": "OpenAPI 3.1 document"},
+    {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics"},
     {"method": "GET", "path": "/v1/runtime", "summary": "node, role, lease, loops, paths"},
     {"method": "GET", "path": "/v1/codex", "summary": "codex backend status (codexd)"},
     {"method": "GET", "path": "/v1/codex/sessions", "summary": "list sessions (proxied)"},

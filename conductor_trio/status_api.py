@@ -1,7 +1,8 @@
 """The status-api: a separate, read-only process that shows the conductor's status.
 
 ``status-api start`` (console script) or ``python -m conductor_trio.status_api start``; default
-``127.0.0.1:4318``. Routes: ``/healthz``, ``/describe``, ``/v1/status``, ``/v1/status/ui``, ``/``.
+``127.0.0.1:4318``. Routes: ``/healthz``, ``/describe``, ``/v1/status``, ``/v1/status/ui``, ``/``,
+``/metrics``, ``/openapi.json``.
 When the conductor cannot be read, ``/v1/status`` still answers 200 with
 ``source: "unreachable"`` and the reason, so the page says so instead of failing.
 """
@@ -45,6 +46,8 @@ PROG = "status-api"
 ROUTES = [
     {"method": "GET", "path": "/healthz", "summary": "200 while the process serves"},
     {"method": "GET", "path": "/describe", "summary": "this list"},
+    {"method": "GET", "path": "/openapi.json", "summary": "OpenAPI 3.1 document"},
+    {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics"},
     {"method": "GET", "path": "/v1/status", "summary": "the conductor's status snapshot"},
     {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
     {"method": "GET", "path": "/", "summary": "status page (HTML)"},

@@ -92,6 +92,8 @@ async def test_request_id_follows_a_turn_and_metrics_count_it(
         types = {e.type for e in caused}
         assert "session.created" in types
         assert "turn.accepted" in types
+        # Also the turn's later events, which come from the app-server, not the request.
+        assert "app-server.turn.completed" in types
         assert all(e.sessionId == session_id for e in caused)
 
         # codexd's stderr: every line is one JSON object; the forwarded id is in it.
