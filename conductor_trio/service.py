@@ -51,6 +51,10 @@ class LoopInfo:
         return {"interval_s": self.interval_s, "runs": self.runs, "last_run_at": self.last_run_at}
 
 
+# How often the heartbeat checks codexd's GET /metrics (for /v1/status and the status page).
+METRICS_CHECK_EVERY_S = 60.0
+
+
 @dataclass
 class MetricsHealth:
     """Whether a daemon's ``GET /metrics`` answers with its own metric families."""
@@ -305,10 +309,14 @@ class Conductor:
         await self.probe_codexd_metrics()
         self.loops["heartbeat"].tick()
         task_status.started()
+        metrics_checked = trio.current_time()
         while True:
             await trio.sleep(self.config.heartbeat_s)
             await self.probe_codexd()
-            await self.probe_codexd_metrics()
+            # Less often than the status: each check is a request (and a log line) on codexd.
+            if trio.current_time() - metrics_checked >= METRICS_CHECK_EVERY_S:
+                await self.probe_codexd_metrics()
+                metrics_checked = trio.current_time()
             self.loops["heartbeat"].tick()
 
     def begin_stop(self) -> None:
