@@ -1,29 +1,27 @@
 """codexd's HTTP and WebSocket API: Quart-Trio routes over :class:`~codexd_trio.service.Daemon`.
 
 Bodies are decoded with msgspec into the request types of :mod:`codexd_trio.contracts`; every
-answer is the JSON envelope of CONTRACT.md, including 404/405/413/500 (never an HTML page).
+answer is the JSON envelope of CONTRACT.md, including 404/405/413/500 (never an HTML page):
+the shared plumbing (errors, caller rules, request ids, metrics, ``/openapi.json``) is
+:mod:`codexd_trio.web.app`.
 POST routes honour an ``Idempotency-Key`` header (see :mod:`codexd_trio.idempotency`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
 import msgspec
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
 
 from codexd_trio import __version__
+from codexd_trio.api_doc import codexd_openapi
 from codexd_trio.contracts import (
     CreateSessionRequest,
     DecisionRequest,
@@ -41,7 +39,8 @@ from codexd_trio.hub import Overflowed, Subscription
 from codexd_trio.idempotency import Answer
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
-from codexd_trio.web import CallerPolicy, guard
+from codexd_trio.web import CallerPolicy
+from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import (
     decode_body,
     decode_cursor,
@@ -60,6 +59,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/healthz", "liveness: 200 while the process serves"),
     ("GET", "/readyz", "readiness: 200 once the child is initialized and the store is open"),
     ("GET", "/describe", "this description"),
+    ("GET", "/openapi.json", "OpenAPI 3.1 document of every route"),
+    ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/v1/codexd/status", "service and snapshot: identity, daemon, child, sessions, events"),
     ("GET", "/v1/codexd/sessions", "all sessions"),
     ("POST", "/v1/codexd/sessions", "create a session (thread/start)"),
@@ -74,6 +75,12 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "{events}", "a page of the durable event log (?after=&limit=)"),
     ("WS", "{events}", "the live event stream (?after=&sessionId=)"),
 ]
+
+
+# JSON-RPC "invalid request" and "invalid params".
+_JSONRPC_BAD_PARAMS = frozenset({-32600, -32602})
+# App-server methods that carry a client's input items verbatim.
+_INPUT_METHODS = frozenset({"turn/start", "turn/steer"})
 
 
 def _turn_answer(session: Session, turn_id: str, status: int) -> Response:
@@ -93,26 +100,41 @@ def create_app(daemon: Daemon) -> QuartTrio:
     """Build the Quart-Trio app for one daemon."""
     cfg = daemon.config
     app = QuartTrio("codexd")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    guard(
+    install(
         app,
-        CallerPolicy(
-            daemon="codexd",
-            listen_host=cfg.host,
-            allowed_origins=cfg.allowed_origins,
-            token=cfg.token,
+        WebSetup(
+            name="codexd",
+            policy=CallerPolicy(
+                daemon="codexd",
+                listen_host=cfg.host,
+                allowed_origins=cfg.allowed_origins,
+                token=cfg.token,
+            ),
+            log=log,
+            metrics=daemon.metrics.http,
+            openapi=lambda: codexd_openapi(
+                events_path=cfg.event_stream_path, token=cfg.token is not None
+            ),
+            max_body_bytes=cfg.max_body_bytes,
         ),
     )
     idem = daemon.idem
     stream_path = cfg.event_stream_path
 
-    @app.errorhandler(ApiError)
-    async def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.code, exc.message, status_for(exc), **exc.details)
-
     @app.errorhandler(AppServerError)
     async def _app_server_error(exc: AppServerError) -> Response:
+        if exc.method in _INPUT_METHODS and exc.code in _JSONRPC_BAD_PARAMS:
+            # The turn's input items go to the app-server as the caller wrote them: its
+            # refusal of their shape is the caller's bad request, not a failing upstream.
+            return error_response(
+                "invalid_request",
+                f"the app-server refused the turn input: {exc.message}",
+                400,
+                field="input",
+                method=exc.method,
+                jsonrpcCode=exc.code,
+                jsonrpcMessage=exc.message,
+            )
         return error_response(
             "app_server_error",
             f"the app-server refused {exc.method}: {exc.message}",
@@ -120,47 +142,6 @@ def create_app(daemon: Daemon) -> QuartTrio:
             method=exc.method,
             jsonrpcCode=exc.code,
             jsonrpcMessage=exc.message,
-        )
-
-    @app.errorhandler(HTTPException)
-    async def _http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        if status != 413:
-            # Routing failed before the body was read. Hypercorn (h11) can only reuse a
-            # keep-alive connection once the request body is consumed, so drain it here.
-            with contextlib.suppress(HTTPException):
-                await request.get_data(cache=False)
-        if status == 404:
-            return error_response("not_found", f"no route {request.method} {request.path}", 404)
-        if status == 405:
-            allowed = getattr(exc, "valid_methods", None) or []
-            return error_response(
-                "method_not_allowed",
-                f"{request.method} is not allowed on {request.path}",
-                405,
-                allowed=sorted(allowed),
-            )
-        if status == 413:
-            response = error_response(
-                "payload_too_large",
-                f"the request body is larger than {cfg.max_body_bytes} bytes",
-                413,
-                limit=cfg.max_body_bytes,
-            )
-            # The rest of the body was never read: the connection cannot be reused.
-            response.headers["Connection"] = "close"
-            return response
-        return error_response("http_error", exc.description or exc.name, status)
-
-    @app.errorhandler(Exception)
-    async def _internal(exc: Exception) -> Response:
-        correlation = f"err-{uuid.uuid4().hex[:12]}"
-        log.exception("internal error %s on %s %s", correlation, request.method, request.path)
-        return error_response(
-            "internal_error",
-            "codexd hit an internal error; see its log",
-            500,
-            correlationId=correlation,
         )
 
     async def _idempotent(route: str, run: Callable[[bytes], Awaitable[Response]]) -> Response:
@@ -251,6 +232,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
     async def create_session() -> Response:
         async def handle(body: CreateSessionRequest) -> Response:
             session = await daemon.create_session(body)
+            log.info("session %s created", session.sessionId,
+                     extra={"sessionId": session.sessionId, "threadId": session.threadId})
             return envelope({"session": msgspec.to_builtins(session)}, 201)
 
         return await _post("POST /v1/codexd/sessions", CreateSessionRequest, handle)
@@ -279,7 +262,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.post("/v1/codexd/turn")
     async def start_turn() -> Response:
         async def handle(body: TurnRequest) -> Response:
-            return _turn_answer(*await daemon.start_turn(body), 202)
+            session, turn_id = await daemon.start_turn(body)
+            log.info("turn %s started on %s", turn_id, session.sessionId,
+                     extra={"sessionId": session.sessionId, "turnId": turn_id})
+            return _turn_answer(session, turn_id, 202)
 
         return await _post("POST /v1/codexd/turn", TurnRequest, handle)
 
@@ -383,21 +369,17 @@ async def serve_api(
     Cancellation: Hypercorn closes its listeners; open connections are cancelled.
     """
     cfg = daemon.config
-    app = create_app(daemon)
-    hconfig = HypercornConfig()
-    host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
-    hconfig.bind = [f"{host}:{cfg.port}"]
-    hconfig.accesslog = None
-    # Through our logging setup (one line each), not Hypercorn's own stream handler.
-    hconfig.errorlog = logging.getLogger("codexd.http")
-    hconfig.graceful_timeout = 3.0
-    hconfig.include_server_header = False
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve, app, hconfig, shutdown_trigger=shutdown.wait)
+
+    async def listening(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_app(
+            create_app(daemon), cfg.host, cfg.port, errorlog=logging.getLogger("codexd.http"),
+            shutdown_trigger=shutdown.wait, graceful_timeout=3.0, task_status=task_status,
         )
-        daemon.serving_at(binds[0])
-        task_status.started(binds[0])
+
+    async with trio.open_nursery() as nursery:
+        url: str = await nursery.start(listening)
+        daemon.serving_at(url)
+        task_status.started(url)
 
 
 __all__ = ["create_app", "decode_body", "envelope", "error_response", "serve_api"]

@@ -89,12 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("BAA_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(log_format: str) -> None:
+    from codexd_trio.logsetup import setup_logging
+
+    setup_logging(log_format)
 
 
 # --------------------------------------------------------------------------- start
@@ -103,7 +101,7 @@ def _setup_logging() -> None:
 def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"unexpected arguments for start: {' '.join(extra)}")
-    _setup_logging()
+    _setup_logging(config.log_format)
     from codexd_trio.eventlog import EventLogCorrupt
     from codexd_trio.store import StoreError
 

@@ -14,7 +14,8 @@ Errors are typed at this boundary:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -35,6 +36,7 @@ from codexd_trio._client_ws import (
     open_websocket,
 )
 from codexd_trio.contracts import Approval, Event, Session, TurnInput
+from codexd_trio.web.context import current_request_id
 
 __all__ = [
     "CodexdClient",
@@ -44,6 +46,14 @@ __all__ = [
     "StreamOverflow",
     "open_websocket",
 ]
+
+async def _stamp_request(request: httpx.Request) -> None:
+    # The id of the request being served (the conductor proxying one) follows it to codexd.
+    request_id = current_request_id()
+    if request_id is not None and "x-request-id" not in request.headers:
+        request.headers["X-Request-Id"] = request_id
+    request.extensions["baa.started"] = time.perf_counter()
+
 
 class CodexdClient:
     """An async client of one codexd.
@@ -76,8 +86,19 @@ class CodexdClient:
             {"Authorization": f"Bearer {token}"} if token is not None else {}
         )
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, headers=self.auth_headers
+            base_url=self.base_url, timeout=timeout, headers=self.auth_headers,
+            event_hooks={"request": [_stamp_request], "response": []},
         )
+
+    def observe_responses(self, observe: Callable[[httpx.Response, float], None]) -> None:
+        """Call ``observe(response, seconds)`` when each answer's headers arrive (metrics)."""
+
+        async def hook(response: httpx.Response) -> None:
+            started = response.request.extensions.get("baa.started")
+            if isinstance(started, float):
+                observe(response, time.perf_counter() - started)
+
+        self._http.event_hooks["response"].append(hook)
 
     async def __aenter__(self) -> CodexdClient:
         return self

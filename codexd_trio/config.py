@@ -7,7 +7,6 @@ Every setting has all three (CONTRACT.md, "Configuration"). A bad value raises
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.web.addresses import is_loopback
 from codexd_trio.web.callers import normalize_origin
 
 DEFAULT_API_BASE = "http://127.0.0.1:4319"
@@ -58,6 +58,8 @@ class CodexdConfig:
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
     token_source: str = "none"
+    # stderr logs: "text" (a terminal) or "json" (launchd/systemd; one object per line).
+    log_format: str = "text"
 
     @property
     def host(self) -> str:
@@ -106,16 +108,6 @@ def split_base(base: str) -> tuple[str, int]:
     if port is None:
         raise ConfigError(f"an API base needs an explicit port, got {base!r}")
     return parts.hostname, port
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 TOKEN_ENV = "BAA_CODEXD_TOKEN"
@@ -216,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--event-log-segments")
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins")
     p.add_argument("--token-file")
+    p.add_argument("--log-format")
     return p
 
 
@@ -243,6 +236,7 @@ configuration (flag / environment variable / default):
   --event-log-segments N BAA_CODEXD_EVENT_LOG_SEGMENTS     16 (sealed segments kept)
   --allowed-origin O    BAA_CODEXD_ALLOWED_ORIGINS       none (repeatable; env: comma-separated)
   --token-file PATH     BAA_CODEXD_TOKEN_FILE            none (mode 600; or BAA_CODEXD_TOKEN)
+  --log-format F        BAA_LOG_FORMAT                   text (or json: one object per line)
 """
 
 _ENV = {
@@ -267,6 +261,7 @@ _ENV = {
     "event_log_segment_mb": "BAA_CODEXD_EVENT_LOG_SEGMENT_MB",
     "event_log_segments": "BAA_CODEXD_EVENT_LOG_SEGMENTS",
     "allowed_origins": "BAA_CODEXD_ALLOWED_ORIGINS",
+    "log_format": "BAA_LOG_FORMAT",
 }
 
 
@@ -282,6 +277,13 @@ _NUMBERS: dict[str, tuple[str, str, float, bool]] = {
     "event_log_segment_mb": ("event_log_segment_mb", "event log segment size (MiB)", 1, True),
     "event_log_segments": ("event_log_segments", "event log segments kept", 1, True),
 }
+
+
+def _log_format(raw: str | None) -> str:
+    value = (raw or "text").strip().lower()
+    if value not in ("json", "text"):
+        raise ConfigError(f"log format must be json or text, got {raw!r}")
+    return value
 
 
 def _number(name: str, raw: str, *, minimum: float, integer: bool = False) -> float:
@@ -370,6 +372,7 @@ def resolve_config(
         ),
         token=token,
         token_source=token_source,
+        log_format=_log_format(raw.get("log_format")),
         **numbers,
     )
     if not config.node_id.strip():

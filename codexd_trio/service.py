@@ -48,6 +48,7 @@ from codexd_trio.domain import Emit, SessionBook
 from codexd_trio.errors import ShuttingDown
 from codexd_trio.hub import EventHub
 from codexd_trio.idempotency import IdempotencyStore
+from codexd_trio.metrics import TURN_END_TYPES, CodexdMetrics
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.sessions import SessionService, check_cwd
 from codexd_trio.statedir import StateDir
@@ -59,6 +60,7 @@ from codexd_trio.supervisor import (
     child_spec,
     run_detached,
 )
+from codexd_trio.web.context import current_request_id
 
 log = logging.getLogger("codexd")
 
@@ -70,6 +72,11 @@ __all__ = ["Daemon", "UnsupportedServerRequest"]
 
 # Of the shutdown grace, what the staged child stop (stdin close, SIGTERM, SIGKILL) needs.
 CHILD_STOP_RESERVE_S = 4.0
+
+
+# Bounds the turn -> request id map if turns never end (a child that died mid-turn settles them
+# as failed, which removes them; this is only a backstop).
+_TURN_REQUESTS_KEPT = 1024
 
 
 class Daemon:
@@ -93,6 +100,8 @@ class Daemon:
         self._streams: set[object] = set()
         self._streams_closed = trio.Event()
         self._operations: trio.Nursery | None = None
+        # turn id -> the id of the request that started it (insertion order: oldest first).
+        self._turn_requests: dict[str, str] = {}
         self.files = StateDir(config)
         self.log = self.files.log
         self.hub = EventHub(
@@ -114,6 +123,8 @@ class Daemon:
             stdout_log=config.codexd_logs / "stdout.log",
             external=config.server_endpoint if config.server_strategy == "external" else None,
         )
+        # Last: its collectors read the parts above.
+        self.metrics = CodexdMetrics(self)
 
     @property
     def child(self) -> ChildStatus:
@@ -126,10 +137,35 @@ class Daemon:
     # ------------------------------------------------------------------ records
 
     def publish(self, emit: Emit) -> Event:
-        return self.hub.emit(
+        detail = emit.detail
+        # Events caused by a request carry its id, so one id follows a turn from the caller
+        # through the conductor into the journal. The contextvar reaches operations spawned
+        # from the request's task; the turn's later events come from the child's reader task,
+        # so the id of the request that started a turn is remembered by turn id.
+        request_id = current_request_id()
+        turn_id = emit.turn_id
+        if request_id is None and turn_id is not None:
+            request_id = self._turn_requests.get(turn_id)
+        elif request_id is not None and turn_id is not None:
+            # The request that started the turn keeps it (a steer has its own events).
+            self._turn_requests.setdefault(turn_id, request_id)
+            while len(self._turn_requests) > _TURN_REQUESTS_KEPT:
+                self._turn_requests.pop(next(iter(self._turn_requests)))
+        if request_id is not None and "requestId" not in detail:
+            detail = {**detail, "requestId": request_id}
+        if turn_id is not None and emit.type in TURN_END_TYPES:
+            self._turn_requests.pop(turn_id, None)
+        event = self.hub.emit(
             emit.type, level=emit.level, session_id=emit.session_id, thread_id=emit.thread_id,
-            turn_id=emit.turn_id, message=emit.message, detail=emit.detail,
+            turn_id=emit.turn_id, message=emit.message, detail=detail,
         )
+        self.metrics.on_event(event)
+        return event
+
+    @property
+    def open_streams(self) -> int:
+        """Event-stream websockets open now."""
+        return len(self._streams)
 
     def _registry_job(self) -> Callable[[], bytes]:
         # At write time, on the Trio thread: the book as of now, encoded by the writer thread.

@@ -1,21 +1,27 @@
 """The conductor's Quart-Trio app: probes, runtime, system mode, status view, and the codex proxy.
 
 Every JSON route answers with the envelope; unknown routes, wrong methods, oversized bodies and
-bugs answer with JSON too (``_web.install_json_errors``).
+bugs answer with JSON too: the shared plumbing is :mod:`codexd_trio.web.app`.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from codexd_trio.web import CallerPolicy, guard
+from codexd_trio.web import CallerPolicy
+from codexd_trio.web.addresses import is_loopback
+from codexd_trio.web.app import WebSetup, install
+from codexd_trio.web.envelope import envelope as ok
+from codexd_trio.web.envelope import error
 from conductor_trio import __version__
-from conductor_trio._web import error, install_json_errors, is_loopback, ok
+from conductor_trio.api_doc import conductor_openapi
 from conductor_trio.console import install_console
 from conductor_trio.mode import Mode
 from conductor_trio.proxy import proxy_http, relay_events
@@ -27,6 +33,8 @@ ROUTES: list[dict[str, Any]] = [
     {"method": "GET", "path": "/readyz", "summary": "200 when leader and not degraded"},
     {"method": "GET", "path": "/rolez", "summary": "text: leader, standby or degraded"},
     {"method": "GET", "path": "/describe", "summary": "this list, auth and codex backend"},
+    {"method": "GET", "path": "/openapi.json", "summary": "OpenAPI 3.1 document"},
+    {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics"},
     {"method": "GET", "path": "/v1/runtime", "summary": "node, role, lease, loops, paths"},
     {"method": "GET", "path": "/v1/codex", "summary": "codex backend status (codexd)"},
     {"method": "GET", "path": "/v1/codex/sessions", "summary": "list sessions (proxied)"},
@@ -71,16 +79,21 @@ _mode_change = msgspec.json.Decoder(ModeChange)
 def create_app(conductor: Conductor) -> QuartTrio:
     """Build the conductor's app over one :class:`~conductor_trio.service.Conductor`."""
     app = QuartTrio("conductor_trio")
-    app.config["MAX_CONTENT_LENGTH"] = conductor.config.max_body_bytes
-    install_json_errors(app)
     cfg = conductor.config
-    guard(
+    install(
         app,
-        CallerPolicy(
-            daemon="conductor",
-            listen_host=cfg.listen_host,
-            allowed_hosts=cfg.allowed_hosts,
-            allowed_origins=cfg.allowed_origins,
+        WebSetup(
+            name="conductor",
+            policy=CallerPolicy(
+                daemon="conductor",
+                listen_host=cfg.listen_host,
+                allowed_hosts=cfg.allowed_hosts,
+                allowed_origins=cfg.allowed_origins,
+            ),
+            log=logging.getLogger("conductor.api"),
+            metrics=conductor.metrics.http,
+            openapi=lambda: conductor_openapi(ModeChange, exposed=cfg.exposed),
+            max_body_bytes=cfg.max_body_bytes,
         ),
     )
 
@@ -177,7 +190,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.get("/v1/codex/sessions/<session_id>")
     async def session(session_id: str) -> Response:
-        return await proxy_http(conductor, f"/v1/codexd/sessions/{session_id}")
+        return await proxy_http(conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}")
 
     @app.post("/v1/codex/turn")
     async def turn() -> Response:
@@ -199,7 +212,9 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.route("/v1/codex/approvals/<approval_id>", methods=["GET", "POST"])
     async def approval(approval_id: str) -> Response:
-        return await proxy_http(conductor, f"/v1/codexd/approvals/{approval_id}")
+        # Quart decoded the id: encode it again, or a '?', '/' or control character in it
+        # would change (or break) the upstream URL.
+        return await proxy_http(conductor, f"/v1/codexd/approvals/{quote(approval_id, safe='')}")
 
     @app.get("/v1/codex/events")
     async def events_page() -> Response:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import httpx
 import trio
 
+from codexd_trio.logsetup import resolve_log_format, setup_logging
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
 from conductor_trio.app import create_app
 from conductor_trio.config import (
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return _status(config)
+    try:
+        setup_logging(resolve_log_format(args.log_format))
+    except ValueError as exc:
+        return fail(PROG, str(exc), 2)
     status = 0
     try:
         trio.run(run_conductor, config)

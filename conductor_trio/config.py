@@ -17,11 +17,11 @@ from typing import Any, Literal
 from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.config import (
     ConfigError,
-    is_loopback,
     parse_origins,
     resolve_codexd_token,
     split_base,
 )
+from codexd_trio.web.addresses import is_loopback
 
 Role = Literal["primary", "standby"]
 
@@ -158,6 +158,7 @@ def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-api-base")
     parser.add_argument("--codexd-base", help="codexd local API base (loopback)")
     parser.add_argument("--state-dir", help="state root; the conductor writes under conductor/")
+    parser.add_argument("--log-format", help="text (default) or json; env BAA_LOG_FORMAT")
     parser.add_argument("--token-file", help="file holding the shared bearer token")
     parser.add_argument("--lease-ttl", help="lease TTL in seconds (default 30)")
     parser.add_argument("--lease-renew", help="lease renew interval in seconds (default 10)")
@@ -242,6 +243,7 @@ def add_status_api_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-host", action="append", dest="allowed_hosts")
     parser.add_argument("--allowed-origin", action="append", dest="allowed_origins")
     parser.add_argument("--conductor-base", help="the conductor to read, e.g. http://127.0.0.1:4317")
+    parser.add_argument("--log-format", help="text (default) or json; env BAA_LOG_FORMAT")
 
 
 def resolve_status_api(args: argparse.Namespace, env: Mapping[str, str] | None = None

@@ -14,6 +14,8 @@ in-flight requests, cancels the loops and releases the lease so a standby can ta
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -27,10 +29,11 @@ from quart_trio import QuartTrio
 
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
 from codexd_trio.contracts import CodexdStatus, now_iso
+from codexd_trio.web.app import serve_app
 from conductor_trio import __version__
-from conductor_trio._web import serve_app
 from conductor_trio.config import ConductorConfig
 from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore
+from conductor_trio.metrics import ConductorMetrics
 from conductor_trio.mode import ModeStore
 
 
@@ -46,6 +49,28 @@ class LoopInfo:
 
     def as_json(self) -> dict[str, Any]:
         return {"interval_s": self.interval_s, "runs": self.runs, "last_run_at": self.last_run_at}
+
+
+# How often the heartbeat checks codexd's GET /metrics (for /v1/status and the status page).
+METRICS_CHECK_EVERY_S = 60.0
+
+
+@dataclass
+class MetricsHealth:
+    """Whether a daemon's ``GET /metrics`` answers with its own metric families."""
+
+    ok: bool = False
+    checked_at: str | None = None
+    error: str | None = None
+    families: int | None = None
+
+
+def count_families(text: str, prefix: str) -> int:
+    """How many ``<prefix>_*`` metric families a Prometheus text answer declares."""
+    return sum(
+        1 for line in text.splitlines()
+        if line.startswith("# TYPE ") and line[7:].startswith(prefix + "_")
+    )
 
 
 @dataclass
@@ -98,12 +123,15 @@ class Conductor:
         self._started_monotonic = time.monotonic()
         self.url: str | None = None
         self.probe = CodexdProbe()
+        self.codexd_metrics = MetricsHealth()
         self.loops = {
             "lease": LoopInfo(config.lease_renew_s),
             "heartbeat": LoopInfo(config.heartbeat_s),
         }
         self.relays: set[trio.CancelScope] = set()
         self.stopping = trio.Event()
+        # Last: its collectors read the parts above.
+        self.metrics = ConductorMetrics(self)
 
     @property
     def uptime_s(self) -> float:
@@ -125,6 +153,34 @@ class Conductor:
         else:
             self.probe = CodexdProbe(reachable=True, checked_at=now_iso(), status=status)
         return self.probe
+
+    async def probe_codexd_metrics(self, *, timeout_s: float = 3.0) -> MetricsHealth:
+        """Check codexd's ``GET /metrics`` now (for the status page); never raises."""
+        checked = now_iso()
+        try:
+            with trio.fail_after(timeout_s):
+                answer = await self.client.request("GET", "/metrics")
+        except (CodexdUnavailable, trio.TooSlowError) as exc:
+            health = MetricsHealth(False, checked, str(exc) or "codexd did not answer in time")
+        else:
+            families = count_families(answer.text, "codexd")
+            if answer.status_code != 200:
+                health = MetricsHealth(False, checked, f"HTTP {answer.status_code}")
+            elif not families:
+                health = MetricsHealth(False, checked, "no codexd_* metrics in the answer")
+            else:
+                health = MetricsHealth(True, checked, None, families)
+        self.codexd_metrics = health
+        return health
+
+    def metrics_health(self) -> dict[str, Any]:
+        """``metrics`` of ``/v1/status``: this conductor's and codexd's ``/metrics``."""
+        own = count_families(self.metrics.http.render().decode(), "conductor")
+        return {
+            "conductor": {"path": "/metrics", "ok": own > 0, "families": own},
+            "codexd": {"url": f"{self.config.codexd_base}/metrics",
+                       **dataclasses.asdict(self.codexd_metrics)},
+        }
 
     def warnings(self) -> list[str]:
         out: list[str] = []
@@ -229,6 +285,7 @@ class Conductor:
             },
             "active_turns": active_turns(probe) or [],
             "last_event_seq": snap.recentEvents.lastSeq if snap else None,
+            "metrics": self.metrics_health(),
             "warnings": self.warnings(),
         }
 
@@ -249,11 +306,17 @@ class Conductor:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         await self.probe_codexd()
+        await self.probe_codexd_metrics()
         self.loops["heartbeat"].tick()
         task_status.started()
+        metrics_checked = trio.current_time()
         while True:
             await trio.sleep(self.config.heartbeat_s)
             await self.probe_codexd()
+            # Less often than the status: each check is a request (and a log line) on codexd.
+            if trio.current_time() - metrics_checked >= METRICS_CHECK_EVERY_S:
+                await self.probe_codexd_metrics()
+                metrics_checked = trio.current_time()
             self.loops["heartbeat"].tick()
 
     def begin_stop(self) -> None:
@@ -295,6 +358,7 @@ class Conductor:
                         self.config.listen_port,
                         shutdown_trigger=self._shutdown_trigger,
                         graceful_timeout=self.config.shutdown_grace_s,
+                        errorlog=logging.getLogger("conductor.http"),
                         task_status=task_status,
                     )
                     nursery.cancel_scope.cancel(reason="HTTP server stopped")

@@ -43,6 +43,8 @@ PAGE = """<!doctype html>
   <div class="card"><div class="label">Last event</div>
     <div class="value" id="last-seq">…</div></div>
   <div class="card wide"><div class="label">Lease</div><div class="value" id="lease">…</div></div>
+  <div class="card wide"><div class="label">Metrics endpoints</div>
+    <div class="value" id="metrics">…</div><ul id="metrics-detail"></ul></div>
   <div class="card wide"><div class="label">Active turns</div>
     <div class="value" id="active-count">…</div><ul id="active-turns"></ul></div>
   <div class="card wide"><div class="label">Warnings</div><ul id="warnings"></ul></div>
@@ -68,9 +70,10 @@ function render(s) {
     err.style.display = "block";
     err.textContent = "conductor unreachable: " + ((s.conductor || {}).error || "");
     document.getElementById("node-id").textContent = "?";
-    ["role", "mode", "codexd", "child", "sessions", "last-seq", "lease", "active-count"]
-      .forEach(id => setText(id, "unknown", "warn"));
+    ["role", "mode", "codexd", "child", "sessions", "last-seq", "lease", "active-count",
+     "metrics"].forEach(id => setText(id, "unknown", "warn"));
     list("active-turns", []);
+    list("metrics-detail", []);
     list("warnings", s.warnings || []);
     return;
   }
@@ -93,6 +96,16 @@ function render(s) {
   const l = s.lease || {};
   setText("lease", l.holder_id ? l.holder_id + " · term " + l.term + " · until " + l.expires_at
           : "no lease");
+  // GET /metrics of each daemon: the conductor's and codexd's from the conductor, the
+  // status-api's own when the page is served by it.
+  const m = Object.assign({}, s.metrics || {});
+  if (s.status_api && s.status_api.metrics) m["status-api"] = s.status_api.metrics;
+  const names = Object.keys(m);
+  const failing = names.filter(n => !m[n].ok);
+  setText("metrics", names.length === 0 ? "—" : (failing.length === 0 ? "all ok"
+          : failing.join(", ") + " failing"), failing.length === 0 ? "ok" : "bad");
+  list("metrics-detail", names.map(n => n + ": " + (m[n].ok ? "ok, " + m[n].families
+       + " metric families" : "failing" + (m[n].error ? " (" + m[n].error + ")" : ""))));
   const turns = s.active_turns || [];
   setText("active-count", String(turns.length));
   list("active-turns", turns.map(t => t.sessionId + " · " + t.turnId));

@@ -1,7 +1,8 @@
 """The status-api: a separate, read-only process that shows the conductor's status.
 
 ``status-api start`` (console script) or ``python -m conductor_trio.status_api start``; default
-``127.0.0.1:4318``. Routes: ``/healthz``, ``/describe``, ``/v1/status``, ``/v1/status/ui``, ``/``.
+``127.0.0.1:4318``. Routes: ``/healthz``, ``/describe``, ``/v1/status``, ``/v1/status/ui``, ``/``,
+``/metrics``, ``/openapi.json``.
 When the conductor cannot be read, ``/v1/status`` still answers 200 with
 ``source: "unreachable"`` and the reason, so the page says so instead of failing.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -22,16 +24,21 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from codexd_trio.contracts import now_iso
-from codexd_trio.web import CallerPolicy, guard
+from codexd_trio.logsetup import resolve_log_format, setup_logging
+from codexd_trio.web import CallerPolicy
+from codexd_trio.web.app import WebSetup, install, serve_app
+from codexd_trio.web.envelope import envelope as ok
+from codexd_trio.web.metrics import AppMetrics
 from conductor_trio import __version__
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
-from conductor_trio._web import install_json_errors, ok, serve_app
+from conductor_trio.api_doc import status_api_openapi
 from conductor_trio.config import (
     ConfigError,
     StatusApiConfig,
     add_status_api_flags,
     resolve_status_api,
 )
+from conductor_trio.service import count_families
 from conductor_trio.status import render_page
 
 PROG = "status-api"
@@ -39,6 +46,8 @@ PROG = "status-api"
 ROUTES = [
     {"method": "GET", "path": "/healthz", "summary": "200 while the process serves"},
     {"method": "GET", "path": "/describe", "summary": "this list"},
+    {"method": "GET", "path": "/openapi.json", "summary": "OpenAPI 3.1 document"},
+    {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics"},
     {"method": "GET", "path": "/v1/status", "summary": "the conductor's status snapshot"},
     {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
     {"method": "GET", "path": "/", "summary": "status page (HTML)"},
@@ -58,6 +67,7 @@ class StatusApi:
         self.started = time.monotonic()
         self.stopping = trio.Event()
         self.url: str | None = None
+        self.metrics = AppMetrics("status_api")
 
     async def snapshot(self) -> dict[str, Any]:
         """The conductor's ``/v1/status`` data, or an ``unreachable`` snapshot."""
@@ -78,20 +88,27 @@ class StatusApi:
                 "warnings": [f"conductor unreachable at {base}: {reason}"],
             }
         data["source"] = "conductor"
-        data["status_api"] = {"observed_at": now_iso(), "conductor_base": base}
+        own = count_families(self.metrics.render().decode(), "status_api")
+        data["status_api"] = {"observed_at": now_iso(), "conductor_base": base,
+                              "metrics": {"path": "/metrics", "ok": own > 0, "families": own}}
         return data
 
     def app(self) -> QuartTrio:
         app = QuartTrio("conductor_trio.status_api")
-        app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-        install_json_errors(app)
-        guard(
+        install(
             app,
-            CallerPolicy(
-                daemon="status-api",
-                listen_host=self.config.listen_host,
-                allowed_hosts=self.config.allowed_hosts,
-                allowed_origins=self.config.allowed_origins,
+            WebSetup(
+                name="status-api",
+                policy=CallerPolicy(
+                    daemon="status-api",
+                    listen_host=self.config.listen_host,
+                    allowed_hosts=self.config.allowed_hosts,
+                    allowed_origins=self.config.allowed_origins,
+                ),
+                log=logging.getLogger("status_api.api"),
+                metrics=self.metrics,
+                openapi=status_api_openapi,
+                max_body_bytes=64 * 1024,
             ),
         )
 
@@ -136,6 +153,7 @@ class StatusApi:
                 self.config.listen_port,
                 shutdown_trigger=self.stopping.wait,
                 graceful_timeout=3.0,
+                errorlog=logging.getLogger("status_api.http"),
                 task_status=task_status,
             )
         finally:
@@ -171,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
         return 0
+    try:
+        setup_logging(resolve_log_format(args.log_format))
+    except ValueError as exc:
+        return fail(PROG, str(exc), 2)
     status = 0
     try:
         trio.run(run_status_api, config)

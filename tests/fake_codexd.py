@@ -7,6 +7,7 @@ them finish at once (``auto_complete``). Use :func:`open_fake_codexd` in a test'
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,9 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from codexd_trio.contracts import Approval, Event, Session, now_iso
-from conductor_trio._web import error, install_json_errors, ok, serve_app
+from codexd_trio.web.app import install_errors, serve_app
+from codexd_trio.web.envelope import envelope as ok
+from codexd_trio.web.envelope import error
 
 
 @dataclass
@@ -114,8 +117,8 @@ class FakeCodexd:
 
 def build_app(fake: FakeCodexd) -> QuartTrio:
     app = QuartTrio("fake_codexd")
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    install_json_errors(app)
+    install_errors(app, name="fake codexd", log=logging.getLogger("fake_codexd"),
+                   max_body_bytes=1024 * 1024)
     started = trio.current_time()
 
     @app.before_request
@@ -416,7 +419,8 @@ class Daemon:
 
 @asynccontextmanager
 async def spawn_daemon(
-    argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 60.0
+    argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 60.0,
+    stderr: Any = None,
 ) -> AsyncIterator[Daemon]:
     """Start ``argv``, wait for its ``{"ready": true, ...}`` stdout line, kill its group on exit.
 
@@ -429,7 +433,7 @@ async def spawn_daemon(
     from codexd_trio.process import follow_ready_line
 
     process = await trio.lowlevel.open_process(
-        argv, stdout=subprocess.PIPE, env=env, start_new_session=True
+        argv, stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True
     )
     try:
         async with trio.open_nursery() as nursery:

@@ -82,5 +82,11 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
         assert len(kills) == 2
         assert all(k["ready_s"] > 0 and k["backoff_s"] is not None for k in kills)
 
+    observe = await run_quick("bench.bench_observe_overhead")
+    assert observe["benchmark"] == "observe_overhead"
+    for key in ("with_ms", "without_ms"):
+        assert observe[key]["n"] == 100
+    assert {"p50_overhead_ms", "mean_overhead_ms"} <= set(observe)
+
     # Every script removed its working directory under var/bench/.
     assert set(BENCH_ROOT.glob("*")) <= before

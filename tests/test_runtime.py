@@ -584,6 +584,8 @@ class _FakeNode:
         # codexd's bearer token when set: /v1/codexd/* answer 401 without it, as codexd does.
         self.codexd_token: str | None = None
         self.authorization: dict[str, set[str | None]] = {}
+        # The metric-name prefixes /metrics answers with (one server plays all three daemons).
+        self.metric_prefixes = ["codexd", "conductor", "status_api"]
 
     def respond(self, path: str, authorization: str | None) -> tuple[int, str, bytes]:
         def ok(data: dict[str, Any]) -> tuple[int, str, bytes]:
@@ -613,6 +615,10 @@ class _FakeNode:
             return ok({"snapshot": {"identity": {"nodeId": self.node_id}, "daemon": daemon}})
         if path == "/v1/status":
             return ok({"mode": "running"})
+        if path == "/metrics":
+            text = "".join(f"# HELP {p}_http_requests x\n# TYPE {p}_http_requests counter\n"
+                           f"{p}_http_requests_total 1.0\n" for p in self.metric_prefixes)
+            return 200, "text/plain; version=0.0.4", text.encode()
         return 404, "application/json", b'{"ok":false}'
 
 
@@ -669,7 +675,7 @@ def test_check_node_passes_on_a_healthy_node_and_names_each_failure(
     proc = run_script("check-node.sh", *args, env=sandbox)
     assert proc.returncode == 0, proc.stdout
     lines = proc.stdout.splitlines()[1:]
-    assert len(lines) == 7 + 6
+    assert len(lines) == 10 + 6
     assert all(line.startswith("ok ") for line in lines)
 
     node.role = "standby"
@@ -685,7 +691,15 @@ def test_check_node_passes_on_a_healthy_node_and_names_each_failure(
         f"FAIL launchd log {logs}/launchd/so.makefile.baa-codexd.err.log: missing",
     ]
 
-    node.role, node.child_state, node.node_id = "leader", "running", "other-main"
+    node.role, node.child_state = "leader", "running"
+    node.metric_prefixes = ["codexd", "status_api"]
+    proc = run_script("check-node.sh", *args, "--skip-logs", env=sandbox)
+    assert proc.returncode == 1
+    failures = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert failures == [f"FAIL conductor GET {base}/metrics: no conductor_* metrics in the answer"]
+    node.metric_prefixes = ["codexd", "conductor", "status_api"]
+
+    node.node_id = "other-main"
     proc = run_script("check-node.sh", *args, "--skip-logs", env=sandbox)
     assert proc.returncode == 1
     assert "codexd node id is 'other-main', expected 'mini-main'" in proc.stdout
@@ -708,7 +722,7 @@ def test_check_node_reports_an_unreachable_node(sandbox: dict[str, str]) -> None
     )
     assert proc.returncode == 1
     probes = proc.stdout.splitlines()[1:]
-    assert len(probes) == 7
+    assert len(probes) == 10  # 7 + /metrics of each daemon
     assert all(line.startswith("FAIL ") and "unreachable" in line for line in probes)
 
 
@@ -1604,7 +1618,7 @@ def test_check_node_reports_an_external_child(
         proc = run_script("check-node.sh", *args, env=sandbox)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         probes = proc.stdout.splitlines()[1:]
-        assert len(probes) == 8  # one more than with spawn: the endpoint
+        assert len(probes) == 11  # one more than with spawn: the endpoint
         assert (
             f"ok   codexd GET {base}/v1/codexd/status: child running (strategy external, "
             f"{endpoint})"

@@ -36,7 +36,8 @@ async def test_status_api_reads_the_conductor_and_survives_its_absence(tmp_path:
                     assert (await http.get("/healthz")).json()["data"]["status"] == "ok"
                     paths = [r["path"] for r in (await http.get("/describe")).json()["data"][
                         "routes"]]
-                    assert paths == ["/healthz", "/describe", "/v1/status", "/v1/status/ui", "/"]
+                    assert paths == ["/healthz", "/describe", "/openapi.json", "/metrics",
+                                     "/v1/status", "/v1/status/ui", "/"]
                     for page in ("/", "/v1/status/ui"):
                         html = await http.get(page)
                         assert html.headers["content-type"].startswith("text/html")

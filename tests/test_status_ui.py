@@ -67,6 +67,10 @@ async def test_status_page_renders_live_status_on_a_phone(tmp_path: Path) -> Non
             assert ">leader<" in dom
             assert ">reachable<" in dom
             assert sid in dom
+            # Metrics endpoints: the conductor's answers; the fake codexd has no /metrics.
+            assert ">codexd failing<" in dom
+            assert re.search(r"<li>conductor: ok, \d+ metric families</li>", dom)
+            assert "<li>codexd: failing (HTTP 404)</li>" in dom
             assert re.search(r'<div id="error"[^>]*></div>', dom), "the page shows an error"
 
             ARTIFACTS.mkdir(exist_ok=True)

@@ -1,4 +1,4 @@
-"""codexd's answers: the JSON envelope, the error-code → HTTP-status table, and decoding of
+"""Every daemon's answers: the JSON envelope, the error-code → HTTP-status table, and decoding of
 request bodies and query parameters into typed values (or the matching 400)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "envelope",
+    "error",
     "error_response",
     "int_arg",
     "status_for",
@@ -43,6 +44,20 @@ STATUS_FOR_CODE: dict[str, int] = {
     "child_unavailable": 503,
     "store_unavailable": 503,
     "shutting_down": 503,
+    # Answered by the shared web layer and the caller guard.
+    "unauthorized": 401,
+    "origin_not_allowed": 403,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "host_not_allowed": 421,
+    "internal_error": 500,
+    # The conductor's.
+    "system_paused": 423,
+    "system_draining": 423,
+    "codexd_unavailable": 503,
+    "not_ready": 503,
+    "not_leader": 503,
 }
 
 
@@ -55,11 +70,18 @@ def envelope(data: Any, status: int = 200) -> Response:
     return Response(body, status=status, content_type="application/json")
 
 
-def error_response(code: str, message: str, status: int, **details: Any) -> Response:
+def error_response(code: str, message: str, status: int, /, **details: Any) -> Response:
+    """The error envelope (:class:`~codexd_trio.contracts.ErrorEnvelope`, the one type of it)."""
     body = _encoder.encode(
         ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
     )
     return Response(body, status=status, content_type="application/json")
+
+
+def error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
+    """:func:`error_response` with the status first and details as a dict (the conductor's
+    call sites)."""
+    return error_response(code, message, status, **(details or {}))
 
 
 _PATH_RE = re.compile(r" - at `([^`]*)`$")

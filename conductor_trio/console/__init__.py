@@ -14,7 +14,7 @@ from importlib.resources import files
 from quart import Response
 from quart_trio import QuartTrio
 
-from conductor_trio._web import error
+from codexd_trio.web.envelope import error
 
 # The only files served under /console/: a fixed table, so no path from a URL ever reaches the
 # file system.

@@ -9,13 +9,15 @@ usage() {
 usage: check-node.sh [--node NAME] [options]
 
 Probe the services of this node over loopback HTTP and print one 'ok'/'FAIL' line each:
-  conductor  GET /healthz (200), GET /readyz (200), GET /rolez == leader
+  conductor  GET /healthz (200), GET /readyz (200), GET /rolez == leader,
+             GET /metrics (200, conductor_* metrics)
   codexd     GET /healthz (200), GET /v1/codexd/status with the app-server child 'running'
              (and identity.nodeId == the expected node id, when known); with codexd's bearer
-             token when the node has one (it is never printed)
+             token when the node has one (it is never printed), GET /metrics (codexd_*)
   app-server with strategy external only: codexd reports strategy 'external' on the expected
              endpoint, and the endpoint answers a WebSocket upgrade (a unix socket must exist)
-  status-api GET /healthz (200), GET /v1/status (JSON envelope ok=true)
+  status-api GET /healthz (200), GET /v1/status (JSON envelope ok=true), GET /metrics
+             (status_api_*)
   logs       <logs>/launchd/so.makefile.baa-<service>.{out,err}.log
              (<logs>/systemd/baa-<service>.{out,err}.log with --manager systemd), and those of
              codex-app-server when that service is installed
@@ -109,19 +111,19 @@ args+=(--installed-app-server "$INSTALLED_APP_SERVER")
 
 echo "node ${NODE:-(this host)}${NODE_ID:+ (node id $NODE_ID)}, $MANAGER logs under $LOGS"
 if [ "$DRY_RUN" = 1 ]; then
-  echo "would probe: conductor ${CONDUCTOR%/}/healthz /readyz /rolez (== $ROLE)"
+  echo "would probe: conductor ${CONDUCTOR%/}/healthz /readyz /rolez (== $ROLE) /metrics"
   if [ -n "$TOKEN_FILE" ]; then token="the token in $TOKEN_FILE"
   elif [ -n "${BAA_CODEXD_TOKEN_FILE:-}" ]; then token="the token in $BAA_CODEXD_TOKEN_FILE"
   elif [ -n "${BAA_CODEXD_TOKEN:-}" ]; then token="the token in \$BAA_CODEXD_TOKEN"
   elif [ -f "$INSTALLED_CODEXD" ]; then token="the token file named by $INSTALLED_CODEXD, if any"
   else token="no token"; fi
-  echo "would probe: codexd ${CODEXD%/}/healthz /v1/codexd/status (child running) with $token"
+  echo "would probe: codexd ${CODEXD%/}/healthz /v1/codexd/status (child running) /metrics with $token"
   if [ -n "$ENDPOINT" ] || [ "$STRATEGY" = external ]; then
     echo "would probe: app-server ${ENDPOINT:-(the endpoint codexd reports)} (strategy external)"
   else
     echo "would probe: app-server endpoint, if the installed codexd file or codexd says strategy external"
   fi
-  echo "would probe: status-api ${STATUS%/}/healthz /v1/status"
+  echo "would probe: status-api ${STATUS%/}/healthz /v1/status /metrics"
   [ "$SKIP_LOGS" = 1 ] || echo "would check: log files under $LOGS/$MANAGER"
   run "$(runtime_python)" "$RENDER_PY" "${args[@]}"
   exit 0

@@ -106,12 +106,9 @@ def service_of_label(name: str) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """codexd's own rule (``codexd_trio/web/addresses.py``, loaded on its own)."""
+    return bool(_checkout_module("_baa_runtime_addresses", "codexd_trio/web/addresses.py")
+                .is_loopback(host))
 
 
 def split_base(name: str, base: str) -> tuple[str, int]:
@@ -257,12 +254,16 @@ def endpoint_problem(strategy: str, endpoint: str) -> str | None:
 
 
 def _codexbin() -> Any:
-    """``codexd_trio/codexbin.py`` of this checkout, loaded on its own (it is standard library
-    only, and importing the package would need ``.venv``): how codexd finds the native binary."""
-    name = "_baa_runtime_codexbin"
+    """``codexd_trio/codexbin.py`` of this checkout: how codexd finds the native binary."""
+    return _checkout_module("_baa_runtime_codexbin", "codexd_trio/codexbin.py")
+
+
+def _checkout_module(name: str, relative: str) -> Any:
+    """A standard-library-only module of this checkout, loaded on its own (importing the
+    package would need ``.venv``), so the scripts and the daemons share one rule."""
     if name in sys.modules:
         return sys.modules[name]
-    path = SCRIPT_REPO / "codexd_trio" / "codexbin.py"
+    path = SCRIPT_REPO / relative
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None or not path.is_file():
         raise UsageError(f"cannot load {path}")
@@ -603,6 +604,8 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
         "HOME": str(config.home_dir),
         "PATH": path,
         "BAA_NODE_ID": config.node_id,
+        # Under a service manager stderr is a file: one JSON object per line (jq-able).
+        "BAA_LOG_FORMAT": "json",
     }
     env: dict[str, str]
     if service == APP_SERVER:
@@ -1383,6 +1386,24 @@ def _probe_http(
     return Probe(True, what), body
 
 
+def _probe_metrics(
+    name: str, base: str, prefix: str, timeout: float, headers: Mapping[str, str] | None = None
+) -> Probe:
+    """``GET /metrics`` answers Prometheus text with the daemon's own ``<prefix>_*`` families."""
+    probe, body = _probe_http(name, base, "/metrics", timeout, headers)
+    if not probe.ok:
+        return probe
+    families = set()
+    for line in (body or b"").decode("utf-8", "replace").splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[:2] == ["#", "TYPE"] and words[2].startswith(prefix + "_"):
+            families.add(words[2])
+    if not families:
+        return Probe(False, probe.what, f"no {prefix}_* metrics in the answer")
+    probe.detail = f"{len(families)} {prefix}_* metric families"
+    return probe
+
+
 def read_token_file(path: str, what: str) -> str:
     """The token in ``path``, held to the rules codexd applies to its own token file (readable by
     the owner only, not empty); raises :class:`UsageError` with one line, never the token."""
@@ -1570,6 +1591,7 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
     elif probe.ok:
         probe.detail = role
     out.append(probe)
+    out.append(_probe_metrics("conductor", conductor, "conductor", timeout))
 
     out.append(_probe_http("codexd", codexd, "/healthz", timeout, auth)[0])
     probe, body = _probe_http("codexd", codexd, "/v1/codexd/status", timeout, auth)
@@ -1631,12 +1653,14 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
     endpoint = want_endpoint if want_strategy == "external" else seen_endpoint
     if (want_strategy == "external" or seen_external) and endpoint:
         out.append(probe_endpoint(ns, endpoint, timeout))
+    out.append(_probe_metrics("codexd", codexd, "codexd", timeout, auth))
 
     out.append(_probe_http("status-api", status_api, "/healthz", timeout)[0])
     probe, body = _probe_http("status-api", status_api, "/v1/status", timeout)
     if probe.ok and _json_data(body) is None:
         probe = Probe(False, probe.what, "not a JSON envelope with ok=true")
     out.append(probe)
+    out.append(_probe_metrics("status-api", status_api, "status_api", timeout))
 
     if not ns.skip_logs:
         logs = Path(ns.logs_dir) / ns.manager

@@ -1,0 +1,90 @@
+"""The conductor's and the status-api's HTTP operations for ``GET /openapi.json``.
+
+The proxied ``/v1/codex/*`` routes answer what codexd answers, so they reuse codexd's
+operations (:func:`codexd_trio.api_doc.codexd_ops`) under the conductor's prefix, plus the
+conductor's own refusals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from codexd_trio.api_doc import codexd_ops
+from codexd_trio.web.openapi import Op, build
+from conductor_trio import __version__
+
+__all__ = ["conductor_openapi", "conductor_ops", "status_api_openapi", "status_api_ops"]
+
+_NOT_PROXIED = frozenset({"/v1/codex/status", "/v1/codex/sessions/{session_id}/close"})
+# Refusals of new work by mode, per proxied write.
+_MODE_REFUSALS = {
+    ("POST", "/v1/codex/sessions"): ("system_paused",),
+    ("POST", "/v1/codex/turn"): ("system_paused", "system_draining"),
+}
+
+
+def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
+    proxied = []
+    for op in codexd_ops(prefix="/v1/codex", events_path="/v1/codex/events"):
+        # codexd routes the conductor does not proxy (status has its own view at /v1/codex).
+        if not op.path.startswith("/v1/codex/") or op.path in _NOT_PROXIED:
+            continue
+        extra = ("codexd_unavailable", *_MODE_REFUSALS.get((op.method, op.path), ()))
+        if exposed and op.method == "POST":
+            extra += ("unauthorized",)
+        proxied.append(replace(op, summary=f"{op.summary} (proxied to codexd)",
+                               errors=(*op.errors, *extra)))
+    mode_errors = ("unauthorized",)
+    return [
+        Op("GET", "/healthz", "liveness", auth_exempt=True),
+        Op("GET", "/readyz", "200 when leader", errors=("not_ready",)),
+        Op("GET", "/rolez", "leader, standby or degraded", media="text/plain"),
+        Op("GET", "/describe", "routes, auth and codex backend"),
+        Op("GET", "/v1/runtime", "node, role, lease, loops, paths"),
+        Op("GET", "/v1/codex", "codex backend status"),
+        *proxied,
+        Op("GET", "/v1/system/state", "mode, lease, active turns"),
+        Op("POST", "/v1/system/pause", "pause new work", body=mode_change, body_required=False,
+           errors=mode_errors),
+        Op("POST", "/v1/system/resume", "resume", body=mode_change, body_required=False,
+           errors=mode_errors),
+        Op("POST", "/v1/system/drain", "refuse new turns, let running ones finish",
+           body=mode_change, body_required=False, errors=mode_errors),
+        Op("GET", "/v1/status", "status snapshot"),
+        Op("GET", "/v1/status/ui", "status page", media="text/html"),
+        Op("GET", "/", "links: console, status page, describe", media="text/html"),
+        Op("GET", "/console", "operator console (HTML, same origin)", media="text/html"),
+        Op("GET", "/console/{name}", "the console's script and style sheet",
+           media="text/javascript", more_media=("text/css",)),
+        Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
+        Op("GET", "/openapi.json", "this document"),
+    ]
+
+
+def conductor_openapi(mode_change: Any, *, exposed: bool) -> dict[str, Any]:
+    return build(
+        title="conductor",
+        version=__version__,
+        description="The node API (CONTRACT.md): probes, runtime, system mode, status, and "
+        "the codex proxy to codexd.",
+        ops=conductor_ops(mode_change, exposed=exposed),
+        websockets=[{"path": "/v1/codex/events", "summary": "codexd's event stream, relayed"}],
+    )
+
+
+def status_api_ops() -> list[Op]:
+    return [
+        Op("GET", "/healthz", "liveness", auth_exempt=True),
+        Op("GET", "/describe", "this list"),
+        Op("GET", "/v1/status", "the conductor's status snapshot (source: unreachable if not)"),
+        Op("GET", "/v1/status/ui", "status page", media="text/html"),
+        Op("GET", "/", "status page", media="text/html"),
+        Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
+        Op("GET", "/openapi.json", "this document"),
+    ]
+
+
+def status_api_openapi() -> dict[str, Any]:
+    return build(title="status-api", version=__version__,
+                 description="Read-only status of the node.", ops=status_api_ops())
