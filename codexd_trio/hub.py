@@ -201,13 +201,14 @@ class Subscription:
         return (await self._next())[0]
 
     async def next_batch(self, *, max_events: int = 512,
-                         max_chars: int = 256 * 1024) -> list[Published]:
+                         max_chars: int = 128 * 1024) -> list[Published]:
         """The next event (waiting for it) plus every following one available right now.
 
         What a websocket frame of ``?batch=1`` carries: a burst is handed over in a few batches
-        rather than one event at a time. Stops at ``max_events`` or once the JSON texts reach
-        ``max_chars`` (at least one event, however large), so a frame stays well under a
-        client's message size limit.
+        rather than one event at a time. At most ``max_events``, and no event is added that
+        would take the JSON texts past ``max_chars`` (the first one always comes, however
+        large): a batch frame is never larger than the largest single-event frame would be, so
+        a client's message size limit (trio-websocket's 1 MiB) holds for both framings.
 
         Returns:
             ``(event, JSON text)`` pairs in seq order; an empty list once the stream ended
@@ -226,9 +227,15 @@ class Subscription:
             return []
         batch = [first]
         size = len(first[1])
-        while len(batch) < max_events and size < max_chars:
+        while len(batch) < max_events:
             item = self._next_nowait()
             if item is None:
+                break
+            if size + len(item[1]) > max_chars:
+                # Not this frame: back to the front of the local buffer, which is always read
+                # before the live queue, so the order stays.
+                self._buffer.appendleft(item)
+                self._delivered = batch[-1][0].seq
                 break
             batch.append(item)
             size += len(item[1])

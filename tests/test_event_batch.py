@@ -81,6 +81,20 @@ async def test_next_batch_hands_over_what_is_waiting_with_one_shared_encoding(
         assert await first.next_batch() == []
 
 
+async def test_a_batch_never_grows_past_its_budget_with_a_large_event(tmp_path: Path) -> None:
+    # A batch frame must never be larger than the largest single-event frame (a client's
+    # message size limit holds for both framings): a large event waits for the next batch.
+    async with running_hub(tmp_path) as hub, hub.subscribe() as sub:
+        hub.emit("small")
+        hub.emit("large", message="x" * 10_000)
+        hub.emit("small")
+        hub.emit("small")
+        await hub.log.flush()
+        batches = [[e.type for e, _ in await sub.next_batch(max_chars=5_000)] for _ in range(3)]
+        assert batches == [["small"], ["large"], ["small", "small"]]
+        assert sub._delivered == 4
+
+
 async def test_next_batch_replays_then_overflows_at_the_last_seq_handed_over(
     tmp_path: Path,
 ) -> None:
@@ -109,14 +123,16 @@ async def _commit_one(hub: Any) -> None:
 # Over a real codexd (and a conductor relaying to it)
 
 
-async def _frames_until(ws: trio_websocket.WebSocketConnection, last_seq: int) -> list[Any]:
-    """Decoded frames after hello until one holds ``last_seq``."""
+async def _frames_until(
+    ws: trio_websocket.WebSocketConnection, last_seq: int = 0, type_: str = ""
+) -> list[Any]:
+    """Decoded frames after hello until one holds ``last_seq`` (or an event of ``type_``)."""
     frames: list[Any] = []
     while True:
         frame = json.loads(await ws.get_message())
         frames.append(frame)
         events = frame if isinstance(frame, list) else [frame]
-        if any(e.get("seq") == last_seq for e in events):
+        if any(e.get("seq") == last_seq or e.get("type") == type_ for e in events):
             return frames
 
 
@@ -155,10 +171,9 @@ async def test_batch_frames_replay_resume_live_and_relay(
                 assert max(len(f) for f in frames) > 1
                 # Live: creating a session commits its events; they arrive in array frames.
                 await client.create_session()
-                now = int((await client.status())["snapshot"]["recentEvents"]["lastSeq"])
-                live = await _frames_until(ws, now)
+                live = await _frames_until(ws, type_="session.created")
+                now = _seqs(live)[-1]
                 assert _seqs(live) == list(range(last + 1, now + 1))
-                assert live[-1][-1]["type"] == "session.created"
 
             # Resume in the middle with after=: exactly the rest.
             middle = last // 2
