@@ -13,9 +13,12 @@ Reported:
 * time to last event: for every subscriber, the arrival of the turn's
   ``app-server.turn.completed`` minus the POST, against the turn's own duration (the POST to that
   event's ``at`` stamp, i.e. when codexd emitted it): the ratio of the slowest subscriber;
-* events/s through the durable log: the turn's events in ``events.jsonl`` (read after codexd's
-  graceful stop, which flushes it) divided by the span of their ``at`` stamps, first to last
-  delta;
+* the rate Codex produced the deltas at: the turn's events in ``events.jsonl`` (read after
+  codexd's graceful stop, which flushes it) between the first and the last delta divided by the
+  span of their ``at`` stamps (when codexd emitted them);
+* whether the durable log kept up: the same events divided by the span of their first arrival
+  at any subscriber. Subscribers only ever see durable events, so this is a lower bound of the
+  log's append rate during the burst;
 * delivery lag = arrival time − the event's ``at`` (same machine clock; ``at`` has millisecond
   resolution and is truncated, so a lag reads up to 1 ms high), p50/p99 over all deliveries;
 * CPU seconds (``/proc/<pid>/stat``) from the POST to the last subscriber done, of codexd, its
@@ -251,9 +254,22 @@ async def run(subscribers: int, deltas: int, delay: float, keep: bool, *, batch:
     result["client_procs"] = procs_n
     result["cpu_s"] = cpu
     codexd_cpu = cpu.get("codexd")
-    result["codexd_cpu_us_per_delivery"] = (
+    per_delivery = (
         codexd_cpu / result["deliveries"] * 1e6 if codexd_cpu and result["deliveries"] else None
     )
+    result["codexd_cpu_us_per_delivery"] = per_delivery
+    ok = result["every_seq_once"] and result["overflows"] == 0
+    if delay == 0:
+        # Issue 16's burst goals: every subscriber has the last event within 1.5x the turn's
+        # own duration, no overflow, <= 20 us of codexd CPU per delivered event.
+        result["goal"] = "last event <= 1.5x turn, no overflow, codexd CPU <= 20 us/delivery"
+        result["goal_met"] = bool(
+            ok and result["last_event_ratio"] <= 1.5
+            and per_delivery is not None and per_delivery <= 20.0
+        )
+    else:
+        result["goal"] = "delivery lag p99 <= 20 ms, no overflow"
+        result["goal_met"] = bool(ok and result["lag_ms"]["p99"] <= 20.0)
     return result
 
 
@@ -293,6 +309,8 @@ def analyse(
     # The turn's own duration: from the POST until codexd emitted its last event.
     turn_duration_s = parse_iso_ms(end.at) - t_post
 
+    # The earliest arrival of each seq at any subscriber: it was durable by then.
+    first_seen: dict[int, float] = {}
     lags: list[float] = []
     per_sub: list[dict[str, Any]] = []
     last_event_s: list[float] = []
@@ -307,6 +325,8 @@ def analyse(
             frames_total += 1 if events else 0
             for event in events:
                 seqs.append(event.seq)
+                if arrived < first_seen.get(event.seq, float("inf")):
+                    first_seen[event.seq] = arrived
                 sub_lags.append((arrived - parse_iso_ms(event.at)) * 1000)
                 if event.seq == end.seq:
                     got_end = arrived
@@ -332,6 +352,8 @@ def analyse(
     lag = percentiles(lags)
     overflows = sum(s.overflows for s in subs)
     ratio = max(last_event_s) / turn_duration_s if turn_duration_s > 0 else float("inf")
+    durable_span = first_seen.get(last.seq, float("inf")) - first_seen.get(first.seq, 0.0)
+    durable_rate = len(in_span) / durable_span if durable_span > 0 else float("inf")
     return {
         "benchmark": "event_fanout",
         "subscribers": len(subs),
@@ -339,6 +361,7 @@ def analyse(
         "delta_events": len(delta_events),
         "turn_events": len(turn_events),
         "log_events_per_s": len(in_span) / span_s if span_s > 0 else float("inf"),
+        "durable_events_per_s_min": durable_rate,
         "delta_span_s": span_s,
         "turn_span_s": turn_span_s,
         "turn_duration_s": turn_duration_s,
@@ -351,7 +374,7 @@ def analyse(
         "every_seq_once": complete,
         "overflows": overflows,
         "per_subscriber": per_sub,
-        "goal_met": complete and overflows == 0 and ratio <= 1.5 and lag["p99"] <= 20.0,
+        "goal_met": None,  # set by run(): it depends on pacing and CPU
         "start_seq": start_seq,
     }
 
@@ -365,9 +388,10 @@ def summary(result: dict[str, Any]) -> list[str]:
         f"{'?batch=1' if result['batch'] else 'one event per frame'}; one turn of "
         f"{result['deltas_scripted']} scripted deltas, {result['delay_s'] * 1000:g} ms apart",
         f"  {result['delta_events']} delta events, {result['turn_events']} events in the turn; "
-        f"durable log {result['log_events_per_s']:.0f} events/s "
+        f"produced at {result['log_events_per_s']:.0f} events/s "
         f"(first to last delta {result['delta_span_s']:.3f} s; whole turn "
-        f"{result['turn_span_s']:.3f} s)",
+        f"{result['turn_span_s']:.3f} s); durable log >= "
+        f"{result['durable_events_per_s_min']:.0f} events/s (first arrivals)",
         f"  turn's own duration (POST to its last event emitted) {result['turn_duration_s']:.3f} s;"
         f" POST to last event at a subscriber: p50 {result['last_event_s']['p50']:.3f} s, "
         f"max {result['last_event_s']['max']:.3f} s = {result['last_event_ratio']:.2f}x",
@@ -379,8 +403,7 @@ def summary(result: dict[str, Any]) -> list[str]:
         + ", ".join(f"{name} {value:.2f}" for name, value in cpu.items() if value is not None),
         "  codexd CPU per delivered event: "
         + (f"{per_event:.1f} us" if per_event is not None else "n/a"),
-        f"  goal (all complete, no overflow, last event <= 1.5x turn, p99 <= 20 ms): "
-        f"{'met' if result['goal_met'] else 'NOT met'}",
+        f"  goal ({result['goal']}): {'met' if result['goal_met'] else 'NOT met'}",
     ]
 
 
