@@ -71,8 +71,8 @@ async def test_next_batch_hands_over_what_is_waiting_with_one_shared_encoding(
             assert json.loads(text) == msgspec.to_builtins(event)
         rest = await first.next_batch()
         assert [e.seq for e, _ in rest] == [4, 5]
-        # One character budget: one event per batch, however small the budget.
-        one = await second.next_batch(max_chars=1)
+        # A one-byte budget: one event per batch, however small the budget.
+        one = await second.next_batch(max_bytes=1)
         assert [e.seq for e, _ in one] == [1]
         # Every subscriber gets the same text object: encoded once on publish.
         assert one[0][1] is batch[0][1]
@@ -86,11 +86,12 @@ async def test_a_batch_never_grows_past_its_budget_with_a_large_event(tmp_path: 
     # message size limit holds for both framings): a large event waits for the next batch.
     async with running_hub(tmp_path) as hub, hub.subscribe() as sub:
         hub.emit("small")
-        hub.emit("large", message="x" * 10_000)
+        # ~2 800 characters but ~5 400 bytes of UTF-8: the budget counts bytes.
+        hub.emit("large", message="é" * 2_600)
         hub.emit("small")
         hub.emit("small")
         await hub.log.flush()
-        batches = [[e.type for e, _ in await sub.next_batch(max_chars=5_000)] for _ in range(3)]
+        batches = [[e.type for e, _ in await sub.next_batch(max_bytes=5_000)] for _ in range(3)]
         assert batches == [["small"], ["large"], ["small", "small"]]
         assert sub._delivered == 4
 
