@@ -19,6 +19,7 @@ from codexd_trio.contracts import Event, HelloData, HelloFrame, OverflowFrame, S
 # Close codes after which an event stream simply ends (normal closure, server going away).
 _NORMAL_CLOSE_CODES = frozenset({1000, 1001})
 _OVERFLOW_CLOSE_CODE = 1013
+_RECEIVE_BYTES = 64 * 1024
 # Event types that settle a turn (CONTRACT.md, "Event").
 _TURN_END_TYPES = frozenset(
     {"app-server.turn.completed", "turn.failed", "app-server.turn.completed.missing"}
@@ -233,6 +234,9 @@ async def open_websocket(
                         host,
                         resource,
                         extra_headers=extra,
+                        # Not trio-websocket's 4 KiB: a ?batch=1 frame of a burst is up to
+                        # 512 KiB, and each read is a trip through the event loop and wsproto.
+                        receive_buffer_size=_RECEIVE_BYTES,
                     )
             except trio.TooSlowError:
                 raise CodexdUnavailable(f"websocket handshake with {url} timed out") from None
