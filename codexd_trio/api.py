@@ -37,7 +37,7 @@ from codexd_trio.contracts import (
     TurnRequest,
 )
 from codexd_trio.errors import ApiError, InvalidRequest
-from codexd_trio.hub import Overflowed, Subscription
+from codexd_trio.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.idempotency import Answer
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
@@ -367,7 +367,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
                 # The hub hands over whatever is waiting at once, each event's JSON encoded
                 # once for every subscriber. ?batch=1 puts a batch in one frame (a JSON array):
                 # the per-frame cost (a send syscall, Hypercorn and wsproto) is paid per batch.
-                while batch := await subscription.next_batch():
+                # One event per frame takes a few at a time, so what a slow client can lag
+                # before it overflows stays close to its queue.
+                limit = BATCH_MAX_EVENTS if batched else 64
+                while batch := await subscription.next_batch(max_events=limit):
                     if batched:
                         await websocket.send("[" + ",".join(text for _, text in batch) + "]")
                     else:

@@ -65,10 +65,14 @@ from codexd_trio.contracts import Event, Level, RecentEvents, now_iso
 from codexd_trio.eventlog import EventLog
 from codexd_trio.store import JsonDocument
 
-__all__ = ["EventHub", "Overflowed", "Published", "Subscription"]
+__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_EVENTS", "EventHub", "Overflowed", "Published",
+           "Subscription"]
 
 DEFAULT_TAIL_SIZE = 1024
 DEFAULT_REPLAY_PAGE = 256
+# The most one ``?batch=1`` frame holds (see Subscription.next_batch).
+BATCH_MAX_EVENTS = 4096
+BATCH_MAX_BYTES = 512 * 1024
 
 # An event and its compact JSON text (the websocket frame's payload), encoded once on publish.
 Published = tuple[Event, str]
@@ -205,8 +209,8 @@ class Subscription:
         """
         return (await self._next())[0]
 
-    async def next_batch(self, *, max_events: int = 4096,
-                         max_bytes: int = 512 * 1024) -> list[Published]:
+    async def next_batch(self, *, max_events: int = BATCH_MAX_EVENTS,
+                         max_bytes: int = BATCH_MAX_BYTES) -> list[Published]:
         """The next event (waiting for it) plus every following one available right now.
 
         What a websocket frame of ``?batch=1`` carries: a burst is handed over in a few batches
