@@ -41,14 +41,14 @@ had that at 8 % of codexd's CPU during a burst).
 Overflow: when a commit is published to a live subscriber that still holds ``queue_size`` or
 more events from earlier commits, the subscriber is dropped at once and its next ``__anext__``
 raises :class:`Overflowed` carrying the last seq it reached (``lastDeliveredSeq``);
-reconnecting with ``after=`` that seq loses nothing. The bound is checked per commit, not per
+reconnecting with ``after=`` that seq loses nothing. With a session filter that position is
+still in the global seq numbering. The bound is checked per commit, not per
 event: the log sizes a commit by load (a 5 000-delta burst makes commits of 1 000+ events while
 the loop is busy), and the hub hands a commit over in one synchronous step, so a per-event bound
 dropped every subscriber, the fast ones included, whenever one commit alone outgrew the queue
 (issue 16). A subscriber that keeps up takes each commit before the next one; one that does not
 is dropped. A queue holds at most ``queue_size`` events plus one commit's worth, references to
-the events the hub shares among all subscribers. With a session
-filter that position is still in the global seq numbering.
+the events the hub shares among all subscribers.
 """
 
 from __future__ import annotations
@@ -228,8 +228,8 @@ class Subscription:
             normally (where ``__anext__`` raises ``StopAsyncIteration``).
 
         Raises:
-            Overflowed: The subscriber fell behind and was dropped (only when nothing is left
-                to hand over first).
+            Overflowed: The subscriber fell behind and was dropped; events still waiting are
+                not handed over (resume after ``last_delivered_seq``), as with ``__anext__``.
 
         Cancellation:
             Safe, as ``__anext__``: a cancelled call hands nothing over.
