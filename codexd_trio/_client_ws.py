@@ -3,6 +3,7 @@ them from :mod:`codexd_trio.client`)."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from codexd_trio.contracts import Event, HelloData, HelloFrame, OverflowFrame, S
 # Close codes after which an event stream simply ends (normal closure, server going away).
 _NORMAL_CLOSE_CODES = frozenset({1000, 1001})
 _OVERFLOW_CLOSE_CODE = 1013
+_RECEIVE_BYTES = 64 * 1024
 # Event types that settle a turn (CONTRACT.md, "Event").
 _TURN_END_TYPES = frozenset(
     {"app-server.turn.completed", "turn.failed", "app-server.turn.completed.missing"}
@@ -79,6 +81,8 @@ class _OkEnvelope(msgspec.Struct, kw_only=True):
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 _ok_decoder = msgspec.json.Decoder(_OkEnvelope)
 _frame_decoder = msgspec.json.Decoder(HelloFrame | OverflowFrame)
+_event_decoder = msgspec.json.Decoder(Event)
+_batch_decoder = msgspec.json.Decoder(list[Event])
 _sessions_decoder = msgspec.json.Decoder(list[Session])
 
 
@@ -104,7 +108,9 @@ def error_from_response(response: httpx.Response) -> CodexdError:
 class EventStream:
     """One open websocket subscription to codexd's events.
 
-    Async-iterate it for :class:`~codexd_trio.contracts.Event` values. Iteration ends when the
+    Async-iterate it for :class:`~codexd_trio.contracts.Event` values; it reads both framings,
+    one event per frame and ``?batch=1`` (a frame holds a JSON array of events, handed out one
+    by one). Iteration ends when the
     server closes normally (1000, or 1001 on its shutdown); it raises :class:`StreamOverflow`
     when the server dropped this consumer, and :class:`CodexdUnavailable` on an abnormal close.
 
@@ -118,6 +124,8 @@ class EventStream:
         self.hello = hello
         self.last_seq = hello.replayFrom
         self.close_code: int | None = None
+        # The rest of the last batch frame, not yet handed out.
+        self._pending: collections.deque[Event] = collections.deque()
 
     # A plain async iterator rather than an async generator: a consumer that breaks out of
     # ``async for`` must not leave an unfinalized generator behind for the GC to close.
@@ -137,6 +145,11 @@ class EventStream:
             StreamOverflow: the server dropped this consumer (overflow frame and/or close 1013).
             CodexdUnavailable: the connection ended abnormally.
         """
+        if self._pending:
+            await trio.lowlevel.checkpoint()
+            event = self._pending.popleft()
+            self.last_seq = event.seq
+            return event
         while True:
             try:
                 message = await self._ws.get_message()
@@ -151,9 +164,21 @@ class EventStream:
                     f"codexd event stream closed abnormally (code {code})"
                 ) from None
             raw = message.encode() if isinstance(message, str) else message
+            if raw[:1] == b"[":
+                try:
+                    events = _batch_decoder.decode(raw)
+                except msgspec.ValidationError:
+                    continue
+                except msgspec.DecodeError:
+                    continue
+                if not events:
+                    continue
+                self._pending.extend(events[1:])
+                self.last_seq = events[0].seq
+                return events[0]
             if b'"seq"' in raw:
                 try:
-                    event = msgspec.json.decode(raw, type=Event)
+                    event = _event_decoder.decode(raw)
                 except msgspec.ValidationError:
                     pass
                 except msgspec.DecodeError:
@@ -209,6 +234,9 @@ async def open_websocket(
                         host,
                         resource,
                         extra_headers=extra,
+                        # Not trio-websocket's 4 KiB: a ?batch=1 frame of a burst is up to
+                        # 512 KiB, and each read is a trip through the event loop and wsproto.
+                        receive_buffer_size=_RECEIVE_BYTES,
                     )
             except trio.TooSlowError:
                 raise CodexdUnavailable(f"websocket handshake with {url} timed out") from None

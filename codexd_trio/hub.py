@@ -28,33 +28,65 @@ later publish goes to the channel, so the handoff has no gap and no duplicate, h
 events are being committed.
 
 Memory is bounded per subscriber by ``max(replay_page, tail_size)`` buffered events plus
-``queue_size`` queued ones: a subscriber replaying a million events holds one page at a time and
-is not registered for live events until it has caught up. Replay reads run in worker threads, so
-they never slow ``emit``; if events arrive faster than a replay can read them, the replay keeps
-paging (bounded memory, unbounded patience).
+``queue_size`` queued ones (plus one commit, see Overflow): a subscriber replaying a million
+events holds one page at a time and is not registered for live events until it has caught up.
+Replay reads run in worker threads, so they never slow ``emit``; if events arrive faster than a
+replay can read them, the replay keeps paging (bounded memory, unbounded patience).
 
-Overflow: when ``emit`` finds a live subscriber's channel full, the subscriber is dropped at
-once and its next ``__anext__`` raises :class:`Overflowed` carrying the last seq it reached
-(``lastDeliveredSeq``); reconnecting with ``after=`` that seq loses nothing. With a session
-filter that position is still in the global seq numbering.
+Encoding once: publishing encodes each event to its JSON text once; the tail, the live queues
+and :meth:`Subscription.next_batch` carry that text beside the event, so ten websocket
+subscribers share one encoding instead of encoding the event ten times (the profile of issue 16
+had that at 8 % of codexd's CPU during a burst).
+
+Overflow: when a commit is published to a live subscriber that still holds ``queue_size`` or
+more events from earlier commits, the subscriber is dropped at once and its next ``__anext__``
+raises :class:`Overflowed` carrying the last seq it reached (``lastDeliveredSeq``);
+reconnecting with ``after=`` that seq loses nothing. With a session filter that position is
+still in the global seq numbering. The bound is checked per commit, not per
+event: the log sizes a commit by load (a 5 000-delta burst makes commits of 1 000+ events while
+the loop is busy), and the hub hands a commit over in one synchronous step, so a per-event bound
+dropped every subscriber, the fast ones included, whenever one commit alone outgrew the queue
+(issue 16). A subscriber that keeps up takes each commit before the next one; one that does not
+is dropped. A queue holds at most ``queue_size`` events plus one commit's worth, references to
+the events the hub shares among all subscribers.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from types import TracebackType
 from typing import Any
 
+import msgspec
 import trio
 
 from codexd_trio.contracts import Event, Level, RecentEvents, now_iso
 from codexd_trio.eventlog import EventLog
 from codexd_trio.store import JsonDocument
 
-__all__ = ["EventHub", "Overflowed", "Subscription"]
+__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_EVENTS", "EventHub", "Overflowed", "Published",
+           "Subscription"]
 
 DEFAULT_TAIL_SIZE = 1024
 DEFAULT_REPLAY_PAGE = 256
+# The most one ``?batch=1`` frame holds (see Subscription.next_batch).
+BATCH_MAX_EVENTS = 4096
+BATCH_MAX_BYTES = 512 * 1024
+
+# An event and its compact JSON text (the websocket frame's payload), encoded once on publish.
+Published = tuple[Event, str]
+
+_encoder = msgspec.json.Encoder()
+
+
+def _published(event: Event) -> Published:
+    return event, _encoder.encode(event).decode()
+
+
+def _utf8_len(text: str) -> int:
+    # str.isascii() is O(1) for CPython's compact strings, and almost every event is ASCII.
+    return len(text) if text.isascii() else len(text.encode())
 
 
 class Overflowed(Exception):
@@ -95,10 +127,10 @@ class Subscription:
         self.replay_from = cursor + 1
         self._cursor = cursor
         self._delivered = cursor
-        self._buffer: collections.deque[Event] = collections.deque()
+        self._buffer: collections.deque[Published] = collections.deque()
         self._queue_size = max(1, queue_size)
-        self._send: trio.MemorySendChannel[Event] | None = None
-        self._recv: trio.MemoryReceiveChannel[Event] | None = None
+        self._send: trio.MemorySendChannel[Published] | None = None
+        self._recv: trio.MemoryReceiveChannel[Published] | None = None
         self._overflowed = False
         self._ended = False
 
@@ -111,25 +143,29 @@ class Subscription:
         hub = self._hub
         if self._cursor < hub.published_seq:
             tail = hub._tail
-            if not tail or tail[0].seq > self._cursor + 1:
+            if not tail or tail[0][0].seq > self._cursor + 1:
                 return False
-            self._buffer.extend(e for e in tail if e.seq > self._cursor and self._matches(e))
+            self._buffer.extend(p for p in tail if p[0].seq > self._cursor and self._matches(p[0]))
             self._cursor = hub.published_seq
         # A cursor beyond published_seq (``after`` in the future) stays: live events up to it
         # are not offered.
-        self._send, self._recv = trio.open_memory_channel[Event](self._queue_size)
+        # Unbounded: the bound is checked per commit in _offer_batch (see the module docstring).
+        self._send, self._recv = trio.open_memory_channel[Published](math.inf)
         hub._live.add(self)
         return True
 
-    def _offer(self, event: Event) -> None:
-        if event.seq <= self._cursor or not self._matches(event):
-            return
-        assert self._send is not None
-        try:
-            self._send.send_nowait(event)
-        except trio.WouldBlock:
+    def _offer_batch(self, items: list[Published]) -> None:
+        send = self._send
+        assert send is not None
+        if send.statistics().current_buffer_used >= self._queue_size:
             self._overflowed = True
             self._detach()
+            return
+        cursor, session_id = self._cursor, self.session_id
+        for item in items:
+            event = item[0]
+            if event.seq > cursor and (session_id is None or event.sessionId == session_id):
+                send.send_nowait(item)
 
     def _detach(self) -> None:
         self._hub._live.discard(self)
@@ -150,7 +186,7 @@ class Subscription:
         # end of the range it covers (durable_seq, which is published_seq).
         upto = hub.published_seq
         page = await hub._log.read_after(self._cursor, limit=page_size, session_id=self.session_id)
-        self._buffer.extend(page)
+        self._buffer.extend(_published(e) for e in page)
         if len(page) >= page_size:
             self._cursor = page[-1].seq
         else:
@@ -171,6 +207,72 @@ class Subscription:
             Safe: no event is lost; a cancelled call hands nothing over, and the next call
             continues where this one stopped.
         """
+        return (await self._next())[0]
+
+    async def next_batch(self, *, max_events: int = BATCH_MAX_EVENTS,
+                         max_bytes: int = BATCH_MAX_BYTES) -> list[Published]:
+        """The next event (waiting for it) plus every following one available right now.
+
+        What a websocket frame of ``?batch=1`` carries: a burst is handed over in a few batches
+        rather than one event at a time. At most ``max_events``, and no event is added that
+        would take the JSON texts past ``max_bytes`` of UTF-8 (the first one always comes,
+        however large): a batch frame is never larger than the largest single-event frame or
+        half a MiB, so a client's message size limit (trio-websocket's 1 MiB) holds for both
+        framings. The budget is large because a batch must keep up with a burst: the log
+        commits whatever the loop emitted meanwhile (1 000+ events a commit in a burst), and a
+        subscriber that takes less than that per frame falls behind by the difference every
+        commit until it overflows.
+
+        Returns:
+            ``(event, JSON text)`` pairs in seq order; an empty list once the stream ended
+            normally (where ``__anext__`` raises ``StopAsyncIteration``).
+
+        Raises:
+            Overflowed: The subscriber fell behind and was dropped; events still waiting are
+                not handed over (resume after ``last_delivered_seq``), as with ``__anext__``.
+
+        Cancellation:
+            Safe, as ``__anext__``: a cancelled call hands nothing over.
+        """
+        try:
+            first = await self._next()
+        except StopAsyncIteration:
+            return []
+        batch = [first]
+        size = _utf8_len(first[1])
+        while len(batch) < max_events:
+            item = self._next_nowait()
+            if item is None:
+                break
+            length = _utf8_len(item[1])
+            if size + length > max_bytes:
+                # Not this frame: back to the front of the local buffer, which is always read
+                # before the live queue, so the order stays.
+                self._buffer.appendleft(item)
+                self._delivered = batch[-1][0].seq
+                break
+            batch.append(item)
+            size += length
+        return batch
+
+    def _next_nowait(self) -> Published | None:
+        # What is already here without waiting or reading the log; None otherwise. No checks of
+        # overflow/close here: the next blocking call reports them.
+        if self._overflowed or self._ended or self._hub._closed:
+            return None
+        if self._buffer:
+            item = self._buffer.popleft()
+        elif self._recv is not None:
+            try:
+                item = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+        else:
+            return None
+        self._delivered = item[0].seq
+        return item
+
+    async def _next(self) -> Published:
         await trio.lowlevel.checkpoint()
         while True:
             if self._overflowed:
@@ -178,9 +280,9 @@ class Subscription:
             if self._ended or self._hub._closed:
                 raise StopAsyncIteration
             if self._buffer:
-                event = self._buffer.popleft()
-                self._delivered = event.seq
-                return event
+                item = self._buffer.popleft()
+                self._delivered = item[0].seq
+                return item
             # Buffer empty: everything up to the cursor was handed over or filtered out.
             self._delivered = max(self._delivered, self._cursor)
             if self._recv is None:
@@ -188,11 +290,11 @@ class Subscription:
                     await self._read_page()
                 continue
             try:
-                event = await self._recv.receive()
+                item = await self._recv.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 continue  # overflowed or closed: the checks above say which
-            self._delivered = event.seq
-            return event
+            self._delivered = item[0].seq
+            return item
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -235,7 +337,7 @@ class EventHub:
             recent_doc.value.events[-self._recent_size:] if self._recent_size else [],
             maxlen=self._recent_size,
         )
-        self._tail: collections.deque[Event] = collections.deque(maxlen=max(1, tail_size))
+        self._tail: collections.deque[Published] = collections.deque(maxlen=max(1, tail_size))
         self._live: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
         self._closed = False
@@ -288,13 +390,13 @@ class EventHub:
 
     def _publish(self, batch: list[Event]) -> None:
         """The log made ``batch`` durable: now readers may see it (Trio thread, synchronous)."""
-        for event in batch:
-            self._tail.append(event)
-            if self._recent_size:
-                self._ring.append(event)
-            # A copy: an overflowing subscriber removes itself from the set during the loop.
-            for sub in list(self._live):
-                sub._offer(event)
+        items = [_published(event) for event in batch]
+        self._tail.extend(items)
+        if self._recent_size:
+            self._ring.extend(batch)
+        # A copy: an overflowing subscriber removes itself from the set during the loop.
+        for sub in list(self._live):
+            sub._offer_batch(items)
         if batch:
             self._published = batch[-1].seq
             if self._recent_size:

@@ -60,7 +60,9 @@ async def relay_events(conductor: Conductor) -> Response | None:
     """Relay ``WS /v1/codexd/events`` to the current websocket client.
 
     The upstream is opened *before* accepting, so an unreachable codexd is an HTTP 503 envelope
-    and a refused handshake is codexd's own status and body. Then every frame is relayed as is;
+    and a refused handshake is codexd's own status and body. ``batch=1`` is passed on, so a
+    client that asks for batched frames (a JSON array of events each) gets codexd's batches and
+    the relay pays its per-frame cost once per batch. Then every frame is relayed as is;
     when codexd closes (1000, 1001 on its shutdown, 1013 after an overflow frame) the client is
     closed with the same code. A conductor shutdown closes relays with 1001.
 
@@ -69,11 +71,16 @@ async def relay_events(conductor: Conductor) -> Response | None:
     """
     after = websocket.args.get("after")
     session_id = websocket.args.get("sessionId")
+    batch = websocket.args.get("batch")
     if after is not None and not after.isdigit():
         return error(400, "invalid_request", "after must be a non-negative integer.",
                      {"path": "after"})
+    if batch not in (None, "0", "1"):
+        return error(400, "invalid_request", "batch must be 0 or 1.",
+                     {"path": "batch", "value": batch})
     url = conductor.client.events_url(
-        after=int(after) if after is not None else None, session_id=session_id
+        after=int(after) if after is not None else None, session_id=session_id,
+        batch=batch == "1",
     )
     try:
         async with open_websocket(url, headers=conductor.client.auth_headers) as upstream:
