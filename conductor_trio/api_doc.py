@@ -43,6 +43,8 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
         Op("GET", "/describe", "routes, auth and codex backend"),
         Op("GET", "/v1/runtime", "node, role, lease, loops, paths"),
         Op("GET", "/v1/codex", "codex backend status"),
+        Op("GET", "/v1/codex/metrics", "codexd's Prometheus metrics (proxied to codexd)",
+           media="text/plain", errors=("codexd_unavailable",)),
         *proxied,
         Op("GET", "/v1/system/state", "mode, lease, active turns"),
         Op("POST", "/v1/system/pause", "pause new work", body=mode_change, body_required=False,

@@ -188,6 +188,12 @@ def create_app(conductor: Conductor) -> QuartTrio:
             return refused
         return await proxy_http(conductor, "/v1/codexd/sessions")
 
+    @app.get("/v1/codex/metrics")
+    async def codex_metrics() -> Response:
+        # codexd's own Prometheus text (turns, child, event log): the console's highlights, and
+        # a scraper that can reach only the conductor.
+        return await proxy_http(conductor, "/metrics")
+
     @app.get("/v1/codex/sessions/<session_id>")
     async def session(session_id: str) -> Response:
         return await proxy_http(conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}")

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Page, Route, ViewportSize, expect, sync_playwright
 
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import running_codexd
@@ -221,13 +221,16 @@ def test_console_files_are_package_data() -> None:
     assert '"conductor_trio.console" = ["*.html", "*.js", "*.css"]' in pyproject
 
 
-METRICS = """# HELP codexd_turns_total Turns by final status.
+CODEXD_METRICS = """# HELP codexd_turns_total Turns by final status.
 # TYPE codexd_turns_total counter
 codexd_turns_total{status="completed"} 40
 codexd_turns_total{status="failed"} 2
 codexd_turns_total{status="interrupted"} 1
-conductor_requests_total{route="/v1/codex/turn",status="202"} 43
-conductor_requests_total{route="/v1/codex/turn",status="503"} 3
+codexd_http_requests_total{route="/v1/codexd/turn",status="202"} 1000
+"""
+CONDUCTOR_METRICS = """# TYPE conductor_http_requests_total counter
+conductor_http_requests_total{route="/v1/codex/turn",status="202"} 43
+conductor_http_requests_total{route="/v1/codex/turn",status="503"} 3
 """
 
 
@@ -236,10 +239,17 @@ async def test_console_metrics_highlights_show_only_when_metrics_answer(tmp_path
     def flow(page: Page) -> dict[str, str]:
         metrics = page.locator("#metrics")
         expect(page.get_by_test_id("mode-value")).to_have_text("running")
-        expect(metrics).to_be_hidden()  # this conductor answers /metrics with 404
-        # Once the daemons serve Prometheus text (another change), the panel appears.
-        page.route("**/metrics", lambda route: route.fulfill(
-            status=200, body=METRICS, content_type="text/plain; version=0.0.4"))
+        page.route("**/metrics", lambda route: route.fulfill(status=404, body="{}"))
+        page.evaluate("refreshMetrics()")
+        expect(metrics).to_be_hidden()  # no daemon answers /metrics
+
+        def serve(route: Route) -> None:
+            codexd = route.request.url.endswith("/v1/codex/metrics")
+            route.fulfill(status=200, body=CODEXD_METRICS if codexd else CONDUCTOR_METRICS,
+                          content_type="text/plain; version=0.0.4")
+
+        page.unroute("**/metrics")
+        page.route("**/metrics", serve)
         page.evaluate("refreshMetrics()")
         expect(metrics).to_be_visible()
         facts: dict[str, str] = page.locator("#metrics-facts").evaluate(
@@ -247,15 +257,15 @@ async def test_console_metrics_highlights_show_only_when_metrics_answer(tmp_path
             "dt => [dt.textContent, dt.nextElementSibling.textContent]))")
         page.unroute("**/metrics")
         page.evaluate("refreshMetrics()")
-        expect(metrics).to_be_hidden()
+        expect(metrics).to_be_visible()  # the conductor's own /metrics is real
         return facts
 
     with trio.fail_after(120):
         async with open_fake_codexd() as fake, open_conductor(fake.url, tmp_path) as c:
             facts = await trio.to_thread.run_sync(_in_browser, c.url, flow, PHONE)
-    assert facts["Turns"] == "43"
+    assert facts["Turns"] == "43"  # codexd's, through the conductor
     assert facts["Failed turns"] == "2"
-    assert facts["5xx answers"] == "3"
+    assert facts["5xx answers"] == "3"  # the conductor's own API only
     assert facts["Requests"] == "46"
 
 

@@ -208,13 +208,17 @@ async function changeMode(button, verb) {
 // stays hidden. Kept in one function because the metric names are still settling.
 let lastTurns = null;
 async function refreshMetrics() {
-  let text = null;
-  try {
-    const r = await fetch("/metrics", {cache: "no-store"});
-    if (r.ok) text = await r.text();
-  } catch (e) {
-    text = null;
+  // The conductor's own series (requests) and codexd's through the conductor (turns).
+  const texts = [];
+  for (const path of ["/metrics", "/v1/codex/metrics"]) {
+    try {
+      const r = await fetch(path, {cache: "no-store"});
+      if (r.ok) texts.push(await r.text());
+    } catch (e) {
+      // a daemon without metrics: its part is left out
+    }
   }
+  const text = texts.join("\n");
   if (!text) { $("metrics").hidden = true; return; }
   let turns = 0; let failures = 0; let requests = 0; let errors = 0;
   for (const line of text.split("\n")) {
@@ -226,7 +230,7 @@ async function refreshMetrics() {
     if (/turns?_total$/.test(name)) {
       turns += v;
       if (/status="failed"/.test(labels)) failures += v;
-    } else if (/requests?_total$/.test(name)) {
+    } else if (/^conductor_.*requests?_total$/.test(name)) {  // this node's API, not codexd's
       requests += v;
       if (/status="5\d\d"/.test(labels)) errors += v;
     }
