@@ -91,8 +91,10 @@ function render(s) {
   setText("sessions", ss.count == null ? "—" : ss.count + " (" + ss.active_count + " active)");
   setText("last-seq", s.last_event_seq == null ? "—" : "#" + s.last_event_seq);
   const l = s.lease || {};
-  setText("lease", l.holder_id ? l.holder_id + " · term " + l.term + " · until " + l.expires_at
-          : "no lease");
+  // The term is the fencing token (with etcd: the key's create revision).
+  setText("lease", l.holder_id ? l.holder_id + " · term " + l.term
+          + (l.store ? " · " + l.store : "")
+          + (l.expires_at ? " · until " + l.expires_at : "") : "no lease");
   const turns = s.active_turns || [];
   setText("active-count", String(turns.length));
   list("active-turns", turns.map(t => t.sessionId + " · " + t.turnId));
