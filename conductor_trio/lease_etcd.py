@@ -185,12 +185,35 @@ class EtcdGateway:
         await self._client.aclose()
 
 
+@asynccontextmanager
+async def _body(response: httpx.Response) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The body's chunks, closed on exit even when not read to the end.
+
+    httpx's ``aiter_*`` are async generators stacked on the stream's own; leaving one
+    unfinished (a watch we stop, a keep-alive stream we read one line of) leaves them to the
+    garbage collector, which Trio reports as a ResourceWarning. So iterate the stream itself
+    and close that iterator here. The gateway does not compress, so raw bytes are the body.
+    """
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover - sync transport
+        raise TypeError("an async response is needed")
+    chunks = stream.__aiter__()
+    try:
+        yield chunks
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
+
+
 async def _first_line(response: httpx.Response) -> bytes:
     buffer = b""
-    async for chunk in response.aiter_bytes():
-        buffer += chunk
-        if b"\n" in buffer:
-            return buffer.split(b"\n", 1)[0]
+    async with _body(response) as chunks:
+        async for chunk in chunks:
+            buffer += chunk
+            if b"\n" in buffer:
+                return buffer.split(b"\n", 1)[0]
     return buffer
 
 
@@ -205,16 +228,21 @@ def _decode(line: bytes, url: str) -> dict[str, Any]:
 
 
 async def _results(response: httpx.Response, url: str) -> AsyncGenerator[dict[str, Any], None]:
+    buffer = b""
     try:
-        async for line in response.aiter_lines():
-            if not line.strip():
-                continue
-            answer = _decode(line.encode(), url)
-            if "error" in answer:
-                raise LeaseStoreError(f"etcd watch: {answer['error']}")
-            result = answer.get("result")
-            if isinstance(result, dict):
-                yield result
+        async with _body(response) as chunks:
+            async for chunk in chunks:
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    answer = _decode(line, url)
+                    if "error" in answer:
+                        raise LeaseStoreError(f"etcd watch: {answer['error']}")
+                    result = answer.get("result")
+                    if isinstance(result, dict):
+                        yield result
     except httpx.HTTPError as exc:
         raise EtcdUnavailable(f"{url}: watch broke: {type(exc).__name__} {exc}") from exc
 
@@ -282,6 +310,8 @@ class EtcdLeaseKeeper:
         self.renewed_at: float | None = None
         self.consecutive_failures = 0
         self.last_error: str | None = None
+        # Why this node last stopped leading (kept after later successes, for the views).
+        self.last_loss: str | None = None
         self.keepalives = 0
         self._changed = trio.Event()
         self._fences: set[trio.CancelScope] = set()
@@ -339,7 +369,7 @@ class EtcdLeaseKeeper:
             return
         self._leading = False
         self._valid_until = None
-        self.last_error = reason
+        self.last_loss = reason
         for scope in list(self._fences):
             scope.cancel(reason=f"leader lease lost: {reason}")
         self._notify()
@@ -568,4 +598,5 @@ class EtcdLeaseKeeper:
             "keepalives": self.keepalives,
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
+            "last_loss": self.last_loss,
         }

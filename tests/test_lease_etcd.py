@@ -3,6 +3,7 @@ loopback. Short TTLs (2 s) keep these fast; the bounds below are the issue's (TT
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -11,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from tests.etcd_fixture import Etcd, free_port, open_etcd, require_etcd
@@ -198,3 +200,44 @@ async def test_a_frozen_etcd_leaves_no_leader_then_one_again(tmp_path: Path) -> 
             finally:
                 etcd.resume()
             await wait_one_leader([a, b], within_s=TTL + 5)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--lease-store", "etcd://nohost"], {}, "BAA_CONDUCTOR_LEASE_STORE"),
+        ([], {"BAA_CONDUCTOR_LEASE_STORE": "redis://127.0.0.1:6379"}, "file or etcd://"),
+        (["--lease-store", "etcd://127.0.0.1:2379", "--lease-ttl", "1.5"], {}, "whole number"),
+        ([], {"BAA_CONDUCTOR_LEASE_STORE": "etcd://127.0.0.1:2379",
+              "BAA_CONDUCTOR_LEASE_TTL_S": "1"}, ">= 2"),
+        ([], {"BAA_CONDUCTOR_STANDBY_WRITES": "maybe"}, "refuse or allow"),
+        ([], {"BAA_CONDUCTOR_LEASE_KEY": "a key"}, "BAA_CONDUCTOR_LEASE_KEY"),
+    ],
+)
+async def test_bad_lease_settings_are_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], needle: str, tmp_path: Path
+) -> None:
+    result = await trio.run_process(
+        [*CONDUCTOR, "start", "--state-dir", str(tmp_path), *args],
+        env={**_env(), **env}, capture_stdout=True, capture_stderr=True, check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("conductor: ")
+    assert needle in lines[0]
+
+
+async def test_etcd_defaults_in_the_resolved_config() -> None:
+    result = await trio.run_process(
+        [*CONDUCTOR, "config"], capture_stdout=True,
+        env={**_env(), "BAA_CONDUCTOR_LEASE_STORE": "etcd://10.0.0.1:2379,10.0.0.2:2379"})
+    config = json.loads(result.stdout)
+    assert config["lease_store"] == "etcd"
+    assert config["lease_endpoints"] == ["10.0.0.1:2379", "10.0.0.2:2379"]
+    assert config["lease_key"] == "/baa-conductor/leader"
+    assert (config["lease_ttl_s"], config["standby_writes"]) == (10.0, "refuse")
+    plain = json.loads((await trio.run_process(
+        [*CONDUCTOR, "config"], capture_stdout=True, env=_env())).stdout)
+    assert (plain["lease_store"], plain["lease_ttl_s"], plain["standby_writes"]) == (
+        "file", 30.0, "allow")
