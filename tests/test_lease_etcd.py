@@ -91,11 +91,24 @@ async def test_two_conductors_one_leader_and_the_standby_names_it(tmp_path: Path
     require_etcd()
     with trio.fail_after(120):
         async with open_etcd(tmp_path) as etcd, open_fake_codexd() as fake, AsyncExitStack() as st:
-            a = await st.enter_async_context(conductor("a", etcd, tmp_path, fake.url))
-            b = await st.enter_async_context(conductor("b", etcd, tmp_path, fake.url))
+            fast = ("--heartbeat", "0.1")
+            a = await st.enter_async_context(conductor("a", etcd, tmp_path, fake.url, *fast))
+            b = await st.enter_async_context(conductor("b", etcd, tmp_path, fake.url, *fast))
             leader = await wait_one_leader([a, b], within_s=TTL + 3)
             standby = b if leader is a else a
             assert await standby.role() == "standby"
+
+            # The heartbeat is a leader-only job: it ticks on the leader only.
+            async def beats(node: Node) -> int:
+                runtime = (await node.http.get("/v1/runtime")).json()["data"]
+                runs: int = runtime["loops"]["heartbeat"]["runs"]
+                return runs
+
+            standby_beats, leader_beats = await beats(standby), await beats(leader)
+            with trio.fail_after(10):
+                while await beats(leader) < leader_beats + 5:  # noqa: ASYNC110 - bounded
+                    await trio.sleep(0.05)
+            assert await beats(standby) == standby_beats
 
             refused = await standby.http.post("/v1/codex/sessions", json={})
             assert refused.status_code == 503
@@ -174,7 +187,11 @@ async def test_sigkill_of_the_leader_fails_over_and_the_restart_is_standby(
             os.killpg(a.daemon.process.pid, signal.SIGKILL)
             await a.daemon.process.wait()
             await wait_role(b, "leader", within_s=TTL + 3)
-            again = await st.enter_async_context(conductor("a", etcd, tmp_path, dead))
+            # Restarted with a dead endpoint listed first: it goes on to the live one.
+            dead_etcd = f"127.0.0.1:{free_port()}"
+            again = await st.enter_async_context(conductor(
+                "a", etcd, tmp_path, dead, "--lease-store",
+                f"etcd://{dead_etcd},{etcd.endpoint}"))
             assert await again.role() == "standby"
             rounds = await sample_never_two_leaders([again, b], for_s=TTL)
             assert rounds > 5
