@@ -207,12 +207,22 @@ async def _body(response: httpx.Response) -> AsyncIterator[AsyncIterator[bytes]]
                 await aclose()
 
 
-async def _first_line(response: httpx.Response) -> bytes:
+async def _first_line(response: httpx.Response, *, linger_s: float = 0.5) -> bytes:
+    """The first line of the body (unary answers have no newline: the whole body).
+
+    The gateway ends the keep-alive stream right after its answer (our request body ends), so
+    after the first line we read on to the end for up to ``linger_s``: a body read to its end
+    leaves no half-read httpx/httpcore generator behind. If a gateway kept it open, the line
+    is returned anyway.
+    """
     buffer = b""
     async with _body(response) as chunks:
         async for chunk in chunks:
             buffer += chunk
             if b"\n" in buffer:
+                with trio.move_on_after(linger_s):
+                    async for _ in chunks:
+                        pass
                 return buffer.split(b"\n", 1)[0]
     return buffer
 

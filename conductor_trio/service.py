@@ -34,7 +34,7 @@ from codexd_trio.contracts import CodexdStatus, now_iso
 from conductor_trio import __version__
 from conductor_trio._web import serve_app
 from conductor_trio.config import ConductorConfig
-from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore
+from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore, iso_from_clock
 from conductor_trio.lease_etcd import EtcdGateway, EtcdLeaseKeeper, LeaseHolder
 from conductor_trio.mode import ModeStore
 
@@ -189,7 +189,7 @@ class Conductor:
             "configured_role": cfg.role,
             "lease": self.lease.snapshot(),
             "mode": self.modes.current.mode,
-            "loops": {name: info.as_json() for name, info in self.loops.items()},
+            "loops": self._loops_view(),
             "paths": {
                 "state_dir": str(cfg.conductor_state),
                 "lease_file": str(self.lease_path) if cfg.lease_store == "file" else None,
@@ -204,6 +204,14 @@ class Conductor:
             "version": __version__,
             "warnings": self.warnings(),
         }
+
+    def _loops_view(self) -> dict[str, Any]:
+        loops = {name: info.as_json() for name, info in self.loops.items()}
+        if isinstance(self.lease, EtcdLeaseKeeper):
+            # With etcd the lease "loop" is the keeper's keep-alive: show its runs.
+            loops["lease"].update(runs=self.lease.keepalives,
+                                  last_run_at=iso_from_clock(self.lease.renewed_at))
+        return loops
 
     def mode_state(self, probe: CodexdProbe) -> dict[str, Any]:
         """``GET /v1/system/state``: the mode, the lease and the turns still running."""
