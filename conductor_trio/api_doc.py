@@ -31,6 +31,9 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
         if not op.path.startswith("/v1/codex/") or op.path in _NOT_PROXIED:
             continue
         extra = ("codexd_unavailable", *_MODE_REFUSALS.get((op.method, op.path), ()))
+        if op.method == "POST":
+            # A standby of an etcd lease refuses writes (BAA_CONDUCTOR_STANDBY_WRITES=refuse).
+            extra += ("not_leader",)
         if exposed and op.method == "POST":
             extra += ("unauthorized",)
         proxied.append(replace(op, summary=f"{op.summary} (proxied to codexd)",

@@ -105,6 +105,21 @@ def create_app(conductor: Conductor) -> QuartTrio:
             return authorize()
         return None
 
+    @app.before_request
+    async def _standby_refuses_writes() -> Response | None:
+        # With a shared (etcd) lease only the leader acts: a standby's codexd would otherwise
+        # start work the cluster does not know about. The holder's address lets a client retry
+        # there. /v1/system/* stays local to each node on purpose.
+        if (request.method == "POST" and request.path.startswith("/v1/codex/")
+                and conductor.writes_refused):
+            holder = conductor.lease.holder
+            return error(503, "not_leader", "This conductor does not hold the leader lease.", {
+                "role": conductor.lease.role,
+                "leader": msgspec.to_builtins(holder) if holder else None,
+                "term": conductor.lease.snapshot()["term"],
+            })
+        return None
+
     # -- probes ------------------------------------------------------------------------------
 
     @app.get("/healthz")
@@ -121,7 +136,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         if role == "degraded":
             reasons.append(f"lease store failing: {conductor.lease.last_error}")
         else:
-            holder = conductor.lease.lease.holder_id if conductor.lease.lease else None
+            holder = conductor.lease.lease_holder_id
             reasons.append(f"standby: the lease is held by {holder}" if holder
                            else "standby: no lease held yet")
         return error(503, "not_ready", "This conductor is not the ready leader.",

@@ -32,6 +32,7 @@ __all__ = [
     "add_conductor_flags",
     "add_status_api_flags",
     "check_listen",
+    "parse_lease_store",
     "resolve_conductor",
     "resolve_status_api",
     "split_base",
@@ -40,6 +41,7 @@ __all__ = [
 DEFAULT_CONDUCTOR_API = "http://127.0.0.1:4317"
 DEFAULT_STATUS_API = "http://127.0.0.1:4318"
 DEFAULT_CODEXD_API = "http://127.0.0.1:4319"
+DEFAULT_LEASE_KEY = "/baa-conductor/leader"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ class ConductorConfig:
     codexd_token: str | None = None
     lease_ttl_s: float = 30.0
     lease_renew_s: float = 10.0
+    # "file" (one node) or the etcd endpoints ("host:port", ...) of a shared lease.
+    lease_store: str = "file"
+    lease_endpoints: tuple[str, ...] = ()
+    lease_key: str = DEFAULT_LEASE_KEY
+    # May a conductor that does not lead forward writes under /v1/codex/*? ("refuse" | "allow")
+    standby_writes: str = "allow"
     heartbeat_s: float = 5.0
     codexd_timeout_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
@@ -95,6 +103,7 @@ class ConductorConfig:
         out["state_dir"] = str(self.state_dir)
         out["allowed_hosts"] = list(self.allowed_hosts)
         out["allowed_origins"] = list(self.allowed_origins)
+        out["lease_endpoints"] = list(self.lease_endpoints)
         return out
 
 
@@ -160,8 +169,15 @@ def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="state root; the conductor writes under conductor/")
     parser.add_argument("--log-format", help="text (default) or json; env BAA_LOG_FORMAT")
     parser.add_argument("--token-file", help="file holding the shared bearer token")
-    parser.add_argument("--lease-ttl", help="lease TTL in seconds (default 30)")
-    parser.add_argument("--lease-renew", help="lease renew interval in seconds (default 10)")
+    parser.add_argument("--lease-store",
+                        help="file (default) or etcd://HOST:PORT[,HOST:PORT...]")
+    parser.add_argument("--lease-key",
+                        help=f"the etcd key of the lease (default {DEFAULT_LEASE_KEY})")
+    parser.add_argument("--lease-ttl", help="lease TTL in seconds (default 30; 10 with etcd)")
+    parser.add_argument("--lease-renew",
+                        help="lease renew interval in seconds (default 10; TTL/3 with etcd)")
+    parser.add_argument("--standby-writes",
+                        help="refuse (default with etcd) or allow: POST /v1/codex/* off the leader")
     parser.add_argument("--heartbeat", help="heartbeat interval in seconds (default 5)")
 
 
@@ -204,10 +220,30 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
         args.allowed_origins or [env.get("BAA_CONDUCTOR_ALLOWED_ORIGINS", "")],
         variable="BAA_CONDUCTOR_ALLOWED_ORIGINS",
     )
-    ttl = _floats(pick(args.lease_ttl, "BAA_CONDUCTOR_LEASE_TTL_S") or "30", "lease TTL")
-    renew = _floats(pick(args.lease_renew, "BAA_CONDUCTOR_LEASE_RENEW_S") or "10", "lease renew")
-    if renew >= ttl:
-        raise ConfigError(f"lease renew interval ({renew} s) must be below the TTL ({ttl} s)")
+    store = pick(args.lease_store, "BAA_CONDUCTOR_LEASE_STORE") or "file"
+    endpoints = parse_lease_store(store)
+    key = pick(args.lease_key, "BAA_CONDUCTOR_LEASE_KEY") or DEFAULT_LEASE_KEY
+    if not key.strip() or any(c.isspace() for c in key):
+        raise ConfigError(f"BAA_CONDUCTOR_LEASE_KEY must be a key without spaces, got {key!r}")
+    ttl_text = pick(args.lease_ttl, "BAA_CONDUCTOR_LEASE_TTL_S")
+    ttl = _floats(ttl_text or ("10" if endpoints else "30"), "lease TTL")
+    if endpoints:
+        # etcd leases have whole-second TTLs and a floor (about 1.5 × the election timeout,
+        # 2 s by default) below which etcd silently lengthens them: refuse rather than surprise.
+        if ttl != int(ttl) or ttl < 2:
+            raise ConfigError(
+                f"BAA_CONDUCTOR_LEASE_TTL_S must be a whole number of seconds >= 2 with etcd, "
+                f"got {ttl_text!r}")
+        renew = ttl / 3
+    else:
+        renew = _floats(pick(args.lease_renew, "BAA_CONDUCTOR_LEASE_RENEW_S") or "10",
+                        "lease renew")
+        if renew >= ttl:
+            raise ConfigError(f"lease renew interval ({renew} s) must be below the TTL ({ttl} s)")
+    writes = pick(args.standby_writes, "BAA_CONDUCTOR_STANDBY_WRITES") or (
+        "refuse" if endpoints else "allow")
+    if writes not in ("refuse", "allow"):
+        raise ConfigError(f"BAA_CONDUCTOR_STANDBY_WRITES must be refuse or allow, got {writes!r}")
     heartbeat = _floats(pick(args.heartbeat, "BAA_CONDUCTOR_HEARTBEAT_S") or "5", "heartbeat")
     config = ConductorConfig(
         node_id=node_id, local_api=local_api.rstrip("/"), allowed_hosts=allowed,
@@ -215,10 +251,36 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
         role=role,  # type: ignore[arg-type]  # checked above
         host=host, public_api_base=public, codexd_base=codexd, state_dir=state_dir,
         shared_token=token, token_source=source, lease_ttl_s=ttl, lease_renew_s=renew,
-        heartbeat_s=heartbeat,
+        heartbeat_s=heartbeat, lease_store="etcd" if endpoints else "file",
+        lease_endpoints=endpoints, lease_key=key, standby_writes=writes,
     )
     check_listen(config.local_api, allowed, variable="BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS")
     return config
+
+
+def parse_lease_store(value: str) -> tuple[str, ...]:
+    """``file`` → ``()``; ``etcd://HOST:PORT[,HOST:PORT...]`` → the ``host:port`` endpoints.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value == "file":
+        return ()
+    prefix = "etcd://"
+    if not value.startswith(prefix):
+        raise ConfigError(
+            f"BAA_CONDUCTOR_LEASE_STORE must be file or etcd://HOST:PORT[,HOST:PORT...], "
+            f"got {value!r}")
+    endpoints: list[str] = []
+    for part in value[len(prefix):].rstrip("/").split(","):
+        host, sep, port = part.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(
+                c in host for c in "/@?# "):
+            raise ConfigError(
+                f"BAA_CONDUCTOR_LEASE_STORE: {part.strip()!r} is not HOST:PORT in {value!r}")
+        endpoints.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return tuple(endpoints)
 
 
 def _token(flag_file: str | None, env: Mapping[str, str]) -> tuple[str | None, str]:

@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 import trio
 
-from conductor_trio._files import write_atomic
+from codexd_trio.store import atomic_write_bytes
 
 LeaseRole = Literal["leader", "standby", "degraded"]
 
@@ -102,7 +102,7 @@ class FileLeaseStore:
                 try:
                     if self._read_sync() != expected:
                         return False
-                    write_atomic(self.path, _encoder.encode(new))
+                    atomic_write_bytes(self.path, _encoder.encode(new))
                     return True
                 finally:
                     fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
@@ -226,6 +226,16 @@ class LeaseKeeper:
     def holds_lease(self) -> bool:
         return self.lease is not None and self.lease.holder_id == self.holder_id
 
+    @property
+    def holder(self) -> None:
+        """The etcd keeper names the holder's address; the file record does not (one node)."""
+        return None
+
+    @property
+    def lease_holder_id(self) -> str | None:
+        """Who holds the lease, as last read."""
+        return self.lease.holder_id if self.lease else None
+
     def _record(self, *, term: int, acquired_at: float, now: float) -> LeaseRecord:
         return LeaseRecord(
             holder_id=self.holder_id,
@@ -323,11 +333,13 @@ class LeaseKeeper:
         """The lease state for ``/v1/runtime``, ``/v1/system/state`` and ``/v1/status``."""
         lease = self.lease
         return {
+            "store": "file",
             "role": self.role,
             "configured_role": self.configured_role,
             "holder_id": lease.holder_id if lease else None,
             "holder_host": lease.holder_host if lease else None,
             "term": lease.term if lease else None,
+            "fencing_token": lease.term if lease else None,
             "acquired_at": iso_from_clock(lease.acquired_at) if lease else None,
             "renewed_at": iso_from_clock(lease.renewed_at) if lease else None,
             "expires_at": iso_from_clock(lease.expires_at) if lease else None,

@@ -53,8 +53,9 @@ class _StateCollector(Collector):
             role.add_metric([name], 1.0 if keeper.role == name else 0.0)
         yield role
         term = GaugeMetricFamily("conductor_lease_term", "Term of the lease last seen (0: none)")
-        lease = keeper.lease
-        term.add_metric([], float(lease.term) if lease is not None else 0.0)
+        # The term is the fencing token: the file lease's counter, or etcd's create revision.
+        value = keeper.snapshot().get("term")
+        term.add_metric([], float(value) if isinstance(value, int) else 0.0)
         yield term
         holder = GaugeMetricFamily("conductor_lease_is_holder", "1 while this conductor holds "
                                    "the lease")

@@ -14,7 +14,7 @@ import msgspec
 import trio
 
 from codexd_trio.contracts import now_iso
-from conductor_trio._files import write_atomic
+from codexd_trio.store import atomic_write_bytes
 
 Mode = Literal["running", "paused", "draining"]
 
@@ -76,6 +76,7 @@ class ModeStore:
         record = ModeRecord(mode=mode, reason=reason, requested_by=requested_by,
                             updated_at=now_iso())
         async with self._lock:
-            await trio.to_thread.run_sync(write_atomic, self.path, _encoder.encode(record))
+            await trio.to_thread.run_sync(
+                atomic_write_bytes, self.path, _encoder.encode(record))
             self.current = record
         return record

@@ -12,7 +12,7 @@ import trio_websocket
 from quart import Response, request, websocket
 
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
-from conductor_trio._web import error
+from codexd_trio.web.envelope import error
 from conductor_trio.service import Conductor
 
 # Request headers worth passing on; hop-by-hop and Host stay with this hop.

@@ -3,10 +3,14 @@
 ```
 Conductor.serve()
 └── nursery
-    ├── lease loop       LeaseKeeper.run (acquire / renew every renew_s)
-    ├── heartbeat loop   probe codexd's status every heartbeat_s (cached for the views)
-    └── HTTP/WS server   Hypercorn (trio worker) serving the Quart-Trio app
+    ├── HTTP/WS server   Hypercorn (trio worker) serving the Quart-Trio app
+    ├── lease loop       LeaseKeeper (file: acquire / renew every renew_s) or EtcdLeaseKeeper.run
+    │                    (etcd: campaign, keep-alive every TTL/3, watch the key)
+    └── heartbeat loop   probe codexd's status every heartbeat_s (cached for the views); with
+                         etcd a leader-only job, fenced: it runs only while this node leads
 ```
+
+The server starts first so that the etcd lease value names the address it really listens on.
 
 A graceful stop (``begin_stop``) closes relayed event streams with 1001, lets Hypercorn finish
 in-flight requests, cancels the loops and releases the lease so a standby can take over at once.
@@ -32,7 +36,8 @@ from codexd_trio.contracts import CodexdStatus, now_iso
 from codexd_trio.web.app import serve_app
 from conductor_trio import __version__
 from conductor_trio.config import ConductorConfig
-from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore
+from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore, iso_from_clock
+from conductor_trio.lease_etcd import EtcdGateway, EtcdLeaseKeeper, LeaseHolder
 from conductor_trio.metrics import ConductorMetrics
 from conductor_trio.mode import ModeStore
 
@@ -42,13 +47,20 @@ class LoopInfo:
     interval_s: float
     runs: int = 0
     last_run_at: str | None = None
+    # A leader-only loop runs inside the lease's fence; the token it last ran under.
+    fenced: bool = False
+    fence_token: int | None = None
 
     def tick(self) -> None:
         self.runs += 1
         self.last_run_at = now_iso()
 
     def as_json(self) -> dict[str, Any]:
-        return {"interval_s": self.interval_s, "runs": self.runs, "last_run_at": self.last_run_at}
+        out: dict[str, Any] = {"interval_s": self.interval_s, "runs": self.runs,
+                               "last_run_at": self.last_run_at}
+        if self.fenced:
+            out.update(fenced=True, fence_token=self.fence_token)
+        return out
 
 
 # How often the heartbeat checks codexd's GET /metrics (for /v1/status and the status page).
@@ -108,15 +120,28 @@ class Conductor:
         )
         self.lease_path = config.conductor_state / "lease.json"
         self.mode_path = config.conductor_state / "mode.json"
-        self.lease = LeaseKeeper(
-            lease_store or FileLeaseStore(self.lease_path),
-            holder_id=config.holder_id,
-            holder_host=config.host,
-            role=config.role,
-            ttl_s=config.lease_ttl_s,
-            renew_s=config.lease_renew_s,
-            clock=clock,
-        )
+        self.lease: LeaseKeeper | EtcdLeaseKeeper
+        if config.lease_endpoints and lease_store is None:
+            gateway = EtcdGateway(
+                config.lease_endpoints,
+                # Several tries fit in one keep-alive period, so one dead member of a cluster
+                # does not cost the lease.
+                request_timeout_s=min(2.0, max(0.3, config.lease_ttl_s / 6)),
+            )
+            self.lease = EtcdLeaseKeeper(
+                gateway, key=config.lease_key, holder=self._lease_holder,
+                ttl_s=int(config.lease_ttl_s), configured_role=config.role,
+            )
+        else:
+            self.lease = LeaseKeeper(
+                lease_store or FileLeaseStore(self.lease_path),
+                holder_id=config.holder_id,
+                holder_host=config.host,
+                role=config.role,
+                ttl_s=config.lease_ttl_s,
+                renew_s=config.lease_renew_s,
+                clock=clock,
+            )
         self.modes = ModeStore(self.mode_path)
         self.pid = os.getpid()
         self.started_at = now_iso()
@@ -132,6 +157,18 @@ class Conductor:
         self.stopping = trio.Event()
         # Last: its collectors read the parts above.
         self.metrics = ConductorMetrics(self)
+
+    def _lease_holder(self) -> LeaseHolder:
+        """What this node writes into the etcd key: enough for a client to come here."""
+        cfg = self.config
+        return LeaseHolder(nodeId=cfg.node_id, host=cfg.host,
+                           localApiBase=cfg.public_api_base or self.url or cfg.local_api)
+
+    @property
+    def writes_refused(self) -> bool:
+        """Whether ``POST /v1/codex/*`` must be refused here: this node does not lead and the
+        configuration does not let a standby forward writes."""
+        return self.config.standby_writes == "refuse" and self.lease.role != "leader"
 
     @property
     def uptime_s(self) -> float:
@@ -189,7 +226,7 @@ class Conductor:
         if not self.probe.reachable:
             out.append(f"codexd unreachable at {self.config.codexd_base}")
         if self.lease.role == "degraded":
-            out.append(f"lease store failing: {self.lease.last_error}")
+            out.append(f"lease not renewed in time or store failing: {self.lease.last_error}")
         mode = self.modes.current.mode
         if mode != "running":
             out.append(f"automation {mode}: new work is refused")
@@ -208,10 +245,10 @@ class Conductor:
             "configured_role": cfg.role,
             "lease": self.lease.snapshot(),
             "mode": self.modes.current.mode,
-            "loops": {name: info.as_json() for name, info in self.loops.items()},
+            "loops": self._loops_view(),
             "paths": {
                 "state_dir": str(cfg.conductor_state),
-                "lease_file": str(self.lease_path),
+                "lease_file": str(self.lease_path) if cfg.lease_store == "file" else None,
                 "mode_file": str(self.mode_path),
             },
             "codexd_base": cfg.codexd_base,
@@ -223,6 +260,14 @@ class Conductor:
             "version": __version__,
             "warnings": self.warnings(),
         }
+
+    def _loops_view(self) -> dict[str, Any]:
+        loops = {name: info.as_json() for name, info in self.loops.items()}
+        if isinstance(self.lease, EtcdLeaseKeeper):
+            # With etcd the lease "loop" is the keeper's keep-alive: show its runs.
+            loops["lease"].update(runs=self.lease.keepalives,
+                                  last_run_at=iso_from_clock(self.lease.renewed_at))
+        return loops
 
     def mode_state(self, probe: CodexdProbe) -> dict[str, Any]:
         """``GET /v1/system/state``: the mode, the lease and the turns still running."""
@@ -294,6 +339,10 @@ class Conductor:
 
     async def _lease_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                           ) -> None:
+        if isinstance(self.lease, EtcdLeaseKeeper):
+            self.loops["lease"].interval_s = self.lease.renew_s
+            await self.lease.run(task_status=_after_first(task_status, self.loops["lease"]))
+            return
         await self.lease.step()
         self.loops["lease"].tick()
         task_status.started()
@@ -309,6 +358,16 @@ class Conductor:
         await self.probe_codexd_metrics()
         self.loops["heartbeat"].tick()
         task_status.started()
+        if isinstance(self.lease, EtcdLeaseKeeper):
+            # A leader-only job: it runs inside the lease's fence, which is cancelled the moment
+            # the lease is lost and at the latest when it could have expired.
+            self.loops["heartbeat"].fenced = True
+            await self.lease.run_fenced(self._heartbeats)
+        else:
+            await self._heartbeats()
+
+    async def _heartbeats(self) -> None:
+        info = self.loops["heartbeat"]
         metrics_checked = trio.current_time()
         while True:
             await trio.sleep(self.config.heartbeat_s)
@@ -317,7 +376,9 @@ class Conductor:
             if trio.current_time() - metrics_checked >= METRICS_CHECK_EVERY_S:
                 await self.probe_codexd_metrics()
                 metrics_checked = trio.current_time()
-            self.loops["heartbeat"].tick()
+            info.tick()
+            if isinstance(self.lease, EtcdLeaseKeeper):
+                info.fence_token = self.lease.term
 
     def begin_stop(self) -> None:
         """Start a graceful stop: relayed event streams close with 1001, the server drains."""
@@ -347,9 +408,6 @@ class Conductor:
         self.modes.load()
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._lease_loop)
-                await nursery.start(self._heartbeat_loop)
-
                 async def http(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
                                ) -> None:
                     await serve_app(
@@ -364,12 +422,29 @@ class Conductor:
                     nursery.cancel_scope.cancel(reason="HTTP server stopped")
 
                 self.url = await nursery.start(partial(http))
+                await nursery.start(self._lease_loop)
+                await nursery.start(self._heartbeat_loop)
                 task_status.started(self.url)
         finally:
             # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self.lease.release()
                 await self.client.aclose()
+                if isinstance(self.lease, EtcdLeaseKeeper):
+                    await self.lease.gateway.aclose()
+
+
+def _after_first(task_status: trio.TaskStatus[None], info: LoopInfo
+                 ) -> trio.TaskStatus[Any]:
+    """Adapts the etcd keeper's ``started(role)`` to the loop's ``started()``, counting the
+    first attempt as a run of the lease loop."""
+
+    class _Status:
+        def started(self, value: Any = None) -> None:
+            info.tick()
+            task_status.started()
+
+    return _Status()
 
 
 def active_turns(probe: CodexdProbe) -> list[dict[str, Any]] | None:

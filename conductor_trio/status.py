@@ -94,8 +94,10 @@ function render(s) {
   setText("sessions", ss.count == null ? "—" : ss.count + " (" + ss.active_count + " active)");
   setText("last-seq", s.last_event_seq == null ? "—" : "#" + s.last_event_seq);
   const l = s.lease || {};
-  setText("lease", l.holder_id ? l.holder_id + " · term " + l.term + " · until " + l.expires_at
-          : "no lease");
+  // The term is the fencing token (with etcd: the key's create revision).
+  setText("lease", l.holder_id ? l.holder_id + " · term " + l.term
+          + (l.store ? " · " + l.store : "")
+          + (l.expires_at ? " · until " + l.expires_at : "") : "no lease");
   // GET /metrics of each daemon: the conductor's and codexd's from the conductor, the
   // status-api's own when the page is served by it.
   const m = Object.assign({}, s.metrics || {});
