@@ -290,7 +290,8 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         expect(page.locator("#lease")).to_contain_text("term 1")
         expect(page.locator("#child")).to_contain_text("running")
         expect(page.locator("#restarts")).to_have_text("0")
-        expect(page.locator("#metrics")).to_be_hidden()  # no /metrics on this conductor yet
+        # The highlights come from the real /metrics of the conductor and of codexd.
+        expect(page.locator("#metrics")).to_be_visible()
         # Two sessions made elsewhere, one page each (?limit=1): the table walks the cursor.
         expect(page.get_by_test_id("session-row")).to_have_count(2)
         session_id = _create_session(page, node.workdir, purpose="worker")
@@ -315,6 +316,9 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         expect(page.locator("[data-testid=event-row][data-type='app-server.turn.completed']")) \
             .to_have_count(1)
         expect(page.locator("#stream-status")).to_have_attribute("data-state", "live")
+        # codexd counted the turn, and the page shows it (through GET /v1/codex/metrics).
+        page.evaluate("refreshMetrics()")
+        expect(page.locator("#metrics-facts dt:text-is('Turns') + dd")).to_have_text("1")
         seqs = _page_seqs(page)
         assert seqs == sorted(seqs, reverse=True)  # newest first
         assert sorted(seqs) == _server_seqs(node, session_id)

@@ -470,7 +470,10 @@ function setStreamState(state) {
 
 function streamUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const q = new URLSearchParams({sessionId: view.id, after: String(view.cursor || 0)});
+  // batch=1: a burst arrives as a few frames holding arrays of events (far less work for
+  // codexd, the relay and this page than one frame per event).
+  const q = new URLSearchParams({sessionId: view.id, after: String(view.cursor || 0),
+                                 batch: "1"});
   $("stream-status").dataset.after = String(view.cursor || 0);
   return scheme + "//" + location.host + "/v1/codex/events?" + q;
 }
@@ -488,7 +491,9 @@ function openStream() {
     if (generation !== view.generation) return;
     let frame;
     try { frame = JSON.parse(msg.data); } catch (e) { return; }
-    if (typeof frame.seq === "number") {
+    if (Array.isArray(frame)) {
+      for (const e of frame) if (e && typeof e.seq === "number") addEvent(e);
+    } else if (typeof frame.seq === "number") {
       addEvent(frame);
     } else if (frame.type === "overflow") {
       // The server closes next (1013); the reconnect asks for everything after what we have.
