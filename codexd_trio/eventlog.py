@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -103,6 +104,8 @@ class EventLog:
         self.write_error: str | None = None
         # Called with each batch once it is fsynced (the hub publishes durable events only).
         self.on_durable: Callable[[list[Event]], None] | None = None
+        # Called with each commit's duration in seconds (write + fsync, thread hop included).
+        self.on_commit: Callable[[float], None] | None = None
         self._file = file
         # Byte offset up to which the file holds whole, fsynced lines.
         self._durable_end = end
@@ -233,10 +236,13 @@ class EventLog:
             data = b"".join(line for _, line in batch)
             # Its own limiter: every acknowledgement waits on this commit, so replays holding
             # the read threads must not delay it.
+            started = time.perf_counter()
             await trio.to_thread.run_sync(
                 self._write_batch, data, self._durable_end, limiter=journal_limiter(),
                 abandon_on_cancel=True,
             )
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started)
             for _ in batch:
                 self._unsynced.popleft()
             self._unsynced_bytes -= len(data)

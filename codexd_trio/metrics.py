@@ -8,11 +8,10 @@ has to remember to update them.
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -57,23 +56,7 @@ class CodexdMetrics:
         # turn/completed is followed by turn.failed).
         self._counted: deque[str] = deque(maxlen=256)
         registry.register(_StateCollector(daemon))
-        self._time_log_commits()
-
-    def _time_log_commits(self) -> None:
-        # The event log's commit runs in a worker thread (histograms are thread-safe). Wrapping
-        # the instance's bound method keeps the metric out of the event log's own code.
-        log: Any = self._daemon.log
-        write: Callable[..., None] = log._write_batch
-        histogram = self.log_sync
-
-        def timed(*args: Any) -> None:
-            started = time.perf_counter()
-            try:
-                write(*args)
-            finally:
-                histogram.observe(time.perf_counter() - started)
-
-        log._write_batch = timed
+        daemon.log.on_commit = self.log_sync.observe
 
     def on_event(self, event: Event) -> None:
         self.events.labels(event.level).inc()

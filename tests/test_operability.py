@@ -185,6 +185,7 @@ async def test_conductor_and_status_api_log_json_lines(tmp_path: Path) -> None:
                     await http.get(f"{conductor.url}/v1/codex/sessions",
                                    headers={"X-Request-Id": "json-lines-1"})
                     await http.get(f"{conductor.url}/nowhere")
+                    await http.get(f"{conductor.url}/healthz")  # polled all day: DEBUG
                     await http.get(f"{status_api.url}/v1/status")
                 assert await terminate(status_api) == 0
                 assert await terminate(conductor) == 0
@@ -195,6 +196,7 @@ async def test_conductor_and_status_api_log_json_lines(tmp_path: Path) -> None:
     assert ("conductor.access", "/v1/codex/sessions", 200) in access
     assert ("conductor.access", "/nowhere", 404) in access
     assert ("status_api.access", "/v1/status", 200) in access
+    assert ("conductor.access", "/healthz", 200) not in access  # not at the INFO level
     assert any(r["requestId"] == "json-lines-1" for r in records)
 
 

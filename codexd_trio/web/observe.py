@@ -20,6 +20,13 @@ __all__ = ["UNMATCHED", "Observe"]
 # not one per path a scanner tries.
 UNMATCHED = "unmatched"
 
+# Routes that supervisors, peers and scrapers poll all day (the conductor asks codexd's status
+# every 5 s: ~17 000 lines a day in a log nobody rotates under launchd). Their successful GETs
+# are logged at DEBUG; a failing one is still an INFO line.
+POLLED_ROUTES = frozenset({
+    "/healthz", "/readyz", "/rolez", "/metrics", "/v1/codexd/status", "/v1/codex/metrics",
+})
+
 
 class Observe:
     """Give each HTTP request and websocket an id, time it, count it and log one access line.
@@ -76,7 +83,9 @@ class Observe:
             route = info.route or UNMATCHED
             if self.metrics is not None:
                 self.metrics.observe(route, method, status or 500, elapsed)
-            self.access_log.info(
+            polled = method == "GET" and 0 < status < 400 and route in POLLED_ROUTES
+            self.access_log.log(
+                logging.DEBUG if polled else logging.INFO,
                 "%s %s %s %.1fms", method, info.path, status or "-", elapsed * 1000,
                 extra={"requestId": request_id, "method": method, "path": info.path,
                        "route": route, "status": status or None,
