@@ -12,6 +12,7 @@ import trio_websocket
 from quart import Response, request, websocket
 
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
+from codexd_trio.web.context import current_request_id
 from codexd_trio.web.envelope import error
 from conductor_trio.service import Conductor
 
@@ -83,7 +84,10 @@ async def relay_events(conductor: Conductor) -> Response | None:
         batch=batch == "1",
     )
     try:
-        async with open_websocket(url, headers=conductor.client.auth_headers) as upstream:
+        headers = dict(conductor.client.auth_headers)
+        if (request_id := current_request_id()) is not None:
+            headers["X-Request-Id"] = request_id  # one id from the client through to codexd
+        async with open_websocket(url, headers=headers) as upstream:
             await websocket.accept()
             code = await _pump(conductor, upstream)
             await websocket.close(code)

@@ -18,7 +18,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from codexd_trio.client import CodexdClient
+from codexd_trio.client import CodexdClient, open_websocket
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import read_events, running_codexd
 from codexd_trio.testing.model import Streamed
@@ -71,6 +71,11 @@ async def test_request_id_follows_a_turn_and_metrics_count_it(
             done = await direct.wait_for_turn(session_id, turn_id)
             assert done.lastTurnStatus == "completed"
 
+            # The relay's upstream websocket carries the caller's id to codexd too.
+            relay = c.url.replace("http://", "ws://") + "/v1/codex/events?after=0"
+            async with open_websocket(relay, headers=headers) as ws:
+                assert json.loads(await ws.get_message())["type"] == "hello"
+
             # Every answer carries an id: a generated one when the caller sent none, or
             # sent one that is not short and printable.
             plain = await c.http.get("/healthz")
@@ -107,6 +112,8 @@ async def test_request_id_follows_a_turn_and_metrics_count_it(
                    and r["status"] == 202 for r in traced)
         assert any(r.get("turnId") == turn_id and r.get("sessionId") == session_id
                    for r in traced)
+        assert any(r["logger"] == "codexd.access" and r["method"] == "WS"
+                   and r["path"] == "/v1/codexd/events" for r in traced)
 
         # Metrics moved: parsed with prometheus_client's own parser.
         assert codexd_metrics.status_code == 200
