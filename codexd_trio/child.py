@@ -259,7 +259,8 @@ class ChildProcess:
                 await stream.aclose()
 
 
-def _open_append(path: Path) -> BinaryIO:
+def open_append(path: Path) -> BinaryIO:
+    """Open a log file for unbuffered appends (blocking: call it in a worker thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return open(path, "ab", buffering=0)
 
@@ -282,7 +283,7 @@ async def _drain_stderr(
             try:
                 # Not abandoned on cancel, so a cancel cannot leak the opened file.
                 sink = await trio.to_thread.run_sync(
-                    _open_append, log_path, limiter=drains_limiter()
+                    open_append, log_path, limiter=drains_limiter()
                 )
             except OSError as exc:
                 log.warning("cannot open stderr log %s: %s; discarding child stderr", log_path, exc)

@@ -25,6 +25,7 @@ from codexd_trio.protocol.appserver import (
 from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing.daemon import group_alive
 from tests.notifications import Notifications
+from tests.test_store import all_tokens_held
 
 FAKE = Path(__file__).with_name("fake_app_server.py")
 FAST_RETRY = OverloadRetry(attempts=6, initial_delay=0.005, max_delay=0.04)
@@ -206,6 +207,22 @@ async def test_malformed_stdout_is_logged_and_ignored(tmp_path: Path) -> None:
         ) as client:
             await client.request("fake/garbage")
             assert await client.request("fake/echo", {"a": 1}) == {"a": 1}
+    assert stdout_log.read_bytes() == b"this is not json\n"
+
+
+async def test_stray_stdout_is_logged_while_the_default_threads_are_all_busy(
+    tmp_path: Path,
+) -> None:
+    # The stdout log used trio.open_file (Trio's default thread limiter): with every default
+    # thread held (a wave of replays), the reader waited for one, and so did Codex's pipe.
+    stdout_log = tmp_path / "logs" / "stdout.log"
+    with trio.fail_after(30):
+        async with open_app_server(
+            fake_spec(tmp_path), on_notification=Notifications(), stdout_log=stdout_log
+        ) as client, all_tokens_held(trio.to_thread.current_default_thread_limiter()):
+            with trio.fail_after(10):
+                await client.request("fake/garbage")
+                assert await client.request("fake/echo", {"a": 1}) == {"a": 1}
     assert stdout_log.read_bytes() == b"this is not json\n"
 
 

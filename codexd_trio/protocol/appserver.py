@@ -32,7 +32,9 @@ from codexd_trio.child import (
     ChildProcess,
     ExitStatus,
     LineTooLong,
+    open_append,
 )
+from codexd_trio.limiters import drains_limiter
 from codexd_trio.protocol.errors import (
     AppServerError,
     ChildExited,
@@ -53,8 +55,6 @@ from codexd_trio.protocol.jsonrpc import (
 )
 
 if TYPE_CHECKING:
-    from trio._file_io import AsyncIOWrapper
-
     from codexd_trio.protocol.transport import WebSocketPeer
 
 # What the client talks to: a child it spawned, or an app-server it attached to.
@@ -127,7 +127,7 @@ class AppServerClient:
         self._request_timeout = request_timeout
         self._in_flight = trio.Semaphore(max_in_flight)
         self._stdout_log_path = stdout_log
-        self._stdout_log: AsyncIOWrapper[BinaryIO] | None = None
+        self._stdout_log: BinaryIO | None = None
         self._overload_retry = overload_retry
         self._waiters: dict[int, _Waiter] = {}
         self._gone = False
@@ -366,8 +366,8 @@ class AppServerClient:
             if self._child.exit_status is not None:
                 self._exited.set()
             if self._stdout_log is not None:
-                with trio.CancelScope(shield=True):
-                    await self._stdout_log.aclose()
+                # Unbuffered: closing does not write, so it cannot block the event loop.
+                self._stdout_log.close()
                 self._stdout_log = None
 
     def _fail_pending(self) -> None:
@@ -430,9 +430,11 @@ class AppServerClient:
         if self._stdout_log_path is None:
             return
         try:
+            # The drains' own threads: a saturated default limiter (replays) must not hold the
+            # reader, or Codex blocks on a full stdout pipe.
             if self._stdout_log is None:
-                self._stdout_log_path.parent.mkdir(parents=True, exist_ok=True)
-                self._stdout_log = await trio.open_file(self._stdout_log_path, "ab", buffering=0)
-            await self._stdout_log.write(data)
+                self._stdout_log = await trio.to_thread.run_sync(
+                    open_append, self._stdout_log_path, limiter=drains_limiter())
+            await trio.to_thread.run_sync(self._stdout_log.write, data, limiter=drains_limiter())
         except OSError as exc:
             log.warning("cannot write stdout log %s: %s", self._stdout_log_path, exc)
