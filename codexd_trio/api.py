@@ -44,7 +44,9 @@ from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import (
     decode_body,
     decode_cursor,
+    decode_key_cursor,
     encode_cursor,
+    encode_key_cursor,
     envelope,
     error_response,
     int_arg,
@@ -224,7 +226,16 @@ def create_app(daemon: Daemon) -> QuartTrio:
         status = request.args.get("status") or None
         if status not in (None, "active", "closed"):
             raise InvalidRequest("status must be active or closed", field="status")
-        start = decode_cursor(request.args.get("cursor"))
+        order = request.args.get("order") or "created"
+        cursor = request.args.get("cursor")
+        if order == "activity":
+            # Newest activity first: what a console lists on top.
+            page, key = daemon.book.page_by_activity(
+                before=decode_key_cursor(cursor), limit=min(limit, 1000), status=status)
+            return envelope({"sessions": page, "nextCursor": encode_key_cursor(key)})
+        if order != "created":
+            raise InvalidRequest("order must be created or activity", field="order")
+        start = decode_cursor(cursor)
         page, following = daemon.book.page(start=start, limit=min(limit, 1000), status=status)
         return envelope({"sessions": page, "nextCursor": encode_cursor(following)})
 

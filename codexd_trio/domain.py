@@ -33,7 +33,7 @@ from codexd_trio.errors import (
     TurnInProgress,
     TurnMismatch,
 )
-from codexd_trio.sessiontable import FrozenTable, SessionTable
+from codexd_trio.sessiontable import ActivityIndex, FrozenTable, SessionTable, activity_time
 from codexd_trio.turns import (
     event_type_for,
     final_agent_text,
@@ -86,7 +86,10 @@ class SessionBook:
         self._by_thread: dict[str, str] = {}
         self._active: set[str] = set()
         self._running: set[str] = set()
-        self._sessions.load(self._indexed(sessions))
+        self._activity = ActivityIndex()
+        keys: list[tuple[float, str]] = []
+        self._sessions.load(self._indexed(sessions, keys))
+        self._activity.load(keys)
         self._starting: set[str] = set()
         # Turns whose turn/completed arrived before their turn/start was accepted.
         self._settled: OrderedDict[str, tuple[TurnStatus, TurnError | None, str | None]] = (
@@ -97,9 +100,12 @@ class SessionBook:
         # The clock for updatedAt/lastTurn*At; replay sets it to each logged event's time.
         self.now: Callable[[], str] = now_iso
 
-    def _indexed(self, sessions: Iterable[Session]) -> Iterator[Session]:
+    def _indexed(
+        self, sessions: Iterable[Session], keys: list[tuple[float, str]]
+    ) -> Iterator[Session]:
         for s in sessions:
             sid = s.sessionId
+            keys.append((activity_time(s.updatedAt), sid))
             self._by_thread[s.threadId] = sid
             if s.status == "active":
                 self._active.add(sid)
@@ -145,6 +151,26 @@ class SessionBook:
                 out.append(session)
         return out, position if position < len(order) else None
 
+    def page_by_activity(
+        self, *, before: tuple[float, str] | None = None, limit: int = 500,
+        status: str | None = None,
+    ) -> tuple[list[Session], tuple[float, str] | None]:
+        """Sessions with the newest activity (``updatedAt``) first, below the key ``before``;
+        the key to continue from, or ``None``. A session active again while a client pages
+        moves to the top: it is not shown twice, the pages already read just miss its move."""
+        out: list[Session] = []
+        last: tuple[float, str] | None = None
+        keys = self._activity.newest_first(before)
+        for key in keys:
+            session = self._sessions[key[1]]
+            last = key
+            if status is None or session.status == status:
+                out.append(session)
+                if len(out) >= limit:
+                    break
+        more = next(keys, None) is not None
+        return out, last if more else None
+
     def session_for_thread(self, thread_id: str | None) -> Session | None:
         if thread_id is None:
             return None
@@ -169,6 +195,11 @@ class SessionBook:
         if old is not None and old.threadId != session.threadId:
             self._by_thread.pop(old.threadId, None)
         self._sessions.put(session)
+        if old is None or old.updatedAt != session.updatedAt:
+            self._activity.move(
+                session.sessionId, activity_time(old.updatedAt) if old is not None else None,
+                activity_time(session.updatedAt),
+            )
         self._by_thread[session.threadId] = session.sessionId
         sid = session.sessionId
         (self._active.add if session.status == "active" else self._active.discard)(sid)

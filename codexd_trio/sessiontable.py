@@ -16,8 +16,11 @@ whole registry never exists as objects at once, so start-up does not leave a hig
 
 from __future__ import annotations
 
+import bisect
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -25,7 +28,10 @@ import msgspec
 from codexd_trio.contracts import Session, SessionRegistry
 from codexd_trio.store import StoreCorrupt
 
-__all__ = ["HOT_SESSIONS", "FrozenTable", "SessionTable", "read_registry"]
+__all__ = [
+    "HOT_SESSIONS", "ActivityIndex", "FrozenTable", "SessionTable", "activity_time",
+    "read_registry",
+]
 
 HOT_SESSIONS = 4096
 
@@ -138,6 +144,58 @@ class SessionTable:
 
     def freeze(self) -> FrozenTable:
         return FrozenTable(list(self.order), dict(self._cold), dict(self._hot))
+
+
+def activity_time(updated_at: str) -> float:
+    """``updatedAt`` as epoch seconds (0 for a value that is not an ISO time)."""
+    try:
+        return datetime.fromisoformat(updated_at).timestamp()
+    except ValueError:
+        return 0.0
+
+
+class ActivityIndex:
+    """Session ids by last activity: ``(updatedAt, sessionId)`` ascending, newest last.
+
+    Two flat arrays (16 bytes a session) searched with ``bisect``: a page from any point is
+    O(log n + page), moving a session is one memmove.
+    """
+
+    def __init__(self) -> None:
+        self._times = array("d")
+        self._ids: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def load(self, keys: list[tuple[float, str]]) -> None:
+        keys.sort()
+        self._times = array("d", (t for t, _ in keys))
+        self._ids = [sid for _, sid in keys]
+
+    def _position(self, t: float, sid: str) -> int:
+        # The first key >= (t, sid): the times first, then the ids within equal times.
+        lo = bisect.bisect_left(self._times, t)
+        hi = bisect.bisect_right(self._times, t, lo)
+        return bisect.bisect_left(self._ids, sid, lo, hi)
+
+    def move(self, sid: str, old: float | None, new: float) -> None:
+        """Record that ``sid``'s activity time went from ``old`` (None: new session) to ``new``."""
+        if old is not None:
+            i = self._position(old, sid)
+            if i < len(self._ids) and self._ids[i] == sid:
+                del self._times[i]
+                del self._ids[i]
+        i = self._position(new, sid)
+        self._times.insert(i, new)
+        self._ids.insert(i, sid)
+
+    def newest_first(self, before: tuple[float, str] | None = None
+                     ) -> Iterator[tuple[float, str]]:
+        """Keys from the newest down, starting below ``before`` when given."""
+        end = len(self._ids) if before is None else self._position(*before)
+        for i in range(end - 1, -1, -1):
+            yield self._times[i], self._ids[i]
 
 
 def read_registry(path: Path) -> tuple[int, Iterator[Session]]:

@@ -128,7 +128,15 @@ async def test_sessions_are_listed_in_pages_oldest_first_with_a_status_filter(
     assert everything["nextCursor"] is None
     # Closed sessions stay readable by id.
     assert (await client.get("/v1/codexd/sessions/session-1")).status_code == 200
-    for bad in ("?cursor=garbage!", "?limit=0", "?status=maybe", "?limit=x"):
+    # Newest activity first: the closed ones were touched last.
+    recent = (await page("?order=activity&limit=2"))["data"]
+    assert [s["sessionId"] for s in recent["sessions"]] == ["session-3", "session-1"]
+    rest = (await page(f"?order=activity&limit=5&cursor={recent['nextCursor']}"))["data"]
+    assert [s["sessionId"] for s in rest["sessions"]] == ["session-4", "session-2", "session-0"]
+    assert rest["nextCursor"] is None
+    for bad in ("?cursor=garbage!", "?limit=0", "?status=maybe", "?limit=x", "?order=random",
+                f"?order=activity&cursor={first['nextCursor']}",  # another order's cursor
+                f"?cursor={recent['nextCursor']}"):
         body = await page(bad)
         assert body["error"]["code"] == "invalid_request", bad
     status = daemon.status().snapshot.sessions

@@ -296,6 +296,7 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         expect(page.get_by_test_id("session-row")).to_have_count(2)
         session_id = _create_session(page, node.workdir, purpose="worker")
         assert any("cursor=" in url for url in listed), listed
+        assert all("order=activity" in url for url in listed), listed
 
         # A turn from the page; the answer appears in place, without a reload.
         _send(page, prompt)

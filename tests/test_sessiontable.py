@@ -77,3 +77,24 @@ def test_a_registry_with_a_bad_session_is_reported_as_corrupt(tmp_path: Path) ->
     with pytest.raises(StoreCorrupt, match="not valid JSON"):
         read_registry(path)
     assert read_registry(tmp_path / "missing.json")[0] == 0
+
+
+def test_the_activity_order_pages_newest_first_and_follows_updates() -> None:
+    book = SessionBook([
+        session(n, updatedAt=f"2026-11-30T00:00:0{n}.000Z") for n in range(1, 6)
+    ] + [session(6, updatedAt="2026-11-30T00:00:03.000Z")])  # a tie with session-3
+    page, key = book.page_by_activity(limit=2)
+    assert [s.sessionId for s in page] == ["session-5", "session-4"]
+    page, key = book.page_by_activity(before=key, limit=2)
+    assert [s.sessionId for s in page] == ["session-6", "session-3"]  # ties: by id, newest first
+    page, key = book.page_by_activity(before=key, limit=5)
+    assert [s.sessionId for s in page] == ["session-2", "session-1"]
+    assert key is None
+    # Activity moves a session to the top; closed ones can be filtered out.
+    book.now = lambda: "2026-11-30T00:01:00.000Z"
+    book.close("session-1")
+    page, _ = book.page_by_activity(limit=3)
+    assert [s.sessionId for s in page] == ["session-1", "session-5", "session-4"]
+    page, _ = book.page_by_activity(limit=10, status="active")
+    assert "session-1" not in [s.sessionId for s in page]
+    assert len(page) == 5

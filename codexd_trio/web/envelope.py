@@ -125,6 +125,30 @@ def encode_cursor(position: int | None) -> str | None:
     return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
 
 
+def encode_key_cursor(key: tuple[float, str] | None) -> str | None:
+    """An opaque page cursor for a ``(time, id)`` key (the activity order's)."""
+    if key is None:
+        return None
+    return base64.urlsafe_b64encode(f"a{key[0]!r}:{key[1]}".encode()).decode().rstrip("=")
+
+
+def decode_key_cursor(raw: str | None) -> tuple[float, str] | None:
+    """The key a cursor from :func:`encode_key_cursor` stands for; 400 if it is not one."""
+    if not raw:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        time_text, sep, sid = text[1:].partition(":")
+        if not text.startswith("a") or not sep:
+            raise ValueError(text)
+        return float(time_text), sid
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidRequest(
+            "cursor is not one this API handed out for this order (use nextCursor)",
+            field="cursor",
+        ) from None
+
+
 def decode_cursor(raw: str | None) -> int:
     """The list position a cursor from :func:`encode_cursor` stands for; 400 if it is not one."""
     if not raw:

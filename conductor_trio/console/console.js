@@ -9,11 +9,11 @@ const TOKEN_KEY = "baa.conductor.token";
 const NODE_REFRESH_MS = 4000;
 const SESSIONS_REFRESH_MS = 5000;
 const APPROVALS_REFRESH_MS = 5000;
-// Sessions come oldest first from the API; the console walks the cursor (up to MAX_PAGES pages)
-// so it can show the newest activity first. ?limit=N in the page URL sets the page size.
+// Sessions come newest activity first from the API (order=activity); the console walks its
+// cursor until it has the rows it shows, and "more" walks further. ?limit=N in the page URL
+// sets the page size.
 const PAGE_LIMIT = Math.max(1, Math.min(1000,
-  Number(new URLSearchParams(location.search).get("limit")) || 200));
-const MAX_PAGES = 10;
+  Number(new URLSearchParams(location.search).get("limit")) || 100));
 const ROWS_STEP = 50;
 const MAX_EVENT_ROWS = 1000;
 const RETRY_MIN_MS = 500;
@@ -250,29 +250,26 @@ async function refreshMetrics() {
 
 // -- sessions table ----------------------------------------------------------------------------
 
-const table = {sessions: [], shown: ROWS_STEP, loading: false};
+const table = {sessions: [], shown: ROWS_STEP, more: false, loading: false};
 
 async function refreshSessions() {
   if (table.loading) return;
   table.loading = true;
   try {
-    // Walk the API's cursor: the list is oldest first, the table newest activity first.
+    // Walk the API's cursor only as far as the rows on show: the cost does not grow with the
+    // node's history.
     const all = [];
     let cursor = null;
-    let truncated = false;
-    for (let page = 0; page < MAX_PAGES; page += 1) {
-      const q = new URLSearchParams({limit: String(PAGE_LIMIT)});
+    do {
+      const q = new URLSearchParams({order: "activity", limit: String(PAGE_LIMIT)});
       if (cursor) q.set("cursor", cursor);
       const data = await api("GET", "/v1/codex/sessions?" + q);
       all.push(...data.sessions);
       cursor = data.nextCursor;
-      if (!cursor) break;
-      truncated = page === MAX_PAGES - 1;
-    }
-    const activity = (s) => s.lastTurnStartedAt || s.updatedAt || s.createdAt || "";
-    all.sort((a, b) => activity(b).localeCompare(activity(a)));
+    } while (cursor && all.length < table.shown);
     table.sessions = all;
-    $("sessions-count").textContent = "(" + all.length + (truncated ? "+" : "") + ")";
+    table.more = Boolean(cursor);
+    $("sessions-count").textContent = "(" + all.length + (table.more ? "+" : "") + ")";
     renderSessions();
   } catch (e) {
     $("sessions-count").textContent = "(" + e.message + ")";
@@ -304,7 +301,7 @@ function renderSessions() {
     return tr;
   });
   $("session-rows").replaceChildren(...rows);
-  $("sessions-more").hidden = table.sessions.length <= table.shown;
+  $("sessions-more").hidden = !table.more && table.sessions.length <= table.shown;
 }
 
 async function createSession(ev) {
@@ -668,7 +665,8 @@ function init() {
   $("turn-interrupt").addEventListener("click", interrupt);
   $("sessions-more").addEventListener("click", () => {
     table.shown += ROWS_STEP;
-    renderSessions();
+    if (table.sessions.length < table.shown && table.more) refreshSessions();
+    else renderSessions();
   });
   refreshNode();
   refreshMetrics();
