@@ -17,6 +17,7 @@ own params verbatim).
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -84,12 +85,15 @@ class SessionBook:
         # so it is O(1) in the sessions.
         self._sessions = SessionTable()
         self._by_thread: dict[str, str] = {}
-        self._active: set[str] = set()
+        # The closed ones, not the active ones: most sessions are active, and a set costs
+        # ~40 bytes an entry.
+        self._closed: set[str] = set()
         self._running: set[str] = set()
         self._activity = ActivityIndex()
-        keys: list[tuple[float, str]] = []
-        self._sessions.load(self._indexed(sessions, keys))
-        self._activity.load(keys)
+        times: array[float] = array("d")
+        ids: list[str] = []
+        self._sessions.load(self._indexed(sessions, times, ids))
+        self._activity.load(times, ids)
         self._starting: set[str] = set()
         # Turns whose turn/completed arrived before their turn/start was accepted.
         self._settled: OrderedDict[str, tuple[TurnStatus, TurnError | None, str | None]] = (
@@ -101,14 +105,15 @@ class SessionBook:
         self.now: Callable[[], str] = now_iso
 
     def _indexed(
-        self, sessions: Iterable[Session], keys: list[tuple[float, str]]
+        self, sessions: Iterable[Session], times: array[float], ids: list[str]
     ) -> Iterator[Session]:
         for s in sessions:
             sid = s.sessionId
-            keys.append((activity_time(s.updatedAt), sid))
+            times.append(activity_time(s.updatedAt))
+            ids.append(sid)
             self._by_thread[s.threadId] = sid
-            if s.status == "active":
-                self._active.add(sid)
+            if s.status != "active":
+                self._closed.add(sid)
             if s.currentTurnId is not None:
                 self._running.add(sid)
             yield s
@@ -135,7 +140,7 @@ class SessionBook:
 
     @property
     def active_count(self) -> int:
-        return len(self._active)
+        return len(self._sessions) - len(self._closed)
 
     def page(
         self, *, start: int = 0, limit: int = 500, status: str | None = None
@@ -202,7 +207,7 @@ class SessionBook:
             )
         self._by_thread[session.threadId] = session.sessionId
         sid = session.sessionId
-        (self._active.add if session.status == "active" else self._active.discard)(sid)
+        (self._closed.discard if session.status == "active" else self._closed.add)(sid)
         (self._running.add if session.currentTurnId is not None else self._running.discard)(sid)
         self.version += 1
         return session

@@ -168,10 +168,25 @@ class ActivityIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def load(self, keys: list[tuple[float, str]]) -> None:
-        keys.sort()
-        self._times = array("d", (t for t, _ in keys))
-        self._ids = [sid for _, sid in keys]
+    def load(self, times: array[float], ids: list[str]) -> None:
+        """Take the keys of the sessions read at start-up, in any order.
+
+        They are gathered as flat arrays while the registry is read (no object per session
+        that would leave holes in the heap between the packed sessions); the sort's temporary
+        keys are allocated together afterwards and freed together.
+        """
+        # By time only (a float key per session, not a tuple), then the rare runs of equal
+        # times by id.
+        order = sorted(range(len(ids)), key=times.__getitem__)
+        self._times = array("d", (times[i] for i in order))
+        self._ids = [ids[i] for i in order]
+        del order
+        start = 0
+        for end in range(1, len(self._ids) + 1):
+            if end == len(self._ids) or self._times[end] != self._times[start]:
+                if end - start > 1:
+                    self._ids[start:end] = sorted(self._ids[start:end])
+                start = end
 
     def _position(self, t: float, sid: str) -> int:
         # The first key >= (t, sid): the times first, then the ids within equal times.
