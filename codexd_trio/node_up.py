@@ -188,7 +188,8 @@ async def run(opts: argparse.Namespace) -> int:
                 daemons.append(codexd)
                 conductor_env = dict(env)
                 conductor_env["BAA_CODEXD_LOCAL_API_BASE"] = codexd.url
-                conductor_env.setdefault("BAA_CONDUCTOR_STATE_DIR", str(state / "conductor"))
+                # The state root: the conductor writes its own conductor/ under it (DESIGN, files).
+                conductor_env.setdefault("BAA_CONDUCTOR_STATE_DIR", str(state))
                 conductor = await _spawn(
                     nursery,
                     "conductor",

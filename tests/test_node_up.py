@@ -48,6 +48,9 @@ def test_up_demo_runs_a_real_turn_through_the_conductor_and_stops_cleanly() -> N
             assert f"{name} stopped (exit 0)" in out
         assert (var / "logs" / "codexd" / "events.jsonl").stat().st_size > 0
         assert (var / "state" / "codexd" / "session-registry.json").is_file()
+        # One state root for both daemons: the conductor's files sit beside codexd's.
+        assert (var / "state" / "conductor" / "lease.json").is_file()
+        assert not (var / "state" / "conductor" / "conductor").exists()
     finally:
         shutil.rmtree(var, ignore_errors=True)
 
