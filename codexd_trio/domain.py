@@ -150,11 +150,18 @@ class SessionBook:
         position = start
         order = self._sessions.order
         while position < len(order) and len(out) < limit:
-            session = self._sessions[order[position]]
+            sid = order[position]
             position += 1
-            if status is None or session.status == status:
-                out.append(session)
+            if self._matches(sid, status):
+                out.append(self._sessions[sid])
+        # A cursor only if something after this page matches (null on the last page).
+        while position < len(order) and not self._matches(order[position], status):
+            position += 1
         return out, position if position < len(order) else None
+
+    def _matches(self, session_id: str, status: str | None) -> bool:
+        # From the indexes: no session is unpacked to skip it.
+        return status is None or (session_id in self._closed) == (status == "closed")
 
     def page_by_activity(
         self, *, before: tuple[float, str] | None = None, limit: int = 500,
@@ -167,13 +174,14 @@ class SessionBook:
         last: tuple[float, str] | None = None
         keys = self._activity.newest_first(before)
         for key in keys:
-            session = self._sessions[key[1]]
+            if not self._matches(key[1], status):
+                continue
+            out.append(self._sessions[key[1]])
             last = key
-            if status is None or session.status == status:
-                out.append(session)
-                if len(out) >= limit:
-                    break
-        more = next(keys, None) is not None
+            if len(out) >= limit:
+                break
+        # A cursor only if something below this page matches (null on the last page).
+        more = any(self._matches(sid, status) for _, sid in keys)
         return out, last if more else None
 
     def session_for_thread(self, thread_id: str | None) -> Session | None:

@@ -123,6 +123,14 @@ async def test_sessions_are_listed_in_pages_oldest_first_with_a_status_filter(
     assert last["nextCursor"] is None
     closed = (await page("?status=closed"))["data"]
     assert [s["sessionId"] for s in closed["sessions"]] == ["session-1", "session-3"]
+    # The last page of a filtered list says so, even with sessions after it that do not match.
+    closed = (await page("?status=closed&limit=1"))["data"]
+    closed = (await page(f"?status=closed&limit=1&cursor={closed['nextCursor']}"))["data"]
+    assert [s["sessionId"] for s in closed["sessions"]] == ["session-3"]
+    assert closed["nextCursor"] is None
+    recent_closed = (await page("?order=activity&status=closed&limit=2"))["data"]
+    assert [s["sessionId"] for s in recent_closed["sessions"]] == ["session-3", "session-1"]
+    assert recent_closed["nextCursor"] is None
     everything = (await page(""))["data"]
     assert len(everything["sessions"]) == 5
     assert everything["nextCursor"] is None
