@@ -67,7 +67,7 @@ class ConductorConfig:
     lease_endpoints: tuple[str, ...] = ()
     lease_key: str = DEFAULT_LEASE_KEY
     # May a conductor that does not lead forward writes under /v1/codex/*? ("refuse" | "allow")
-    standby_writes: str = "allow"
+    standby_writes: str = "refuse"
     heartbeat_s: float = 5.0
     codexd_timeout_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
@@ -240,8 +240,8 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
                         "lease renew")
         if renew >= ttl:
             raise ConfigError(f"lease renew interval ({renew} s) must be below the TTL ({ttl} s)")
-    writes = pick(args.standby_writes, "BAA_CONDUCTOR_STANDBY_WRITES") or (
-        "refuse" if endpoints else "allow")
+    # A standby refuses writes with not_leader (CONTRACT), whichever store holds the lease.
+    writes = pick(args.standby_writes, "BAA_CONDUCTOR_STANDBY_WRITES") or "refuse"
     if writes not in ("refuse", "allow"):
         raise ConfigError(f"BAA_CONDUCTOR_STANDBY_WRITES must be refuse or allow, got {writes!r}")
     heartbeat = _floats(pick(args.heartbeat, "BAA_CONDUCTOR_HEARTBEAT_S") or "5", "heartbeat")

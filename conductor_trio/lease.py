@@ -35,6 +35,15 @@ from codexd_trio.store import atomic_write_bytes
 LeaseRole = Literal["leader", "standby", "degraded"]
 
 
+class LeaseHolder(msgspec.Struct, frozen=True, kw_only=True):
+    """Who holds the lease and where to reach it (the etcd key's value; ``details.leader`` of a
+    ``not_leader`` answer)."""
+
+    nodeId: str  # the wire name
+    host: str
+    localApiBase: str | None = None  # the wire name
+
+
 class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
     """The lease document. Times are seconds on the keepers' shared clock (epoch by default)."""
 
@@ -45,6 +54,9 @@ class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
     acquired_at: float
     renewed_at: float
     expires_at: float
+    # Where a standby sends its clients (absent in files written before it existed).
+    holder_node: str | None = None
+    holder_api: str | None = None
 
 
 class LeaseStoreError(Exception):
@@ -191,10 +203,14 @@ class LeaseKeeper:
         clock: Callable[[], float] = time.time,
         failure_limit: int = 2,
         store_timeout_s: float = 5.0,
+        holder_node: str | None = None,
+        holder_api: Callable[[], str | None] | None = None,
     ) -> None:
         self.store = store
         self.holder_id = holder_id
         self.holder_host = holder_host
+        self.holder_node = holder_node
+        self._holder_api = holder_api
         self.configured_role = role
         self.ttl_s = ttl_s
         self.renew_s = renew_s
@@ -227,9 +243,13 @@ class LeaseKeeper:
         return self.lease is not None and self.lease.holder_id == self.holder_id
 
     @property
-    def holder(self) -> None:
-        """The etcd keeper names the holder's address; the file record does not (one node)."""
-        return None
+    def holder(self) -> LeaseHolder | None:
+        """Who holds the lease, as last read, and where to reach it."""
+        lease = self.lease
+        if lease is None:
+            return None
+        return LeaseHolder(nodeId=lease.holder_node or lease.holder_id.split("@", 1)[0],
+                           host=lease.holder_host, localApiBase=lease.holder_api)
 
     @property
     def lease_holder_id(self) -> str | None:
@@ -245,6 +265,8 @@ class LeaseKeeper:
             acquired_at=acquired_at,
             renewed_at=now,
             expires_at=now + self.ttl_s,
+            holder_node=self.holder_node,
+            holder_api=self._holder_api() if self._holder_api is not None else None,
         )
 
     def _next(self, current: LeaseRecord | None, now: float) -> LeaseRecord | None:

@@ -37,7 +37,7 @@ import httpx
 import msgspec
 import trio
 
-from conductor_trio.lease import LeaseRole, LeaseStoreError, iso_from_clock
+from conductor_trio.lease import LeaseHolder, LeaseRole, LeaseStoreError, iso_from_clock
 
 __all__ = [
     "EtcdGateway",
@@ -56,14 +56,6 @@ def boot_clock() -> float:
     return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
-
-
-class LeaseHolder(msgspec.Struct, frozen=True, kw_only=True):
-    """The value of the leader key: who holds it and where to reach it."""
-
-    nodeId: str  # the wire name
-    host: str
-    localApiBase: str | None = None  # the wire name
 
 
 _holder_encoder = msgspec.json.Encoder()

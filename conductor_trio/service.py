@@ -137,6 +137,8 @@ class Conductor:
                 lease_store or FileLeaseStore(self.lease_path),
                 holder_id=config.holder_id,
                 holder_host=config.host,
+                holder_node=config.node_id,
+                holder_api=lambda: self._lease_holder().localApiBase,
                 role=config.role,
                 ttl_s=config.lease_ttl_s,
                 renew_s=config.lease_renew_s,

@@ -118,6 +118,14 @@ async def test_a_leader_frozen_past_its_ttl_never_answers_leader_when_it_wakes(
                     httpx.AsyncClient(base_url=b.url, timeout=10) as http_b,
                 ):
                     assert (await http_b.get("/rolez")).text.strip() == "standby"
+                    # The standby refuses writes and names the leader, from the lease file.
+                    refused = await http_b.post("/v1/codex/sessions", json={})
+                    assert refused.status_code == 503
+                    error = refused.json()["error"]
+                    assert error["code"] == "not_leader"
+                    assert error["details"]["leader"]["nodeId"] == "a"
+                    assert error["details"]["leader"]["localApiBase"] == a.url
+                    assert (await http_b.get("/v1/codex/sessions")).status_code == 200
                     a.process.send_signal(signal.SIGSTOP)  # a laptop lid, a VM pause
                     try:
                         # The standby takes the lease once it has expired. Another process has
