@@ -18,6 +18,8 @@ from conductor_trio.service import Conductor
 
 # Request headers worth passing on; hop-by-hop and Host stay with this hop.
 _FORWARD_HEADERS = ("Content-Type", "Accept", "Idempotency-Key")
+# codexd's answer headers a client of the conductor needs too (a replayed keyed POST says so).
+_ANSWER_HEADERS = ("Idempotency-Replayed",)
 # 1006 (abnormal) cannot be sent in a close frame: tell the client codexd failed instead.
 _ABNORMAL_RELAY_CODE = 1011
 
@@ -54,6 +56,8 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
         answer.content,
         status=answer.status_code,
         content_type=answer.headers.get("content-type", "application/json"),
+        headers={name: answer.headers[name] for name in _ANSWER_HEADERS
+                 if name in answer.headers},
     )
 
 

@@ -138,6 +138,24 @@ async def test_request_id_follows_a_turn_and_metrics_count_it(
         assert _value(dm, "conductor_mode", mode="running") == 1
 
 
+async def test_a_replayed_keyed_post_says_so_through_the_conductor(
+    tmp_path: Path, codex_home: Path
+) -> None:
+    with trio.fail_after(60):
+        async with (
+            running_codexd(tmp_path / "codexd", codex_home) as cx,
+            open_conductor(cx.url, tmp_path / "conductor") as c,
+        ):
+            keyed = {"Idempotency-Key": "op-create-1"}
+            first = await c.http.post("/v1/codex/sessions", json={}, headers=keyed)
+            again = await c.http.post("/v1/codex/sessions", json={}, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert "idempotency-replayed" not in first.headers
+    # codexd's header used to stop at the conductor: a client could not tell a replay.
+    assert again.headers["idempotency-replayed"] == "true"
+    assert again.json() == first.json()
+
+
 async def test_turn_input_the_app_server_refuses_is_a_400(
     tmp_path: Path, codex_home: Path
 ) -> None:
