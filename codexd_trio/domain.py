@@ -246,8 +246,10 @@ class SessionBook:
             detail={"previousThreadId": old.threadId, "reason": reason},
         )
 
-    def begin_turn(self, session_id: str) -> Session:
-        """Reserve the session for a new turn (409 if one is running or starting)."""
+    def check_can_start(self, session_id: str) -> Session:
+        """The session, if a turn may start on it now: 404, or 409 when it is closed or a turn
+        is running or starting (checked before the child is needed, so a 409 is not hidden by
+        a 503 while the child restarts)."""
         s = self.get(session_id)
         if s.status == "closed":
             raise SessionClosed(f"session {session_id} is closed", sessionId=session_id)
@@ -257,6 +259,18 @@ class SessionBook:
                 sessionId=session_id,
                 currentTurnId=s.currentTurnId,
             )
+        return s
+
+    def check_can_steer(self, session_id: str) -> Session:
+        """The session, if it has a running turn to steer: 404, or 409 ``no_active_turn``."""
+        s = self.get(session_id)
+        if s.currentTurnId is None:
+            raise NoActiveTurn(f"session {session_id} has no turn to steer", sessionId=session_id)
+        return s
+
+    def begin_turn(self, session_id: str) -> Session:
+        """Reserve the session for a new turn (409 if one is running or starting)."""
+        s = self.check_can_start(session_id)
         self._starting.add(session_id)
         return s
 

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import msgspec
 import trio
 
 from codexd_trio import __version__
@@ -45,7 +46,7 @@ from codexd_trio.contracts import (
     now_iso,
 )
 from codexd_trio.domain import Emit, SessionBook
-from codexd_trio.errors import ShuttingDown
+from codexd_trio.errors import ChildUnavailable, ShuttingDown
 from codexd_trio.hub import EventHub
 from codexd_trio.idempotency import IdempotencyStore
 from codexd_trio.metrics import TURN_END_TYPES, CodexdMetrics
@@ -409,7 +410,16 @@ class Daemon:
     async def submit(self, op: Callable[[Incarnation], Awaitable[T]]) -> T:
         """Run ``op`` in the current child's work nursery; a cancel abandons only the wait."""
         self._check_accepting()
-        return await self.supervisor.require().run(op)
+        return await self._on_child(op)
+
+    async def _on_child(self, op: Callable[[Incarnation], Awaitable[T]]) -> T:
+        try:
+            return await self.supervisor.require().run(op)
+        except ChildUnavailable as exc:
+            # Every child_unavailable names the child's state (CONTRACT), also when the child
+            # went away in the middle of the request.
+            exc.details.setdefault("child", msgspec.to_builtins(self.child))
+            raise
 
     async def detached(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn`` in the daemon's operations nursery (a keyed request: the operation and
@@ -423,16 +433,16 @@ class Daemon:
         return await self.submit(lambda inc: self.sessions.create(inc, req))
 
     async def start_turn(self, req: TurnRequest) -> tuple[Session, str]:
-        self.book.get(req.sessionId)  # 404 before anything else
+        self.book.check_can_start(req.sessionId)  # 404/409 before the child is needed
         return await self.submit(lambda inc: self.sessions.start_turn(inc, req))
 
     async def steer_turn(self, req: SteerRequest) -> tuple[Session, str]:
-        self.book.get(req.sessionId)
+        self.book.check_can_steer(req.sessionId)
         return await self.submit(lambda inc: self.sessions.steer(inc, req))
 
     async def interrupt_turn(self, req: InterruptRequest) -> tuple[Session, str]:
         self.book.get(req.sessionId)
-        return await self.supervisor.require().run(lambda inc: self.sessions.interrupt(inc, req))
+        return await self._on_child(lambda inc: self.sessions.interrupt(inc, req))
 
     async def close_session(self, session_id: str) -> Session:
         return await self.sessions.close(session_id)

@@ -150,11 +150,8 @@ class SessionService:
         return session, turn_id
 
     async def steer(self, inc: Incarnation, req: SteerRequest) -> tuple[Session, str]:
-        session = self.book.get(req.sessionId)
-        if session.currentTurnId is None:
-            raise NoActiveTurn(
-                f"session {req.sessionId} has no turn to steer", sessionId=req.sessionId
-            )
+        session = self.book.check_can_steer(req.sessionId)
+        assert session.currentTurnId is not None
         expected = req.expectedTurnId or session.currentTurnId
         try:
             result = await _call(

@@ -231,3 +231,29 @@ async def test_a_failing_notification_fold_is_recorded_not_swallowed(
     after = read_document(daemon.files.registry.path, SessionRegistry)
     assert after is not None
     assert [s.status for s in after.sessions] == ["closed"]
+
+
+async def test_a_409_is_not_hidden_by_a_503_while_the_child_is_down(daemon: Daemon) -> None:
+    # No child runs in this daemon: every request that needs one is 503 child_unavailable. A
+    # turn on a closed session, or a steer with no turn, is the caller's mistake all the same.
+    daemon.book.add(Session(sessionId="session-0", threadId="thread-0",
+                            createdAt="2026-11-30T00:00:00.000Z",
+                            updatedAt="2026-11-30T00:00:00.000Z"))
+    daemon.book.add(Session(sessionId="session-1", threadId="thread-1",
+                            createdAt="2026-11-30T00:00:00.000Z",
+                            updatedAt="2026-11-30T00:00:00.000Z"))
+    daemon.book.close("session-0")
+    client = create_app(daemon).test_client()
+
+    async def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        response = await client.post(path, json=body)
+        data: dict[str, Any] = await response.get_json()
+        return response.status_code, data["error"]
+
+    status, error = await post("/v1/codexd/turn", {"sessionId": "session-0", "input": "hi"})
+    assert (status, error["code"]) == (409, "session_closed")
+    status, error = await post("/v1/codexd/turn/steer", {"sessionId": "session-1", "input": "x"})
+    assert (status, error["code"]) == (409, "no_active_turn")
+    status, error = await post("/v1/codexd/turn", {"sessionId": "session-1", "input": "hi"})
+    assert (status, error["code"]) == (503, "child_unavailable")
+    assert error["details"]["child"]["status"] == daemon.child.status
