@@ -18,8 +18,8 @@ from quart_trio import QuartTrio
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.addresses import is_loopback
 from codexd_trio.web.app import WebSetup, install
+from codexd_trio.web.envelope import decode_body, error
 from codexd_trio.web.envelope import envelope as ok
-from codexd_trio.web.envelope import error
 from conductor_trio import __version__
 from conductor_trio.api_doc import conductor_openapi
 from conductor_trio.console import install_console
@@ -73,7 +73,6 @@ class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     requested_by: str | None = None
 
 
-_mode_change = msgspec.json.Decoder(ModeChange)
 
 
 def create_app(conductor: Conductor) -> QuartTrio:
@@ -272,16 +271,10 @@ def create_app(conductor: Conductor) -> QuartTrio:
     async def change_mode(mode: Mode) -> Response:
         if denied := authorize():
             return denied
-        raw = await request.get_data()
-        body = ModeChange()
-        if raw.strip():
-            try:
-                body = _mode_change.decode(raw)
-            except msgspec.ValidationError as exc:
-                return error(400, "invalid_request", f"Invalid body: {exc}",
-                             {"path": _error_path(exc)})
-            except msgspec.DecodeError:
-                return error(400, "invalid_json", "The body is not JSON.")
+        raw = await request.get_data(cache=False, as_text=False)
+        assert isinstance(raw, bytes)
+        # The body is optional; when sent, the same 400s as codexd's (details: field, path).
+        body = decode_body(raw, ModeChange) if raw.strip() else ModeChange()
         await conductor.modes.set(mode, reason=body.reason,
                                   requested_by=body.requested_by or request.remote_addr)
         probe = await conductor.probe_codexd()
@@ -315,10 +308,3 @@ def create_app(conductor: Conductor) -> QuartTrio:
     install_console(app)
     return app
 
-
-def _error_path(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    marker = "at `"
-    if marker in text:
-        return text.split(marker, 1)[1].rstrip("`")
-    return "$"

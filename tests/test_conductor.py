@@ -159,8 +159,10 @@ async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:
             wrong = {"Authorization": "Bearer nope"}
             assert _err(await c.http.post("/v1/system/pause", headers=wrong, json={})) == (
                 401, "unauthorized")
-            assert _err(await c.http.post("/v1/system/pause", headers=auth,
-                                          json={"bogus": 1})) == (400, "invalid_request")
+            bogus = await c.http.post("/v1/system/pause", headers=auth, json={"bogus": 1})
+            assert _err(bogus) == (400, "invalid_request")
+            # The same details as codexd's 400s: the field, by msgspec's path.
+            assert bogus.json()["error"]["details"] == {"field": "$.bogus", "path": "$.bogus"}
 
             paused = await c.http.post("/v1/system/pause", headers=auth,
                                        json={"reason": "maintenance", "requested_by": "ops"})

@@ -85,6 +85,7 @@ def error(status: int, code: str, message: str, details: dict[str, Any] | None =
 
 
 _PATH_RE = re.compile(r" - at `([^`]*)`$")
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `([^`]*)`")
 
 
 def decode_body(data: bytes, type_: type[T]) -> T:
@@ -97,6 +98,9 @@ def decode_body(data: bytes, type_: type[T]) -> T:
         text = str(exc)
         match = _PATH_RE.search(text)
         field = match.group(1) if match else "$"
+        # msgspec names an unknown key in the message, at its object's path: name the key.
+        if unknown := _UNKNOWN_RE.search(text):
+            field = f"{field}.{unknown.group(1)}"
         raise InvalidRequest(
             f"invalid request body: {_PATH_RE.sub('', text)}", field=field, path=field
         ) from None
