@@ -212,8 +212,9 @@ class ChildSupervisor:
         self.server_request_timeout = server_request_timeout
         self.stdout_log = stdout_log
         self.current: Incarnation | None = None
+        # The contract's spelling of a spawned child's endpoint: its stdio.
         self.child = ChildStatus(
-            strategy="external" if external else "spawn", endpoint=external
+            strategy="external" if external else "spawn", endpoint=external or "stdio://"
         )
         self.count = 0
 

@@ -79,10 +79,10 @@ async def relay_events(conductor: Conductor) -> Response | None:
     batch = websocket.args.get("batch")
     if after is not None and not after.isdigit():
         return error(400, "invalid_request", "after must be a non-negative integer.",
-                     {"path": "after"})
+                     {"field": "after"})
     if batch not in (None, "0", "1"):
         return error(400, "invalid_request", "batch must be 0 or 1.",
-                     {"path": "batch", "value": batch})
+                     {"field": "batch", "value": batch})
     url = conductor.client.events_url(
         after=int(after) if after is not None else None, session_id=session_id,
         batch=batch == "1",
