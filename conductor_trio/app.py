@@ -37,6 +37,7 @@ ROUTES: list[dict[str, Any]] = [
     {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics"},
     {"method": "GET", "path": "/v1/runtime", "summary": "node, role, lease, loops, paths"},
     {"method": "GET", "path": "/v1/codex", "summary": "codex backend status (codexd)"},
+    {"method": "GET", "path": "/v1/codex/metrics", "summary": "codexd's metrics (proxied)"},
     {"method": "GET", "path": "/v1/codex/sessions", "summary": "list sessions (proxied)"},
     {"method": "POST", "path": "/v1/codex/sessions",
      "summary": "create a session (proxied; 423 while paused)"},
@@ -53,7 +54,7 @@ ROUTES: list[dict[str, Any]] = [
      "summary": "decide an approval"},
     {"method": "GET", "path": "/v1/codex/events", "summary": "a page of events (?after=&limit=)"},
     {"method": "WS", "path": "/v1/codex/events",
-     "summary": "live event stream relayed from codexd (?after=&sessionId=)"},
+     "summary": "live event stream relayed from codexd (?after=&sessionId=&batch=1)"},
     {"method": "GET", "path": "/v1/system/state", "summary": "mode, lease, active turns"},
     {"method": "POST", "path": "/v1/system/pause", "summary": "pause new work", "auth": True},
     {"method": "POST", "path": "/v1/system/resume", "summary": "resume", "auth": True},
@@ -62,6 +63,7 @@ ROUTES: list[dict[str, Any]] = [
     {"method": "GET", "path": "/v1/status", "summary": "status snapshot (JSON)"},
     {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
     {"method": "GET", "path": "/console", "summary": "operator console (HTML, same origin)"},
+    {"method": "GET", "path": "/console/{name}", "summary": "the console's script and styles"},
     {"method": "GET", "path": "/", "summary": "links: console, status page, describe"},
 ]
 

@@ -15,6 +15,7 @@ from codexd_trio.api import create_app as create_codexd_app
 from codexd_trio.config import CodexdConfig
 from codexd_trio.service import Daemon
 from codexd_trio.web.app import quart_rule_path
+from conductor_trio.app import ROUTES
 from conductor_trio.app import create_app as create_conductor_app
 from conductor_trio.config import ConductorConfig, StatusApiConfig
 from conductor_trio.service import Conductor
@@ -85,6 +86,9 @@ async def test_conductor_document_lists_every_route(tmp_path: Path) -> None:
         _check(app, doc)
         turn = doc["paths"]["/v1/codex/turn"]["post"]["responses"]
         assert {"423", "503"} <= set(turn)
+        # /describe's hand-written list names every HTTP route too (and the relay websocket).
+        described = {(r["method"], r["path"]) for r in ROUTES if r["method"] != "WS"}
+        assert described == _routes(app)
     finally:
         await conductor.client.aclose()
 
