@@ -137,7 +137,8 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
                    query("limit", _INT1, "page size (max 1000)"),
                    query("sessionId", {"type": "string"}))),
         Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
-        Op("GET", "/openapi.json", "this document", dict[str, Any]),
+        Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
+           envelope=False),
     ]
 
 

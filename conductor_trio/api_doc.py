@@ -63,7 +63,8 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
         Op("GET", "/console/{name}", "the console's script and style sheet",
            media="text/javascript", more_media=("text/css",)),
         Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
-        Op("GET", "/openapi.json", "this document"),
+        Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
+           envelope=False),
     ]
 
 
@@ -86,7 +87,8 @@ def status_api_ops() -> list[Op]:
         Op("GET", "/v1/status/ui", "status page", media="text/html"),
         Op("GET", "/", "status page", media="text/html"),
         Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
-        Op("GET", "/openapi.json", "this document"),
+        Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
+           envelope=False),
     ]
 
 

@@ -56,6 +56,9 @@ async def _served(app: QuartTrio) -> dict[str, Any]:
 def _check(app: QuartTrio, doc: dict[str, Any]) -> None:
     validate(doc)  # raises on an invalid OpenAPI 3.1 document
     assert doc["openapi"] == "3.1.0"
+    # The document describes itself as what it is: an object, not an {ok, data} envelope.
+    itself = doc["paths"]["/openapi.json"]["get"]["responses"]["200"]["content"]
+    assert itself == {"application/json": {"schema": {"type": "object"}}}
     assert _documented(doc) == _routes(app)
     for path, ops in doc["paths"].items():
         for method, op in ops.items():

@@ -67,6 +67,8 @@ class Op:
     tags: tuple[str, ...] = field(default=())
     # Further success content types of a non-JSON route (static files of several kinds).
     more_media: tuple[str, ...] = ()
+    # False: a JSON answer that is not an {ok, data} envelope (the OpenAPI document itself).
+    envelope: bool = True
 
 
 def _error_codes(op: Op, *, token: bool) -> list[str]:
@@ -103,7 +105,7 @@ def build(
     """
     types: list[Any] = [ErrorEnvelope]
     for op in ops:
-        if op.media == "application/json":
+        if op.media == "application/json" and op.envelope:
             types.append(op.data)
         if op.body is not None:
             types.append(op.body)
@@ -115,7 +117,12 @@ def build(
     paths: dict[str, dict[str, Any]] = {}
     for op in ops:
         responses: dict[str, Any] = {}
-        if op.media == "application/json":
+        if op.media == "application/json" and not op.envelope:
+            responses[str(op.status)] = {
+                "description": op.summary,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        elif op.media == "application/json":
             success = {
                 "type": "object",
                 "required": ["ok", "data"],
