@@ -20,7 +20,14 @@ import trio
 
 from codexd_trio import __version__
 from codexd_trio.config import CONFIG_FLAGS_HELP, CodexdConfig, ConfigError, resolve_config
-from codexd_trio.contracts import DaemonState, Event, Identity, RecentEvents, SessionRegistry
+from codexd_trio.contracts import (
+    DaemonState,
+    Event,
+    Identity,
+    RecentEvents,
+    RecentEventsView,
+    SessionRegistry,
+)
 
 USAGE = f"""\
 usage: codexd <command> [options]
@@ -197,8 +204,7 @@ def _status_data(config: CodexdConfig) -> dict[str, Any]:
         "identity": msgspec.to_builtins(identity),
         "recentEvents": (
             api["status"]["snapshot"]["recentEvents"] if "status" in api
-            else msgspec.to_builtins(recent) if isinstance(recent, RecentEvents)
-            else {"events": []}
+            else _recent_view(recent.events if isinstance(recent, RecentEvents) else [])
         ),
         "api": api,
         "running": api["reachable"],
@@ -208,6 +214,14 @@ def _status_data(config: CodexdConfig) -> dict[str, Any]:
             "sessionCount": len(registry.sessions) if isinstance(registry, SessionRegistry) else 0,
         },
     }
+
+
+def _recent_view(events: list[Event]) -> dict[str, Any]:
+    """The snapshot's ``recentEvents`` shape, from the file, while the daemon is down."""
+    view = RecentEventsView(count=len(events), lastSeq=events[-1].seq if events else 0,
+                            events=events)
+    out: dict[str, Any] = msgspec.to_builtins(view)
+    return out
 
 
 def cmd_status(config: CodexdConfig, extra: list[str]) -> int:

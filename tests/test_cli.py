@@ -185,6 +185,8 @@ async def test_status_events_and_console_against_a_running_daemon(
             session.sessionId]
         assert down["identity"] == data["identity"]
         assert down["recentEvents"]["events"]
+        assert set(down["recentEvents"]) == set(data["recentEvents"])  # the same keys up or down
+        assert down["recentEvents"]["lastSeq"] == down["recentEvents"]["events"][-1]["seq"]
 
 
 @pytest.mark.real_codex
