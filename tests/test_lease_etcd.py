@@ -256,5 +256,6 @@ async def test_etcd_defaults_in_the_resolved_config() -> None:
     assert (config["lease_ttl_s"], config["standby_writes"]) == (10.0, "refuse")
     plain = json.loads((await trio.run_process(
         [*CONDUCTOR, "config"], capture_stdout=True, env=_env())).stdout)
+    # A standby refuses writes with either store (CONTRACT); allow is opt-in.
     assert (plain["lease_store"], plain["lease_ttl_s"], plain["standby_writes"]) == (
-        "file", 30.0, "allow")
+        "file", 30.0, "refuse")
