@@ -109,6 +109,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
             policy=CallerPolicy(
                 daemon="codexd",
                 listen_host=cfg.host,
+                allowed_hosts=cfg.allowed_hosts,
                 allowed_origins=cfg.allowed_origins,
                 token=cfg.token,
             ),

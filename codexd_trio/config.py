@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.web.addresses import is_loopback
-from codexd_trio.web.callers import normalize_origin
+from codexd_trio.web.callers import normalize_origin, split_host_header
 
 DEFAULT_API_BASE = "http://127.0.0.1:4319"
 DEFAULT_EVENT_STREAM_PATH = "/v1/codexd/events"
@@ -56,6 +56,10 @@ class CodexdConfig:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # Who may call (CONTRACT.md): origins besides codexd's own, and the optional bearer token.
     allowed_origins: tuple[str, ...] = ()
+    # Host names callers may use besides loopback and the listen host (a name that resolves to
+    # 127.0.0.1 here, or the Host a local reverse proxy forwards); codexd still listens on
+    # loopback only.
+    allowed_hosts: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
     token_source: str = "none"
     # stderr logs: "text" (a terminal) or "json" (launchd/systemd; one object per line).
@@ -167,6 +171,27 @@ def parse_origins(values: Sequence[str], *, variable: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_hosts(values: Sequence[str], *, variable: str) -> tuple[str, ...]:
+    """Allowed ``Host`` names from repeated flags or a comma-separated variable, each checked.
+
+    A host is a bare name or address (``mini.local``, ``10.0.0.7``, ``[fd7a::1]``): no scheme,
+    port or path, since the guard compares it with the ``Host`` header's host part.
+    """
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            parsed = split_host_header(item)
+            if parsed is None or parsed[1] is not None or any(c in parsed[0] for c in "/@?#\\ "):
+                raise ConfigError(
+                    f"{variable}: {item.strip()!r} is not a host name like mini.local, "
+                    "10.0.0.7 or [fd7a::1] (no scheme, port or path)"
+                )
+            out.append(parsed[0])
+    return tuple(out)
+
+
 def _check_external_endpoint(endpoint: str) -> None:
     """``external`` attaches to a local app-server: a unix socket, or ws:// on loopback."""
     from codexd_trio.protocol.transport import parse_endpoint
@@ -200,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-grace", dest="shutdown_grace")
     p.add_argument("--event-cache-size")
     p.add_argument("--max-body-bytes")
+    p.add_argument("--request-timeout")
     p.add_argument("--approval-timeout")
     p.add_argument("--subscriber-queue")
     p.add_argument("--restart-backoff")
@@ -207,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--event-log-segment-mb")
     p.add_argument("--event-log-segments")
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins")
+    p.add_argument("--allowed-host", action="append", dest="allowed_hosts")
     p.add_argument("--token-file")
     p.add_argument("--log-format")
     return p
@@ -228,6 +255,7 @@ configuration (flag / environment variable / default):
   --shutdown-grace S    BAA_CODEXD_SHUTDOWN_GRACE_S      10
   --event-cache-size N  BAA_CODEXD_EVENT_CACHE_SIZE      50
   --max-body-bytes N    BAA_CODEXD_MAX_BODY_BYTES        1048576
+  --request-timeout S   BAA_CODEXD_REQUEST_TIMEOUT_S     30 (one JSON-RPC request to the child)
   --approval-timeout S  BAA_CODEXD_APPROVAL_TIMEOUT_S    300
   --subscriber-queue N  BAA_CODEXD_SUBSCRIBER_QUEUE      1024 (events a websocket may lag)
   --restart-backoff S   BAA_CODEXD_RESTART_BACKOFF_S     0.5 (first child restart delay)
@@ -235,6 +263,8 @@ configuration (flag / environment variable / default):
   --event-log-segment-mb N BAA_CODEXD_EVENT_LOG_SEGMENT_MB 64 (events.jsonl is sealed at this size)
   --event-log-segments N BAA_CODEXD_EVENT_LOG_SEGMENTS     16 (sealed segments kept)
   --allowed-origin O    BAA_CODEXD_ALLOWED_ORIGINS       none (repeatable; env: comma-separated)
+  --allowed-host H      BAA_CODEXD_ALLOWED_HOSTS         none (a further Host name; repeatable;
+                                                         env: comma-separated)
   --token-file PATH     BAA_CODEXD_TOKEN_FILE            none (mode 600; or BAA_CODEXD_TOKEN)
   --log-format F        BAA_LOG_FORMAT                   text (or json: one object per line)
 """
@@ -254,6 +284,7 @@ _ENV = {
     "shutdown_grace": "BAA_CODEXD_SHUTDOWN_GRACE_S",
     "event_cache_size": "BAA_CODEXD_EVENT_CACHE_SIZE",
     "max_body_bytes": "BAA_CODEXD_MAX_BODY_BYTES",
+    "request_timeout": "BAA_CODEXD_REQUEST_TIMEOUT_S",
     "approval_timeout": "BAA_CODEXD_APPROVAL_TIMEOUT_S",
     "subscriber_queue": "BAA_CODEXD_SUBSCRIBER_QUEUE",
     "restart_backoff": "BAA_CODEXD_RESTART_BACKOFF_S",
@@ -261,6 +292,7 @@ _ENV = {
     "event_log_segment_mb": "BAA_CODEXD_EVENT_LOG_SEGMENT_MB",
     "event_log_segments": "BAA_CODEXD_EVENT_LOG_SEGMENTS",
     "allowed_origins": "BAA_CODEXD_ALLOWED_ORIGINS",
+    "allowed_hosts": "BAA_CODEXD_ALLOWED_HOSTS",
     "log_format": "BAA_LOG_FORMAT",
 }
 
@@ -270,6 +302,7 @@ _NUMBERS: dict[str, tuple[str, str, float, bool]] = {
     "shutdown_grace": ("shutdown_grace_s", "shutdown grace", 0, False),
     "event_cache_size": ("event_cache_size", "event cache size", 1, True),
     "max_body_bytes": ("max_body_bytes", "max body bytes", 1024, True),
+    "request_timeout": ("request_timeout_s", "request timeout", 0.001, False),
     "approval_timeout": ("approval_timeout_s", "approval timeout", 0, False),
     "subscriber_queue": ("subscriber_queue", "subscriber queue", 1, True),
     "restart_backoff": ("restart_backoff_s", "restart backoff", 0.001, False),
@@ -312,7 +345,7 @@ def resolve_config(
         value = getattr(flags, key, None)
         if value is None and environ.get(var, "") != "":
             value = environ[var].split() if key == "server_args" else environ[var]
-            if key == "allowed_origins":
+            if key in ("allowed_origins", "allowed_hosts"):
                 value = [value]
         if value is not None:
             raw[key] = value
@@ -369,6 +402,9 @@ def resolve_config(
         server_cwd=Path(cwd_raw).expanduser().absolute() if cwd_raw else repo_root,
         allowed_origins=parse_origins(
             raw.get("allowed_origins", ()), variable="BAA_CODEXD_ALLOWED_ORIGINS"
+        ),
+        allowed_hosts=parse_hosts(
+            raw.get("allowed_hosts", ()), variable="BAA_CODEXD_ALLOWED_HOSTS"
         ),
         token=token,
         token_source=token_source,

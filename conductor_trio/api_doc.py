@@ -13,8 +13,23 @@ from typing import Any
 from codexd_trio.api_doc import codexd_ops
 from codexd_trio.web.openapi import Op, build
 from conductor_trio import __version__
+from conductor_trio.contracts import (
+    CodexView,
+    ConductorDescribe,
+    ConductorHealth,
+    ModeState,
+    Ready,
+    Runtime,
+    StatusApiDescribe,
+    StatusApiHealth,
+    StatusSnapshot,
+    UnreachableStatus,
+)
 
 __all__ = ["conductor_openapi", "conductor_ops", "status_api_openapi", "status_api_ops"]
+
+# The status-api relays the conductor's snapshot, or says it could not read it.
+_RELAYED_STATUS = StatusSnapshot | UnreachableStatus
 
 _NOT_PROXIED = frozenset({"/v1/codex/status", "/v1/codex/sessions/{session_id}/close"})
 # Refusals of new work by mode, per proxied write.
@@ -40,23 +55,23 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
                                errors=(*op.errors, *extra)))
     mode_errors = ("unauthorized",)
     return [
-        Op("GET", "/healthz", "liveness", auth_exempt=True),
-        Op("GET", "/readyz", "200 when leader", errors=("not_ready",)),
+        Op("GET", "/healthz", "liveness", data=ConductorHealth, auth_exempt=True),
+        Op("GET", "/readyz", "200 when leader", data=Ready, errors=("not_ready",)),
         Op("GET", "/rolez", "leader, standby or degraded", media="text/plain"),
-        Op("GET", "/describe", "routes, auth and codex backend"),
-        Op("GET", "/v1/runtime", "node, role, lease, loops, paths"),
-        Op("GET", "/v1/codex", "codex backend status"),
+        Op("GET", "/describe", "routes, auth and codex backend", data=ConductorDescribe),
+        Op("GET", "/v1/runtime", "node, role, lease, loops, paths", data=Runtime),
+        Op("GET", "/v1/codex", "codex backend status", data=CodexView),
         Op("GET", "/v1/codex/metrics", "codexd's Prometheus metrics (proxied to codexd)",
            media="text/plain", errors=("codexd_unavailable",)),
         *proxied,
-        Op("GET", "/v1/system/state", "mode, lease, active turns"),
-        Op("POST", "/v1/system/pause", "pause new work", body=mode_change, body_required=False,
-           errors=mode_errors),
-        Op("POST", "/v1/system/resume", "resume", body=mode_change, body_required=False,
-           errors=mode_errors),
+        Op("GET", "/v1/system/state", "mode, lease, active turns", data=ModeState),
+        Op("POST", "/v1/system/pause", "pause new work", data=ModeState, body=mode_change,
+           body_required=False, errors=mode_errors),
+        Op("POST", "/v1/system/resume", "resume", data=ModeState, body=mode_change,
+           body_required=False, errors=mode_errors),
         Op("POST", "/v1/system/drain", "refuse new turns, let running ones finish",
-           body=mode_change, body_required=False, errors=mode_errors),
-        Op("GET", "/v1/status", "status snapshot"),
+           data=ModeState, body=mode_change, body_required=False, errors=mode_errors),
+        Op("GET", "/v1/status", "status snapshot", data=StatusSnapshot),
         Op("GET", "/v1/status/ui", "status page", media="text/html"),
         Op("GET", "/", "links: console, status page, describe", media="text/html"),
         Op("GET", "/console", "operator console (HTML, same origin)", media="text/html"),
@@ -81,9 +96,10 @@ def conductor_openapi(mode_change: Any, *, exposed: bool) -> dict[str, Any]:
 
 def status_api_ops() -> list[Op]:
     return [
-        Op("GET", "/healthz", "liveness", auth_exempt=True),
-        Op("GET", "/describe", "this list"),
-        Op("GET", "/v1/status", "the conductor's status snapshot (source: unreachable if not)"),
+        Op("GET", "/healthz", "liveness", data=StatusApiHealth, auth_exempt=True),
+        Op("GET", "/describe", "this list", data=StatusApiDescribe),
+        Op("GET", "/v1/status", "the conductor's status snapshot (source: unreachable if not)",
+           data=_RELAYED_STATUS),
         Op("GET", "/v1/status/ui", "status page", media="text/html"),
         Op("GET", "/", "status page", media="text/html"),
         Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),

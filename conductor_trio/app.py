@@ -23,6 +23,19 @@ from codexd_trio.web.envelope import envelope as ok
 from conductor_trio import __version__
 from conductor_trio.api_doc import conductor_openapi
 from conductor_trio.console import install_console
+from conductor_trio.contracts import (
+    CodexBackend,
+    CodexChild,
+    CodexView,
+    ConductorDescribe,
+    ConductorHealth,
+    DescribeAuth,
+    ProxyView,
+    Ready,
+    RecentEventsCount,
+    RouteInfo,
+    SessionCountsView,
+)
 from conductor_trio.mode import Mode
 from conductor_trio.proxy import proxy_http, relay_events
 from conductor_trio.service import Conductor
@@ -68,6 +81,9 @@ ROUTES: list[dict[str, Any]] = [
 ]
 
 CODEX_ROUTES = [r for r in ROUTES if r["path"].startswith("/v1/codex/")]
+# The same lists as the answers' type (a route without "auth" leaves it out, as above).
+_ROUTE_INFO = msgspec.convert(ROUTES, list[RouteInfo])
+_CODEX_ROUTE_INFO = msgspec.convert(CODEX_ROUTES, list[RouteInfo])
 
 
 class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,14 +141,14 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return ok({"status": "ok", "pid": conductor.pid, "uptime_s": conductor.uptime_s,
-                   "node_id": cfg.node_id})
+        return ok(ConductorHealth(pid=conductor.pid, uptime_s=conductor.uptime_s,
+                                  node_id=cfg.node_id))
 
     @app.get("/readyz")
     async def readyz() -> Response:
         role = conductor.lease.role
         if role == "leader":
-            return ok({"ready": True, "role": role})
+            return ok(Ready(ready=True, role=role))
         reasons = []
         if role == "degraded":
             reasons.append(f"lease store failing: {conductor.lease.last_error}")
@@ -149,21 +165,21 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.get("/describe")
     async def describe() -> Response:
-        return ok({
-            "name": "conductor",
-            "surface": "local-api",
-            "version": __version__,
-            "node_id": cfg.node_id,
-            "routes": ROUTES,
-            "auth": {
-                "scheme": "bearer",
-                "header": "Authorization: Bearer <BAA_SHARED_TOKEN>",
-                "routes": [r["path"] for r in ROUTES if r.get("auth")],
-                "token_configured": cfg.shared_token is not None,
-                "without_token": "loopback callers only",
-            },
-            "codex_backend": {"kind": "independent_codexd", "base_url": cfg.codexd_base},
-        })
+        return ok(ConductorDescribe(
+            name="conductor",
+            surface="local-api",
+            version=__version__,
+            node_id=cfg.node_id,
+            routes=_ROUTE_INFO,
+            auth=DescribeAuth(
+                scheme="bearer",
+                header="Authorization: Bearer <BAA_SHARED_TOKEN>",
+                routes=[r.path for r in _ROUTE_INFO if r.auth],
+                token_configured=cfg.shared_token is not None,
+                without_token="loopback callers only",
+            ),
+            codex_backend=CodexBackend(kind="independent_codexd", base_url=cfg.codexd_base),
+        ))
 
     @app.get("/v1/runtime")
     async def runtime() -> Response:
@@ -175,18 +191,18 @@ def create_app(conductor: Conductor) -> QuartTrio:
     async def codex() -> Response:
         probe = await conductor.probe_codexd()
         snap = probe.status.snapshot if probe.status is not None else None
-        return ok({
-            "backend": "independent_codexd",
-            "proxy": {"target_base_url": cfg.codexd_base, "reachable": probe.status is not None,
-                      "error": probe.error},
-            "child": ({"status": snap.daemon.child.status, "pid": snap.daemon.child.pid}
-                      if snap else None),
-            "sessions": {"count": snap.sessions.count if snap else None,
-                         "active_count": snap.sessions.activeCount if snap else None},
-            "recent_events": {"count": snap.recentEvents.count if snap else None,
-                              "last_seq": snap.recentEvents.lastSeq if snap else None},
-            "routes": CODEX_ROUTES,
-        })
+        return ok(CodexView(
+            backend="independent_codexd",
+            proxy=ProxyView(target_base_url=cfg.codexd_base, reachable=probe.status is not None,
+                            error=probe.error),
+            child=(CodexChild(status=snap.daemon.child.status, pid=snap.daemon.child.pid)
+                   if snap else None),
+            sessions=SessionCountsView(count=snap.sessions.count if snap else None,
+                                       active_count=snap.sessions.activeCount if snap else None),
+            recent_events=RecentEventsCount(count=snap.recentEvents.count if snap else None,
+                                            last_seq=snap.recentEvents.lastSeq if snap else None),
+            routes=_CODEX_ROUTE_INFO,
+        ))
 
     def refuse_if(modes: tuple[Mode, ...]) -> Response | None:
         record = conductor.modes.current

@@ -77,15 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_conductor(args)
     except ConfigError as exc:
         return fail(PROG, str(exc), 2)
+    # Checked for every command, so `config` does not print a setting `start` would refuse.
+    try:
+        log_format = resolve_log_format(args.log_format)
+    except ValueError as exc:
+        return fail(PROG, str(exc), 2)
     if args.command == "config":
         sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
         return 0
     if args.command == "status":
         return _status(config)
-    try:
-        setup_logging(resolve_log_format(args.log_format))
-    except ValueError as exc:
-        return fail(PROG, str(exc), 2)
+    setup_logging(log_format)
     status = 0
     try:
         trio.run(run_conductor, config)

@@ -150,6 +150,16 @@ def _floats(value: str, name: str, *, minimum: float = 0.001) -> float:
     return out
 
 
+def _whole(value: str, name: str, *, minimum: int) -> int:
+    try:
+        out = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if out < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value!r}")
+    return out
+
+
 def _hosts(value: str) -> tuple[str, ...]:
     return tuple(h.strip() for h in value.split(",") if h.strip())
 
@@ -179,6 +189,13 @@ def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--standby-writes",
                         help="refuse (default with etcd) or allow: POST /v1/codex/* off the leader")
     parser.add_argument("--heartbeat", help="heartbeat interval in seconds (default 5)")
+    parser.add_argument("--codexd-token-file",
+                        help="file (mode 600) holding codexd's bearer token, sent to codexd")
+    parser.add_argument("--codexd-timeout",
+                        help="seconds one call to codexd may take (default 10)")
+    parser.add_argument("--max-body-bytes", help="request body limit in bytes (default 1048576)")
+    parser.add_argument("--shutdown-grace",
+                        help="seconds in-flight requests get on SIGTERM (default 5)")
 
 
 def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = None
@@ -215,7 +232,7 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
         raise ConfigError(f"BAA_CODEXD_LOCAL_API_BASE must be a loopback address, got {codexd!r}")
     state_dir = Path(pick(args.state_dir, "BAA_CONDUCTOR_STATE_DIR") or d.state_dir)
     token, source = _token(args.token_file, env)
-    codexd_token, _ = resolve_codexd_token(env)
+    codexd_token, _ = resolve_codexd_token(env, token_file=args.codexd_token_file)
     origins = parse_origins(
         args.allowed_origins or [env.get("BAA_CONDUCTOR_ALLOWED_ORIGINS", "")],
         variable="BAA_CONDUCTOR_ALLOWED_ORIGINS",
@@ -245,6 +262,14 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
     if writes not in ("refuse", "allow"):
         raise ConfigError(f"BAA_CONDUCTOR_STANDBY_WRITES must be refuse or allow, got {writes!r}")
     heartbeat = _floats(pick(args.heartbeat, "BAA_CONDUCTOR_HEARTBEAT_S") or "5", "heartbeat")
+    codexd_timeout = _floats(
+        pick(args.codexd_timeout, "BAA_CONDUCTOR_CODEXD_TIMEOUT_S") or str(d.codexd_timeout_s),
+        "BAA_CONDUCTOR_CODEXD_TIMEOUT_S")
+    max_body = _whole(pick(args.max_body_bytes, "BAA_CONDUCTOR_MAX_BODY_BYTES")
+                      or str(d.max_body_bytes), "BAA_CONDUCTOR_MAX_BODY_BYTES", minimum=1024)
+    # 0 is allowed: stop at once, in-flight requests cut.
+    grace = _floats(pick(args.shutdown_grace, "BAA_CONDUCTOR_SHUTDOWN_GRACE_S")
+                    or str(d.shutdown_grace_s), "BAA_CONDUCTOR_SHUTDOWN_GRACE_S", minimum=0)
     config = ConductorConfig(
         node_id=node_id, local_api=local_api.rstrip("/"), allowed_hosts=allowed,
         allowed_origins=origins, codexd_token=codexd_token,
@@ -253,6 +278,7 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
         shared_token=token, token_source=source, lease_ttl_s=ttl, lease_renew_s=renew,
         heartbeat_s=heartbeat, lease_store="etcd" if endpoints else "file",
         lease_endpoints=endpoints, lease_key=key, standby_writes=writes,
+        codexd_timeout_s=codexd_timeout, max_body_bytes=max_body, shutdown_grace_s=grace,
     )
     check_listen(config.local_api, allowed, variable="BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS")
     return config
@@ -305,6 +331,8 @@ def add_status_api_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-host", action="append", dest="allowed_hosts")
     parser.add_argument("--allowed-origin", action="append", dest="allowed_origins")
     parser.add_argument("--conductor-base", help="the conductor to read, e.g. http://127.0.0.1:4317")
+    parser.add_argument("--conductor-timeout",
+                        help="seconds one read of the conductor may take (default 3)")
     parser.add_argument("--log-format", help="text (default) or json; env BAA_LOG_FORMAT")
 
 
@@ -319,11 +347,14 @@ def resolve_status_api(args: argparse.Namespace, env: Mapping[str, str] | None =
     conductor = (args.conductor_base or env.get("BAA_CONDUCTOR_LOCAL_API")
                  or d.conductor_base).rstrip("/")
     split_base(conductor)
+    timeout = _floats(args.conductor_timeout or env.get("BAA_STATUS_API_CONDUCTOR_TIMEOUT_S")
+                      or str(d.conductor_timeout_s), "BAA_STATUS_API_CONDUCTOR_TIMEOUT_S")
     origins = parse_origins(
         args.allowed_origins or [env.get("BAA_STATUS_API_ALLOWED_ORIGINS", "")],
         variable="BAA_STATUS_API_ALLOWED_ORIGINS",
     )
     config = StatusApiConfig(local_api=local_api.rstrip("/"), allowed_hosts=allowed,
-                             allowed_origins=origins, conductor_base=conductor)
+                             allowed_origins=origins, conductor_base=conductor,
+                             conductor_timeout_s=timeout)
     check_listen(config.local_api, allowed, variable="BAA_STATUS_API_ALLOWED_HOSTS")
     return config

@@ -32,10 +32,25 @@ import trio
 from quart_trio import QuartTrio
 
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
-from codexd_trio.contracts import CodexdStatus, now_iso
+from codexd_trio.contracts import ActiveTurn, CodexdStatus, now_iso
 from codexd_trio.web.app import serve_app
 from conductor_trio import __version__
 from conductor_trio.config import ConductorConfig
+from conductor_trio.contracts import (
+    CodexdChildStatus,
+    CodexdMetrics,
+    CodexdStatusView,
+    LoopView,
+    MetricsStatus,
+    ModeState,
+    NodeStatus,
+    OwnMetrics,
+    Runtime,
+    RuntimePaths,
+    SessionCountsView,
+    StatusSnapshot,
+    lease_view,
+)
 from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore, iso_from_clock
 from conductor_trio.lease_etcd import EtcdGateway, EtcdLeaseKeeper, LeaseHolder
 from conductor_trio.metrics import ConductorMetrics
@@ -212,14 +227,14 @@ class Conductor:
         self.codexd_metrics = health
         return health
 
-    def metrics_health(self) -> dict[str, Any]:
+    def metrics_health(self) -> MetricsStatus:
         """``metrics`` of ``/v1/status``: this conductor's and codexd's ``/metrics``."""
         own = count_families(self.metrics.http.render().decode(), "conductor")
-        return {
-            "conductor": {"path": "/metrics", "ok": own > 0, "families": own},
-            "codexd": {"url": f"{self.config.codexd_base}/metrics",
-                       **dataclasses.asdict(self.codexd_metrics)},
-        }
+        return MetricsStatus(
+            conductor=OwnMetrics(path="/metrics", ok=own > 0, families=own),
+            codexd=CodexdMetrics(url=f"{self.config.codexd_base}/metrics",
+                                 **dataclasses.asdict(self.codexd_metrics)),
+        )
 
     def warnings(self) -> list[str]:
         out: list[str] = []
@@ -237,104 +252,96 @@ class Conductor:
     # ----------------------------------------------------------------------------------------
     # Views
 
-    def runtime(self) -> dict[str, Any]:
+    def runtime(self) -> Runtime:
         """``GET /v1/runtime``."""
         cfg = self.config
-        return {
-            "node_id": cfg.node_id,
-            "host": cfg.host,
-            "role": self.lease.role,
-            "configured_role": cfg.role,
-            "lease": self.lease.snapshot(),
-            "mode": self.modes.current.mode,
-            "loops": self._loops_view(),
-            "paths": {
-                "state_dir": str(cfg.conductor_state),
-                "lease_file": str(self.lease_path) if cfg.lease_store == "file" else None,
-                "mode_file": str(self.mode_path),
-            },
-            "codexd_base": cfg.codexd_base,
-            "local_api": self.url or cfg.local_api,
-            "public_api_base": cfg.public_api_base,
-            "pid": self.pid,
-            "started_at": self.started_at,
-            "uptime_s": self.uptime_s,
-            "version": __version__,
-            "warnings": self.warnings(),
-        }
+        return Runtime(
+            node_id=cfg.node_id,
+            host=cfg.host,
+            role=self.lease.role,
+            configured_role=cfg.role,
+            lease=lease_view(self.lease.snapshot()),
+            mode=self.modes.current.mode,
+            loops=self._loops_view(),
+            paths=RuntimePaths(
+                state_dir=str(cfg.conductor_state),
+                lease_file=str(self.lease_path) if cfg.lease_store == "file" else None,
+                mode_file=str(self.mode_path),
+            ),
+            codexd_base=cfg.codexd_base,
+            local_api=self.url or cfg.local_api,
+            public_api_base=cfg.public_api_base,
+            pid=self.pid,
+            started_at=self.started_at,
+            startedAt=self.started_at,
+            uptime_s=self.uptime_s,
+            version=__version__,
+            warnings=self.warnings(),
+        )
 
-    def _loops_view(self) -> dict[str, Any]:
+    def _loops_view(self) -> dict[str, LoopView]:
         loops = {name: info.as_json() for name, info in self.loops.items()}
         if isinstance(self.lease, EtcdLeaseKeeper):
             # With etcd the lease "loop" is the keeper's keep-alive: show its runs.
             loops["lease"].update(runs=self.lease.keepalives,
                                   last_run_at=iso_from_clock(self.lease.renewed_at))
-        return loops
+        return {name: msgspec.convert(loop, LoopView) for name, loop in loops.items()}
 
-    def mode_state(self, probe: CodexdProbe) -> dict[str, Any]:
+    def mode_state(self, probe: CodexdProbe) -> ModeState:
         """``GET /v1/system/state``: the mode, the lease and the turns still running."""
         record = self.modes.current
         turns = active_turns(probe)
-        return {
-            "mode": record.mode,
-            "reason": record.reason,
-            "requested_by": record.requested_by,
-            "updated_at": record.updated_at,
-            "role": self.lease.role,
-            "lease": self.lease.snapshot(),
-            "codexd_reachable": probe.reachable and probe.status is not None,
-            "active_turns": turns,
-            "active_turn_count": None if turns is None else len(turns),
-            "drained": record.mode == "draining" and turns == [],
-        }
+        return ModeState(
+            mode=record.mode,
+            reason=record.reason,
+            requested_by=record.requested_by,
+            updated_at=record.updated_at,
+            role=self.lease.role,
+            lease=lease_view(self.lease.snapshot()),
+            codexd_reachable=probe.reachable and probe.status is not None,
+            active_turns=turns,
+            active_turn_count=None if turns is None else len(turns),
+            drained=record.mode == "draining" and turns == [],
+        )
 
-    def status_snapshot(self, probe: CodexdProbe) -> dict[str, Any]:
+    def status_snapshot(self, probe: CodexdProbe) -> StatusSnapshot:
         """``GET /v1/status``: everything a person watching the node wants on one screen."""
         snap = probe.status.snapshot if probe.status is not None else None
-        record = self.modes.current
-        return {
-            "source": "conductor",
-            "observed_at": now_iso(),
-            "node": {
-                "node_id": self.config.node_id,
-                "host": self.config.host,
-                "pid": self.pid,
-                "started_at": self.started_at,
-                "uptime_s": self.uptime_s,
-                "local_api": self.url or self.config.local_api,
-                "version": __version__,
-            },
-            "role": self.lease.role,
-            "lease": self.lease.snapshot(),
-            "mode": {
-                "mode": record.mode,
-                "reason": record.reason,
-                "requested_by": record.requested_by,
-                "updated_at": record.updated_at,
-            },
-            "codexd": {
-                "base_url": self.config.codexd_base,
-                "reachable": probe.status is not None,
-                "checked_at": probe.checked_at,
-                "error": probe.error,
-                "daemon_id": snap.identity.daemonId if snap and snap.identity else None,
-                "started_at": snap.daemon.startedAt if snap else None,
-                "pid": snap.daemon.pid if snap else None,
-                "child": {
-                    "status": snap.daemon.child.status,
-                    "pid": snap.daemon.child.pid,
-                    "restarts": snap.daemon.child.restarts,
-                } if snap else None,
-            },
-            "sessions": {
-                "count": snap.sessions.count if snap else None,
-                "active_count": snap.sessions.activeCount if snap else None,
-            },
-            "active_turns": active_turns(probe) or [],
-            "last_event_seq": snap.recentEvents.lastSeq if snap else None,
-            "metrics": self.metrics_health(),
-            "warnings": self.warnings(),
-        }
+        child = snap.daemon.child if snap else None
+        return StatusSnapshot(
+            observed_at=now_iso(),
+            node=NodeStatus(
+                node_id=self.config.node_id,
+                host=self.config.host,
+                pid=self.pid,
+                started_at=self.started_at,
+                uptime_s=self.uptime_s,
+                local_api=self.url or self.config.local_api,
+                version=__version__,
+            ),
+            role=self.lease.role,
+            lease=lease_view(self.lease.snapshot()),
+            mode=self.modes.current,
+            codexd=CodexdStatusView(
+                base_url=self.config.codexd_base,
+                reachable=probe.status is not None,
+                checked_at=probe.checked_at,
+                error=probe.error,
+                daemon_id=snap.identity.daemonId if snap and snap.identity else None,
+                started_at=snap.daemon.startedAt if snap else None,
+                pid=snap.daemon.pid if snap else None,
+                child=CodexdChildStatus(status=child.status, pid=child.pid,
+                                        restarts=child.restarts) if child else None,
+            ),
+            sessions=SessionCountsView(
+                count=snap.sessions.count if snap else None,
+                active_count=snap.sessions.activeCount if snap else None,
+            ),
+            active_turns=active_turns(probe) or [],
+            last_event_seq=snap.recentEvents.lastSeq if snap else None,
+            metrics=self.metrics_health(),
+            warnings=self.warnings(),
+        )
 
     # ----------------------------------------------------------------------------------------
     # Loops and lifetime
@@ -449,8 +456,8 @@ def _after_first(task_status: trio.TaskStatus[None], info: LoopInfo
     return _Status()
 
 
-def active_turns(probe: CodexdProbe) -> list[dict[str, Any]] | None:
+def active_turns(probe: CodexdProbe) -> list[ActiveTurn] | None:
     """codexd's ``activeTurns`` (``None`` when codexd's status is unknown)."""
     if probe.status is None:
         return None
-    return [msgspec.to_builtins(t) for t in probe.status.snapshot.activeTurns]
+    return list(probe.status.snapshot.activeTurns)

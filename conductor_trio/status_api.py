@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import msgspec
 import trio
 from quart import Response
 from quart_trio import QuartTrio
@@ -38,6 +39,15 @@ from conductor_trio.config import (
     add_status_api_flags,
     resolve_status_api,
 )
+from conductor_trio.contracts import (
+    ConductorUnreachable,
+    OwnMetrics,
+    RouteInfo,
+    StatusApiDescribe,
+    StatusApiHealth,
+    StatusApiPart,
+    UnreachableStatus,
+)
 from conductor_trio.service import count_families
 from conductor_trio.status import render_page
 
@@ -52,6 +62,9 @@ ROUTES = [
     {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
     {"method": "GET", "path": "/", "summary": "status page (HTML)"},
 ]
+
+
+_ROUTE_INFO = msgspec.convert(ROUTES, list[RouteInfo])
 
 
 class StatusApi:
@@ -69,8 +82,13 @@ class StatusApi:
         self.url: str | None = None
         self.metrics = AppMetrics("status_api")
 
-    async def snapshot(self) -> dict[str, Any]:
-        """The conductor's ``/v1/status`` data, or an ``unreachable`` snapshot."""
+    async def snapshot(self) -> dict[str, Any] | UnreachableStatus:
+        """The conductor's ``/v1/status`` data, or an ``unreachable`` snapshot.
+
+        The conductor's data is relayed as it came (plus ``status_api``), not decoded into
+        :class:`~conductor_trio.contracts.StatusSnapshot`: a conductor of another version
+        still shows.
+        """
         base = self.config.conductor_base
         try:
             with trio.fail_after(self.config.conductor_timeout_s + 1):
@@ -81,16 +99,16 @@ class StatusApi:
             data: dict[str, Any] = body["data"]
         except (httpx.HTTPError, trio.TooSlowError, ValueError, KeyError) as exc:
             reason = str(exc) or type(exc).__name__
-            return {
-                "source": "unreachable",
-                "observed_at": now_iso(),
-                "conductor": {"base_url": base, "error": reason},
-                "warnings": [f"conductor unreachable at {base}: {reason}"],
-            }
+            return UnreachableStatus(
+                observed_at=now_iso(),
+                conductor=ConductorUnreachable(base_url=base, error=reason),
+                warnings=[f"conductor unreachable at {base}: {reason}"],
+            )
         data["source"] = "conductor"
         own = count_families(self.metrics.render().decode(), "status_api")
-        data["status_api"] = {"observed_at": now_iso(), "conductor_base": base,
-                              "metrics": {"path": "/metrics", "ok": own > 0, "families": own}}
+        data["status_api"] = StatusApiPart(
+            observed_at=now_iso(), conductor_base=base,
+            metrics=OwnMetrics(path="/metrics", ok=own > 0, families=own))
         return data
 
     def app(self) -> QuartTrio:
@@ -114,13 +132,15 @@ class StatusApi:
 
         @app.get("/healthz")
         async def healthz() -> Response:
-            return ok({"status": "ok", "pid": os.getpid(),
-                       "uptime_s": round(time.monotonic() - self.started, 3)})
+            return ok(StatusApiHealth(pid=os.getpid(),
+                                      uptime_s=round(time.monotonic() - self.started, 3)))
 
         @app.get("/describe")
         async def describe() -> Response:
-            return ok({"name": "status-api", "surface": "read-only", "version": __version__,
-                       "conductor_base": self.config.conductor_base, "routes": ROUTES})
+            return ok(StatusApiDescribe(name="status-api", surface="read-only",
+                                        version=__version__,
+                                        conductor_base=self.config.conductor_base,
+                                        routes=_ROUTE_INFO))
 
         @app.get("/v1/status")
         async def status() -> Response:
@@ -186,13 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_status_api(args)
     except ConfigError as exc:
         return fail(PROG, str(exc), 2)
+    # Checked for every command, so `config` does not print a setting `start` would refuse.
+    try:
+        log_format = resolve_log_format(args.log_format)
+    except ValueError as exc:
+        return fail(PROG, str(exc), 2)
     if args.command == "config":
         sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
         return 0
-    try:
-        setup_logging(resolve_log_format(args.log_format))
-    except ValueError as exc:
-        return fail(PROG, str(exc), 2)
+    setup_logging(log_format)
     status = 0
     try:
         trio.run(run_status_api, config)
