@@ -259,10 +259,45 @@ class ChildProcess:
                 await stream.aclose()
 
 
-def open_append(path: Path) -> BinaryIO:
-    """Open a log file for unbuffered appends (blocking: call it in a worker thread)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+# A child's stderr/stdout log is cut at this size and kept as one older file (``<name>.1``), so
+# a chatty Codex cannot fill the disk of a node that runs for months: at most twice this.
+CHILD_LOG_MAX_BYTES = 32 * 1024 * 1024
+
+
+class CappedLog:
+    """An append-only log file that rolls over to ``<name>.1`` past ``max_bytes``.
+
+    Blocking (each call is a small file operation): use it from a worker thread.
+    """
+
+    def __init__(self, path: Path, max_bytes: int = CHILD_LOG_MAX_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = _open_for_append(path)
+        self._size = self._file.seek(0, os.SEEK_END)
+
+    def write(self, data: bytes | bytearray) -> None:
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._file.close()
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            self._file = _open_for_append(self.path)
+            self._size = 0
+        self._file.write(data)
+        self._size += len(data)
+
+    def close(self) -> None:
+        # Unbuffered and no fsync: closing cannot block on the disk.
+        self._file.close()
+
+
+def _open_for_append(path: Path) -> BinaryIO:
     return open(path, "ab", buffering=0)
+
+
+def open_append(path: Path) -> CappedLog:
+    """Open a child's log file for appends, capped (blocking: call it in a worker thread)."""
+    return CappedLog(path)
 
 
 async def _drain_stderr(
@@ -277,7 +312,7 @@ async def _drain_stderr(
     :func:`~codexd_trio.limiters.drains_limiter`, so a saturated default thread limiter cannot
     stop the drain.
     """
-    sink: BinaryIO | None = None
+    sink: CappedLog | None = None
     try:
         if log_path is not None:
             try:

@@ -96,10 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _setup_logging(log_format: str) -> None:
+def _setup_logging(log_format: str, log_file: Path | None = None) -> None:
     from codexd_trio.logsetup import setup_logging
 
-    setup_logging(log_format)
+    try:
+        setup_logging(log_format, log_file=log_file)
+    except OSError as exc:
+        raise UsageError(f"cannot open the log file {log_file}: {exc.strerror or exc}") from exc
 
 
 # --------------------------------------------------------------------------- start
@@ -108,7 +111,7 @@ def _setup_logging(log_format: str) -> None:
 def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"unexpected arguments for start: {' '.join(extra)}")
-    _setup_logging(config.log_format)
+    _setup_logging(config.log_format, config.log_file)
     from codexd_trio.eventlog import EventLogCorrupt
     from codexd_trio.store import StoreError
 

@@ -64,6 +64,8 @@ class CodexdConfig:
     token_source: str = "none"
     # stderr logs: "text" (a terminal) or "json" (launchd/systemd; one object per line).
     log_format: str = "text"
+    # Log to this file instead of stderr, rolled over by size (the service templates set it).
+    log_file: Path | None = None
 
     @property
     def host(self) -> str:
@@ -236,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", dest="allowed_hosts")
     p.add_argument("--token-file")
     p.add_argument("--log-format")
+    p.add_argument("--log-file")
     return p
 
 
@@ -267,6 +270,8 @@ configuration (flag / environment variable / default):
                                                          env: comma-separated)
   --token-file PATH     BAA_CODEXD_TOKEN_FILE            none (mode 600; or BAA_CODEXD_TOKEN)
   --log-format F        BAA_LOG_FORMAT                   text (or json: one object per line)
+  --log-file PATH       BAA_CODEXD_LOG_FILE              none: stderr (a file rolls over at
+                                                         32 MiB, 3 older files kept)
 """
 
 _ENV = {
@@ -294,6 +299,7 @@ _ENV = {
     "allowed_origins": "BAA_CODEXD_ALLOWED_ORIGINS",
     "allowed_hosts": "BAA_CODEXD_ALLOWED_HOSTS",
     "log_format": "BAA_LOG_FORMAT",
+    "log_file": "BAA_CODEXD_LOG_FILE",
 }
 
 
@@ -409,6 +415,8 @@ def resolve_config(
         token=token,
         token_source=token_source,
         log_format=_log_format(raw.get("log_format")),
+        log_file=(Path(str(raw["log_file"])).expanduser().absolute()
+                  if raw.get("log_file") else None),
         **numbers,
     )
     if not config.node_id.strip():

@@ -1,27 +1,38 @@
 """Logging of every daemon: ``--log-format json|text`` (or ``BAA_LOG_FORMAT``).
 
-``json`` (what the launchd and systemd templates set): one JSON object per line on stderr with
+``json`` (what the launchd and systemd templates set): one JSON object per line with
 ``ts``, ``level``, ``logger``, ``msg``, ``requestId`` (the request being served, if any) and
 the record's context (``sessionId``, ``turnId``, ``status``, ``durationMs`` … passed as
 ``extra=``). ``text`` (the default, for a terminal): one readable line per record. Both are
-stdlib logging, which is synchronous and safe under Trio.
+stdlib logging, which is synchronous and safe under Trio. Records go to stderr, or with
+``--log-file`` (``BAA_CODEXD_LOG_FILE``, ``BAA_CONDUCTOR_LOG_FILE``, ``BAA_STATUS_API_LOG_FILE``;
+the service templates set it) to a file that rolls over by size.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from codexd_trio.web.context import current_request_id
 
-__all__ = ["LOG_FORMATS", "JsonFormatter", "resolve_log_format", "setup_logging"]
+__all__ = [
+    "LOG_FILE_BACKUPS", "LOG_FILE_MAX_BYTES", "LOG_FORMATS", "JsonFormatter", "resolve_log_file",
+    "resolve_log_format", "setup_logging",
+]
 
 LOG_FORMATS = ("text", "json")
+# A log file (--log-file) rolls over at this size and keeps this many older files: a daemon that
+# runs for months under launchd (whose StandardErrorPath nothing rotates) stays within ~128 MiB.
+LOG_FILE_MAX_BYTES = 32 * 1024 * 1024
+LOG_FILE_BACKUPS = 3
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName", "requestId",
@@ -81,9 +92,30 @@ def resolve_log_format(flag: str | None, env: Mapping[str, str] | None = None) -
     return value
 
 
-def setup_logging(log_format: str, *, level: str | None = None) -> None:
-    """Send every record of the process to stderr in ``log_format`` (replaces handlers)."""
-    handler = logging.StreamHandler(sys.stderr)
+def resolve_log_file(flag: str | None, variable: str,
+                     env: Mapping[str, str] | None = None) -> Path | None:
+    """The flag, else the daemon's own variable (``BAA_CODEXD_LOG_FILE`` …), else ``None``
+    (stderr). A per-daemon name: daemons started from one shell must not share a file."""
+    environ = os.environ if env is None else env
+    value = (flag or environ.get(variable) or "").strip()
+    return Path(value).expanduser().absolute() if value else None
+
+
+def setup_logging(log_format: str, *, level: str | None = None, log_file: Path | None = None,
+                  max_bytes: int = LOG_FILE_MAX_BYTES, backups: int = LOG_FILE_BACKUPS) -> None:
+    """Send every record of the process to stderr, or to ``log_file`` (rolled over past
+    ``max_bytes``, ``backups`` older files kept), in ``log_format`` (replaces handlers).
+
+    Raises:
+        OSError: the log file cannot be opened (the message is the one line to show).
+    """
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.addFilter(_RequestIdFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import httpx
 import trio
 
-from codexd_trio.logsetup import resolve_log_format, setup_logging
+from codexd_trio.logsetup import resolve_log_file, resolve_log_format, setup_logging
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
 from conductor_trio.app import create_app
 from conductor_trio.config import (
@@ -82,12 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format = resolve_log_format(args.log_format)
     except ValueError as exc:
         return fail(PROG, str(exc), 2)
+    log_file = resolve_log_file(args.log_file, "BAA_CONDUCTOR_LOG_FILE")
     if args.command == "config":
         sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
         return 0
     if args.command == "status":
         return _status(config)
-    setup_logging(log_format)
+    try:
+        setup_logging(log_format, log_file=log_file)
+    except OSError as exc:
+        return fail(PROG, f"cannot open the log file {log_file}: {exc.strerror or exc}", 2)
     status = 0
     try:
         trio.run(run_conductor, config)

@@ -178,6 +178,8 @@ def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codexd-base", help="codexd local API base (loopback)")
     parser.add_argument("--state-dir", help="state root; the conductor writes under conductor/")
     parser.add_argument("--log-format", help="text (default) or json; env BAA_LOG_FORMAT")
+    parser.add_argument("--log-file", help="log to this file (rolled over at 32 MiB, 3 kept) "
+                        "instead of stderr; env BAA_CONDUCTOR_LOG_FILE")
     parser.add_argument("--token-file", help="file holding the shared bearer token")
     parser.add_argument("--lease-store",
                         help="file (default) or etcd://HOST:PORT[,HOST:PORT...]")
@@ -334,6 +336,8 @@ def add_status_api_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conductor-timeout",
                         help="seconds one read of the conductor may take (default 3)")
     parser.add_argument("--log-format", help="text (default) or json; env BAA_LOG_FORMAT")
+    parser.add_argument("--log-file", help="log to this file (rolled over at 32 MiB, 3 kept) "
+                        "instead of stderr; env BAA_STATUS_API_LOG_FILE")
 
 
 def resolve_status_api(args: argparse.Namespace, env: Mapping[str, str] | None = None

@@ -25,7 +25,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from codexd_trio.contracts import now_iso
-from codexd_trio.logsetup import resolve_log_format, setup_logging
+from codexd_trio.logsetup import resolve_log_file, resolve_log_format, setup_logging
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import envelope as ok
@@ -211,10 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format = resolve_log_format(args.log_format)
     except ValueError as exc:
         return fail(PROG, str(exc), 2)
+    log_file = resolve_log_file(args.log_file, "BAA_STATUS_API_LOG_FILE")
     if args.command == "config":
         sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
         return 0
-    setup_logging(log_format)
+    try:
+        setup_logging(log_format, log_file=log_file)
+    except OSError as exc:
+        return fail(PROG, f"cannot open the log file {log_file}: {exc.strerror or exc}", 2)
     status = 0
     try:
         trio.run(run_status_api, config)

@@ -13,6 +13,7 @@ import trio
 
 from codexd_trio.child import (
     MIN_MAX_LINE,
+    CappedLog,
     ChildGone,
     ChildProcess,
     ChildSpawnError,
@@ -295,3 +296,26 @@ async def test_spawn_failure_is_typed(tmp_path: Path) -> None:
     with pytest.raises(ChildSpawnError):
         async with open_child(ChildSpec(argv=[str(tmp_path / "missing-binary")])):
             pytest.fail("must not get here")
+
+
+def test_a_child_log_rolls_over_instead_of_growing_without_end(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "stderr.log"
+    log = CappedLog(path, max_bytes=100)
+    try:
+        for n in range(25):
+            log.write(f"line {n:02d}\n".encode())  # 8 bytes each
+    finally:
+        log.close()
+    current = path.read_bytes()
+    older = path.with_name("stderr.log.1").read_bytes()
+    assert len(current) <= 100
+    assert len(older) <= 100
+    # Nothing of the last two files' worth is lost, and it stays in order.
+    assert (older + current).decode().split() == [
+        w for n in range(25 - (len(older) + len(current)) // 8, 25) for w in ("line", f"{n:02d}")
+    ]
+    reopened = CappedLog(path, max_bytes=100)  # a restart counts what the file already holds
+    reopened.write(b"x" * 95)
+    reopened.close()
+    assert path.read_bytes() == b"x" * 95  # it rolled over first
+    assert path.with_name("stderr.log.1").read_bytes() == current

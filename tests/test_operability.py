@@ -7,6 +7,7 @@ json``; the conductor runs in this test's nursery in front of it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from codexd_trio.client import CodexdClient, open_websocket
+from codexd_trio.logsetup import setup_logging
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import read_events, running_codexd
 from codexd_trio.testing.model import Streamed
@@ -235,6 +237,71 @@ async def test_a_bad_log_format_is_a_one_line_usage_error() -> None:
         lines = done.stderr.decode().strip().splitlines()
         assert len(lines) == 1
         assert "json or text" in lines[0]
+
+
+async def test_daemons_log_to_their_own_files_that_roll_over(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BAA_LOG_FORMAT": "json",
+           "BAA_STATUS_API_LOG_FILE": str(tmp_path / "logs" / "status-api.log")}
+    stderr_path = tmp_path / "stderr.log"
+    async with open_fake_codexd() as fake:
+        with stderr_path.open("ab") as stderr:
+            async with spawn_daemon(
+                [sys.executable, "-m", "conductor_trio", "start",
+                 "--log-file", str(tmp_path / "logs" / "conductor.log"),
+                 "--local-api", "http://127.0.0.1:0", "--codexd-base", fake.url,
+                 "--state-dir", str(tmp_path / "state")], env=env, stderr=stderr,
+            ) as conductor, spawn_daemon(
+                [sys.executable, "-m", "conductor_trio.status_api", "start", "--local-api",
+                 "http://127.0.0.1:0", "--conductor-base", conductor.url],
+                env=env, stderr=stderr,
+            ) as status_api:
+                async with httpx.AsyncClient() as http:
+                    await http.get(f"{conductor.url}/nowhere")
+                    await http.get(f"{status_api.url}/v1/status")
+                assert await terminate(status_api) == 0
+                assert await terminate(conductor) == 0
+    for name, path in (("conductor", "/nowhere"), ("status_api", "/v1/status")):
+        log_file = tmp_path / "logs" / f"{name.replace('_', '-')}.log"
+        records = [json.loads(line) for line in log_file.read_text().splitlines()]
+        assert any(r["logger"] == f"{name}.access" and r["path"] == path for r in records)
+    # stderr keeps only what escapes logging (the ready lines go to stdout): nothing here.
+    assert stderr_path.read_text() == ""
+    # A log file that cannot be opened is a one-line error, exit 2, on every daemon.
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    for argv in (["-m", "conductor_trio", "start", "--log-file", f"{blocked}/c.log"],
+                 ["-m", "conductor_trio.status_api", "start", "--log-file", f"{blocked}/s.log"],
+                 ["-m", "codexd_trio", "start", "--log-file", f"{blocked}/x.log"]):
+        done = await trio.run_process([sys.executable, *argv], capture_stdout=True,
+                                      capture_stderr=True, check=False)
+        assert done.returncode == 2, (argv, done.stderr)
+        lines = done.stderr.decode().strip().splitlines()
+        assert len(lines) == 1
+        assert "cannot open the log file" in lines[0]
+
+
+def test_a_log_file_rolls_over_by_size(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    path = tmp_path / "codexd.log"
+    try:
+        setup_logging("json", log_file=path, max_bytes=2_000, backups=2)
+        for n in range(200):
+            logging.getLogger("codexd").info("line %d", n)
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved:
+            root.addHandler(handler)
+        root.setLevel(level)
+    files = [path, path.with_name("codexd.log.1"), path.with_name("codexd.log.2")]
+    assert all(f.stat().st_size <= 2_000 for f in files)
+    assert not path.with_name("codexd.log.3").exists()  # only `backups` older files are kept
+    newest = [json.loads(line)["msg"] for line in path.read_text().splitlines()]
+    assert newest[-1] == "line 199"
 
 
 async def test_error_details_may_use_any_key() -> None:

@@ -819,6 +819,12 @@ def test_codexd_token_file_reaches_codexd_and_the_conductor(
     assert envs["codexd"]["BAA_CODEXD_TOKEN_FILE"] == str(token_file)
     assert envs["conductor"]["BAA_CODEXD_TOKEN_FILE"] == str(token_file)
     assert "BAA_CODEXD_TOKEN_FILE" not in envs["status-api"]
+    # Each daemon logs to its own file, which it rolls over (nothing rotates the manager's).
+    log_files = [envs["codexd"]["BAA_CODEXD_LOG_FILE"],
+                 envs["conductor"]["BAA_CONDUCTOR_LOG_FILE"],
+                 envs["status-api"]["BAA_STATUS_API_LOG_FILE"]]
+    assert len(set(log_files)) == 3
+    assert all(Path(f).is_absolute() and f.endswith(".log") for f in log_files)
     for service, path in files.items():
         assert "BAA_CODEXD_TOKEN" not in envs[service]
         assert "c0dexd" not in path.read_text()

@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import trio
 
 from codexd_trio.child import (
+    CappedLog,
     ChildGone,
     ChildProcess,
     ExitStatus,
@@ -127,7 +128,7 @@ class AppServerClient:
         self._request_timeout = request_timeout
         self._in_flight = trio.Semaphore(max_in_flight)
         self._stdout_log_path = stdout_log
-        self._stdout_log: BinaryIO | None = None
+        self._stdout_log: CappedLog | None = None
         self._overload_retry = overload_retry
         self._waiters: dict[int, _Waiter] = {}
         self._gone = False

@@ -667,6 +667,12 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
             "BAA_STATUS_API_ALLOWED_ORIGINS": config.status_allowed_origins,
             "BAA_CONDUCTOR_LOCAL_API": config.conductor_api,
         }
+    if service != APP_SERVER:
+        # The daemon logs to a file it rolls over by size: nothing rotates the service
+        # manager's own stdout/stderr files, which keep only what escapes logging (a crash).
+        variable = {"codexd": "BAA_CODEXD_LOG_FILE", "conductor": "BAA_CONDUCTOR_LOG_FILE"}.get(
+            service, "BAA_STATUS_API_LOG_FILE")
+        env[variable] = str(config.logs_dir / service / f"{service}.log")
     # --setenv applies to every service and wins over the rendered defaults.
     return {k: v for k, v in {**common, **env, **dict(config.extra_env)}.items() if v != ""}
 
