@@ -14,12 +14,18 @@ import msgspec
 import trio
 import trio_websocket
 
+from codexd_trio.child import DEFAULT_MAX_LINE
 from codexd_trio.contracts import Event, HelloData, HelloFrame, OverflowFrame, Session
 
 # Close codes after which an event stream simply ends (normal closure, server going away).
 _NORMAL_CLOSE_CODES = frozenset({1000, 1001})
 _OVERFLOW_CLOSE_CODE = 1013
 _RECEIVE_BYTES = 64 * 1024
+# The largest frame codexd may send: one event can carry a whole app-server line (up to the
+# child's 64 MiB line limit), and a batch frame sends its first event however large. With
+# trio-websocket's 1 MiB default, one big command output closed every stream with 1009, and a
+# client resuming with the same after= met the same event again, forever.
+MAX_FRAME_BYTES = DEFAULT_MAX_LINE + 1024 * 1024
 # Event types that settle a turn (CONTRACT.md, "Event").
 _TURN_END_TYPES = frozenset(
     {"app-server.turn.completed", "turn.failed", "app-server.turn.completed.missing"}
@@ -237,6 +243,7 @@ async def open_websocket(
                         # Not trio-websocket's 4 KiB: a ?batch=1 frame of a burst is up to
                         # 512 KiB, and each read is a trip through the event loop and wsproto.
                         receive_buffer_size=_RECEIVE_BYTES,
+                        max_message_size=MAX_FRAME_BYTES,
                     )
             except trio.TooSlowError:
                 raise CodexdUnavailable(f"websocket handshake with {url} timed out") from None

@@ -302,3 +302,38 @@ async def test_batch_stream_keeps_the_caller_rules_and_a_slow_consumer_still_ove
                     if event.seq >= last_seq:
                         break
             assert seen == list(range(1, last_seq + 1))
+
+
+@pytest.mark.real_codex
+async def test_an_event_over_a_mebibyte_reaches_the_client_and_the_relay(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    # A 1.5 MB answer (a command's output is the usual one) is one event; the clients' 1 MiB
+    # default frame limit closed every stream with 1009, and a resume met it again, forever.
+    big = "x" * 1_500_000
+    with trio.fail_after(120):
+        async with (
+            running_codexd(tmp_path / "node", codex_home) as codexd,
+            CodexdClient(codexd.url) as client,
+            open_conductor(codexd.url, tmp_path / "conductor") as conductor,
+        ):
+            session = await client.create_session()
+            scripted_model.script(Streamed([big]))
+            accepted = await client.start_turn(session.sessionId, "say a lot")
+            done = await client.wait_for_turn(session.sessionId, accepted["turnId"])
+            assert done.lastTurnOutput == big
+
+            async def largest(url: str) -> int:
+                size = 0
+                async with open_websocket(url) as ws:
+                    await ws.get_message()  # hello
+                    while True:
+                        frame = await ws.get_message()
+                        size = max(size, len(frame))
+                        if '"app-server.turn.completed"' in frame:
+                            return size
+
+            relay = conductor.url.replace("http://", "ws://") + "/v1/codex/events?after=0"
+            for url in (client.events_url(after=0), client.events_url(after=0, batch=True),
+                        relay, relay + "&batch=1"):
+                assert await largest(url) > 1_500_000, url

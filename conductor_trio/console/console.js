@@ -481,13 +481,15 @@ function openStream() {
   view.ws = ws;
   ws.onopen = () => {
     if (generation !== view.generation) return;
-    view.retryMs = RETRY_MIN_MS;
     setStreamState("live");
   };
   ws.onmessage = (msg) => {
     if (generation !== view.generation) return;
     let frame;
     try { frame = JSON.parse(msg.data); } catch (e) { return; }
+    // The retry delay starts over only once events flow again: a stream that opens and
+    // closes at once keeps backing off instead of reconnecting twice a second.
+    if (frame && frame.type !== "hello") view.retryMs = RETRY_MIN_MS;
     if (Array.isArray(frame)) {
       for (const e of frame) if (e && typeof e.seq === "number") addEvent(e);
     } else if (typeof frame.seq === "number") {
