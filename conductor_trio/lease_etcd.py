@@ -458,14 +458,20 @@ class EtcdLeaseKeeper:
 
     async def _keep_alive(self, done: trio.CancelScope) -> None:
         assert self.lease_id is not None
+        delay = self.renew_s
         while self._leading:
-            await trio.sleep(self.renew_s)
+            await trio.sleep(delay)
             sent_at = self.clock()
             try:
                 answer = await self.gateway.call("/v3/lease/keepalive", {"ID": self.lease_id})
             except LeaseStoreError as exc:
                 self._failed(exc)  # the role turns degraded by itself once the time is up
+                # Try again soon, not a whole renew period later: one failed round (an etcd
+                # election, a member down) must not cost a lease that has time left.
+                left = (self._valid_until or 0.0) - self.clock()
+                delay = min(self.renew_s, max(left / 3, 0.1))
                 continue
+            delay = self.renew_s
             self._succeeded()
             ttl = _int((answer.get("result") or {}).get("TTL"))
             if ttl <= 0:
@@ -561,10 +567,23 @@ class EtcdLeaseKeeper:
                 scope.deadline = trio.current_time() + (self._valid_until - self.clock())
                 self._fences.add(scope)
                 try:
-                    await job()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch_validity, scope)
+                        await job()
+                        nursery.cancel_scope.cancel(reason="fenced job done")
                 finally:
                     self._fences.discard(scope)
             if not scope.cancelled_caught:
+                return
+
+    async def _watch_validity(self, fence: trio.CancelScope) -> None:
+        # The fence's deadline is on Trio's clock, which stops while the machine sleeps; the
+        # role is judged on the boot clock, which does not. Check it often enough that a job
+        # never outlives the lease by more than a second after a suspend.
+        while True:
+            await trio.sleep(min(1.0, self.renew_s / 3))
+            if self.role != "leader":
+                fence.cancel(reason="leader lease no longer valid")
                 return
 
     # -- the view ----------------------------------------------------------------------------

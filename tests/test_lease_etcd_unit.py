@@ -336,3 +336,59 @@ def test_lease_stores_parse() -> None:
     assert parse_lease_store("file") == ()
     assert parse_lease_store("etcd://10.0.0.1:2379,etcd-b:2379") == ("10.0.0.1:2379",
                                                                       "etcd-b:2379")
+
+
+async def test_a_failed_keep_alive_is_retried_soon_so_a_short_outage_keeps_the_lease(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # etcd unreachable from 3.0 s to 7.5 s (an election, a member restarting): the keep-alive
+    # at 3.3 s fails. Waiting a whole renew period (3.3 s) before each retry let the lease run
+    # out at 9 s; retrying within the time left keeps it.
+    double = GatewayDouble()
+    a, link = keeper(double, "a")
+    roles: set[str] = set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(double.expiry_loop)
+        assert await nursery.start(a.run) == "leader"
+        await trio.sleep(3.0)
+        link.cut = True
+        while trio.current_time() < 7.5:
+            await trio.sleep(0.05)
+            roles.add(role_now(a))
+        link.cut = False
+        while trio.current_time() < 15:
+            await trio.sleep(0.05)
+            roles.add(role_now(a))
+        nursery.cancel_scope.cancel()
+    assert roles == {"leader"}
+
+
+async def test_a_fenced_job_stops_when_the_lease_ran_out_while_the_machine_slept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The role is judged on the boot clock, which counts a suspend; Trio's clock (the fence's
+    # deadline) does not. A job must not run on for a renew period after such a wake-up.
+    double = GatewayDouble()
+    slept = [0.0]
+    a, _ = keeper(double, "a", clock=lambda: trio.current_time() + slept[0])
+    job_running = False
+
+    async def job() -> None:
+        nonlocal job_running
+        job_running = True
+        try:
+            await trio.sleep_forever()
+        finally:
+            job_running = False
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(double.expiry_loop)
+        assert await nursery.start(a.run) == "leader"
+        nursery.start_soon(a.run_fenced, job)
+        await trio.sleep(0.5)
+        assert job_running
+        slept[0] = 60.0  # an hour's nap, as the boot clock sees it
+        assert role_now(a) == "degraded"
+        await trio.sleep(1.1)
+        assert not job_running
+        nursery.cancel_scope.cancel()
