@@ -310,6 +310,9 @@ class Daemon:
             log.warning("registry snapshot is ahead of the event log (%d > %d)",
                         snapshot_seq, self.log.last_seq)
             self._save_registry()
+            # Durable before the first new event: those will reuse the seqs the snapshot
+            # claims, and a crash before a lazy rewrite would make the next start skip them.
+            await self.files.registry.flush()
             return
         events = await self.log.read_after(snapshot_seq)
         if self.book.replay(events):

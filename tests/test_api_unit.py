@@ -257,3 +257,24 @@ async def test_a_409_is_not_hidden_by_a_503_while_the_child_is_down(daemon: Daem
     status, error = await post("/v1/codexd/turn", {"sessionId": "session-1", "input": "hi"})
     assert (status, error["code"]) == (503, "child_unavailable")
     assert error["details"]["child"]["status"] == daemon.child.status
+
+
+async def test_a_snapshot_ahead_of_the_log_is_repaired_on_disk_before_new_events(
+    tmp_path: Path,
+) -> None:
+    # The log lost its tail after the snapshot was written (seq 7 claimed, 0 on disk). New
+    # events reuse seqs 1..7: the repaired snapshot must be on disk before any of them, or a
+    # crash right after makes the next start replay from 8 and skip them.
+    state = tmp_path / "state" / "codexd"
+    state.mkdir(parents=True)
+    (state / "session-registry.json").write_bytes(
+        msgspec.json.encode(SessionRegistry(lastSeq=7)))
+    d = Daemon(CodexdConfig(local_api_base="http://127.0.0.1:0", logs_dir=tmp_path / "logs",
+                            state_dir=tmp_path / "state"))
+    try:
+        await d._replay_journal()
+        on_disk = read_document(state / "session-registry.json", SessionRegistry)
+        assert on_disk is not None
+        assert on_disk.lastSeq == 0
+    finally:
+        d.close()
