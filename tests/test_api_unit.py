@@ -278,3 +278,23 @@ async def test_a_snapshot_ahead_of_the_log_is_repaired_on_disk_before_new_events
         assert on_disk.lastSeq == 0
     finally:
         d.close()
+
+
+async def test_a_websocket_to_an_unknown_path_is_a_json_404(daemon: Daemon) -> None:
+    # The error handlers read `request`, which a websocket does not have: the answer was a 500
+    # with a traceback in the log instead of the 404 envelope.
+    from quart.testing import WebsocketResponseError
+
+    client = create_app(daemon).test_client()
+    refused: list[WebsocketResponseError] = []
+    try:
+        async with client.websocket("/v1/codexd/nowhere") as ws:
+            await ws.receive()
+    except* WebsocketResponseError as group:
+        refused.extend(e for e in group.exceptions if isinstance(e, WebsocketResponseError))
+    (refusal,) = refused
+    response = refusal.response
+    assert response.status_code == 404
+    body = await response.get_json()
+    assert body["error"]["code"] == "not_found"
+    assert body["error"]["details"] == {"method": "WS", "path": "/v1/codexd/nowhere"}

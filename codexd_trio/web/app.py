@@ -26,7 +26,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from quart import Response, request, websocket
+from quart import Response, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -139,16 +139,16 @@ def install_errors(
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        method, path = _method_path()
         if status == 404:
             return error_response(
-                "not_found", f"no route {request.method} {request.path}", 404,
-                method=request.method, path=request.path,
+                "not_found", f"no route {method} {path}", 404, method=method, path=path,
             )
         if status == 405:
             allowed = getattr(exc, "valid_methods", None) or []
             return error_response(
-                "method_not_allowed", f"{request.method} is not allowed on {request.path}", 405,
-                method=request.method, path=request.path, allowed=sorted(allowed),
+                "method_not_allowed", f"{method} is not allowed on {path}", 405,
+                method=method, path=path, allowed=sorted(allowed),
             )
         if status == 413:
             response = error_response(
@@ -166,8 +166,9 @@ def install_errors(
     @app.errorhandler(Exception)
     async def _internal(exc: Exception) -> Response:
         correlation = f"err-{uuid.uuid4().hex[:12]}"
+        method, path = _method_path()
         log.error(
-            "internal error %s on %s %s", correlation, request.method, request.path,
+            "internal error %s on %s %s", correlation, method, path,
             exc_info=exc, extra={"correlationId": correlation},
         )
         return error_response(
@@ -175,6 +176,13 @@ def install_errors(
             correlationId=correlation,
         )
 
+
+
+def _method_path() -> tuple[str, str]:
+    # The error handlers serve websocket requests too, where there is no `request`.
+    if has_websocket_context():
+        return "WS", websocket.path
+    return request.method, request.path
 
 
 def hypercorn_config(
