@@ -22,6 +22,8 @@ _FORWARD_HEADERS = ("Content-Type", "Accept", "Idempotency-Key")
 _ANSWER_HEADERS = ("Idempotency-Replayed",)
 # 1006 (abnormal) cannot be sent in a close frame: tell the client codexd failed instead.
 _ABNORMAL_RELAY_CODE = 1011
+# Codes that name a state and may not be sent in a close frame (RFC 6455 7.4.1).
+_UNSENDABLE_CLOSE_CODES = frozenset({1005, 1006, 1015})
 
 
 def unavailable(conductor: Conductor, exc: BaseException) -> Response:
@@ -77,7 +79,8 @@ async def relay_events(conductor: Conductor) -> Response | None:
     after = websocket.args.get("after")
     session_id = websocket.args.get("sessionId")
     batch = websocket.args.get("batch")
-    if after is not None and not after.isdigit():
+    # isascii too: str.isdigit accepts "²", which int() refuses (a 500, not a 400).
+    if after is not None and not (after.isascii() and after.isdigit()):
         return error(400, "invalid_request", "after must be a non-negative integer.",
                      {"field": "after"})
     if batch not in (None, "0", "1"):
@@ -114,7 +117,7 @@ async def _pump(conductor: Conductor, upstream: trio_websocket.WebSocketConnecti
                     message = await upstream.get_message()
                 except trio_websocket.ConnectionClosed as exc:
                     code = exc.reason.code if exc.reason is not None else 1006
-                    return _ABNORMAL_RELAY_CODE if code == 1006 else code
+                    return _ABNORMAL_RELAY_CODE if code in _UNSENDABLE_CLOSE_CODES else code
                 await websocket.send(message)
         finally:
             conductor.relays.discard(scope)

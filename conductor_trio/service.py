@@ -436,11 +436,16 @@ class Conductor:
                 task_status.started(self.url)
         finally:
             # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.lease.release()
-                await self.client.aclose()
+            # Each step its own deadline: an unreachable etcd must not use up the time the
+            # clients need to close.
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    await self.lease.release()
+                with trio.move_on_after(2):
+                    await self.client.aclose()
                 if isinstance(self.lease, EtcdLeaseKeeper):
-                    await self.lease.gateway.aclose()
+                    with trio.move_on_after(2):
+                        await self.lease.gateway.aclose()
 
 
 def _after_first(task_status: trio.TaskStatus[None], info: LoopInfo

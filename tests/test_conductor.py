@@ -146,6 +146,11 @@ async def test_codexd_down_is_503_and_everything_else_serves(tmp_path: Path) -> 
                 async with open_websocket(_ws(c.url)):
                     pass
             assert (rejected.value.status, rejected.value.code) == (503, "codexd_unavailable")
+            # A digit that is not ASCII ("²") is the caller's mistake, not a 500.
+            with pytest.raises(CodexdError) as rejected:
+                async with open_websocket(_ws(c.url, "?after=%C2%B2")):
+                    pass
+            assert (rejected.value.status, rejected.value.code) == (400, "invalid_request")
 
 
 async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from codexd_trio.testing.daemon import read_events, running_codexd
 from codexd_trio.testing.model import Streamed
 from codexd_trio.web.context import accept_request_id
 from codexd_trio.web.envelope import error
+from codexd_trio.web.metrics import AppMetrics
 from tests.fake_codexd import open_conductor, open_fake_codexd, spawn_daemon, terminate
 
 pytestmark = pytest.mark.real_codex
@@ -173,6 +174,15 @@ async def test_turn_input_the_app_server_refuses_is_a_400(
             error = answer.json()["error"]
             assert error["code"] == "invalid_request"
             assert error["details"]["field"] == "input"
+
+
+def test_made_up_methods_share_one_metric_series() -> None:
+    metrics = AppMetrics("codexd")
+    for method in ("GET", "BREW", "PROPFIND", "X" * 50):
+        metrics.observe("unmatched", method, 405, 0.001)
+    methods = {dict(labels)["method"] for name, labels in _samples(metrics.render().decode())
+               if name == "codexd_http_requests_total"}
+    assert methods == {"GET", "other"}
 
 
 def test_request_ids_are_short_and_printable() -> None:

@@ -16,6 +16,9 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
                     2.5, 5.0, 10.0)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
+
+
 class AppMetrics:
     """HTTP metrics ``<prefix>_http_requests_total`` and ``<prefix>_http_request_duration_seconds``
     labelled by route template, method and status."""
@@ -40,6 +43,10 @@ class AppMetrics:
         )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        # Any local process may send any method: a label value per made-up method would be a
+        # new series for the life of the daemon.
+        if method not in _METHODS:
+            method = "other"
         code = str(status)
         self.requests.labels(route, method, code).inc()
         self.latency.labels(route, method, code).observe(seconds)
