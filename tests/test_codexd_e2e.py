@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from codexd_trio.contracts import RecentEvents, SessionRegistry
 from codexd_trio.testing import HttpError, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import pid_alive, read_events, running_codexd
 from tests.bodies import post_oversized
+from tests.slow_consumer import overflow_then_resume
 
 pytestmark = pytest.mark.real_codex
 
@@ -178,46 +178,8 @@ async def test_slow_consumer_overflows_then_resumes_without_loss(
             ) as codexd,
             CodexdClient(codexd.url) as client,
         ):
-            session = await client.create_session()
-            url = client.events_url(after=0)
-            seen: list[int] = []
-            async with trio_websocket.open_websocket_url(url, message_queue_size=1) as ws:
-                # A tiny receive buffer so the kernel cannot absorb the backlog for us.
-                tcp = ws._stream
-                assert isinstance(tcp, trio.SocketStream)
-                tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                hello = json.loads(await ws.get_message())
-                assert hello["type"] == "hello"
-                scripted_model.script(Streamed(["x" * 500] * 2000))
-                accepted = await client.start_turn(session.sessionId, "flood")
-                await client.wait_for_turn(session.sessionId, accepted["turnId"])
-                # Only now start reading: the server must have given up on us meanwhile.
-                overflow: dict[str, Any] | None = None
-                close_code: int | None = None
-                while close_code is None:
-                    try:
-                        frame = json.loads(await ws.get_message())
-                    except trio_websocket.ConnectionClosed as exc:
-                        close_code = exc.reason.code if exc.reason else -1
-                        continue
-                    if frame.get("type") == "overflow":
-                        overflow = frame["data"]
-                        continue
-                    seen.append(frame["seq"])
-                await ws._stream.aclose()
-            assert close_code == 1013
-            assert overflow is not None
-            last_delivered = overflow["lastDeliveredSeq"]
-            assert seen == list(range(1, last_delivered + 1))
-
-            last_seq = (await client.status())["snapshot"]["recentEvents"]["lastSeq"]
-            assert last_delivered < last_seq
-            async with client.events(after=last_delivered) as stream:
-                async for event in stream:
-                    seen.append(event.seq)
-                    if event.seq >= last_seq:
-                        break
-            assert seen == list(range(1, last_seq + 1))
+            await overflow_then_resume(client, scripted_model, client.events_url(after=0),
+                                       seqs_of=lambda frame: [frame["seq"]])
         assert len(list(codexd.codexd_logs.glob("events-*.jsonl"))) >= 2
 
 

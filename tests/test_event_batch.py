@@ -8,7 +8,6 @@ child, scripted model) and a real conductor relaying to it.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from codexd_trio.hub import Overflowed
 from codexd_trio.testing import ScriptedModel, Streamed
 from codexd_trio.testing.daemon import running_codexd
 from tests.fake_codexd import open_conductor
+from tests.slow_consumer import overflow_then_resume
 from tests.test_hub import running_hub, take
 
 TOKEN = "batch-test-token"
@@ -261,47 +261,10 @@ async def test_batch_stream_keeps_the_caller_rules_and_a_slow_consumer_still_ove
             async with open_websocket(url + f"&token={TOKEN}") as ws:
                 assert json.loads(await ws.get_message())["type"] == "hello"
 
-            session = await client.create_session()
-            seen: list[int] = []
-            async with trio_websocket.open_websocket_url(
-                url, message_queue_size=1, extra_headers=[(b"Authorization",
-                                                            f"Bearer {TOKEN}".encode())]
-            ) as ws:
-                # A tiny receive buffer so the kernel cannot absorb the backlog for us.
-                tcp = ws._stream
-                assert isinstance(tcp, trio.SocketStream)
-                tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                assert json.loads(await ws.get_message())["type"] == "hello"
-                scripted_model.script(Streamed(["x" * 500] * 2000))
-                accepted = await client.start_turn(session.sessionId, "flood")
-                await client.wait_for_turn(session.sessionId, accepted["turnId"])
-                # Only now start reading: the server must have given up on us meanwhile.
-                overflow: dict[str, Any] | None = None
-                close_code: int | None = None
-                while close_code is None:
-                    try:
-                        frame = json.loads(await ws.get_message())
-                    except trio_websocket.ConnectionClosed as exc:
-                        close_code = exc.reason.code if exc.reason else -1
-                        continue
-                    if isinstance(frame, dict) and frame.get("type") == "overflow":
-                        overflow = frame["data"]
-                        continue
-                    seen.extend(_seqs([frame]))
-                await ws._stream.aclose()
-            assert close_code == 1013
-            assert overflow is not None
-            last_delivered = overflow["lastDeliveredSeq"]
-            assert seen == list(range(1, last_delivered + 1))
-
-            last_seq = (await client.status())["snapshot"]["recentEvents"]["lastSeq"]
-            assert last_delivered < last_seq
-            async with client.events(after=last_delivered) as stream:
-                async for event in stream:
-                    seen.append(event.seq)
-                    if event.seq >= last_seq:
-                        break
-            assert seen == list(range(1, last_seq + 1))
+            await overflow_then_resume(
+                client, scripted_model, url, seqs_of=lambda frame: _seqs([frame]),
+                headers=[(b"Authorization", f"Bearer {TOKEN}".encode())],
+            )
 
 
 @pytest.mark.real_codex
