@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from codexd_trio import tokenfile
 from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.web.addresses import is_loopback
 from codexd_trio.web.callers import normalize_origin, split_host_header
@@ -121,24 +121,15 @@ TOKEN_FILE_ENV = "BAA_CODEXD_TOKEN_FILE"
 
 
 def read_token_file(path: str | os.PathLike[str], *, what: str) -> str:
-    """The token in ``path``; the file must be readable by its owner only (mode 600 or 400).
+    """The token in ``path`` (:mod:`codexd_trio.tokenfile`'s rule).
 
     Raises:
         ConfigError: unreadable, empty, or readable by other users.
     """
     try:
-        mode = os.stat(path).st_mode
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise ConfigError(
-            f"the {what} file {path} is readable by other users "
-            f"(mode {stat.S_IMODE(mode):03o}); run: chmod 600 {path}"
-        )
-    if not token:
-        raise ConfigError(f"the {what} file {path} is empty")
-    return token
+        return tokenfile.read_token_file(path, what=what)
+    except tokenfile.TokenFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve_codexd_token(

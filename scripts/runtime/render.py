@@ -1411,21 +1411,13 @@ def _probe_metrics(
 
 
 def read_token_file(path: str, what: str) -> str:
-    """The token in ``path``, held to the rules codexd applies to its own token file (readable by
-    the owner only, not empty); raises :class:`UsageError` with one line, never the token."""
+    """The token in ``path``, held to codexd's own rule (``codexd_trio/tokenfile.py``, loaded on
+    its own); raises :class:`UsageError` with one line, never the token."""
+    module = _checkout_module("_baa_runtime_tokenfile", "codexd_trio/tokenfile.py")
     try:
-        mode = os.stat(path).st_mode
-        token = Path(path).read_text(encoding="utf-8", errors="replace").strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise UsageError(
-            f"the {what} file {path} is readable by other users "
-            f"(mode {stat.S_IMODE(mode):03o}); run: chmod 600 {path}"
-        )
-    if not token:
-        raise UsageError(f"the {what} file {path} is empty")
-    return token
+        return str(module.read_token_file(path, what=what))
+    except module.TokenFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def probe_codexd_token(ns: argparse.Namespace) -> tuple[str | None, str]:
