@@ -20,6 +20,7 @@ from codexd_trio.protocol.appserver import ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest
 from codexd_trio.store import read_document
 from codexd_trio.supervisor import Incarnation
+from tests.full_disk import FullDisk
 
 
 def _incarnation() -> Incarnation:
@@ -154,26 +155,14 @@ async def test_sessions_are_listed_in_pages_oldest_first_with_a_status_filter(
 async def test_readyz_reports_an_event_log_that_cannot_be_written_until_it_recovers(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failing = True
-    attempts = 0
-    retried = trio.Event()
-
-    def write(data: bytes, start: int) -> None:  # the writer's worker thread
-        nonlocal attempts
-        attempts += 1
-        if attempts == 2:  # the first failure has been handled: the writer is retrying
-            trio.from_thread.run_sync(retried.set)
-        if failing:
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(daemon.log, "_write_batch", write)
+    disk = FullDisk(daemon.log, monkeypatch)
     client = create_app(daemon).test_client()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.log.run)
             for _ in range(3):
                 daemon.publish(Emit("test.event", "nothing can be written"))
-            await retried.wait()
+            await disk.retried.wait()
             ready = await client.get("/readyz")
             body = await ready.get_json()
             assert ready.status_code == 503
@@ -181,7 +170,7 @@ async def test_readyz_reports_an_event_log_that_cannot_be_written_until_it_recov
             assert "No space left on device" in body["error"]["message"]
             assert body["error"]["details"]["eventsWaiting"] == 3
             assert daemon.hub.recent() == []  # nothing is seen before it is durable
-            failing = False
+            disk.failing = False
             await daemon.log.wait_durable(3)  # the writer's retry lands
             body = await (await client.get("/readyz")).get_json()
             assert body["error"]["code"] == "child_unavailable"  # the log is fine again

@@ -14,6 +14,7 @@ import trio.testing
 from codexd_trio.contracts import Event, event_decoder
 from codexd_trio.eventlog import EventLog, EventLogCorrupt
 from codexd_trio.limiters import reads_limiter
+from tests.full_disk import FullDisk
 from tests.test_store import all_tokens_held
 
 
@@ -288,21 +289,7 @@ async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_wri
     # backlog_bytes the log now holds its producer (codexd's JSON-RPC reader) in room().
     log = EventLog.open(tmp_path / "events.jsonl")
     log.backlog_bytes = 2_000
-    failing = True
-    attempts = 0
-    retried = trio.Event()
-    real_write = log._write_batch
-
-    def write(data: bytes, start: int) -> None:  # the writer's worker thread
-        nonlocal attempts
-        attempts += 1
-        if attempts == 2:  # the first failure has been handled: the writer is retrying
-            trio.from_thread.run_sync(retried.set)
-        if failing:
-            raise OSError(28, "No space left on device")
-        real_write(data, start)
-
-    monkeypatch.setattr(log, "_write_batch", write)
+    disk = FullDisk(log, monkeypatch)
     admitted = False
 
     async def producer() -> None:
@@ -320,11 +307,11 @@ async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_wri
                     seq += 1
                     log.append(make_event(seq))
                 nursery.start_soon(producer)
-                await retried.wait()
+                await disk.retried.wait()
                 await trio.testing.wait_all_tasks_blocked()
                 assert not admitted  # held while nothing can be written
                 assert log.waiting == seq
-                failing = False
+                disk.failing = False
                 await log.wait_durable(seq)  # the writer's retry lands ...
                 await trio.testing.wait_all_tasks_blocked()
                 assert admitted  # ... and lets the producer go on
