@@ -163,6 +163,21 @@ def keeper(double: GatewayDouble, name: str, *, link: Link | None = None,
                                               localApiBase=f"http://{name}:4317")), link
 
 
+class FencedJob:
+    """A leader-only job for ``run_fenced``: runs until cancelled, and says whether it runs."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.starts = 0
+
+    async def __call__(self) -> None:
+        self.running, self.starts = True, self.starts + 1
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.running = False
+
+
 def role_now(k: EtcdLeaseKeeper) -> str:
     """The role, asked again (mypy would otherwise keep its earlier narrowing)."""
     return k.role
@@ -192,16 +207,7 @@ async def test_a_cut_leader_is_degraded_before_etcd_can_give_the_key_to_another(
     double = GatewayDouble()
     a, link_a = keeper(double, "a")
     b, _ = keeper(double, "b")
-    job_running = False
-    job_starts = 0
-
-    async def job() -> None:
-        nonlocal job_running, job_starts
-        job_running, job_starts = True, job_starts + 1
-        try:
-            await trio.sleep_forever()
-        finally:
-            job_running = False
+    job = FencedJob()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(double.expiry_loop)
@@ -210,14 +216,14 @@ async def test_a_cut_leader_is_degraded_before_etcd_can_give_the_key_to_another(
         assert await nursery.start(b.run) == "standby"
         assert b.lease_holder_id == "a@h"
         await trio.sleep(1)
-        assert job_running
+        assert job.running
         link_a.cut = True  # a partition between a and etcd; b still reaches it
         overlap = job_overlap = 0
         for _ in range(int(3 * TTL / 0.01)):
             await trio.sleep(0.01)
             if a.role == "leader" and b.role == "leader":
                 overlap += 1
-            if job_running and b.role == "leader":
+            if job.running and b.role == "leader":
                 job_overlap += 1
             if a.role == "leader":
                 assert a._valid_until is not None
@@ -225,14 +231,14 @@ async def test_a_cut_leader_is_degraded_before_etcd_can_give_the_key_to_another(
         assert (overlap, job_overlap) == (0, 0)
         assert b.role == "leader"
         assert a.role == "degraded"
-        assert not job_running
+        assert not job.running
         # Reconnected: a learns it lost (keep-alive without TTL) and follows b; the job
         # does not start again.
         link_a.cut = False
         await trio.sleep(TTL)
         assert a.role == "standby"
         assert a.lease_holder_id == "b@h"
-        assert job_starts == 1
+        assert job.starts == 1
         nursery.cancel_scope.cancel()
 
 
@@ -371,24 +377,16 @@ async def test_a_fenced_job_stops_when_the_lease_ran_out_while_the_machine_slept
     double = GatewayDouble()
     slept = [0.0]
     a, _ = keeper(double, "a", clock=lambda: trio.current_time() + slept[0])
-    job_running = False
-
-    async def job() -> None:
-        nonlocal job_running
-        job_running = True
-        try:
-            await trio.sleep_forever()
-        finally:
-            job_running = False
+    job = FencedJob()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(double.expiry_loop)
         assert await nursery.start(a.run) == "leader"
         nursery.start_soon(a.run_fenced, job)
         await trio.sleep(0.5)
-        assert job_running
+        assert job.running
         slept[0] = 60.0  # an hour's nap, as the boot clock sees it
         assert role_now(a) == "degraded"
         await trio.sleep(1.1)
-        assert not job_running
+        assert not job.running
         nursery.cancel_scope.cancel()
