@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -124,45 +125,52 @@ def int_arg(name: str, raw: str | None, *, default: int | None, minimum: int = 0
 
 def encode_cursor(position: int | None) -> str | None:
     """An opaque page cursor for a list position (``None`` on the last page)."""
-    if position is None:
-        return None
-    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
-
-
-def encode_key_cursor(key: tuple[float, str] | None) -> str | None:
-    """An opaque page cursor for a ``(time, id)`` key (the activity order's)."""
-    if key is None:
-        return None
-    return base64.urlsafe_b64encode(f"a{key[0]!r}:{key[1]}".encode()).decode().rstrip("=")
-
-
-def decode_key_cursor(raw: str | None) -> tuple[float, str] | None:
-    """The key a cursor from :func:`encode_key_cursor` stands for; 400 if it is not one."""
-    if not raw:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        time_text, sep, sid = text[1:].partition(":")
-        if not text.startswith("a") or not sep:
-            raise ValueError(text)
-        return float(time_text), sid
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise InvalidRequest(
-            "cursor is not one this API handed out for this order (use nextCursor)",
-            field="cursor",
-        ) from None
+    return None if position is None else _wrap(f"p{position}")
 
 
 def decode_cursor(raw: str | None) -> int:
     """The list position a cursor from :func:`encode_cursor` stands for; 400 if it is not one."""
     if not raw:
         return 0
+    return _unwrap(raw, "p", _position, "cursor is not one this API handed out (use nextCursor)")
+
+
+def encode_key_cursor(key: tuple[float, str] | None) -> str | None:
+    """An opaque page cursor for a ``(time, id)`` key (the activity order's)."""
+    return None if key is None else _wrap(f"a{key[0]!r}:{key[1]}")
+
+
+def decode_key_cursor(raw: str | None) -> tuple[float, str] | None:
+    """The key a cursor from :func:`encode_key_cursor` stands for; 400 if it is not one."""
+    if not raw:
+        return None
+    return _unwrap(raw, "a", _key,
+                   "cursor is not one this API handed out for this order (use nextCursor)")
+
+
+def _wrap(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unwrap(raw: str, kind: str, parse: Callable[[str], T], message: str) -> T:
+    # A cursor is its kind's letter and body, base64url without padding.
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        if not text.startswith("p") or not text[1:].isdigit():
+        if not text.startswith(kind):
             raise ValueError(text)
-        return int(text[1:])
+        return parse(text[len(kind):])
     except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise InvalidRequest(
-            "cursor is not one this API handed out (use nextCursor)", field="cursor"
-        ) from None
+        raise InvalidRequest(message, field="cursor") from None
+
+
+def _position(body: str) -> int:
+    if not body.isdigit():
+        raise ValueError(body)
+    return int(body)
+
+
+def _key(body: str) -> tuple[float, str]:
+    time_text, sep, sid = body.partition(":")
+    if not sep:
+        raise ValueError(body)
+    return float(time_text), sid
