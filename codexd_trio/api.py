@@ -21,7 +21,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from codexd_trio import __version__
-from codexd_trio.api_doc import codexd_openapi
+from codexd_trio.api_doc import codexd_openapi, codexd_ops, codexd_websockets
 from codexd_trio.contracts import (
     CreateSessionRequest,
     DecisionRequest,
@@ -52,32 +52,11 @@ from codexd_trio.web.envelope import (
     int_arg,
     status_for,
 )
+from codexd_trio.web.openapi import described_routes
 
 log = logging.getLogger("codexd.api")
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T")
-
-ROUTES: list[tuple[str, str, str]] = [
-    ("GET", "/healthz", "liveness: 200 while the process serves"),
-    ("GET", "/readyz", "readiness: 200 once the child is initialized and the store is open"),
-    ("GET", "/describe", "this description"),
-    ("GET", "/openapi.json", "OpenAPI 3.1 document of every route"),
-    ("GET", "/metrics", "Prometheus metrics"),
-    ("GET", "/v1/codexd/status", "service and snapshot: identity, daemon, child, sessions, events"),
-    ("GET", "/v1/codexd/sessions", "all sessions"),
-    ("POST", "/v1/codexd/sessions", "create a session (thread/start)"),
-    ("GET", "/v1/codexd/sessions/{sessionId}", "one session with its recent events"),
-    ("POST", "/v1/codexd/sessions/{sessionId}/close", "close a session (no more turns)"),
-    ("POST", "/v1/codexd/turn", "start a turn on a session (202)"),
-    ("POST", "/v1/codexd/turn/steer", "add input to the running turn"),
-    ("POST", "/v1/codexd/turn/interrupt", "interrupt the running turn (202)"),
-    ("GET", "/v1/codexd/approvals", "approval records (?state=pending)"),
-    ("GET", "/v1/codexd/approvals/{approvalId}", "one approval"),
-    ("POST", "/v1/codexd/approvals/{approvalId}", "decide an approval"),
-    ("GET", "{events}", "a page of the durable event log (?after=&limit=)"),
-    ("WS", "{events}", "the live event stream (?after=&sessionId=&batch=1)"),
-]
-
 
 # JSON-RPC "invalid request" and "invalid params".
 _JSONRPC_BAD_PARAMS = frozenset({-32600, -32602})
@@ -123,6 +102,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
     )
     idem = daemon.idem
     stream_path = cfg.event_stream_path
+    routes = described_routes(codexd_ops(events_path=stream_path), codexd_websockets(stream_path))
 
     @app.errorhandler(AppServerError)
     async def _app_server_error(exc: AppServerError) -> Response:
@@ -203,10 +183,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
                 "name": "codexd",
                 "surface": "local-api",
                 "version": __version__,
-                "routes": [
-                    {"method": m, "path": p.replace("{events}", stream_path), "summary": s}
-                    for m, p, s in ROUTES
-                ],
+                "routes": routes,
                 "eventStream": {
                     "path": stream_path,
                     "url": daemon.status().service.eventStreamUrl,

@@ -23,7 +23,7 @@ from codexd_trio.contracts import (
 )
 from codexd_trio.web.openapi import Op, build, query
 
-__all__ = ["codexd_openapi", "codexd_ops"]
+__all__ = ["codexd_openapi", "codexd_ops", "codexd_websockets"]
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +142,11 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
     ]
 
 
+def codexd_websockets(events_path: str) -> list[dict[str, str]]:
+    return [{"path": events_path,
+             "summary": "the live event stream (?after=&sessionId=&batch=1)"}]
+
+
 def codexd_openapi(*, events_path: str, token: bool) -> dict[str, Any]:
     return build(
         title="codexd",
@@ -150,5 +155,5 @@ def codexd_openapi(*, events_path: str, token: bool) -> dict[str, Any]:
         "{ok, data} or {ok:false, error:{code, message, details}}.",
         ops=codexd_ops(events_path=events_path),
         token=token,
-        websockets=[{"path": events_path, "summary": "the live event stream (?after=&sessionId=)"}],
+        websockets=codexd_websockets(events_path),
     )

@@ -26,7 +26,10 @@ from conductor_trio.contracts import (
     UnreachableStatus,
 )
 
-__all__ = ["conductor_openapi", "conductor_ops", "status_api_openapi", "status_api_ops"]
+__all__ = [
+    "CONDUCTOR_WEBSOCKETS", "conductor_openapi", "conductor_ops", "status_api_openapi",
+    "status_api_ops",
+]
 
 # The status-api relays the conductor's snapshot, or says it could not read it.
 _RELAYED_STATUS = StatusSnapshot | UnreachableStatus
@@ -83,6 +86,12 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
     ]
 
 
+CONDUCTOR_WEBSOCKETS = [{
+    "path": "/v1/codex/events",
+    "summary": "live event stream relayed from codexd (?after=&sessionId=&batch=1)",
+}]
+
+
 def conductor_openapi(mode_change: Any, *, exposed: bool) -> dict[str, Any]:
     return build(
         title="conductor",
@@ -90,7 +99,7 @@ def conductor_openapi(mode_change: Any, *, exposed: bool) -> dict[str, Any]:
         description="The node API (CONTRACT.md): probes, runtime, system mode, status, and "
         "the codex proxy to codexd.",
         ops=conductor_ops(mode_change, exposed=exposed),
-        websockets=[{"path": "/v1/codex/events", "summary": "codexd's event stream, relayed"}],
+        websockets=CONDUCTOR_WEBSOCKETS,
     )
 
 
@@ -98,13 +107,13 @@ def status_api_ops() -> list[Op]:
     return [
         Op("GET", "/healthz", "liveness", data=StatusApiHealth, auth_exempt=True),
         Op("GET", "/describe", "this list", data=StatusApiDescribe),
+        Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
+           envelope=False),
+        Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
         Op("GET", "/v1/status", "the conductor's status snapshot (source: unreachable if not)",
            data=_RELAYED_STATUS),
         Op("GET", "/v1/status/ui", "status page", media="text/html"),
         Op("GET", "/", "status page", media="text/html"),
-        Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
-        Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
-           envelope=False),
     ]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
 from urllib.parse import quote
 
 import msgspec
@@ -20,8 +19,9 @@ from codexd_trio.web.addresses import is_loopback
 from codexd_trio.web.app import WebSetup, install
 from codexd_trio.web.envelope import decode_body, error
 from codexd_trio.web.envelope import envelope as ok
+from codexd_trio.web.openapi import described_routes
 from conductor_trio import __version__
-from conductor_trio.api_doc import conductor_openapi
+from conductor_trio.api_doc import CONDUCTOR_WEBSOCKETS, conductor_openapi, conductor_ops
 from conductor_trio.console import install_console
 from conductor_trio.contracts import (
     CodexBackend,
@@ -41,50 +41,6 @@ from conductor_trio.proxy import proxy_http, relay_events
 from conductor_trio.service import Conductor
 from conductor_trio.status import render_page
 
-ROUTES: list[dict[str, Any]] = [
-    {"method": "GET", "path": "/healthz", "summary": "200 while the process serves"},
-    {"method": "GET", "path": "/readyz", "summary": "200 when leader and not degraded"},
-    {"method": "GET", "path": "/rolez", "summary": "text: leader, standby or degraded"},
-    {"method": "GET", "path": "/describe", "summary": "this list, auth and codex backend"},
-    {"method": "GET", "path": "/openapi.json", "summary": "OpenAPI 3.1 document"},
-    {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics"},
-    {"method": "GET", "path": "/v1/runtime", "summary": "node, role, lease, loops, paths"},
-    {"method": "GET", "path": "/v1/codex", "summary": "codex backend status (codexd)"},
-    {"method": "GET", "path": "/v1/codex/metrics", "summary": "codexd's metrics (proxied)"},
-    {"method": "GET", "path": "/v1/codex/sessions", "summary": "list sessions (proxied)"},
-    {"method": "POST", "path": "/v1/codex/sessions",
-     "summary": "create a session (proxied; 423 while paused)"},
-    {"method": "GET", "path": "/v1/codex/sessions/{session_id}",
-     "summary": "a session and its recent events (proxied)"},
-    {"method": "POST", "path": "/v1/codex/turn",
-     "summary": "start a turn (proxied; 423 while paused or draining)"},
-    {"method": "POST", "path": "/v1/codex/turn/steer", "summary": "steer the running turn"},
-    {"method": "POST", "path": "/v1/codex/turn/interrupt",
-     "summary": "interrupt the running turn"},
-    {"method": "GET", "path": "/v1/codex/approvals", "summary": "approvals (?state=pending)"},
-    {"method": "GET", "path": "/v1/codex/approvals/{approval_id}", "summary": "one approval"},
-    {"method": "POST", "path": "/v1/codex/approvals/{approval_id}",
-     "summary": "decide an approval"},
-    {"method": "GET", "path": "/v1/codex/events", "summary": "a page of events (?after=&limit=)"},
-    {"method": "WS", "path": "/v1/codex/events",
-     "summary": "live event stream relayed from codexd (?after=&sessionId=&batch=1)"},
-    {"method": "GET", "path": "/v1/system/state", "summary": "mode, lease, active turns"},
-    {"method": "POST", "path": "/v1/system/pause", "summary": "pause new work", "auth": True},
-    {"method": "POST", "path": "/v1/system/resume", "summary": "resume", "auth": True},
-    {"method": "POST", "path": "/v1/system/drain",
-     "summary": "refuse new turns, let running ones finish", "auth": True},
-    {"method": "GET", "path": "/v1/status", "summary": "status snapshot (JSON)"},
-    {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
-    {"method": "GET", "path": "/console", "summary": "operator console (HTML, same origin)"},
-    {"method": "GET", "path": "/console/{name}", "summary": "the console's script and styles"},
-    {"method": "GET", "path": "/", "summary": "links: console, status page, describe"},
-]
-
-CODEX_ROUTES = [r for r in ROUTES if r["path"].startswith("/v1/codex/")]
-# The same lists as the answers' type (a route without "auth" leaves it out, as above).
-_ROUTE_INFO = msgspec.convert(ROUTES, list[RouteInfo])
-_CODEX_ROUTE_INFO = msgspec.convert(CODEX_ROUTES, list[RouteInfo])
-
 
 class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: str | None = None
@@ -97,6 +53,12 @@ def create_app(conductor: Conductor) -> QuartTrio:
     """Build the conductor's app over one :class:`~conductor_trio.service.Conductor`."""
     app = QuartTrio("conductor_trio")
     cfg = conductor.config
+    # The routes /describe lists are the operations of /openapi.json (one source).
+    route_info = msgspec.convert(
+        described_routes(conductor_ops(ModeChange, exposed=cfg.exposed), CONDUCTOR_WEBSOCKETS),
+        list[RouteInfo],
+    )
+    codex_route_info = [r for r in route_info if r.path.startswith("/v1/codex/")]
     install(
         app,
         WebSetup(
@@ -170,11 +132,11 @@ def create_app(conductor: Conductor) -> QuartTrio:
             surface="local-api",
             version=__version__,
             node_id=cfg.node_id,
-            routes=_ROUTE_INFO,
+            routes=route_info,
             auth=DescribeAuth(
                 scheme="bearer",
                 header="Authorization: Bearer <BAA_SHARED_TOKEN>",
-                routes=[r.path for r in _ROUTE_INFO if r.auth],
+                routes=[r.path for r in route_info if r.auth],
                 token_configured=cfg.shared_token is not None,
                 without_token="loopback callers only",
             ),
@@ -201,7 +163,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
                                        active_count=snap.sessions.activeCount if snap else None),
             recent_events=RecentEventsCount(count=snap.recentEvents.count if snap else None,
                                             last_seq=snap.recentEvents.lastSeq if snap else None),
-            routes=_CODEX_ROUTE_INFO,
+            routes=codex_route_info,
         ))
 
     def refuse_if(modes: tuple[Mode, ...]) -> Response | None:

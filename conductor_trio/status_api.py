@@ -30,9 +30,10 @@ from codexd_trio.web import CallerPolicy
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.metrics import AppMetrics
+from codexd_trio.web.openapi import described_routes
 from conductor_trio import __version__
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
-from conductor_trio.api_doc import status_api_openapi
+from conductor_trio.api_doc import status_api_openapi, status_api_ops
 from conductor_trio.config import (
     ConfigError,
     StatusApiConfig,
@@ -53,18 +54,8 @@ from conductor_trio.status import render_page
 
 PROG = "status-api"
 
-ROUTES = [
-    {"method": "GET", "path": "/healthz", "summary": "200 while the process serves"},
-    {"method": "GET", "path": "/describe", "summary": "this list"},
-    {"method": "GET", "path": "/openapi.json", "summary": "OpenAPI 3.1 document"},
-    {"method": "GET", "path": "/metrics", "summary": "Prometheus metrics"},
-    {"method": "GET", "path": "/v1/status", "summary": "the conductor's status snapshot"},
-    {"method": "GET", "path": "/v1/status/ui", "summary": "status page (HTML)"},
-    {"method": "GET", "path": "/", "summary": "status page (HTML)"},
-]
-
-
-_ROUTE_INFO = msgspec.convert(ROUTES, list[RouteInfo])
+# The routes /describe lists are the operations of /openapi.json (one source).
+_ROUTE_INFO = msgspec.convert(described_routes(status_api_ops()), list[RouteInfo])
 
 
 class StatusApi:

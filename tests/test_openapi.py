@@ -15,7 +15,6 @@ from codexd_trio.api import create_app as create_codexd_app
 from codexd_trio.config import CodexdConfig
 from codexd_trio.service import Daemon
 from codexd_trio.web.app import quart_rule_path
-from conductor_trio.app import ROUTES
 from conductor_trio.app import create_app as create_conductor_app
 from conductor_trio.config import ConductorConfig, StatusApiConfig
 from conductor_trio.service import Conductor
@@ -89,9 +88,11 @@ async def test_conductor_document_lists_every_route(tmp_path: Path) -> None:
         _check(app, doc)
         turn = doc["paths"]["/v1/codex/turn"]["post"]["responses"]
         assert {"423", "503"} <= set(turn)
-        # /describe's hand-written list names every HTTP route too (and the relay websocket).
-        described = {(r["method"], r["path"]) for r in ROUTES if r["method"] != "WS"}
+        # /describe's list names every HTTP route too (and the relay websocket).
+        listed = (await (await app.test_client().get("/describe")).get_json())["data"]["routes"]
+        described = {(r["method"], r["path"]) for r in listed if r["method"] != "WS"}
         assert described == _routes(app)
+        assert ("WS", "/v1/codex/events") in {(r["method"], r["path"]) for r in listed}
     finally:
         await conductor.client.aclose()
 

@@ -18,7 +18,7 @@ import msgspec
 from codexd_trio.contracts import ErrorEnvelope
 from codexd_trio.web.envelope import STATUS_FOR_CODE
 
-__all__ = ["Op", "Param", "build", "query"]
+__all__ = ["Op", "Param", "build", "described_routes", "query"]
 
 _REF = "#/components/schemas/{name}"
 
@@ -185,6 +185,23 @@ def build(
     if websockets:
         document["x-websockets"] = list(websockets)
     return document
+
+
+def described_routes(
+    ops: Sequence[Op], websockets: Sequence[dict[str, str]] = ()
+) -> list[dict[str, Any]]:
+    """``GET /describe``'s list of routes, from the same operations as the OpenAPI document,
+    so the two cannot drift; ``auth`` marks the routes that need the token beyond the
+    daemon's general rule."""
+    routes: list[dict[str, Any]] = []
+    for op in ops:
+        route: dict[str, Any] = {"method": op.method, "path": op.path, "summary": op.summary}
+        if "unauthorized" in op.errors:
+            route["auth"] = True
+        routes.append(route)
+    routes += [{"method": "WS", "path": ws["path"], "summary": ws["summary"]}
+               for ws in websockets]
+    return routes
 
 
 def _path_names(path: str) -> list[str]:
