@@ -274,12 +274,15 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
                     "summary": "operator console (HTML, same origin)"} in described
 
 
-async def test_status_api_page_has_no_console_link(tmp_path: Path) -> None:
-    # The status-api is read-only (and may run elsewhere): it has no console to link to.
+async def test_status_page_links_the_console_it_is_given(tmp_path: Path) -> None:
+    # The conductor links its own /console; the status-api (read-only) links the conductor's
+    # (tests/test_status_api.py); a page given none has no link.
     from conductor_trio.status import render_page
 
     assert "/console" not in render_page("status")
     assert 'href="/console"' in render_page("conductor", console_href="/console")
+    linked = render_page("node status", console_href='http://127.0.0.1:4317/console"><x')
+    assert 'href="http://127.0.0.1:4317/console&quot;&gt;&lt;x"' in linked
 
 
 def test_console_files_are_package_data() -> None:
