@@ -262,7 +262,8 @@ def test_a_paused_node_says_how_to_resume_and_up_resume_resumes_it() -> None:
         shutil.rmtree(var, ignore_errors=True)
 
 
-def test_up_demo_with_a_codexd_token_needs_the_shared_token_first(tmp_path: Path) -> None:
+@pytest.mark.real_codex
+def test_up_demo_with_a_codexd_token_needs_the_shared_token_and_sends_it(tmp_path: Path) -> None:
     token = tmp_path / "codexd.token"
     token.write_text("codexd-secret\n")
     token.chmod(0o600)
@@ -277,6 +278,22 @@ def test_up_demo_with_a_codexd_token_needs_the_shared_token_first(tmp_path: Path
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "BAA_SHARED_TOKEN" in result.stderr
     assert not var.exists()  # nothing started, nothing written
+
+    # With the shared token too, the demo sends it to the conductor (which requires a caller
+    # credential on /v1/codex/* whenever codexd has a token) and runs its turn.
+    shared = tmp_path / "shared.token"
+    shared.write_text("shared-secret\n")
+    shared.chmod(0o600)
+    env["BAA_SHARED_TOKEN_FILE"] = str(shared)
+    var = _var()
+    try:
+        result = subprocess.run(
+            [*UP, "--demo", "--no-wait", "--var-dir", str(var), *_port_args(_free_ports(3))],
+            capture_output=True, text=True, timeout=180, cwd=REPO_ROOT, env=env, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "codex said 'echo: Hello Codex, this is the offline demo.'" in result.stdout
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
 
 
 def _path_without_npm(tmp_path: Path) -> str:
