@@ -14,6 +14,7 @@ from quart import Response, request, websocket
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
 from codexd_trio.web.context import current_request_id
 from codexd_trio.web.envelope import error
+from codexd_trio.web.websockets import discarding_client_frames
 from conductor_trio.service import Conductor
 
 # Request headers worth passing on; hop-by-hop and Host stay with this hop.
@@ -96,7 +97,10 @@ async def relay_events(conductor: Conductor) -> Response | None:
             headers["X-Request-Id"] = request_id  # one id from the client through to codexd
         async with open_websocket(url, headers=headers) as upstream:
             await websocket.accept()
-            code = await _pump(conductor, upstream)
+            # Read what the client sends, or its leaving goes unseen and the relay (and its
+            # upstream stream on codexd) stays open for good.
+            async with discarding_client_frames():
+                code = await _pump(conductor, upstream)
             await websocket.close(code)
     except CodexdError as exc:
         # codexd refused the handshake: hand its status and envelope on unchanged.
