@@ -7,6 +7,8 @@ cannot be reached does the conductor answer itself, with 503 ``codexd_unavailabl
 
 from __future__ import annotations
 
+from urllib.parse import unquote_plus
+
 import trio
 import trio_websocket
 from quart import Response, request, websocket
@@ -48,7 +50,7 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
         raw = await request.get_data()
         body = raw.encode() if isinstance(raw, str) else raw
     headers = {name: request.headers[name] for name in _FORWARD_HEADERS if name in request.headers}
-    query = request.query_string.decode("latin-1")
+    query = _without_token(request.query_string.decode("latin-1"))
     path = upstream_path + (f"?{query}" if query else "")
     try:
         answer = await conductor.client.request(request.method, path, content=body,
@@ -62,6 +64,14 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
         headers={name: answer.headers[name] for name in _ANSWER_HEADERS
                  if name in answer.headers},
     )
+
+
+def _without_token(query: str) -> str:
+    """``query`` without its ``token`` parameters, the rest byte for byte: a caller's credential
+    is the conductor's to check, never codexd's to see (the relay builds its upstream URL from
+    named parameters, so it never passes one either)."""
+    return "&".join(part for part in query.split("&")
+                    if part and unquote_plus(part.partition("=")[0]) != "token")
 
 
 async def relay_events(conductor: Conductor) -> Response | None:

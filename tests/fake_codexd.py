@@ -300,6 +300,7 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
 
     @app.websocket("/v1/codexd/events")
     async def events_ws() -> None:
+        fake.requests.append(("WS", websocket.full_path.rstrip("?"), dict(websocket.headers)))
         after_raw = websocket.args.get("after")
         session_id = websocket.args.get("sessionId")
         last = fake.events[-1].seq if fake.events else 0

@@ -377,7 +377,9 @@ async def test_conductor_lends_codexds_token_to_no_caller_without_a_credential(
                 assert [s.sessionId for s in await direct.list_sessions()] == [sid]
                 session, events = await direct.get_session(sid)
                 assert (session.status, session.turnCount) == ("active", 0)
-                assert [e.type for e in events] == ["session.created"]
+                # Its events are its creation's (the app-server's thread notifications arrive
+                # when they do): none of a turn, none of a close.
+                assert [e.type for e in events if e.turnId or e.type == "session.closed"] == []
                 assert _session_events(codexd) == ["session.created"]
                 await _served_with_the_shared_token(c.url, c.http, sid)
 
@@ -524,6 +526,13 @@ async def test_loopback_conductor_over_a_codexd_without_token_needs_none(tmp_pat
             relay = c.url.replace("http://", "ws://") + "/v1/codex/events?after=0"
             assert '"hello"' in await _ws_hello(relay)
             assert _err(await c.http.post("/v1/system/pause", json={})) == (401, "unauthorized")
+            # A caller's ?token= is the conductor's to check, never forwarded to codexd.
+            await c.http.get(f"/v1/codex/events?after=0&token={SHARED}&to%6Ben=x&limit=5")
+            await _ws_hello(f"{relay}&token={SHARED}")
+            forwarded = [(m, p) for m, p, _ in fake.requests if "/events" in p][-2:]
+            assert forwarded == [("GET", "/v1/codexd/events?after=0&limit=5"),
+                                 ("WS", "/v1/codexd/events?after=0")]
+            assert not any(SHARED in p for _, p, _ in fake.requests)
 
 
 async def test_status_api_refuses_foreign_origins_and_hosts(tmp_path: Path) -> None:
