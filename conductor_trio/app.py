@@ -86,7 +86,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         ),
     )
 
-    def refused(refusal: Refusal | None) -> Response | None:
+    def answer(refusal: Refusal | None) -> Response | None:
         if refusal is None:
             return None
         return error(refusal.status, refusal.code, refusal.message, refusal.details)
@@ -97,7 +97,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
     async def _codex_callers_need_a_credential() -> Response | None:
         if not request.path.startswith(CODEX_PREFIX):
             return None
-        return refused(codex_refusal(cfg, Caller(
+        return answer(codex_refusal(cfg, Caller(
             method=request.method, authorization=request.headers.get("Authorization"),
             remote_addr=request.remote_addr)))
 
@@ -108,7 +108,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         # access log records the path without the query.
         if not websocket.path.startswith(CODEX_PREFIX):
             return None
-        return refused(codex_refusal(cfg, Caller(
+        return answer(codex_refusal(cfg, Caller(
             method="WS", authorization=websocket.headers.get("Authorization"),
             query_tokens=websocket.args.getlist("token"), remote_addr=websocket.remote_addr)))
 
@@ -276,7 +276,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         return ok(conductor.mode_state(probe))
 
     async def change_mode(mode: Mode) -> Response:
-        if denied := refused(shared_token_refusal(cfg, Caller(
+        if denied := answer(shared_token_refusal(cfg, Caller(
                 method=request.method, authorization=request.headers.get("Authorization"),
                 remote_addr=request.remote_addr))):
             return denied
