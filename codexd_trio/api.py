@@ -53,6 +53,7 @@ from codexd_trio.web.envelope import (
     status_for,
 )
 from codexd_trio.web.openapi import described_routes
+from codexd_trio.web.websockets import discarding_client_frames
 
 log = logging.getLogger("codexd.api")
 _encoder = msgspec.json.Encoder()
@@ -329,7 +330,9 @@ def create_app(daemon: Daemon) -> QuartTrio:
         await websocket.accept()
         subscription = daemon.hub.subscribe(after=after, session_id=session_id)
         with daemon.stream_open():
-            await _stream(subscription, batched=batch == "1")
+            # Read what the client sends, or its leaving goes unseen (see the module).
+            async with discarding_client_frames():
+                await _stream(subscription, batched=batch == "1")
         return None
 
     async def _stream(subscription: Subscription, *, batched: bool) -> None:
