@@ -459,8 +459,14 @@ class Daemon:
     async def decide_approval(
         self, approval_id: str, decision: Decision, decided_by: str | None
     ) -> Approval:
-        approval = self.broker.decide(approval_id, decision, decided_by or "client")
-        await self.files.approvals.flush()
+        try:
+            approval = await self.broker.decide(approval_id, decision, decided_by or "client")
+        except ChildUnavailable as exc:
+            exc.details.setdefault("child", msgspec.to_builtins(self.child))
+            raise
+        finally:
+            # Durable before the answer either way: resolved, or expired undelivered.
+            await self.files.approvals.flush()
         return approval
 
     # ------------------------------------------------------------------ status
