@@ -39,6 +39,7 @@ from codexd_trio.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.idempotency import Answer
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
+from codexd_trio.store import StoreError
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import (
@@ -53,6 +54,7 @@ from codexd_trio.web.envelope import (
     status_for,
 )
 from codexd_trio.web.openapi import described_routes
+from codexd_trio.web.websockets import discarding_client_frames
 
 log = logging.getLogger("codexd.api")
 _encoder = msgspec.json.Encoder()
@@ -127,6 +129,15 @@ def create_app(daemon: Daemon) -> QuartTrio:
             method=exc.method,
             jsonrpcCode=exc.code,
             jsonrpcMessage=exc.message,
+        )
+
+    @app.errorhandler(StoreError)
+    async def _store_error(exc: StoreError) -> Response:
+        # A state file the answer waits for cannot be written (a full disk): the change is
+        # kept and retried by its writer; the caller gets the documented 503, not a 500.
+        return error_response(
+            "store_unavailable", f"a state file cannot be written yet: {exc}", 503,
+            file=exc.path.name,
         )
 
     async def _idempotent(route: str, run: Callable[[bytes], Awaitable[Response]]) -> Response:
@@ -332,7 +343,9 @@ def create_app(daemon: Daemon) -> QuartTrio:
         await websocket.accept()
         subscription = daemon.hub.subscribe(after=after, session_id=session_id)
         with daemon.stream_open():
-            await _stream(subscription, batched=batch == "1")
+            # Read what the client sends, or its leaving goes unseen (see the module).
+            async with discarding_client_frames():
+                await _stream(subscription, batched=batch == "1")
         return None
 
     async def _stream(subscription: Subscription, *, batched: bool) -> None:

@@ -315,12 +315,14 @@ def parse_lease_store(value: str) -> tuple[str, ...]:
 def resolve_shared_token(
     env: Mapping[str, str] | None = None, *, token_file: str | None = None
 ) -> tuple[str | None, str]:
-    """The conductor's shared token and where it came from (``file``, ``env`` or ``none``), read
-    as the conductor reads it: ``token_file``, else ``$BAA_SHARED_TOKEN_FILE``, else
-    ``$BAA_SHARED_TOKEN``. Its callers (``scripts/up.sh``) send it as ``Authorization: Bearer``.
+    """The conductor's shared token and where it came from (``file``, ``env`` or ``none``).
+
+    Read the same way by the conductor and by whatever calls it (``scripts/up.sh``'s demo turn
+    must send it on ``/v1/codex/*`` when codexd has a token): ``token_file`` (a flag), else
+    ``$BAA_SHARED_TOKEN_FILE``, else ``$BAA_SHARED_TOKEN``.
 
     Raises:
-        ConfigError: the token file cannot be read or is empty.
+        ConfigError: the file cannot be read or is empty.
     """
     return _token(token_file, os.environ if env is None else env)
 

@@ -16,16 +16,28 @@ from codexd_trio.api import create_app
 from codexd_trio.config import CodexdConfig
 from codexd_trio.contracts import Session, SessionRegistry
 from codexd_trio.domain import Emit
-from codexd_trio.protocol.appserver import ServerRequest
+from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest
 from codexd_trio.store import read_document
 from codexd_trio.supervisor import Incarnation
 from tests.full_disk import FullDisk
 
 
-def _incarnation() -> Incarnation:
+def _incarnation(client: object = None) -> Incarnation:
     # Declining an unsupported request touches neither the client nor the work nursery.
-    return Incarnation(number=1, client=cast(Any, None), work=cast(Any, None))
+    return Incarnation(number=1, client=cast(Any, client), work=cast(Any, None))
+
+
+class _Replies:
+    """The client half the approval broker uses: it answers a request itself, to know that
+    the answer reached the child."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[ServerRequest, Any]] = []
+
+    async def reply(self, request: ServerRequest, result: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.sent.append((request, result))
 
 
 @pytest.fixture
@@ -186,9 +198,12 @@ async def test_an_approval_request_with_unexpected_shapes_is_still_recorded(
         params={"threadId": "t-1", "turnId": 5, "itemId": ["x"], "command": "ls"},
     )
     # No session owns the thread: the default policy declines at once.
-    assert await daemon.on_server_request(_incarnation(), request) == {"decision": "decline"}
+    replies = _Replies()
+    assert await daemon.on_server_request(_incarnation(replies), request) is REPLIED
+    assert replies.sent == [(request, {"decision": "decline"})]
     (approval,) = daemon.approvals()
     assert (approval.turnId, approval.itemId, approval.decision) == (None, None, "decline")
+    assert (approval.state, approval.decidedBy) == ("resolved", "policy")
     encoded = msgspec.json.encode(daemon.files.approvals.value)
     assert msgspec.json.decode(encoded, type=type(daemon.files.approvals.value))
 

@@ -9,6 +9,7 @@ Waiting is Playwright's ``expect`` (it polls the page until the condition holds)
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -53,12 +54,17 @@ class Node:
 
 
 @asynccontextmanager
-async def _node(tmp_path: Path, codex_home: Path) -> AsyncIterator[Node]:
+async def _node(
+    tmp_path: Path, codex_home: Path, *, codexd_token: str | None = None
+) -> AsyncIterator[Node]:
+    """codexd (with ``codexd_token`` when given) and a conductor with the shared token."""
     workdir = codex_home / "work"
     workdir.mkdir(parents=True, exist_ok=True)
+    env = {"BAA_CODEXD_TOKEN": codexd_token} if codexd_token else None
     async with (
-        running_codexd(tmp_path / "node", codex_home) as codexd,
-        open_conductor(codexd.url, tmp_path / "conductor", token=TOKEN) as c,
+        running_codexd(tmp_path / "node", codex_home, env=env) as codexd,
+        open_conductor(codexd.url, tmp_path / "conductor", token=TOKEN,
+                       codexd_token=codexd_token) as c,
     ):
         yield Node(c, workdir)
 
@@ -633,3 +639,58 @@ async def test_console_steers_and_interrupts_a_running_turn(
             slow = Streamed([f"slow{i} " for i in range(200)], delay=0.2)
             scripted_model.script(slow, slow)
             await _browse(node, flow, DESKTOP)
+
+
+@needs_chromium
+@pytest.mark.real_codex
+async def test_console_asks_for_the_token_when_codexd_has_one_then_carries_on(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Over a codexd with a token, every /v1/codex/* call needs the shared token (issue 20,
+    # item 1): reads and the relay too, not only the writes the console used to sign.
+    caplog.set_level(logging.DEBUG)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    sockets: list[str] = []
+
+    def flow(page: Page) -> None:
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        token_input = page.get_by_test_id("token-input")
+        # The sessions list was refused: the page asks for the token.
+        expect(page.locator("#notice")).to_contain_text("enter the shared token")
+        expect(token_input).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_test_id("session-row")).to_have_count(0)
+
+        # An action taken before the token is entered waits for it, then goes through.
+        page.fill("#new-cwd", str(node.workdir))
+        page.get_by_test_id("new-session").click()
+        expect(page.get_by_test_id("new-session")).to_be_disabled()
+        token_input.fill(TOKEN)
+        expect(page.get_by_test_id("session-row")).to_have_count(2)
+        expect(page.locator("#selected-id")).not_to_have_text(made)
+        expect(token_input).not_to_have_attribute("aria-invalid", "true")
+
+        # The relay needs it too: ?token= on the upgrade.
+        expect(page.locator("#stream-status")).to_have_attribute("data-state", "live")
+        _send(page, "ECHO: with a token")
+        output = page.get_by_test_id("turn-output")
+        expect(output).to_have_text("echo: ECHO: with a token")
+        expect(page.locator("[data-testid=event-row][data-type='app-server.turn.completed']")) \
+            .to_have_count(1)
+        assert page.context.cookies() == []
+        assert TOKEN not in page.url
+
+    with trio.fail_after(300):
+        async with _node(tmp_path, codex_home, codexd_token="console-codexd-token") as node:
+            made_answer = await node.conductor.http.post(
+                "/v1/codex/sessions", json={"cwd": str(node.workdir)}, headers=auth)
+            assert made_answer.status_code == 201, made_answer.text
+            made = made_answer.json()["data"]["session"]["sessionId"]
+            await _browse(node, flow, PHONE)
+    assert sockets, "the page opened no relay websocket"
+    assert all(f"token={TOKEN}" in url for url in sockets), sockets
+    # Neither the shared token nor codexd's ever reaches a log line.
+    for record in caplog.records:
+        text = record.getMessage() + repr(record.__dict__)
+        assert TOKEN not in text, record
+        assert "console-codexd-token" not in text, record
