@@ -108,8 +108,8 @@ def _connectable(path: str) -> Iterator[str]:
         return
     raise ChildSpawnError(
         f"cannot connect to unix://{path}: the path is {len(os.fsencode(path))} bytes, longer "
-        f"than the {_SUN_PATH_MAX} a unix socket address holds, its resolved path {resolved!r} "
-        f"is as long, and no short link could be made in {', '.join(tried)}; "
+        f"than the {_SUN_PATH_MAX} a unix socket address holds, so is its resolved path "
+        f"{resolved!r}, and no short link could be made in {', '.join(tried)}; "
         "listen on a shorter path"
     )
 
