@@ -146,7 +146,9 @@ async def running_up(var: Path, ports: Sequence[int]) -> AsyncIterator[list[str]
             if any(READY_MARK in line for line in lines):
                 ready.set()
 
-    with (var.parent / f"{var.name}.stderr").open("wb") as stderr:
+    # Beside the var dir, not in it: the node's own files stay exactly what up writes.
+    stderr_path = var.parent / f"{var.name}.stderr"
+    with stderr_path.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
             [*UP, "--demo", "--var-dir", str(var), *_port_args(ports)],
             stdout=subprocess.PIPE, stderr=stderr, cwd=REPO_ROOT, start_new_session=True)
@@ -165,6 +167,7 @@ async def running_up(var: Path, ports: Sequence[int]) -> AsyncIterator[list[str]
                 os.killpg(pid, signal.SIGKILL)
         with trio.CancelScope(shield=True):
             await process.wait()
+        stderr_path.unlink(missing_ok=True)
 
 
 async def _turn_through(conductor: str, codexd: str, text: str) -> str | None:
