@@ -381,6 +381,9 @@ async def run(opts: argparse.Namespace) -> int:
     except Refused as exc:
         print(f"up: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a var dir that cannot be written, a port we may not bind
+        print(f"up: cannot start in {var}: {exc}", file=sys.stderr)
+        return 2
     py = sys.executable
     daemons: list[Daemon] = []
     try:
