@@ -43,7 +43,7 @@ from bench.common import (
     percentiles,
     print_result,
 )
-from codexd_trio.errors import IdempotencyMismatch
+from codexd_trio.base.errors import IdempotencyMismatch
 from codexd_trio.idempotency import (
     RETENTION_S,
     Answer,

@@ -32,8 +32,8 @@ from bench.common import (
     print_result,
 )
 from codexd_trio.api import create_app
+from codexd_trio.base.logsetup import JsonFormatter
 from codexd_trio.config import CodexdConfig
-from codexd_trio.logsetup import JsonFormatter
 from codexd_trio.service import Daemon
 from codexd_trio.web.app import serve_app
 from codexd_trio.web.observe import Observe

@@ -14,8 +14,14 @@ import msgspec
 import trio
 import trio_websocket
 
-from codexd_trio.child import DEFAULT_MAX_LINE
-from codexd_trio.contracts import Event, HelloData, HelloFrame, OverflowFrame, Session
+from codexd_trio.base.contracts import (
+    DEFAULT_MAX_LINE,
+    Event,
+    HelloData,
+    HelloFrame,
+    OverflowFrame,
+    Session,
+)
 
 # Close codes after which an event stream simply ends (normal closure, server going away).
 _NORMAL_CLOSE_CODES = frozenset({1000, 1001})
@@ -114,7 +120,7 @@ def error_from_response(response: httpx.Response) -> CodexdError:
 class EventStream:
     """One open websocket subscription to codexd's events.
 
-    Async-iterate it for :class:`~codexd_trio.contracts.Event` values; it reads both framings,
+    Async-iterate it for :class:`~codexd_trio.base.contracts.Event` values; it reads both framings,
     one event per frame and ``?batch=1`` (a frame holds a JSON array of events, handed out one
     by one). Iteration ends when the
     server closes normally (1000, or 1001 on its shutdown); it raises :class:`StreamOverflow`

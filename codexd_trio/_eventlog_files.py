@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from codexd_trio.contracts import Event
+from codexd_trio.base.contracts import Event
 
 logger = logging.getLogger("codexd_trio.eventlog")
 

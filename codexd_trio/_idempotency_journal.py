@@ -32,7 +32,7 @@ from codexd_trio._idempotency_records import (
     open_file,
     scan,
 )
-from codexd_trio.limiters import documents_limiter, journal_limiter
+from codexd_trio.base.limiters import documents_limiter, journal_limiter
 from codexd_trio.store import (
     StoreWriteError,
     append_synced,

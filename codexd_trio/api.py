@@ -1,6 +1,6 @@
 """codexd's HTTP and WebSocket API: Quart-Trio routes over :class:`~codexd_trio.service.Daemon`.
 
-Bodies are decoded with msgspec into the request types of :mod:`codexd_trio.contracts`; every
+Bodies are decoded with msgspec into the request types of :mod:`codexd_trio.base.contracts`; every
 answer is the JSON envelope of CONTRACT.md, including 404/405/413/500 (never an HTML page):
 the shared plumbing (errors, caller rules, request ids, metrics, ``/openapi.json``) is
 :mod:`codexd_trio.web.app`.
@@ -22,7 +22,7 @@ from quart_trio import QuartTrio
 
 from codexd_trio import __version__
 from codexd_trio.api_doc import codexd_openapi, codexd_ops, codexd_websockets
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     CreateSessionRequest,
     DecisionRequest,
     HelloData,
@@ -34,7 +34,7 @@ from codexd_trio.contracts import (
     SteerRequest,
     TurnRequest,
 )
-from codexd_trio.errors import ApiError, InvalidRequest
+from codexd_trio.base.errors import ApiError, InvalidRequest
 from codexd_trio.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.idempotency import Answer
 from codexd_trio.protocol.appserver import AppServerError

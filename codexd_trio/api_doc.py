@@ -1,6 +1,6 @@
 """codexd's HTTP operations for ``GET /openapi.json``: the msgspec types of each route's body
 and answer (the answers' ``data`` shapes that are not already records of
-:mod:`codexd_trio.contracts` are written down here)."""
+:mod:`codexd_trio.base.contracts` are written down here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from codexd_trio import __version__
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     Approval,
     ChildStatus,
     CodexdStatus,

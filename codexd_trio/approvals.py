@@ -18,10 +18,10 @@ from typing import Any
 import msgspec
 import trio
 
+from codexd_trio.base.contracts import Approval, Decision, Level, Session, now_iso
+from codexd_trio.base.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable
 from codexd_trio.child import ChildGone
-from codexd_trio.contracts import Approval, Decision, Level, Session, now_iso
 from codexd_trio.domain import Emit
-from codexd_trio.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.store import JsonDocument
 from codexd_trio.supervisor import Incarnation

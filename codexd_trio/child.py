@@ -22,7 +22,8 @@ from typing import BinaryIO, NoReturn
 
 import trio
 
-from codexd_trio.limiters import drains_limiter
+from codexd_trio.base.contracts import DEFAULT_MAX_LINE
+from codexd_trio.base.limiters import drains_limiter
 
 __all__ = [
     "DEFAULT_MAX_LINE",
@@ -39,7 +40,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-DEFAULT_MAX_LINE = 64 * MIB
 # Thread objects and aggregated diffs can be large (codex-app-server.md §11); a limit below
 # this would turn ordinary large messages into lost ones.
 MIN_MAX_LINE = 16 * MIB
@@ -392,7 +392,7 @@ async def _drain_stderr(
     its stdout. A failing log file must not stop the draining either, so write errors are
     logged once and the rest is discarded. The pipe itself is read by Trio's I/O loop (no
     thread); only the log file's open and writes use threads, from
-    :func:`~codexd_trio.limiters.drains_limiter`, so a saturated default thread limiter cannot
+    :func:`~codexd_trio.base.limiters.drains_limiter`, so a saturated default thread limiter cannot
     stop the drain.
     """
     sink: CappedLog | None = None

@@ -21,8 +21,7 @@ import msgspec
 import trio
 
 from codexd_trio import __version__
-from codexd_trio.config import CONFIG_FLAGS_HELP, CodexdConfig, ConfigError, resolve_config
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     DaemonState,
     Event,
     Identity,
@@ -30,6 +29,7 @@ from codexd_trio.contracts import (
     RecentEventsView,
     SessionRegistry,
 )
+from codexd_trio.config import CONFIG_FLAGS_HELP, CodexdConfig, ConfigError, resolve_config
 
 USAGE = f"""\
 usage: codexd <command> [options]
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(log_format: str, log_file: Path | None = None) -> None:
-    from codexd_trio.logsetup import setup_logging
+    from codexd_trio.base.logsetup import setup_logging
 
     try:
         setup_logging(log_format, log_file=log_file)
@@ -205,7 +205,7 @@ def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
 
 async def _start(config: CodexdConfig) -> int:
     from codexd_trio.api import serve_api
-    from codexd_trio.process import first_leaf, print_ready, stop_on_signal
+    from codexd_trio.base.process import first_leaf, print_ready, stop_on_signal
     from codexd_trio.service import Daemon
 
     daemon = Daemon(config)

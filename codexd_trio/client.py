@@ -35,8 +35,8 @@ from codexd_trio._client_ws import (
     error_from_response,
     open_websocket,
 )
-from codexd_trio.contracts import Approval, Event, Session, TurnInput
-from codexd_trio.web.context import current_request_id
+from codexd_trio.base.context import current_request_id
+from codexd_trio.base.contracts import Approval, Event, Session, TurnInput
 
 __all__ = [
     "CodexdClient",

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from codexd_trio import tokenfile
-from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.web.addresses import is_loopback
-from codexd_trio.web.callers import normalize_origin, split_host_header
+from codexd_trio.base import tokenfile
+from codexd_trio.base.addresses import is_loopback, normalize_origin, split_host_header
+from codexd_trio.base.codexbin import REPO_ROOT
 
 DEFAULT_API_BASE = "http://127.0.0.1:4319"
 DEFAULT_EVENT_STREAM_PATH = "/v1/codexd/events"
@@ -121,7 +120,7 @@ TOKEN_FILE_ENV = "BAA_CODEXD_TOKEN_FILE"
 
 
 def read_token_file(path: str | os.PathLike[str], *, what: str) -> str:
-    """The token in ``path`` (:mod:`codexd_trio.tokenfile`'s rule).
+    """The token in ``path`` (:mod:`codexd_trio.base.tokenfile`'s rule).
 
     Raises:
         ConfigError: unreadable, empty, or readable by other users.

@@ -1,7 +1,8 @@
 """Sessions and turns: a synchronous state machine, no I/O.
 
 API commands (create a session, begin/accept a turn) and app-server notifications go in; updated
-:class:`~codexd_trio.contracts.Session` records and :class:`Emit` descriptions of events come out.
+:class:`~codexd_trio.base.contracts.Session` records and :class:`Emit` descriptions of events come
+out.
 The service publishes the events (the hub gives them a ``seq``) and persists the registry.
 
 Ordering subtlety: the JSON-RPC reader folds notifications synchronously, while the task that
@@ -25,8 +26,8 @@ from typing import Any
 
 import msgspec
 
-from codexd_trio.contracts import Event, Level, Session, TurnError, TurnStatus, now_iso
-from codexd_trio.errors import (
+from codexd_trio.base.contracts import Event, Level, Session, TurnError, TurnStatus, now_iso
+from codexd_trio.base.errors import (
     DomainError,
     NoActiveTurn,
     SessionClosed,

@@ -1,6 +1,6 @@
 """The durable, append-only event log (``events.jsonl``) with group commit.
 
-One compact JSON object per line (:class:`~codexd_trio.contracts.Event`), ``\\n`` terminated,
+One compact JSON object per line (:class:`~codexd_trio.base.contracts.Event`), ``\\n`` terminated,
 strictly increasing ``seq``. :meth:`EventLog.append` only buffers; the :meth:`EventLog.run` task
 writes and fsyncs everything buffered in one worker-thread call as soon as the appending tasks
 have yielded (group commit without a fixed window): an idle log commits at once, and under load
@@ -22,8 +22,9 @@ Replay: :meth:`EventLog.open` builds a sparse index (``seq -> byte offset`` ever
 seek close to any position instead of scanning the file from the start. Readers see durable
 events only: one contiguous sequence up to :attr:`EventLog.durable_seq`.
 
-Threads: commits use :func:`~codexd_trio.limiters.journal_limiter` and reads
-:func:`~codexd_trio.limiters.reads_limiter`, so a wave of replays cannot delay a commit. A commit
+Threads: commits use :func:`~codexd_trio.base.limiters.journal_limiter` and reads
+:func:`~codexd_trio.base.limiters.reads_limiter`,
+so a wave of replays cannot delay a commit. A commit
 runs in a worker thread the log owns: one at a time, never abandoned; a cancelled caller stops
 waiting, the commit goes on and is accounted for when it returns (see :class:`_Commit`).
 """
@@ -53,8 +54,8 @@ from codexd_trio._eventlog_files import (
     read_lines,
     scan_active,
 )
-from codexd_trio.contracts import Event
-from codexd_trio.limiters import journal_limiter, reads_limiter
+from codexd_trio.base.contracts import Event
+from codexd_trio.base.limiters import journal_limiter, reads_limiter
 from codexd_trio.store import append_synced, fsync_dir
 
 __all__ = [

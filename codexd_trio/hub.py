@@ -61,7 +61,7 @@ from typing import Any
 import msgspec
 import trio
 
-from codexd_trio.contracts import Event, Level, RecentEvents, now_iso
+from codexd_trio.base.contracts import Event, Level, RecentEvents, now_iso
 from codexd_trio.eventlog import EventLog
 from codexd_trio.store import JsonDocument
 

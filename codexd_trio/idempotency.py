@@ -42,7 +42,7 @@ from codexd_trio._idempotency_records import (
     IdempotencyBook,
     IdempotencyRecord,
 )
-from codexd_trio.errors import IdempotencyMismatch, InvalidRequest
+from codexd_trio.base.errors import IdempotencyMismatch, InvalidRequest
 
 __all__ = [
     "COMPACT_MIN_LINES",

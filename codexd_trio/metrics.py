@@ -17,9 +17,9 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from codexd_trio.contracts import Event
-from codexd_trio.errors import NotFound
-from codexd_trio.web.metrics import AppMetrics
+from codexd_trio.base.contracts import Event
+from codexd_trio.base.errors import NotFound
+from codexd_trio.base.metrics import AppMetrics
 
 if TYPE_CHECKING:
     from codexd_trio.service import Daemon

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn
 
-from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.base.codexbin import REPO_ROOT
 
 if TYPE_CHECKING:
     import trio
@@ -265,7 +265,7 @@ async def _spawn(
     """Start one daemon in its own process group and wait for its ready line."""
     import trio
 
-    from codexd_trio.process import NotReady, follow_ready_line
+    from codexd_trio.base.process import NotReady, follow_ready_line
 
     stderr = _open_log(log_dir, name)
     try:
@@ -360,7 +360,7 @@ async def run(opts: argparse.Namespace) -> int:
     import httpx
     import trio
 
-    from codexd_trio.process import first_leaf
+    from codexd_trio.base.process import first_leaf
 
     var: Path = opts.var_dir
     logs, state = var / "logs", var / "state"

@@ -12,7 +12,7 @@ in one nursery tree (DESIGN.md, "The child incarnation…").
             └── ChildSupervisor   restart loop; each Incarnation has its own work nursery
 
 Everything the API layer can do goes through the methods of :class:`Daemon`; they raise the
-typed errors of :mod:`codexd_trio.domain` and :mod:`codexd_trio.errors`.
+typed errors of :mod:`codexd_trio.domain` and :mod:`codexd_trio.base.errors`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ import trio
 
 from codexd_trio import __version__
 from codexd_trio.approvals import ApprovalBroker, ApprovalLedger, UnsupportedServerRequest
-from codexd_trio.child import ChildSpec, ExitStatus
-from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import (
+from codexd_trio.base.context import current_request_id
+from codexd_trio.base.contracts import (
     Approval,
     ChildStatus,
     CodexdStatus,
@@ -45,8 +44,10 @@ from codexd_trio.contracts import (
     TurnRequest,
     now_iso,
 )
+from codexd_trio.base.errors import ChildUnavailable, ShuttingDown, StoreUnavailable
+from codexd_trio.child import ChildSpec, ExitStatus
+from codexd_trio.config import CodexdConfig
 from codexd_trio.domain import Emit, SessionBook
-from codexd_trio.errors import ChildUnavailable, ShuttingDown, StoreUnavailable
 from codexd_trio.hub import EventHub
 from codexd_trio.idempotency import IdempotencyStore
 from codexd_trio.metrics import TURN_END_TYPES, CodexdMetrics
@@ -62,7 +63,6 @@ from codexd_trio.supervisor import (
     child_spec,
     run_detached,
 )
-from codexd_trio.web.context import current_request_id
 
 log = logging.getLogger("codexd")
 

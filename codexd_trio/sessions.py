@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import trio
 
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     CreateSessionRequest,
     InterruptRequest,
     Session,
@@ -26,8 +26,8 @@ from codexd_trio.contracts import (
     input_items,
     now_iso,
 )
+from codexd_trio.base.errors import ChildUnavailable, InvalidRequest
 from codexd_trio.domain import DomainError, Emit, NoActiveTurn, SessionBook, TurnMismatch
-from codexd_trio.errors import ChildUnavailable, InvalidRequest
 from codexd_trio.protocol.appserver import AppServerError, ChildExited, RequestTimeout
 from codexd_trio.supervisor import Incarnation
 

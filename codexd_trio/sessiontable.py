@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from codexd_trio.contracts import Session, SessionRegistry
+from codexd_trio.base.contracts import Session, SessionRegistry
 from codexd_trio.store import StoreCorrupt
 
 __all__ = [

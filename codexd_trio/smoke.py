@@ -16,9 +16,9 @@ from pathlib import Path
 import msgspec
 import trio
 
-from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.contracts import SessionRegistry, event_decoder
 from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import SessionRegistry, event_decoder
 
 
 class _Checks:

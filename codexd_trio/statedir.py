@@ -9,8 +9,7 @@ from typing import Any
 
 from codexd_trio import __version__
 from codexd_trio.approvals import ApprovalBook
-from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     ChildStatus,
     DaemonState,
     Identity,
@@ -18,6 +17,7 @@ from codexd_trio.contracts import (
     SessionRegistry,
     now_iso,
 )
+from codexd_trio.config import CodexdConfig
 from codexd_trio.eventlog import EventLog
 from codexd_trio.idempotency import IdempotencyStore
 from codexd_trio.sessiontable import read_registry

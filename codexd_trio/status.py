@@ -1,5 +1,5 @@
 """``GET /v1/codexd/status``: what codexd says about itself, as one msgspec Struct
-(:class:`~codexd_trio.contracts.CodexdStatus`) that the conductor decodes."""
+(:class:`~codexd_trio.base.contracts.CodexdStatus`) that the conductor decodes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from codexd_trio import __version__
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     ActiveTurn,
     ApprovalCounts,
     CodexdStatus,

@@ -8,7 +8,7 @@ hundred ``set`` calls in a burst cost a handful of writes, and a reader of the f
 with ``cat``, a restarted daemon) only ever sees a whole old or a whole new document.
 
 Writes run in a worker thread (``trio.to_thread.run_sync``) so ``fsync`` never blocks the event
-loop; the threads come from :func:`~codexd_trio.limiters.documents_limiter`, so replays holding
+loop; the threads come from :func:`~codexd_trio.base.limiters.documents_limiter`, so replays holding
 other threads cannot hold the writers up. A writer may be overtaken by a newer one; every write
 carries a version number and a write older than what is already on disk is skipped, so the file
 never goes backwards.
@@ -29,7 +29,7 @@ from typing import BinaryIO, Generic, TypeVar
 import msgspec
 import trio
 
-from codexd_trio.limiters import documents_limiter
+from codexd_trio.base.limiters import documents_limiter
 
 __all__ = [
     "JsonDocument",

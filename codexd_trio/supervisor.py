@@ -29,18 +29,18 @@ import msgspec
 import trio
 
 from codexd_trio import __version__
-from codexd_trio.child import ChildSpawnError, ChildSpec, ExitStatus
-from codexd_trio.codexbin import (
+from codexd_trio.base.codexbin import (
     CodexBinaryNotFound,
     bundled_resource_dir,
     check_reported_version,
     resolve_server_command,
     version_from_user_agent,
 )
+from codexd_trio.base.contracts import ChildStatus, CodexVersionStatus, now_iso
+from codexd_trio.base.errors import ChildUnavailable
+from codexd_trio.child import ChildSpawnError, ChildSpec, ExitStatus
 from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import ChildStatus, CodexVersionStatus, now_iso
 from codexd_trio.domain import Emit
-from codexd_trio.errors import ChildUnavailable
 from codexd_trio.protocol.appserver import (
     AppServerClient,
     AppServerError,

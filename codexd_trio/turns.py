@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import msgspec
 
-from codexd_trio.contracts import TurnError, TurnStatus
+from codexd_trio.base.contracts import TurnError, TurnStatus
 
 
 def settled_outcome(settled: dict[str, Any]) -> tuple[TurnStatus, TurnError | None, str | None]:

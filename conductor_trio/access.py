@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from codexd_trio.web.addresses import is_loopback
+from codexd_trio.base.addresses import is_loopback
 from codexd_trio.web.callers import Refusal, bearer_matches
 from conductor_trio.config import ConductorConfig
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import httpx
 import trio
 
-from codexd_trio.logsetup import resolve_log_file, resolve_log_format, setup_logging
+from codexd_trio.base.logsetup import resolve_log_file, resolve_log_format, setup_logging
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
 from conductor_trio.app import create_app
 from conductor_trio.config import (

@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 import trio
 
-from codexd_trio.contracts import now_iso
+from codexd_trio.base.contracts import now_iso
 from codexd_trio.store import atomic_write_bytes
 
 Mode = Literal["running", "paused", "draining"]

@@ -13,8 +13,8 @@ import trio
 import trio_websocket
 from quart import Response, request, websocket
 
+from codexd_trio.base.context import current_request_id
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
-from codexd_trio.web.context import current_request_id
 from codexd_trio.web.envelope import error
 from codexd_trio.web.websockets import discarding_client_frames
 from conductor_trio.service import Conductor

@@ -31,8 +31,8 @@ import msgspec
 import trio
 from quart_trio import QuartTrio
 
+from codexd_trio.base.contracts import ActiveTurn, CodexdStatus, now_iso
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
-from codexd_trio.contracts import ActiveTurn, CodexdStatus, now_iso
 from codexd_trio.web.app import serve_app
 from conductor_trio import __version__
 from conductor_trio.config import ConductorConfig

@@ -24,12 +24,12 @@ import trio
 from quart import Response
 from quart_trio import QuartTrio
 
-from codexd_trio.contracts import now_iso
-from codexd_trio.logsetup import resolve_log_file, resolve_log_format, setup_logging
+from codexd_trio.base.contracts import now_iso
+from codexd_trio.base.logsetup import resolve_log_file, resolve_log_format, setup_logging
+from codexd_trio.base.metrics import AppMetrics
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import envelope as ok
-from codexd_trio.web.metrics import AppMetrics
 from codexd_trio.web.openapi import described_routes
 from conductor_trio import __version__
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal

@@ -20,7 +20,7 @@ import trio
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from codexd_trio.contracts import Approval, Event, Session, now_iso
+from codexd_trio.base.contracts import Approval, Event, Session, now_iso
 from codexd_trio.web.app import install_errors, serve_app
 from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.envelope import error
@@ -444,7 +444,7 @@ async def spawn_daemon(
     import signal
     import subprocess
 
-    from codexd_trio.process import follow_ready_line
+    from codexd_trio.base.process import follow_ready_line
 
     process = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True

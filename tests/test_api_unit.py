@@ -13,8 +13,8 @@ import trio
 import trio.testing
 
 from codexd_trio.api import create_app
+from codexd_trio.base.contracts import Session, SessionRegistry
 from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import Session, SessionRegistry
 from codexd_trio.domain import Emit
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from codexd_trio.base.limiters import reads_limiter
 from codexd_trio.child import (
     MIN_MAX_LINE,
     CappedLog,
@@ -22,7 +23,6 @@ from codexd_trio.child import (
     LineTooLong,
     open_child,
 )
-from codexd_trio.limiters import reads_limiter
 from codexd_trio.testing.daemon import assert_group_gone, group_alive
 from tests.test_store import all_tokens_held
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     Event,
     Session,
     SessionRegistry,

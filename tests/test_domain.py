@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from codexd_trio.contracts import Event, Session, now_iso
+from codexd_trio.base.contracts import Event, Session, now_iso
 from codexd_trio.domain import (
     Emit,
     NoActiveTurn,

@@ -12,7 +12,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codexd_trio.contracts import Event, Session
+from codexd_trio.base.contracts import Event, Session
 from codexd_trio.domain import DomainError, Emit, SessionBook
 
 SESSIONS = 2

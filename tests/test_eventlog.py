@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.contracts import Event, event_decoder
+from codexd_trio.base.contracts import Event, event_decoder
+from codexd_trio.base.limiters import reads_limiter
 from codexd_trio.eventlog import EventLog, EventLogCorrupt
-from codexd_trio.limiters import reads_limiter
 from tests.full_disk import FullDisk
 from tests.test_store import all_tokens_held
 

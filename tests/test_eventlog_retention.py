@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from codexd_trio.contracts import RecentEvents
+from codexd_trio.base.contracts import RecentEvents
 from codexd_trio.eventlog import EventLog
 from codexd_trio.hub import EventHub
 from codexd_trio.store import JsonDocument

@@ -16,7 +16,8 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.errors import IdempotencyMismatch, InvalidRequest
+from codexd_trio.base.errors import IdempotencyMismatch, InvalidRequest
+from codexd_trio.base.limiters import documents_limiter, reads_limiter
 from codexd_trio.idempotency import (
     MAX_KEY_LENGTH,
     RETENTION_S,
@@ -27,7 +28,6 @@ from codexd_trio.idempotency import (
     IdempotencyRecord,
     IdempotencyStore,
 )
-from codexd_trio.limiters import documents_limiter, reads_limiter
 from codexd_trio.store import StoreWriteError
 from tests.test_store import all_tokens_held
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import trio
 
+from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.client import CodexdClient
-from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.testing import scratch_root
 
 

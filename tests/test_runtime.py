@@ -1284,7 +1284,7 @@ def _program_of(path: Path) -> list[str]:
 
 def _expected_codex_binary() -> Path | None:
     """The native binary codexd would spawn for ``codex`` (the vendored one), when installed."""
-    from codexd_trio import codexbin
+    from codexd_trio.base import codexbin
 
     vendored = codexbin.vendored_binary(REPO / "vendor" / "codex")
     return vendored if vendored.is_file() else None
@@ -1853,7 +1853,7 @@ def test_an_installed_app_server_left_over_is_a_warning(
 
 
 def test_render_runs_on_the_standard_library_alone(tmp_path: Path, sock_dir: Path) -> None:
-    # The scripts run render.py before .venv exists; it loads codexd_trio/codexbin.py to find
+    # The scripts run render.py before .venv exists; it loads codexd_trio/base/codexbin.py to find
     # the native binary, so both must stay standard library only (-S: no site-packages).
     proc = subprocess.run(
         [

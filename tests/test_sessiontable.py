@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from codexd_trio.contracts import Session, SessionRegistry, TurnError
+from codexd_trio.base.contracts import Session, SessionRegistry, TurnError
 from codexd_trio.domain import SessionBook
 from codexd_trio.sessiontable import SessionTable, read_registry
 from codexd_trio.store import StoreCorrupt

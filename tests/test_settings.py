@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.config import ConfigError, resolve_config
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import running_codexd

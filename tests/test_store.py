@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.limiters import documents_limiter, journal_limiter, reads_limiter
+from codexd_trio.base.limiters import documents_limiter, journal_limiter, reads_limiter
 from codexd_trio.store import (
     JsonDocument,
     StoreCorrupt,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import trio
 
+from codexd_trio.base.limiters import drains_limiter
 from codexd_trio.child import (
     CappedLog,
     ChildGone,
@@ -35,7 +36,6 @@ from codexd_trio.child import (
     LineTooLong,
     open_append,
 )
-from codexd_trio.limiters import drains_limiter
 from codexd_trio.protocol.errors import (
     AppServerError,
     ChildExited,

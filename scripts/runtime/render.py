@@ -106,8 +106,8 @@ def service_of_label(name: str) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
-    """codexd's own rule (``codexd_trio/web/addresses.py``, loaded on its own)."""
-    return bool(_checkout_module("_baa_runtime_addresses", "codexd_trio/web/addresses.py")
+    """codexd's own rule (``codexd_trio/base/addresses.py``, loaded on its own)."""
+    return bool(_checkout_module("_baa_runtime_addresses", "codexd_trio/base/addresses.py")
                 .is_loopback(host))
 
 
@@ -135,7 +135,7 @@ def is_origin(value: str) -> bool:
     """Whether ``value`` is an origin (``http(s)://host[:port]``) a daemon accepts in its
     ``BAA_*_ALLOWED_ORIGINS``.
 
-    Mirrors ``codexd_trio.web.callers.normalize_origin``, which the daemons use (and refuses
+    Mirrors ``codexd_trio.base.addresses.normalize_origin``, which the daemons use (and refuses
     whitespace, which no origin has); this file cannot import the project because it runs before
     ``.venv`` exists.
     """
@@ -254,8 +254,8 @@ def endpoint_problem(strategy: str, endpoint: str) -> str | None:
 
 
 def _codexbin() -> Any:
-    """``codexd_trio/codexbin.py`` of this checkout: how codexd finds the native binary."""
-    return _checkout_module("_baa_runtime_codexbin", "codexd_trio/codexbin.py")
+    """``codexd_trio/base/codexbin.py`` of this checkout: how codexd finds the native binary."""
+    return _checkout_module("_baa_runtime_codexbin", "codexd_trio/base/codexbin.py")
 
 
 def _checkout_module(name: str, relative: str) -> Any:
@@ -1411,9 +1411,10 @@ def _probe_metrics(
 
 
 def read_token_file(path: str, what: str) -> str:
-    """The token in ``path``, held to codexd's own rule (``codexd_trio/tokenfile.py``, loaded on
-    its own); raises :class:`UsageError` with one line, never the token."""
-    module = _checkout_module("_baa_runtime_tokenfile", "codexd_trio/tokenfile.py")
+    """The token in ``path``, held to codexd's own rule
+    (``codexd_trio/base/tokenfile.py``, loaded on its own); raises :class:`UsageError` with one
+    line, never the token."""
+    module = _checkout_module("_baa_runtime_tokenfile", "codexd_trio/base/tokenfile.py")
     try:
         return str(module.read_token_file(path, what=what))
     except module.TokenFileError as exc:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from codexd_trio.web.context import current_request_id
+from codexd_trio.base.context import current_request_id
 
 __all__ = [
     "LOG_FILE_BACKUPS", "LOG_FILE_MAX_BYTES", "LOG_FORMATS", "JsonFormatter", "resolve_log_file",

@@ -13,6 +13,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+# The longest line codexd reads from the app-server child, and so the largest event payload:
+# the child's line limit and the client's websocket frame limit both derive from it.
+DEFAULT_MAX_LINE = 64 * 1024 * 1024
+
 # --------------------------------------------------------------------------------------------
 # Small vocabularies
 
