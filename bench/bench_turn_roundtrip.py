@@ -30,9 +30,9 @@ from bench.common import (
     print_result,
     running_codexd,
 )
-from codexd_trio.child import ChildSpec
 from codexd_trio.client import CodexdClient
 from codexd_trio.protocol.appserver import AppServerClient, Notification
+from codexd_trio.protocol.child import ChildSpec
 from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing import (
     Plain,

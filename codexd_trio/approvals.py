@@ -20,9 +20,9 @@ import trio
 
 from codexd_trio.base.contracts import Approval, Decision, Level, Session, now_iso
 from codexd_trio.base.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable
-from codexd_trio.child import ChildGone
 from codexd_trio.domain import Emit
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
+from codexd_trio.protocol.child import ChildGone
 from codexd_trio.store import JsonDocument
 from codexd_trio.supervisor import Incarnation
 

@@ -38,7 +38,6 @@ from codexd_trio.base.codexbin import (
 )
 from codexd_trio.base.contracts import ChildStatus, CodexVersionStatus, now_iso
 from codexd_trio.base.errors import ChildUnavailable
-from codexd_trio.child import ChildSpawnError, ChildSpec, ExitStatus
 from codexd_trio.config import CodexdConfig
 from codexd_trio.domain import Emit
 from codexd_trio.protocol.appserver import (
@@ -49,6 +48,7 @@ from codexd_trio.protocol.appserver import (
     RequestTimeout,
     ServerRequest,
 )
+from codexd_trio.protocol.child import ChildSpawnError, ChildSpec, ExitStatus
 from codexd_trio.protocol.spawn import attach_app_server, open_app_server
 
 log = logging.getLogger("codexd")

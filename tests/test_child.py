@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from codexd_trio.base.limiters import reads_limiter
-from codexd_trio.child import (
+from codexd_trio.protocol.child import (
     MIN_MAX_LINE,
     CappedLog,
     ChildGone,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Union
 import trio
 
 from codexd_trio.base.limiters import drains_limiter
-from codexd_trio.child import (
+from codexd_trio.protocol.child import (
     CappedLog,
     ChildGone,
     ChildProcess,
