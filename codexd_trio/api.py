@@ -4,7 +4,7 @@ Bodies are decoded with msgspec into the request types of :mod:`codexd_trio.base
 answer is the JSON envelope of CONTRACT.md, including 404/405/413/500 (never an HTML page):
 the shared plumbing (errors, caller rules, request ids, metrics, ``/openapi.json``) is
 :mod:`codexd_trio.web.app`.
-POST routes honour an ``Idempotency-Key`` header (see :mod:`codexd_trio.idempotency`).
+POST routes honour an ``Idempotency-Key`` header (see :mod:`codexd_trio.store.idempotency`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from codexd_trio.base.contracts import (
 )
 from codexd_trio.base.errors import ApiError, InvalidRequest
 from codexd_trio.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
-from codexd_trio.idempotency import Answer
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
-from codexd_trio.store import StoreError
+from codexd_trio.store.documents import StoreError
+from codexd_trio.store.idempotency import Answer
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import (

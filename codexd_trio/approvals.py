@@ -18,12 +18,19 @@ from typing import Any
 import msgspec
 import trio
 
-from codexd_trio.base.contracts import Approval, Decision, Level, Session, now_iso
+from codexd_trio.base.contracts import (
+    Approval,
+    ApprovalBook,
+    Decision,
+    Level,
+    Session,
+    now_iso,
+)
 from codexd_trio.base.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable
 from codexd_trio.domain import Emit
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.protocol.child import ChildGone
-from codexd_trio.store import JsonDocument
+from codexd_trio.store.documents import JsonDocument
 from codexd_trio.supervisor import Incarnation
 
 APPROVAL_METHODS = {
@@ -32,10 +39,6 @@ APPROVAL_METHODS = {
 }
 # Settled approvals kept in the file besides every pending one.
 KEEP_SETTLED = 500
-
-
-class ApprovalBook(msgspec.Struct, frozen=True, kw_only=True):
-    approvals: list[Approval] = msgspec.field(default_factory=list)
 
 
 class UnsupportedServerRequest(Exception):

@@ -191,8 +191,8 @@ def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"unexpected arguments for start: {' '.join(extra)}")
     _setup_logging(config.log_format, config.log_file)
-    from codexd_trio.eventlog import EventLogCorrupt
-    from codexd_trio.store import StoreError
+    from codexd_trio.store.documents import StoreError
+    from codexd_trio.store.eventlog import EventLogCorrupt
 
     try:
         return trio.run(_start, config)
@@ -239,7 +239,7 @@ async def _start(config: CodexdConfig) -> int:
 
 
 def _read(path: Path, type_: type[Any]) -> Any:
-    from codexd_trio.store import StoreError, read_document
+    from codexd_trio.store.documents import StoreError, read_document
 
     try:
         return read_document(path, type_)

@@ -35,7 +35,7 @@ from codexd_trio.base.errors import (
     TurnInProgress,
     TurnMismatch,
 )
-from codexd_trio.sessiontable import ActivityIndex, FrozenTable, SessionTable, activity_time
+from codexd_trio.store.sessiontable import ActivityIndex, FrozenTable, SessionTable, activity_time
 from codexd_trio.turns import (
     event_type_for,
     final_agent_text,
@@ -81,7 +81,7 @@ class SessionBook:
     """The registry of sessions and the fold of turn notifications into them."""
 
     def __init__(self, sessions: Iterable[Session] = ()) -> None:
-        # Most sessions packed, the recent ones as objects (see codexd_trio.sessiontable); the
+        # Most sessions packed, the recent ones as objects (see codexd_trio.store.sessiontable); the
         # indexes below hold only ids, and what the status snapshot counts is kept up to date
         # so it is O(1) in the sessions.
         self._sessions = SessionTable()

@@ -62,8 +62,8 @@ import msgspec
 import trio
 
 from codexd_trio.base.contracts import Event, Level, RecentEvents, now_iso
-from codexd_trio.eventlog import EventLog
-from codexd_trio.store import JsonDocument
+from codexd_trio.store.documents import JsonDocument
+from codexd_trio.store.eventlog import EventLog
 
 __all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_EVENTS", "EventHub", "Overflowed", "Published",
            "Subscription"]

@@ -48,14 +48,14 @@ from codexd_trio.base.errors import ChildUnavailable, ShuttingDown, StoreUnavail
 from codexd_trio.config import CodexdConfig
 from codexd_trio.domain import Emit, SessionBook
 from codexd_trio.hub import EventHub
-from codexd_trio.idempotency import IdempotencyStore
 from codexd_trio.metrics import TURN_END_TYPES, CodexdMetrics
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.protocol.child import ChildSpec, ExitStatus
 from codexd_trio.sessions import SessionService, check_cwd
-from codexd_trio.statedir import StateDir
 from codexd_trio.status import codexd_status
-from codexd_trio.store import StoreWriteError
+from codexd_trio.store.documents import StoreWriteError
+from codexd_trio.store.idempotency import IdempotencyStore
+from codexd_trio.store.statedir import StateDir
 from codexd_trio.supervisor import (
     Backoff,
     ChildSupervisor,

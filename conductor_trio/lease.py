@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 import trio
 
-from codexd_trio.store import atomic_write_bytes
+from codexd_trio.base.files import atomic_write_bytes
 
 LeaseRole = Literal["leader", "standby", "degraded"]
 

@@ -18,7 +18,7 @@ from codexd_trio.config import CodexdConfig
 from codexd_trio.domain import Emit
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest
-from codexd_trio.store import read_document
+from codexd_trio.store.documents import read_document
 from codexd_trio.supervisor import Incarnation
 from tests.full_disk import FullDisk
 

@@ -223,6 +223,12 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class ApprovalBook(msgspec.Struct, frozen=True, kw_only=True):
+    """``state/codexd/approvals.json``: every pending approval and the latest settled ones."""
+
+    approvals: list[Approval] = msgspec.field(default_factory=list)
+
+
 # --------------------------------------------------------------------------------------------
 # Request bodies (clients -> codexd). Unknown fields are a 400.
 

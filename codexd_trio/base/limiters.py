@@ -15,8 +15,8 @@ limiter                       tokens  used by
 ============================  ======  =======================================================
 :func:`journal_limiter`       2       event-log commits, rotation and segment removal; the
                                       idempotency journal's appends and compaction swap
-:func:`documents_limiter`     6       the :class:`~codexd_trio.store.JsonDocument` writers,
-                                      the idempotency journal's compaction rewrite
+:func:`documents_limiter`     6       the :class:`~codexd_trio.store.documents.JsonDocument`
+                                      writers, the idempotency journal's compaction rewrite
 :func:`reads_limiter`         8       event-log reads (websocket replay pages, ``GET`` pages,
                                       the start-up journal replay)
 :func:`drains_limiter`        2       the child's stderr log (and the app-server stdout log)

@@ -5,9 +5,9 @@
 frame; on a unix socket the server still expects the WebSocket upgrade. So one transport covers
 both endpoints: a trio stream (unix or TCP) wrapped by trio-websocket. :class:`WebSocketPeer`
 offers the part of :class:`~codexd_trio.protocol.child.ChildProcess` that the app-server client
-uses, so
-the client does not know whether it spawned its peer or attached to it. Stopping a peer closes
-the connection and nothing else: codexd never starts or kills an external app-server.
+uses, so the client does not know whether it spawned its peer or attached to it.
+Stopping a peer closes the connection and nothing else: codexd never starts or kills an
+external app-server.
 """
 
 from __future__ import annotations

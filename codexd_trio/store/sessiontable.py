@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 
 from codexd_trio.base.contracts import Session, SessionRegistry
-from codexd_trio.store import StoreCorrupt
+from codexd_trio.store.documents import StoreCorrupt
 
 __all__ = [
     "HOT_SESSIONS", "ActivityIndex", "FrozenTable", "SessionTable", "activity_time",

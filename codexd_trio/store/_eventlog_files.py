@@ -1,5 +1,5 @@
 """``events.jsonl`` on disk, read: the line format, finding sealed segments and their last seq,
-and reading a seq range through the sparse index (private: see :mod:`codexd_trio.eventlog`).
+and reading a seq range through the sparse index (private: see :mod:`codexd_trio.store.eventlog`).
 The readers run in worker threads on file handles the event log opened."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import msgspec
 
 from codexd_trio.base.contracts import Event
 
-logger = logging.getLogger("codexd_trio.eventlog")
+logger = logging.getLogger("codexd_trio.store.eventlog")
 
 INDEX_EVERY = 256
 # How many undecodable lines at the end of the file open() cuts before calling the file corrupt

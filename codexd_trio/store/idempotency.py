@@ -33,8 +33,9 @@ from typing import NamedTuple
 
 import trio
 
-from codexd_trio._idempotency_journal import IdempotencyJournal
-from codexd_trio._idempotency_records import (
+from codexd_trio.base.errors import IdempotencyMismatch, InvalidRequest
+from codexd_trio.store._idempotency_journal import IdempotencyJournal
+from codexd_trio.store._idempotency_records import (
     COMPACT_MIN_LINES,
     MAX_RECORDS,
     RETENTION_S,
@@ -42,7 +43,6 @@ from codexd_trio._idempotency_records import (
     IdempotencyBook,
     IdempotencyRecord,
 )
-from codexd_trio.base.errors import IdempotencyMismatch, InvalidRequest
 
 __all__ = [
     "COMPACT_MIN_LINES",

@@ -1,6 +1,6 @@
 """The idempotency journal's records and its file, read and written whole: the line format,
 opening, the scan at start-up (cutting a torn tail), the one-time import of the old
-``idempotency.json``, and temporary files (private: see :mod:`codexd_trio.idempotency`)."""
+``idempotency.json``, and temporary files (private: see :mod:`codexd_trio.store.idempotency`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from typing import BinaryIO, NamedTuple
 
 import msgspec
 
-from codexd_trio.store import (
-    atomic_write_bytes,
-)
+from codexd_trio.base.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The append-only idempotency journal (private: see :mod:`codexd_trio.idempotency`)."""
+"""The append-only idempotency journal (private: see :mod:`codexd_trio.store.idempotency`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import BinaryIO
 
 import trio
 
-from codexd_trio._idempotency_records import (
+from codexd_trio.base.files import append_synced, fsync_dir
+from codexd_trio.base.limiters import documents_limiter, journal_limiter
+from codexd_trio.store._idempotency_records import (
     COMPACT_MIN_LINES,
     COMPACT_RATIO,
     COMPACT_RETRY_S,
@@ -32,13 +34,7 @@ from codexd_trio._idempotency_records import (
     open_file,
     scan,
 )
-from codexd_trio.base.limiters import documents_limiter, journal_limiter
-from codexd_trio.store import (
-    StoreWriteError,
-    append_synced,
-    fsync_dir,
-    read_document,
-)
+from codexd_trio.store.documents import StoreWriteError, read_document
 
 
 class IdempotencyJournal:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from codexd_trio import __version__
-from codexd_trio.approvals import ApprovalBook
 from codexd_trio.base.contracts import (
+    ApprovalBook,
     ChildStatus,
     DaemonState,
     Identity,
@@ -17,11 +18,28 @@ from codexd_trio.base.contracts import (
     SessionRegistry,
     now_iso,
 )
-from codexd_trio.config import CodexdConfig
-from codexd_trio.eventlog import EventLog
-from codexd_trio.idempotency import IdempotencyStore
-from codexd_trio.sessiontable import read_registry
-from codexd_trio.store import JsonDocument, read_document
+from codexd_trio.store.documents import JsonDocument, read_document
+from codexd_trio.store.eventlog import EventLog
+from codexd_trio.store.idempotency import IdempotencyStore
+from codexd_trio.store.sessiontable import read_registry
+
+
+class StateConfig(Protocol):
+    """What the state dir needs of codexd's configuration (``core.config.CodexdConfig`` has it):
+    a structural type, so the store layer does not import the layer above it."""
+
+    @property
+    def codexd_state(self) -> Path: ...
+    @property
+    def codexd_logs(self) -> Path: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def repo_root(self) -> Path: ...
+    @property
+    def event_log_segment_mb(self) -> int: ...
+    @property
+    def event_log_segments(self) -> int: ...
 
 
 class StateDir:
@@ -31,7 +49,7 @@ class StateDir:
     daemon's root nursery); :meth:`close` releases the event log's file.
     """
 
-    def __init__(self, config: CodexdConfig) -> None:
+    def __init__(self, config: StateConfig) -> None:
         state, logs = config.codexd_state, config.codexd_logs
         state.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
