@@ -1,4 +1,5 @@
-"""codexd's HTTP and WebSocket API: Quart-Trio routes over :class:`~codexd_trio.service.Daemon`.
+"""codexd's HTTP and WebSocket API: Quart-Trio routes over
+:class:`~codexd_trio.core.service.Daemon`.
 
 Bodies are decoded with msgspec into the request types of :mod:`codexd_trio.base.contracts`; every
 answer is the JSON envelope of CONTRACT.md, including 404/405/413/500 (never an HTML page):
@@ -35,9 +36,9 @@ from codexd_trio.base.contracts import (
     TurnRequest,
 )
 from codexd_trio.base.errors import ApiError, InvalidRequest
-from codexd_trio.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
+from codexd_trio.core.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
+from codexd_trio.core.service import Daemon
 from codexd_trio.protocol.appserver import AppServerError
-from codexd_trio.service import Daemon
 from codexd_trio.store.documents import StoreError
 from codexd_trio.store.idempotency import Answer
 from codexd_trio.web import CallerPolicy

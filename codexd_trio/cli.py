@@ -29,7 +29,8 @@ from codexd_trio.base.contracts import (
     RecentEventsView,
     SessionRegistry,
 )
-from codexd_trio.config import CONFIG_FLAGS_HELP, CodexdConfig, ConfigError, resolve_config
+from codexd_trio.base.settings import ConfigError
+from codexd_trio.core.config import CONFIG_FLAGS_HELP, CodexdConfig, resolve_config
 
 USAGE = f"""\
 usage: codexd <command> [options]
@@ -206,7 +207,7 @@ def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
 async def _start(config: CodexdConfig) -> int:
     from codexd_trio.api import serve_api
     from codexd_trio.base.process import first_leaf, print_ready, stop_on_signal
-    from codexd_trio.service import Daemon
+    from codexd_trio.core.service import Daemon
 
     daemon = Daemon(config)
 

@@ -71,7 +71,8 @@ class CodexdClient:
             that exceeds it raises :class:`CodexdUnavailable`. Callers bound whole operations with
             their own ``trio.fail_after`` scopes.
         token: codexd's bearer token when one is configured (``BAA_CODEXD_TOKEN[_FILE]``, see
-            :func:`codexd_trio.config.resolve_codexd_token`); sent on every request and upgrade.
+            :func:`codexd_trio.base.settings.resolve_codexd_token`); sent on every request and
+            upgrade.
 
     **Resource handling:** owns one ``httpx.AsyncClient`` (connection pool), closed by
     :meth:`aclose`; each :meth:`events` stream owns its websocket and closes it on exit.

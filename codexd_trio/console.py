@@ -18,7 +18,7 @@ from typing import Any
 import outcome
 import trio
 
-from codexd_trio.config import CodexdConfig
+from codexd_trio.core.config import CodexdConfig
 
 BANNER = """codexd console (Trio {trio}) connected to {base}
 In scope: client (CodexdClient), trio, config, Scenario helpers in codexd_trio.testing.

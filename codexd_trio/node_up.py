@@ -179,7 +179,7 @@ def _tokens(env: dict[str, str]) -> Tokens:
         Refused: a token file cannot be read, or codexd has a token and the conductor none
             (the conductor then requires a caller credential on ``/v1/codex/*`` that nobody has).
     """
-    from codexd_trio.config import ConfigError, resolve_codexd_token
+    from codexd_trio.base.settings import ConfigError, resolve_codexd_token
     from conductor_trio.config import resolve_shared_token
 
     try:

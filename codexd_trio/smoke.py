@@ -18,7 +18,7 @@ import trio
 
 from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.base.contracts import SessionRegistry, event_decoder
-from codexd_trio.config import CodexdConfig
+from codexd_trio.core.config import CodexdConfig
 
 
 class _Checks:
@@ -34,7 +34,7 @@ class _Checks:
 
 async def run_smoke(*, keep: bool = False, root: Path | None = None) -> int:
     from codexd_trio.api import serve_api
-    from codexd_trio.service import Daemon
+    from codexd_trio.core.service import Daemon
     from codexd_trio.testing import open_scripted_model, temporary_codex_home
 
     base_root = root or REPO_ROOT / "var" / "smoke"

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from codexd_trio.base.addresses import is_loopback
 from codexd_trio.base.codexbin import REPO_ROOT
-from codexd_trio.config import (
+from codexd_trio.base.settings import (
     ConfigError,
     parse_origins,
     resolve_codexd_token,

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from codexd_trio.base.contracts import RecentEvents
-from codexd_trio.hub import EventHub
+from codexd_trio.core.hub import EventHub
 from codexd_trio.store.documents import JsonDocument
 from codexd_trio.store.eventlog import EventLog
 from tests.test_eventlog import make_event

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from codexd_trio.base.contracts import Event, RecentEvents
-from codexd_trio.hub import EventHub, Overflowed, Subscription
+from codexd_trio.core.hub import EventHub, Overflowed, Subscription
 from codexd_trio.store.documents import JsonDocument, read_document
 from codexd_trio.store.eventlog import EventLog
 

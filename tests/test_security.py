@@ -17,8 +17,8 @@ import trio
 
 from codexd_trio.base.addresses import normalize_origin, split_host_header
 from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.settings import ConfigError, resolve_codexd_token
 from codexd_trio.client import CodexdClient, CodexdError, open_websocket
-from codexd_trio.config import ConfigError, resolve_codexd_token
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import CodexdProcess, read_events, running_codexd
 from conductor_trio.access import Caller, codex_refusal

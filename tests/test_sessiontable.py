@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from codexd_trio.base.contracts import Session, SessionRegistry, TurnError
-from codexd_trio.domain import SessionBook
+from codexd_trio.core.domain import SessionBook
 from codexd_trio.store.documents import StoreCorrupt
 from codexd_trio.store.sessiontable import SessionTable, read_registry
 

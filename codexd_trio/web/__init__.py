@@ -10,7 +10,7 @@
 * :mod:`~codexd_trio.base.metrics`, :mod:`~codexd_trio.web.openapi`,
   :mod:`~codexd_trio.base.addresses`.
 
-This package's ``__init__`` imports no web framework: :mod:`codexd_trio.config` uses
+This package's ``__init__`` imports no web framework: :mod:`codexd_trio.core.config` uses
 :mod:`~codexd_trio.base.addresses` and :mod:`~codexd_trio.web.callers`.
 """
 

@@ -177,7 +177,7 @@ def parse_external_endpoint(endpoint: str) -> tuple[str, str, int]:
 
     Mirrors what codexd accepts for ``--server-strategy external``
     (``codexd_trio.protocol.transport.parse_endpoint`` and the loopback rule of
-    ``codexd_trio.config``), which this file cannot import; and refuses two endpoints codexd
+    ``codexd_trio.core.config``), which this file cannot import; and refuses two endpoints codexd
     would accept but never reach: ``ws://…:0`` and a socket path longer than ``sun_path``.
     """
     if not endpoint:

@@ -1,6 +1,6 @@
 """Session and turn operations: the RPCs to the app-server and the records they leave.
 
-Every operation that talks to the child takes the :class:`~codexd_trio.supervisor.Incarnation`
+Every operation that talks to the child takes the :class:`~codexd_trio.core.supervisor.Incarnation`
 it runs in (it is submitted there by the daemon): all its RPCs go to that one child, the threads
 it loads are that child's, and it runs in the incarnation's work nursery, so an HTTP client that
 goes away cannot cancel it between Codex accepting a turn and codexd recording it.
@@ -27,9 +27,9 @@ from codexd_trio.base.contracts import (
     now_iso,
 )
 from codexd_trio.base.errors import ChildUnavailable, InvalidRequest
-from codexd_trio.domain import DomainError, Emit, NoActiveTurn, SessionBook, TurnMismatch
+from codexd_trio.core.domain import DomainError, Emit, NoActiveTurn, SessionBook, TurnMismatch
+from codexd_trio.core.supervisor import Incarnation
 from codexd_trio.protocol.appserver import AppServerError, ChildExited, RequestTimeout
-from codexd_trio.supervisor import Incarnation
 
 log = logging.getLogger("codexd")
 

@@ -38,8 +38,8 @@ from codexd_trio.base.codexbin import (
 )
 from codexd_trio.base.contracts import ChildStatus, CodexVersionStatus, now_iso
 from codexd_trio.base.errors import ChildUnavailable
-from codexd_trio.config import CodexdConfig
-from codexd_trio.domain import Emit
+from codexd_trio.core.config import CodexdConfig
+from codexd_trio.core.domain import Emit
 from codexd_trio.protocol.appserver import (
     AppServerClient,
     AppServerError,

@@ -35,14 +35,14 @@ from codexd_trio.base.errors import (
     TurnInProgress,
     TurnMismatch,
 )
-from codexd_trio.store.sessiontable import ActivityIndex, FrozenTable, SessionTable, activity_time
-from codexd_trio.turns import (
+from codexd_trio.core.turns import (
     event_type_for,
     final_agent_text,
     settled_outcome,
     turn_error,
     turn_outcome,
 )
+from codexd_trio.store.sessiontable import ActivityIndex, FrozenTable, SessionTable, activity_time
 
 __all__ = [
     "DomainError",

@@ -4,8 +4,8 @@ Two parts, in the house style: :class:`ApprovalLedger` is the sans-IO record kee
 that ``state/codexd/approvals.json`` persists, the state changes and the events they publish),
 and :class:`ApprovalBroker` is the async side that holds a child's request open until a client,
 the session's policy or the timeout decides. The request-id → approval map lives on the
-:class:`~codexd_trio.supervisor.Incarnation`, so nothing of a dead child is ever matched against
-the next one's requests.
+:class:`~codexd_trio.core.supervisor.Incarnation`, so nothing of a dead child is ever matched
+against the next one's requests.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from codexd_trio.base.contracts import (
     now_iso,
 )
 from codexd_trio.base.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable
-from codexd_trio.domain import Emit
+from codexd_trio.core.domain import Emit
+from codexd_trio.core.supervisor import Incarnation
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.protocol.child import ChildGone
 from codexd_trio.store.documents import JsonDocument
-from codexd_trio.supervisor import Incarnation
 
 APPROVAL_METHODS = {
     "item/commandExecution/requestApproval": "commandExecution",

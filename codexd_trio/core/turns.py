@@ -1,6 +1,6 @@
 """What a Codex turn looks like on the wire, read tolerantly: its outcome, its error, its final
 agent message, and the event type of a notification. Pure functions, no state (the state machine
-that uses them is :class:`codexd_trio.domain.SessionBook`)."""
+that uses them is :class:`codexd_trio.core.domain.SessionBook`)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from codexd_trio.base.errors import NotFound
 from codexd_trio.base.metrics import AppMetrics
 
 if TYPE_CHECKING:
-    from codexd_trio.service import Daemon
+    from codexd_trio.core.service import Daemon
 
 __all__ = ["TURN_END_TYPES", "CodexdMetrics"]
 

@@ -12,7 +12,7 @@ in one nursery tree (DESIGN.md, "The child incarnation…").
             └── ChildSupervisor   restart loop; each Incarnation has its own work nursery
 
 Everything the API layer can do goes through the methods of :class:`Daemon`; they raise the
-typed errors of :mod:`codexd_trio.domain` and :mod:`codexd_trio.base.errors`.
+typed errors of :mod:`codexd_trio.core.domain` and :mod:`codexd_trio.base.errors`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import msgspec
 import trio
 
 from codexd_trio import __version__
-from codexd_trio.approvals import ApprovalBroker, ApprovalLedger, UnsupportedServerRequest
 from codexd_trio.base.context import current_request_id
 from codexd_trio.base.contracts import (
     Approval,
@@ -45,24 +44,25 @@ from codexd_trio.base.contracts import (
     now_iso,
 )
 from codexd_trio.base.errors import ChildUnavailable, ShuttingDown, StoreUnavailable
-from codexd_trio.config import CodexdConfig
-from codexd_trio.domain import Emit, SessionBook
-from codexd_trio.hub import EventHub
-from codexd_trio.metrics import TURN_END_TYPES, CodexdMetrics
-from codexd_trio.protocol.appserver import Notification, ServerRequest
-from codexd_trio.protocol.child import ChildSpec, ExitStatus
-from codexd_trio.sessions import SessionService, check_cwd
-from codexd_trio.status import codexd_status
-from codexd_trio.store.documents import StoreWriteError
-from codexd_trio.store.idempotency import IdempotencyStore
-from codexd_trio.store.statedir import StateDir
-from codexd_trio.supervisor import (
+from codexd_trio.core.approvals import ApprovalBroker, ApprovalLedger, UnsupportedServerRequest
+from codexd_trio.core.config import CodexdConfig
+from codexd_trio.core.domain import Emit, SessionBook
+from codexd_trio.core.hub import EventHub
+from codexd_trio.core.metrics import TURN_END_TYPES, CodexdMetrics
+from codexd_trio.core.sessions import SessionService, check_cwd
+from codexd_trio.core.status import codexd_status
+from codexd_trio.core.supervisor import (
     Backoff,
     ChildSupervisor,
     Incarnation,
     child_spec,
     run_detached,
 )
+from codexd_trio.protocol.appserver import Notification, ServerRequest
+from codexd_trio.protocol.child import ChildSpec, ExitStatus
+from codexd_trio.store.documents import StoreWriteError
+from codexd_trio.store.idempotency import IdempotencyStore
+from codexd_trio.store.statedir import StateDir
 
 log = logging.getLogger("codexd")
 
@@ -507,7 +507,7 @@ class Daemon:
     # ------------------------------------------------------------------ status
 
     def status(self) -> CodexdStatus:
-        """``GET /v1/codexd/status`` (built by :func:`codexd_trio.status.codexd_status`)."""
+        """``GET /v1/codexd/status`` (built by :func:`codexd_trio.core.status.codexd_status`)."""
         return codexd_status(self)
 
 

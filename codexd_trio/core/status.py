@@ -19,7 +19,7 @@ from codexd_trio.base.contracts import (
 )
 
 if TYPE_CHECKING:
-    from codexd_trio.service import Daemon
+    from codexd_trio.core.service import Daemon
 
 
 def codexd_status(daemon: Daemon) -> CodexdStatus:
