@@ -36,8 +36,8 @@ from codexd_trio.base.contracts import (
     TurnRequest,
 )
 from codexd_trio.base.errors import ApiError, InvalidRequest
-from codexd_trio.core.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.core.service import Daemon
+from codexd_trio.core.subscription import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.store.documents import StoreError
 from codexd_trio.store.idempotency import Answer
