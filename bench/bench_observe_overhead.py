@@ -31,12 +31,12 @@ from bench.common import (
     percentiles,
     print_result,
 )
-from codexd_trio.api import create_app
 from codexd_trio.base.logsetup import JsonFormatter
 from codexd_trio.core.config import CodexdConfig
 from codexd_trio.core.service import Daemon
 from codexd_trio.web.app import serve_app
 from codexd_trio.web.observe import Observe
+from codexd_trio.web.routes import create_app
 
 HANG_GUARD_S = 300.0
 

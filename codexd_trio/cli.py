@@ -205,9 +205,9 @@ def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
 
 
 async def _start(config: CodexdConfig) -> int:
-    from codexd_trio.api import serve_api
     from codexd_trio.base.process import first_leaf, print_ready, stop_on_signal
     from codexd_trio.core.service import Daemon
+    from codexd_trio.web.routes import serve_api
 
     daemon = Daemon(config)
 

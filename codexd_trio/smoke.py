@@ -33,9 +33,9 @@ class _Checks:
 
 
 async def run_smoke(*, keep: bool = False, root: Path | None = None) -> int:
-    from codexd_trio.api import serve_api
     from codexd_trio.core.service import Daemon
     from codexd_trio.testing import open_scripted_model, temporary_codex_home
+    from codexd_trio.web.routes import serve_api
 
     base_root = root or REPO_ROOT / "var" / "smoke"
     base_root.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The conductor's and the status-api's HTTP operations for ``GET /openapi.json``.
 
 The proxied ``/v1/codex/*`` routes answer what codexd answers, so they reuse codexd's
-operations (:func:`codexd_trio.api_doc.codexd_ops`) under the conductor's prefix, plus the
+operations (:func:`codexd_trio.web.api_doc.codexd_ops`) under the conductor's prefix, plus the
 conductor's own refusals.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from codexd_trio.api_doc import codexd_ops
+from codexd_trio.web.api_doc import codexd_ops
 from codexd_trio.web.openapi import Op, build
 from conductor_trio import __version__
 from conductor_trio.contracts import (

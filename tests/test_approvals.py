@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import trio
 
-from codexd_trio.api import create_app
 from codexd_trio.base.contracts import Approval, Session, now_iso
 from codexd_trio.core.approvals import UNDELIVERED
 from codexd_trio.core.config import CodexdConfig
@@ -25,6 +24,7 @@ from codexd_trio.core.supervisor import Incarnation
 from codexd_trio.protocol.appserver import AppServerClient, ChildExited, ServerRequest
 from codexd_trio.protocol.child import ChildSpec
 from codexd_trio.protocol.spawn import open_app_server
+from codexd_trio.web.routes import create_app
 
 FAKE_SERVER = Path(__file__).with_name("fake_app_server.py")
 THREAD = "thread-asking"

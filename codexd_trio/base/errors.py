@@ -2,7 +2,7 @@
 
 Lower layers raise these (or their own typed errors, translated with ``raise ... from``). They
 carry a code, never an HTTP status: the API layer owns the one code → status table
-(``codexd_trio.api.STATUS_FOR_CODE``) and turns an ``ApiError`` into
+(``codexd_trio.web.envelope.STATUS_FOR_CODE``) and turns an ``ApiError`` into
 ``{"ok": false, "error": {code, message, details}}``.
 """
 

@@ -22,7 +22,6 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from codexd_trio import __version__
-from codexd_trio.api_doc import codexd_openapi, codexd_ops, codexd_websockets
 from codexd_trio.base.contracts import (
     CreateSessionRequest,
     DecisionRequest,
@@ -42,6 +41,7 @@ from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.store.documents import StoreError
 from codexd_trio.store.idempotency import Answer
 from codexd_trio.web import CallerPolicy
+from codexd_trio.web.api_doc import codexd_openapi, codexd_ops, codexd_websockets
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import (
     decode_body,
