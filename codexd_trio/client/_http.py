@@ -1,16 +1,4 @@
-"""The public async client of codexd's local API (HTTP and the event websocket).
-
-Used by the codexd CLI, the console, the conductor and the tests. Every call goes to codexd over
-loopback HTTP through one ``httpx.AsyncClient`` (which runs on trio through anyio); the event
-stream goes through trio-websocket.
-
-Errors are typed at this boundary:
-
-* :class:`CodexdError` — codexd answered with an error envelope (status, code, message, details).
-* :class:`CodexdUnavailable` — codexd could not be reached or did not answer in time.
-* :class:`StreamOverflow` — the event websocket was closed because this consumer fell behind;
-  reconnect with ``after=exc.last_delivered_seq`` to lose nothing.
-"""
+"""The HTTP half of codexd's client (private: import from :mod:`codexd_trio.client`)."""
 
 from __future__ import annotations
 
@@ -24,7 +12,9 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import msgspec
 
-from codexd_trio._client_ws import (
+from codexd_trio.base.context import current_request_id
+from codexd_trio.base.contracts import Approval, Event, Session, TurnInput
+from codexd_trio.client._ws import (
     _TURN_END_TYPES,
     CodexdError,
     CodexdUnavailable,
@@ -33,19 +23,9 @@ from codexd_trio._client_ws import (
     _ok_decoder,
     _open_event_stream,
     error_from_response,
-    open_websocket,
 )
-from codexd_trio.base.context import current_request_id
-from codexd_trio.base.contracts import Approval, Event, Session, TurnInput
 
-__all__ = [
-    "CodexdClient",
-    "CodexdError",
-    "CodexdUnavailable",
-    "EventStream",
-    "StreamOverflow",
-    "open_websocket",
-]
+__all__ = ["CodexdClient"]
 
 async def _stamp_request(request: httpx.Request) -> None:
     # The id of the request being served (the conductor proxying one) follows it to codexd.
