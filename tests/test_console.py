@@ -22,9 +22,8 @@ import pytest
 import trio
 from playwright.sync_api import Page, Route, ViewportSize, expect, sync_playwright
 
-from codexd_trio.testing import ScriptedModel
+from codexd_trio.testing import ExecCommand, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import running_codexd
-from codexd_trio.testing.model import ExecCommand, Plain, Streamed
 from tests.fake_codexd import RunningConductor, open_conductor, open_fake_codexd
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
