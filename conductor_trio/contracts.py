@@ -1,7 +1,7 @@
 """The conductor's and the status-api's answers as msgspec types.
 
 The views are built from these types, and ``GET /openapi.json`` describes them with the same
-types (:mod:`conductor_trio.api_doc`), so the document cannot drift from the answers. Field
+types (:mod:`conductor_trio.web.api_doc`), so the document cannot drift from the answers. Field
 names are the wire names clients already read (snake_case, unlike codexd's camelCase); the
 shapes that come from codexd reuse :mod:`codexd_trio.base.contracts` types.
 
@@ -19,8 +19,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from codexd_trio.base.contracts import ActiveTurn, ChildState
-from conductor_trio.lease import LeaseRole
-from conductor_trio.lease_etcd import LeaseHolder
+from conductor_trio.lease.file import LeaseHolder, LeaseRole
 from conductor_trio.mode import Mode, ModeRecord
 
 __all__ = [

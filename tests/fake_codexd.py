@@ -389,10 +389,10 @@ async def open_conductor(
     says otherwise) with an httpx client."""
     import httpx
 
-    from conductor_trio.app import create_app
     from conductor_trio.config import ConductorConfig
-    from conductor_trio.lease import MemoryLeaseStore
+    from conductor_trio.lease.file import MemoryLeaseStore
     from conductor_trio.service import Conductor
+    from conductor_trio.web.app import serve_conductor
 
     config = ConductorConfig(
         node_id="test-node", local_api=local_api, role=role,  # type: ignore[arg-type]
@@ -406,7 +406,7 @@ async def open_conductor(
 
         async def _serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
             try:
-                await conductor.serve(create_app(conductor), task_status=task_status)
+                await serve_conductor(conductor, task_status=task_status)
             finally:
                 done.set()
 

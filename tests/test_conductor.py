@@ -12,7 +12,7 @@ import trio_websocket
 
 from codexd_trio.base.contracts import Approval, now_iso
 from codexd_trio.client import CodexdError, open_websocket
-from conductor_trio.lease import MemoryLeaseStore
+from conductor_trio.lease.file import MemoryLeaseStore
 from tests.bodies import post_oversized
 from tests.fake_codexd import FakeCodexd, open_conductor, open_fake_codexd
 

@@ -7,29 +7,21 @@ bugs answer with JSON too: the shared plumbing is :mod:`codexd_trio.web.app`.
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import quote
 
 import msgspec
+import trio
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from codexd_trio.web import CallerPolicy
-from codexd_trio.web.app import WebSetup, install
+from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.callers import Refusal
 from codexd_trio.web.envelope import decode_body, error
 from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.openapi import described_routes
 from conductor_trio import __version__
-from conductor_trio.access import (
-    CODEX_PREFIX,
-    SHARED_TOKEN_SETTING,
-    Caller,
-    codex_needs_credential,
-    codex_refusal,
-    shared_token_refusal,
-)
-from conductor_trio.api_doc import conductor_openapi, conductor_ops, conductor_websockets
-from conductor_trio.console import install_console
 from conductor_trio.contracts import (
     CodexBackend,
     CodexChild,
@@ -44,9 +36,19 @@ from conductor_trio.contracts import (
     SessionCountsView,
 )
 from conductor_trio.mode import Mode
-from conductor_trio.proxy import proxy_http, relay_events
 from conductor_trio.service import Conductor
-from conductor_trio.status import render_page
+from conductor_trio.web.access import (
+    CODEX_PREFIX,
+    SHARED_TOKEN_SETTING,
+    Caller,
+    codex_needs_credential,
+    codex_refusal,
+    shared_token_refusal,
+)
+from conductor_trio.web.api_doc import conductor_openapi, conductor_ops, conductor_websockets
+from conductor_trio.web.console import install_console
+from conductor_trio.web.proxy import proxy_http, relay_events
+from conductor_trio.web.status_page import render_page
 
 
 class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -54,6 +56,27 @@ class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     requested_by: str | None = None
 
 
+async def serve_conductor(
+    conductor: Conductor, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``conductor`` serving its app (:func:`create_app`) with Hypercorn until its graceful
+    stop (:meth:`~conductor_trio.service.Conductor.begin_stop`) or a cancel; reports the bound
+    base URL (see :meth:`~conductor_trio.service.Conductor.run`)."""
+    app = create_app(conductor)
+    config = conductor.config
+
+    async def http(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_app(
+            app,
+            config.listen_host,
+            config.listen_port,
+            shutdown_trigger=conductor.stopping.wait,
+            graceful_timeout=config.shutdown_grace_s,
+            errorlog=logging.getLogger("conductor.http"),
+            task_status=task_status,
+        )
+
+    await conductor.run(http, task_status=task_status)
 
 
 def create_app(conductor: Conductor) -> QuartTrio:

@@ -33,7 +33,6 @@ from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.openapi import described_routes
 from conductor_trio import __version__
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
-from conductor_trio.api_doc import status_api_openapi, status_api_ops
 from conductor_trio.config import (
     ConfigError,
     StatusApiConfig,
@@ -49,8 +48,9 @@ from conductor_trio.contracts import (
     StatusApiPart,
     UnreachableStatus,
 )
-from conductor_trio.service import count_families
-from conductor_trio.status import render_page
+from conductor_trio.health import count_families
+from conductor_trio.web.api_doc import status_api_openapi, status_api_ops
+from conductor_trio.web.status_page import render_page
 
 PROG = "status-api"
 
@@ -223,6 +223,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = fail(PROG, f"cannot serve on {config.local_api}: {reason}", 1)
     return status
 
-
-if __name__ == "__main__":
-    sys.exit(main())

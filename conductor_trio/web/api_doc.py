@@ -49,7 +49,7 @@ def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) 
     Args:
         exposed: it listens beyond loopback (proxied writes need the shared token).
         codex_auth: codexd has a token, so every ``/v1/codex/*`` route needs the caller's own
-            credential (:mod:`conductor_trio.access`).
+            credential (:mod:`conductor_trio.web.access`).
     """
     proxied = []
     for op in codexd_ops(prefix="/v1/codex", events_path="/v1/codex/events"):

@@ -1,7 +1,7 @@
 """Who may use the conductor's guarded routes: the conductor's rows of CONTRACT.md "Who may call".
 
 Plain functions over the configuration and what the caller sent (no web framework), so the rules
-are tested on their own; :mod:`conductor_trio.app` applies them before a ``/v1/codex/*`` request
+are tested on their own; :mod:`conductor_trio.web.app` applies them before a ``/v1/codex/*`` request
 or relay websocket reaches a route, and on ``/v1/system/*`` writes.
 
 * ``/v1/codex/*`` when codexd has a token (``BAA_CODEXD_TOKEN[_FILE]``): every call — reads,
