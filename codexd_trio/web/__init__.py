@@ -13,11 +13,11 @@ Shared (codexd, conductor, status-api):
 codexd's own: :mod:`~codexd_trio.web.routes` (the Quart-Trio routes over the Daemon, and
 ``serve_api``) and :mod:`~codexd_trio.web.api_doc` (their OpenAPI operations).
 
-May import: :mod:`codexd_trio.core` (codexd's routes call the Daemon), ``store``, ``protocol``
-and :mod:`codexd_trio.base`; never ``client`` or ``cli``. Only this package (and the conductor's
-web layer) imports Quart or Hypercorn. New routes (conversation records, threads, the turn
-queue) go in a module here beside :mod:`~codexd_trio.web.routes`, with their operations in
-:mod:`~codexd_trio.web.api_doc`.
+May import: :mod:`codexd_trio.core` (codexd's routes call the Daemon), ``store``, ``protocol`` and
+:mod:`codexd_trio.base`; never ``client`` or ``cli``. Of codexd_trio, only this package imports
+Quart or Hypercorn (in the conductor: its ``web``, ``status_api`` and CLI). New routes (conversation
+records, threads, the turn queue) go in a module here beside :mod:`~codexd_trio.web.routes`, with
+their operations in :mod:`~codexd_trio.web.api_doc`.
 """
 
 from codexd_trio.web.callers import CallerGuard, CallerPolicy, guard
