@@ -29,11 +29,13 @@ from codexd_trio.testing import (
     Hang,
     HttpError,
     Plain,
+    Prompted,
     ScriptedModel,
     Streamed,
     codex_child_env,
     codex_home_root,
     open_scripted_model,
+    scenario_for_prompt,
     scratch_root,
     temporary_codex_home,
     write_codex_home,
@@ -333,6 +335,53 @@ async def test_fifo_then_default_echo(scripted_model: ScriptedModel) -> None:
     assert scripted_model.pending == 0
 
 
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("hello", Echo()),
+        ("ECHO: hello", Echo()),
+        ("SLOW 40 4: abcdefgh", Streamed(["ab", "cd", "ef", "gh"], delay=0.04)),
+        ("SLOW: ab", Streamed(["a", "b", *["."] * 8], delay=0.1)),
+        ("STREAM 3: hi", Streamed(["hi0 ", "hi1 ", "hi2 "])),
+        ("SHELL: touch a.txt", ExecCommand("touch a.txt", then=Plain("ran: touch a.txt"))),
+        ("FAIL: boom", Failed("boom")),
+        ("HTTP 429: slow down", HttpError(429, "slow down")),
+        ("HTTP: x", HttpError(500, "x")),
+        ("DROP:", Drop()),
+        ("HANG: wait", Hang()),
+        # Bounded, and a directive only at the very start of the prompt.
+        ("STREAM 999999: x", Streamed([f"x{i} " for i in range(10_000)])),
+        ("please SLOW 40 4: no", Echo()),
+        ("slow 40 4: lower case is text", Echo()),
+    ],
+)
+def test_a_prompt_names_its_scenario(prompt: str, expected: object) -> None:
+    assert scenario_for_prompt(prompt) == expected
+
+
+async def test_prompted_plays_what_each_prompt_asks_and_ends_a_tool_follow_up(
+    scripted_model: ScriptedModel,
+) -> None:
+    scripted_model.default = Prompted()
+    with trio.fail_after(GUARD):
+        assert "response.failed" in types(await post_events(scripted_model,
+                                                              user_body("FAIL: boom")))
+        assert (await post(scripted_model, user_body("HTTP 503: busy"))).status_code == 503
+        shell = await post_events(scripted_model, user_body("SHELL: ls"))
+        (call,) = [e["item"] for e in shell if e["type"] == "response.output_item.done"]
+        assert call["type"] == "function_call"
+        assert json.loads(call["arguments"]) == {"cmd": "ls"}
+        output = {"type": "function_call_output", "call_id": call["call_id"], "output": "x"}
+        follow = await post_events(scripted_model, user_body("SHELL: ls", extra=[output]))
+        assert any(e.get("item", {}).get("content") == [{"type": "output_text",
+                                                          "text": "ran: ls"}] for e in follow)
+        # The same tool result again has no follow-up left: the turn ends, nothing re-runs.
+        again = await post_events(scripted_model, user_body("SHELL: ls", extra=[output]))
+        assert "function_call" not in json.dumps(again)
+        echoed = await post_events(scripted_model, user_body("just text"))
+        assert "echo: just text" in json.dumps(echoed)
+
+
 async def test_requests_are_recorded_with_headers_and_body(scripted_model: ScriptedModel) -> None:
     seen = trio.Event()
 
@@ -451,6 +500,31 @@ async def test_cli_prints_ready_line_serves_and_exits_on_sigterm() -> None:
             async with httpx.AsyncClient() as client:
                 response = await client.post(f"{ready['url']}/responses", json=user_body("ping"))
             assert "echo: ping" in response.text
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+
+
+async def test_cli_prompted_lets_each_prompt_choose_its_scenario() -> None:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "codexd_trio.testing", "--prompted"],
+        stdout=subprocess.PIPE,
+        cwd=str(REPO_ROOT),
+        start_new_session=True,
+    )
+    try:
+        with trio.fail_after(GUARD):
+            assert process.stdout is not None
+            ready = json.loads(await read_until(process.stdout, b"\n"))
+            async with httpx.AsyncClient() as client:
+                failed = await client.post(f"{ready['url']}/responses", json=user_body("FAIL: x"))
+                echoed = await client.post(f"{ready['url']}/responses", json=user_body("ping"))
+            assert "response.failed" in failed.text
+            assert "echo: ping" in echoed.text
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
     finally:

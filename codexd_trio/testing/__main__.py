@@ -1,4 +1,5 @@
-"""``python -m codexd_trio.testing``: run the scripted model standalone (Echo for every call).
+"""``python -m codexd_trio.testing``: run the scripted model standalone (Echo for every call;
+with ``--prompted`` each turn's prompt picks its scenario: see ``model.scenario_for_prompt``).
 
 Prints one JSON line ``{"ready": true, "service": "scripted-model", "url": ..., "pid": ...}`` on
 stdout once listening, then serves until SIGTERM or SIGINT (exit 0). Bad arguments: one line on
@@ -17,7 +18,7 @@ from typing import NoReturn
 
 import trio
 
-from codexd_trio.testing.model import open_scripted_model
+from codexd_trio.testing.model import Prompted, open_scripted_model
 
 
 class _UsageError(Exception):
@@ -37,15 +38,22 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port (default 0: pick a free one)")
+    parser.add_argument(
+        "--prompted",
+        action="store_true",
+        help="let each prompt choose its scenario (SLOW, STREAM, SHELL, FAIL, HTTP, DROP, HANG)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise _UsageError(f"--port must be in 0..65535, got {args.port}")
     return args
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, prompted: bool) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_scripted_model(host=host, port=port) as model:
+            if prompted:
+                model.default = Prompted()
             ready = {"ready": True, "service": "scripted-model", "url": model.base_url}
             ready["pid"] = os.getpid()
             sys.stdout.write(json.dumps(ready) + "\n")
@@ -62,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scripted-model: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(_serve, args.host, args.port)
+        trio.run(_serve, args.host, args.port, args.prompted)
     except OSError as exc:
         print(f"scripted-model: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

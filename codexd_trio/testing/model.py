@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http
 import itertools
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,12 +37,14 @@ __all__ = [
     "Hang",
     "HttpError",
     "Plain",
+    "Prompted",
     "RecordedRequest",
     "Scenario",
     "ScriptedModel",
     "Streamed",
     "open_scripted_model",
     "plan_response",
+    "scenario_for_prompt",
     "serve_scripted_model",
 ]
 
@@ -136,9 +139,85 @@ class Echo:
     chunk: int = 8
 
 
+@dataclass(frozen=True)
+class Prompted:
+    """Plays the scenario the turn's prompt names (see :func:`scenario_for_prompt`).
+
+    For a model process that nobody scripts (``python -m codexd_trio.testing --prompted``, the
+    chaos harness): whoever writes the prompt chooses the latency and the outcome. A prompt
+    without a directive is echoed, as :class:`Echo` does.
+    """
+
+
 Scenario: TypeAlias = (
     Plain | Streamed | Hang | HttpError | Drop | Failed | ExecCommand | ExecCommands | Echo
+    | Prompted
 )
+
+# ``WORD[ N[ N]]: text`` at the start of the prompt; the numbers are optional.
+_DIRECTIVE = re.compile(
+    r"\A(ECHO|SLOW|STREAM|SHELL|FAIL|HTTP|DROP|HANG)((?: \d{1,6}){0,2}):[ ]?(.*)\Z", re.DOTALL
+)
+# Bounds, so a typo cannot make the model stream for an hour.
+_MAX_DELTAS = 10_000
+_MAX_DELAY_MS = 60_000
+
+
+def scenario_for_prompt(text: str) -> Scenario:
+    """The scenario a prompt asks for (pure; unit-tested).
+
+    Directives (the rest of the prompt after ``:`` is ``text``):
+
+    * ``ECHO: text`` (or no directive at all) — :class:`Echo` of the whole prompt.
+    * ``SLOW MS N: text`` — ``text`` in ``N`` deltas ``MS`` milliseconds apart (defaults 100,
+      10): a turn that is still streaming when a client steers or interrupts it.
+    * ``STREAM N: text`` — ``N`` deltas (default 100) at once: a burst of events.
+    * ``SHELL: command`` — one ``exec_command`` call (an approval when the session's policy
+      asks for one), then ``ran: command``.
+    * ``FAIL: message`` — ``response.failed``; ``HTTP STATUS: message`` — a non-200 answer
+      (default 500); ``DROP:`` — the connection closes mid-response; ``HANG:`` — silence until
+      the client goes away.
+    """
+    found = _DIRECTIVE.match(text)
+    if found is None:
+        return Echo()
+    word, raw_numbers, rest = found.groups()
+    numbers = [int(n) for n in raw_numbers.split()]
+
+    def number(index: int, default: int, bound: int) -> int:
+        return min(numbers[index], bound) if len(numbers) > index else default
+
+    if word == "SLOW":
+        delay_ms, count = number(0, 100, _MAX_DELAY_MS), max(1, number(1, 10, _MAX_DELTAS))
+        return Streamed(_split(rest or "slow", count), delay=delay_ms / 1000)
+    if word == "STREAM":
+        count = max(1, number(0, 100, _MAX_DELTAS))
+        piece = rest[:16] or "x"
+        return Streamed([f"{piece}{i} " for i in range(count)])
+    if word == "SHELL":
+        command = rest.strip() or "true"
+        return ExecCommand(command, then=Plain(f"ran: {command}"))
+    if word == "FAIL":
+        return Failed(rest or "scripted failure")
+    if word == "HTTP":
+        return HttpError(number(0, 500, 599), rest or "scripted failure")
+    if word == "DROP":
+        return Drop()
+    if word == "HANG":
+        return Hang()
+    return Echo()
+
+
+def _split(text: str, count: int) -> list[str]:
+    """``text`` in ``count`` non-empty pieces (padded with dots when it is too short)."""
+    text = text.ljust(count, ".")
+    size, extra = divmod(len(text), count)
+    pieces, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
 
 # --------------------------------------------------------------------------------------------
 # Recorded requests
@@ -414,6 +493,15 @@ def plan_response(
         ``(plan, call_ids, then)``: the plan to play, and for tool-call scenarios the call ids
         emitted plus the scenario that should answer the follow-up POST (else ``[]``, ``None``).
     """
+    if isinstance(scenario, Prompted):
+        if request.last_input_item().get("type") in ("function_call_output",
+                                                     "custom_tool_call_output"):
+            # A tool result whose follow-up is unknown (played already, or the call came from
+            # an older model process): finish the turn, never replay the directive.
+            scenario = Plain("done")
+        else:
+            texts = request.user_texts()
+            scenario = scenario_for_prompt(texts[-1] if texts else "")
     if isinstance(scenario, HttpError):
         body = {
             "error": {
