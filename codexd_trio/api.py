@@ -39,6 +39,7 @@ from codexd_trio.hub import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.idempotency import Answer
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.service import Daemon
+from codexd_trio.store import StoreError
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.envelope import (
@@ -125,6 +126,15 @@ def create_app(daemon: Daemon) -> QuartTrio:
             method=exc.method,
             jsonrpcCode=exc.code,
             jsonrpcMessage=exc.message,
+        )
+
+    @app.errorhandler(StoreError)
+    async def _store_error(exc: StoreError) -> Response:
+        # A state file the answer waits for cannot be written (a full disk): the change is
+        # kept and retried by its writer; the caller gets the documented 503, not a 500.
+        return error_response(
+            "store_unavailable", f"a state file cannot be written yet: {exc}", 503,
+            file=exc.path.name,
         )
 
     async def _idempotent(route: str, run: Callable[[bytes], Awaitable[Response]]) -> Response:

@@ -91,7 +91,7 @@ _INT0 = {"type": "integer", "minimum": 0}
 _INT1 = {"type": "integer", "minimum": 1}
 # What a turn verb can meet once the session exists.
 _TURN_ERRORS = ("not_found", "child_unavailable", "app_server_error", "shutting_down",
-                "idempotency_mismatch")
+                "idempotency_mismatch", "store_unavailable")
 
 
 def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events") -> list[Op]:
@@ -115,7 +115,7 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
         Op("POST", f"{prefix}/sessions", "create a session (thread/start)", OneSession, 201,
            body=CreateSessionRequest, body_required=False,
            errors=("child_unavailable", "app_server_error", "shutting_down",
-                   "idempotency_mismatch")),
+                   "idempotency_mismatch", "store_unavailable")),
         Op("GET", f"{prefix}/sessions/{{session_id}}", "one session and its recent events",
            SessionView),
         Op("POST", f"{prefix}/sessions/{{session_id}}/close", "close a session", OneSession,
@@ -131,7 +131,8 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
            params=(query("state", {"enum": ["pending", "resolved", "expired"]}),)),
         Op("GET", f"{prefix}/approvals/{{approval_id}}", "one approval", OneApproval),
         Op("POST", f"{prefix}/approvals/{{approval_id}}", "decide an approval", OneApproval,
-           body=DecisionRequest, errors=("approval_resolved", "idempotency_mismatch")),
+           body=DecisionRequest,
+           errors=("approval_resolved", "idempotency_mismatch", "store_unavailable")),
         Op("GET", events_path, "a page of the durable event log", EventPage,
            params=(query("after", _INT0, "events after this seq"),
                    query("limit", _INT1, "page size (max 1000)"),

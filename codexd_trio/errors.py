@@ -54,6 +54,13 @@ class ShuttingDown(ApiError):
     code = "shutting_down"
 
 
+class StoreUnavailable(ApiError):
+    """A change could not be made durable in time (the disk refuses writes); it is kept and
+    written once the disk has room."""
+
+    code = "store_unavailable"
+
+
 class DomainError(ApiError):
     """A command the current state of the sessions refuses."""
 

@@ -46,7 +46,7 @@ from codexd_trio.contracts import (
     now_iso,
 )
 from codexd_trio.domain import Emit, SessionBook
-from codexd_trio.errors import ChildUnavailable, ShuttingDown
+from codexd_trio.errors import ChildUnavailable, ShuttingDown, StoreUnavailable
 from codexd_trio.hub import EventHub
 from codexd_trio.idempotency import IdempotencyStore
 from codexd_trio.metrics import TURN_END_TYPES, CodexdMetrics
@@ -54,6 +54,7 @@ from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.sessions import SessionService, check_cwd
 from codexd_trio.statedir import StateDir
 from codexd_trio.status import codexd_status
+from codexd_trio.store import StoreWriteError
 from codexd_trio.supervisor import (
     Backoff,
     ChildSupervisor,
@@ -111,7 +112,8 @@ class Daemon:
         )
         self.book = SessionBook(self.files.registry_sessions)
         self.files.registry.capture = self._registry_job
-        self.sessions = SessionService(self.book, self.publish, self._save_registry, self.log.flush)
+        self.sessions = SessionService(self.book, self.publish, self._save_registry,
+                                       self._acknowledge)
         self.ledger = ApprovalLedger(self.files.approvals)
         self.broker = ApprovalBroker(
             self.ledger, self.publish, timeout_s=config.approval_timeout_s
@@ -460,8 +462,41 @@ class Daemon:
         self, approval_id: str, decision: Decision, decided_by: str | None
     ) -> Approval:
         approval = self.broker.decide(approval_id, decision, decided_by or "client")
-        await self.files.approvals.flush()
+        try:
+            await self.files.approvals.flush()
+        except StoreWriteError as exc:
+            # Decided and sent to Codex; only its record waits for the disk (its writer keeps
+            # retrying). Not a 500: the caller learns the record is not durable yet.
+            raise StoreUnavailable(
+                f"approval {approval_id} was decided but its record cannot be written yet: "
+                f"{exc}", approvalId=approval_id) from exc
         return approval
+
+    async def _acknowledge(self) -> None:
+        """Return once every event published so far is durable: what a 201/202 waits for.
+
+        The answer commits at once; when the disk refuses (full, say), the events stay
+        buffered and the log's writer retries them every second, so the answer waits for that
+        retry, as long as a request to the child may take (``--request-timeout``). Past it:
+        :class:`StoreUnavailable` (503): the change is made and becomes durable once the disk
+        has room; it is never reported as a bug (500), which it used to be.
+
+        Cancellation:
+            Safe: the events stay buffered; the writer makes them durable.
+        """
+        seq = self.log.last_seq
+        try:
+            await self.log.flush()
+            return
+        except OSError as exc:
+            error = exc
+        with trio.move_on_after(self.config.request_timeout_s):
+            await self.log.wait_durable(seq)
+            return
+        raise StoreUnavailable(
+            f"the event log cannot be written ({error.strerror or error}); the change is kept "
+            "and becomes durable once the disk has room", eventsWaiting=self.log.waiting,
+        ) from error
 
     # ------------------------------------------------------------------ status
 

@@ -414,3 +414,66 @@ async def test_idempotency_key_replays_refuses_mismatch_and_survives_restart(
             )
             assert three.json() == one.json()
             assert len((await http.get("/v1/codexd/sessions")).json()["data"]["sessions"]) == 1
+
+
+def _refuse_writes(pid: int) -> tuple[int, int]:
+    """Make every write that would grow a file fail in ``pid`` (``EFBIG``: a full disk as far
+    as the event log can tell; Python ignores ``SIGXFSZ``); returns the limits to restore."""
+    import resource
+
+    saved = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, saved[1]))
+    return saved
+
+
+@pytest.mark.real_codex
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="prlimit(2) of another process: Linux")
+async def test_a_disk_that_refuses_writes_delays_or_refuses_the_answer_never_500(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    """Found by the chaos harness (bench/chaos): on a full disk a POST that had already changed
+    the sessions answered 500 internal_error, and the session or turn existed anyway."""
+    import resource
+
+    with trio.fail_after(120):
+        async with (
+            running_codexd(tmp_path / "node", codex_home, "--request-timeout", "3") as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            await wait_ready(client)
+            session = await client.create_session()
+            saved = _refuse_writes(codexd.pid)
+            # Healed while the answer waits: the writer's retry lands and the answer is a 201.
+            async with trio.open_nursery() as nursery:
+                async def heal_soon() -> None:
+                    await wait_events_waiting(client)
+                    resource.prlimit(codexd.pid, resource.RLIMIT_FSIZE, saved)
+
+                nursery.start_soon(heal_soon)
+                created = await client.create_session()
+            assert (await client.get_session(created.sessionId))[0].status == "active"
+            # Not healed within the bound: 503 store_unavailable, never a 500.
+            _refuse_writes(codexd.pid)
+            with pytest.raises(CodexdError) as refused:
+                await client.start_turn(session.sessionId, "the disk is full")
+            assert (refused.value.status, refused.value.code) == (503, "store_unavailable")
+            resource.prlimit(codexd.pid, resource.RLIMIT_FSIZE, saved)
+            # Once the disk has room the turn that was started becomes durable and ends.
+            done = await client.wait_for_turn(session.sessionId,
+                                              (await client.get_session(session.sessionId))[0]
+                                              .lastTurnId or "")
+            assert done.lastTurnStatus == "completed"
+            lines = read_events(codexd.codexd_logs / "events.jsonl")
+            assert [e.seq for e in lines] == list(range(1, len(lines) + 1))
+
+
+async def wait_events_waiting(client: CodexdClient) -> None:
+    """Until ``/readyz`` says events wait for a disk that refuses them (another process:
+    asking is the only way to know)."""
+    while True:
+        try:
+            await client.readyz()
+        except CodexdError as exc:
+            if exc.code == "store_unavailable":
+                return
+        await trio.sleep(0.05)
