@@ -253,9 +253,13 @@ async def subscribers_released(ctx: Context, ep: Endpoints) -> None:
 
 
 async def disk_reader(ctx: Context, log: checks.DiskLog) -> None:
+    """Read each sealed segment soon after it appears (before retention can remove it).
+
+    On the Trio thread on purpose: the checks record into the context, which is not
+    thread-safe; a segment is 1 MiB, a few milliseconds of reading."""
     while True:
         await trio.sleep(READ_SEALED_EVERY_S)
-        await trio.to_thread.run_sync(log.read_sealed, ctx)
+        log.read_sealed(ctx)
 
 
 async def orphans(ctx: Context, node: Node) -> list[str]:
@@ -342,7 +346,7 @@ async def run(settings: Settings) -> int:
                 background.cancel_scope.cancel(reason="run over")
             await node.stop()
         extra["orphans"] = await orphans(ctx, node)
-        await trio.to_thread.run_sync(log.read_all, ctx)
+        log.read_all(ctx)
         extra["eventLog"] = {"lines": log.lines, "files": len(log.ranges),
                              "firstSeq": min(log.digests, default=0),
                              "lastSeq": max(log.digests, default=0)}
