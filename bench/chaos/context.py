@@ -109,6 +109,8 @@ class Context:
             list)
         # (t, events seen so far) every second.
         self.seq_series: list[tuple[float, int]] = []
+        # Codex children seen: pid (their process group) -> when they started.
+        self.child_groups: dict[int, int | None] = {}
         self.leader_samples = 0
         self.leader_inconclusive = 0
         self.stop_clients = trio.Event()

@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ class Incarnation:
     ended: float | None = None
     code: int | None = None
     expected: bool = False
+    ticks: int | None = None
 
 
 @dataclass
@@ -122,7 +123,8 @@ class Managed:
                 self.argv, stdout=subprocess.PIPE if self.ready == "line" else log,
                 stderr=log, env=env, cwd=str(REPO_ROOT), start_new_session=True)
         self.process = process
-        life = Incarnation(pid=process.pid, started=self.ctx.now())
+        life = Incarnation(pid=process.pid, started=self.ctx.now(),
+                           ticks=start_ticks(process.pid))
         self.incarnations.append(life)
         self.ctx.log(self.name, f"started pid {process.pid}")
         got_ready = False
@@ -195,8 +197,9 @@ class Managed:
             self.ctx.violation("graceful_stop", f"{self.name} exited {code} after SIGTERM",
                                daemon=self.name, log_tail=_tail(self.log_path))
 
-    def all_pids(self) -> list[int]:
-        return [life.pid for life in self.incarnations]
+    def leaders(self) -> dict[int, int | None]:
+        """Every process group this daemon led: pid -> when it started."""
+        return {life.pid: life.ticks for life in self.incarnations}
 
 
 class _Exited(Exception):
@@ -254,16 +257,32 @@ def run_processes(run_id: str) -> list[tuple[int, str]]:
     return found
 
 
-def groups_alive(pgids: Sequence[int]) -> list[int]:
-    """The process groups among ``pgids`` that still have a member."""
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def groups_alive(leaders: dict[int, int | None]) -> list[int]:
+    """The run's process groups that still have a member.
+
+    ``leaders`` maps each group id (its leader's pid) to when that leader started. A group
+    whose id now belongs to a leader that started at another time is someone else's: the
+    kernel reused the pid after the run's group was gone (a long run on a busy machine)."""
     alive = []
-    for pgid in pgids:
+    for pgid, started in leaders.items():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             continue
         except PermissionError:
             pass
+        now = start_ticks(pgid)
+        if now is not None and started is not None and now != started:
+            continue
         alive.append(pgid)
     return alive
 

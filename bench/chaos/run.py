@@ -265,16 +265,18 @@ async def disk_reader(ctx: Context, log: checks.DiskLog) -> None:
 async def orphans(ctx: Context, node: Node) -> list[str]:
     """No process of the run is left: neither by its marker nor in any group it used."""
     ctx.check("no_orphans")
-    pgids = [pid for d in node.daemons() for pid in d.all_pids()]
-    pgids += [s[1] for s in ctx.samples.get("codex-child", [])]
+    leaders = dict(ctx.child_groups)
+    for daemon in node.daemons():
+        leaders.update(daemon.leaders())
     with trio.move_on_after(10):
         # init reaps orphans asynchronously: a bounded poll is the only way to see it.
-        while run_processes(ctx.run_id) or groups_alive(sorted(set(pgids))):  # noqa: ASYNC110
+        while run_processes(ctx.run_id) or groups_alive(leaders):  # noqa: ASYNC110
             await trio.sleep(0.1)
     left = run_processes(ctx.run_id)
-    groups = groups_alive(sorted(set(pgids)))
+    groups = groups_alive(leaders)
     if left or groups:
-        ctx.violation("no_orphans", f"{len(left)} process(es) of the run left after the stop",
+        ctx.violation("no_orphans", f"{len(left)} process(es) of the run and {len(groups)} of "
+                      "its process groups left after the stop",
                       processes=[f"{pid} {cmd}" for pid, cmd in left], groups=groups)
         for pid, _ in left:
             with contextlib.suppress(ProcessLookupError):

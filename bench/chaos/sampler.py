@@ -10,7 +10,13 @@ import trio
 
 from bench.chaos.clients import Endpoints
 from bench.chaos.context import Context
-from bench.chaos.node import Managed, child_pid_from_state, is_run_process, rss_and_fds
+from bench.chaos.node import (
+    Managed,
+    child_pid_from_state,
+    is_run_process,
+    rss_and_fds,
+    start_ticks,
+)
 
 SAMPLE_EVERY_S = 1.0
 LEADER_EVERY_S = 0.2
@@ -28,6 +34,7 @@ async def resources(ctx: Context, daemons: list[Managed], state_dir: Path) -> No
         if (child is not None and is_run_process(child, ctx.run_id, "codex")
                 and (found := rss_and_fds(child)) is not None):
             ctx.samples["codex-child"].append((t, child, *found))
+            ctx.child_groups.setdefault(child, start_ticks(child))
         ctx.seq_series.append((t, ctx.max_seen_seq))
         await trio.sleep(SAMPLE_EVERY_S)
 
