@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -280,7 +281,10 @@ async def orphans(ctx: Context, node: Node) -> list[str]:
                       processes=[f"{pid} {cmd}" for pid, cmd in left], groups=groups)
         for pid, _ in left:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
     return [f"{pid} {cmd}" for pid, cmd in left]
 
 
