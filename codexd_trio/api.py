@@ -54,10 +54,13 @@ from codexd_trio.web.envelope import (
     status_for,
 )
 from codexd_trio.web.openapi import described_routes
+from codexd_trio.web.websockets import discarding_client_frames
 
 log = logging.getLogger("codexd.api")
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T")
+# The largest page a GET list route hands out (?limit=); more is a 400 naming it.
+MAX_PAGE = 1000
 
 # JSON-RPC "invalid request" and "invalid params".
 _JSONRPC_BAD_PARAMS = frozenset({-32600, -32602})
@@ -210,7 +213,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.get("/v1/codexd/sessions")
     async def list_sessions() -> Response:
-        limit = int_arg("limit", request.args.get("limit"), default=500, minimum=1) or 500
+        limit = int_arg("limit", request.args.get("limit"), default=500, minimum=1,
+                        maximum=MAX_PAGE) or 500
         status = request.args.get("status") or None
         if status not in (None, "active", "closed"):
             raise InvalidRequest("status must be active or closed", field="status")
@@ -219,12 +223,12 @@ def create_app(daemon: Daemon) -> QuartTrio:
         if order == "activity":
             # Newest activity first: what a console lists on top.
             page, key = daemon.book.page_by_activity(
-                before=decode_key_cursor(cursor), limit=min(limit, 1000), status=status)
+                before=decode_key_cursor(cursor), limit=limit, status=status)
             return envelope({"sessions": page, "nextCursor": encode_key_cursor(key)})
         if order != "created":
             raise InvalidRequest("order must be created or activity", field="order")
         start = decode_cursor(cursor)
-        page, following = daemon.book.page(start=start, limit=min(limit, 1000), status=status)
+        page, following = daemon.book.page(start=start, limit=limit, status=status)
         return envelope({"sessions": page, "nextCursor": encode_cursor(following)})
 
     @app.post("/v1/codexd/sessions")
@@ -309,8 +313,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.get(stream_path)
     async def events_page() -> Response:
         after = int_arg("after", request.args.get("after"), default=0) or 0
-        limit = int_arg("limit", request.args.get("limit"), default=100, minimum=1) or 100
-        limit = min(limit, 1000)
+        limit = int_arg("limit", request.args.get("limit"), default=100, minimum=1,
+                        maximum=MAX_PAGE) or 100
         session_id = request.args.get("sessionId") or None
         events = await daemon.log.read_after(after, limit=limit, session_id=session_id)
         next_after = events[-1].seq if events else after
@@ -339,7 +343,9 @@ def create_app(daemon: Daemon) -> QuartTrio:
         await websocket.accept()
         subscription = daemon.hub.subscribe(after=after, session_id=session_id)
         with daemon.stream_open():
-            await _stream(subscription, batched=batch == "1")
+            # Read what the client sends, or its leaving goes unseen (see the module).
+            async with discarding_client_frames():
+                await _stream(subscription, batched=batch == "1")
         return None
 
     async def _stream(subscription: Subscription, *, batched: bool) -> None:

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import msgspec
 import trio
 
+from codexd_trio.child import ChildGone
 from codexd_trio.contracts import Approval, Decision, Level, Session, now_iso
 from codexd_trio.domain import Emit
-from codexd_trio.errors import ApprovalNotFound, ApprovalResolved
-from codexd_trio.protocol.appserver import ServerRequest
+from codexd_trio.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable
+from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.store import JsonDocument
 from codexd_trio.supervisor import Incarnation
 
@@ -109,14 +111,32 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# Why an approval whose decision never reached the child that asked is recorded as expired.
+UNDELIVERED = "undelivered: the codex app-server that asked is gone"
+
+
 class _Pending:
     def __init__(self) -> None:
+        # Set once a decision is chosen (a client, the policy, the timeout) or the request
+        # expired; the request's task then delivers the decision.
         self.decided = trio.Event()
         self.decision: Decision | None = None
+        self.decided_by = ""
+        # Set once the outcome is recorded: resolved (delivered) or expired.
+        self.settled = trio.Event()
+        self.undelivered = False
 
 
 class ApprovalBroker:
-    """Holds each approval request of the child open until someone decides it."""
+    """Holds each approval request of the child open until someone decides it.
+
+    A decision is recorded only once it was delivered: the request's own task writes the
+    answer to the child that asked (:meth:`AppServerClient.reply`) and then records the
+    approval ``resolved``. If that child is gone (it died, and its incarnation is not torn
+    down yet) the decision never reached Codex, and the approval is recorded ``expired``
+    (``reason`` :data:`UNDELIVERED`) instead; the client that decided gets
+    :class:`ChildUnavailable`.
+    """
 
     def __init__(
         self, ledger: ApprovalLedger, publish: Callable[[Emit], object], *, timeout_s: float
@@ -164,42 +184,88 @@ class ApprovalBroker:
             _emit("approval.requested", approval,
                   f"{kind} approval requested ({approval.approvalId})")
         )
+        delivered = False
         try:
             if (session.approvals if session else "decline") == "decline":
-                self.decide(approval.approvalId, "decline", "policy")
+                self._choose(pending, "decline", "policy")
             else:
                 with trio.move_on_after(self.timeout_s):
                     await pending.decided.wait()
                 if not pending.decided.is_set():
-                    self.decide(approval.approvalId, "decline", "timeout")
+                    self._choose(pending, "decline", "timeout")
             if pending.decision is None:
                 # Expired (turn ended, child gone): the child no longer waits for an answer.
                 raise UnsupportedServerRequest("approval expired")
-            return {"decision": pending.decision}
+            with suppress(ChildGone):
+                await incarnation.client.reply(req, {"decision": pending.decision})
+                delivered = True
+            return REPLIED
         finally:
             self._pending.pop(approval.approvalId, None)
             incarnation.approval_requests.pop(req.id, None)
+            self._settle(approval.approvalId, pending, delivered)
 
-    def decide(self, approval_id: str, decision: Decision, decided_by: str) -> Approval:
-        """Record a decision and release the waiting request.
+    def _choose(self, pending: _Pending, decision: Decision, decided_by: str) -> None:
+        pending.decision = decision
+        pending.decided_by = decided_by
+        pending.decided.set()
+
+    def _settle(self, approval_id: str, pending: _Pending, delivered: bool) -> None:
+        """Record what became of a chosen decision (also when the request's task is cancelled:
+        a decision that was not written to the child was not delivered)."""
+        try:
+            if pending.decision is None:
+                return  # expired before anyone decided; already recorded
+            pending.undelivered = not delivered
+            if self.ledger.get(approval_id).state != "pending":
+                return  # withdrawn, or expired with its child meanwhile: that record stands
+            if delivered:
+                self.publish(
+                    self.ledger.resolve(approval_id, pending.decision, pending.decided_by))
+            else:
+                self.expire(approval_id, UNDELIVERED)
+        finally:
+            pending.settled.set()
+
+    async def decide(self, approval_id: str, decision: Decision, decided_by: str) -> Approval:
+        """Decide an approval; return it once the decision reached the child and is recorded.
 
         Raises:
             ApprovalNotFound: unknown id.
-            ApprovalResolved: already decided, expired, or its child is gone.
+            ApprovalResolved: already decided (or being delivered), or expired.
+            ChildUnavailable: the child that asked is gone; the decision was not delivered and
+                the approval is recorded ``expired`` (``reason`` :data:`UNDELIVERED`).
+
+        **Cancellation:** abandons the wait only; the decision is delivered and recorded anyway.
         """
         approval = self.ledger.get(approval_id)
         pending = self._pending.get(approval_id)
         if approval.state != "pending" or pending is None or pending.decided.is_set():
+            raise ApprovalResolved(
+                f"approval {approval_id} is already "
+                f"{'decided' if approval.state == 'pending' else approval.state}",
+                approvalId=approval_id,
+                state=approval.state,
+                decision=approval.decision,
+            )
+        self._choose(pending, decision, decided_by)
+        await pending.settled.wait()
+        approval = self.ledger.get(approval_id)
+        if pending.undelivered:
+            raise ChildUnavailable(
+                f"approval {approval_id} could not be delivered: the codex app-server that "
+                "asked is gone; the approval expired",
+                approvalId=approval_id,
+                state=approval.state,
+            )
+        if approval.state != "resolved":
             raise ApprovalResolved(
                 f"approval {approval_id} is already {approval.state}",
                 approvalId=approval_id,
                 state=approval.state,
                 decision=approval.decision,
             )
-        pending.decision = decision
-        pending.decided.set()
-        self.publish(self.ledger.resolve(approval_id, decision, decided_by))
-        return self.ledger.get(approval_id)
+        return approval
 
     def withdrawn(self, incarnation: Incarnation, request_id: object) -> None:
         """``serverRequest/resolved``: the child no longer waits for this request."""

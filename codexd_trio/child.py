@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -128,14 +130,19 @@ class ChildProcess:
         self._buffer = bytearray()
         self._scanned = 0  # bytes of _buffer already known to contain no newline
         self._eof = False
+        # Set by wait() once the leader has exited and is about to be reaped; from then on the
+        # group is never signalled. Only wait() reaps the leader.
+        self._reaping = False
         self._exit_status: ExitStatus | None = None
+        self._wait_lock = trio.Lock()
         self._stdin_closed = False
 
     @property
     def exit_status(self) -> ExitStatus | None:
-        """The exit status once the child has exited and been reaped, else None."""
-        if self._exit_status is None and self._process.returncode is not None:
-            self._exit_status = ExitStatus.from_returncode(self._process.returncode)
+        """The exit status once :meth:`wait` has seen the child exit (and reaped it), else None.
+
+        It does not poll: polling would reap the child behind :meth:`wait`'s back (see there).
+        """
         return self._exit_status
 
     async def send(self, data: bytes) -> None:
@@ -204,10 +211,27 @@ class ChildProcess:
     async def wait(self) -> ExitStatus:
         """Wait for the child (the group leader) to exit and return how it ended.
 
+        Once the leader has exited, whatever is left of its group (a shell command Codex
+        started, say) is SIGKILLed *before* the leader is reaped: until then its zombie keeps
+        the group id from being reused, so the signal can only reach our group. After the reap
+        the group is never signalled again (:meth:`kill_group` becomes a no-op): an empty
+        group's id is free, and a stranger's new group could have it. This is the only place
+        the child is reaped.
+
         **Cancellation:** safe; the child keeps running.
         """
-        returncode = await self._process.wait()
-        self._exit_status = ExitStatus.from_returncode(returncode)
+        async with self._wait_lock:
+            if self._exit_status is None:
+                if not self._reaping:
+                    await _until_exited(self.pid)
+                    # Exited, not reaped: the group id is still ours.
+                    self._signal_group(signal.SIGKILL)
+                    # From here on hands off the group: Trio's wait() reaps, then checkpoints.
+                    self._reaping = True
+                returncode = await self._process.wait()
+                self._exit_status = ExitStatus.from_returncode(returncode)
+            else:
+                await trio.lowlevel.checkpoint()
         return self._exit_status
 
     async def close_stdin(self) -> None:
@@ -236,12 +260,15 @@ class ChildProcess:
         if status is None:
             self._signal_group(signal.SIGKILL)
             status = await self.wait()
-        # The leader is reaped; whatever is still in its group is an orphan of ours.
-        self.kill_group()
+        # wait() killed what was left of the group (orphans of ours) before it reaped the leader.
         return status
 
     def kill_group(self) -> None:
-        """SIGKILL every process of the child's group at once (no-op if the group is gone)."""
+        """SIGKILL every process of the child's group at once.
+
+        A no-op once the leader has been reaped (:meth:`wait` kills the rest of the group just
+        before it reaps): the group's id may then belong to someone else.
+        """
         self._signal_group(signal.SIGKILL)
 
     async def _wait_for(self, seconds: float) -> ExitStatus | None:
@@ -250,6 +277,8 @@ class ChildProcess:
         return None
 
     def _signal_group(self, signum: signal.Signals) -> None:
+        if self._reaping:
+            return  # (being) reaped: the id may be handed out again (see wait())
         with suppress(ProcessLookupError):
             os.killpg(self.pgid, signum)
 
@@ -257,6 +286,60 @@ class ChildProcess:
         for stream in (self._process.stdin, self._process.stdout, self._process.stderr):
             if stream is not None:
                 await stream.aclose()
+
+
+async def _until_exited(pid: int) -> None:
+    """Return once our child ``pid`` has exited, *without* reaping it (its zombie keeps its
+    pid, and so its process group's id, from being reused until :meth:`ChildProcess.wait`
+    reaps it).
+
+    Linux: a pidfd turns readable at exit. macOS and the BSDs: kqueue's ``NOTE_EXIT``, as
+    Trio itself waits there. Elsewhere: ``waitid(WNOWAIT)`` in a thread.
+
+    **Cancellation:** safe; nothing is consumed.
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is not None:
+        try:
+            pidfd: int = pidfd_open(pid)
+        except OSError:
+            pass  # no pidfd support (kernel < 5.3, a seccomp filter): the portable way below
+        else:
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+            return
+    if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
+        await _until_exited_kqueue(pid)
+        return
+    # The thread only waits (nothing is reaped): abandoning it on cancel costs a thread until
+    # the child exits, which the caller is about to make happen anyway.
+    await trio.to_thread.run_sync(
+        os.waitid, os.P_PID, pid, os.WEXITED | os.WNOWAIT, abandon_on_cancel=True
+    )
+
+
+if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
+
+    async def _until_exited_kqueue(pid: int) -> None:
+        kqueue = trio.lowlevel.current_kqueue()
+        note_exit = getattr(select, "KQ_NOTE_EXIT", 0x80000000)
+
+        def event(flags: int) -> select.kevent:
+            return select.kevent(pid, filter=select.KQ_FILTER_PROC, flags=flags,
+                                 fflags=note_exit)
+
+        try:
+            kqueue.control([event(select.KQ_EV_ADD | select.KQ_EV_ONESHOT)], 0)
+        except ProcessLookupError:
+            return  # it has exited already (a zombie cannot be watched)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            kqueue.control([event(select.KQ_EV_DELETE)], 0)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_kevent(pid, select.KQ_FILTER_PROC, abort)
 
 
 # A child's stderr/stdout log is cut at this size and kept as one older file (``<name>.1``), so
@@ -422,7 +505,7 @@ async def open_child(
         with trio.CancelScope(shield=True) as cleanup:
             cleanup.deadline = trio.current_time() + _STOP_MARGIN
             child.kill_group()
-            if process.returncode is None:
+            if child.exit_status is None:
                 # Only reachable if the shielded stop above missed its deadline.
-                await process.wait()
+                await child.wait()
             await child._aclose_pipes()

@@ -1,6 +1,7 @@
 """The ``codexd`` command line: start, status, config, events, smoke, console.
 
-Bad input is one line on stderr and exit status 2 — never a traceback.
+Bad input is one line on stderr and exit status 2 — never a traceback. ``status`` exits 0 when
+codexd answers and 3 when it does not (as ``systemctl status`` and the conductor's ``status``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -42,7 +44,14 @@ commands:
                              and a turn, check the files; exit 0 on success, 1 on failure
   console                    a Trio REPL with `client` (a connected CodexdClient) in scope
 
+codexd <command> --help shows one command's options. Exit status: 0 done, 2 bad input (one line
+on stderr), 1 failed; `status` exits 3 when codexd does not answer.
+
 {CONFIG_FLAGS_HELP}"""
+
+STATUS_EXIT = """\
+exit status: 0 when codexd answers; 3 when it does not (the status is then read from its files);
+1 when it answers with an error (a wrong token, say); 2 bad input."""
 
 
 class UsageError(Exception):
@@ -52,6 +61,76 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def _command_parser(command: str, description: str, epilog: str | None = None) -> _Parser:
+    """A command's own options; ``codexd <command> --help`` prints them, with the
+    configuration flags every command takes."""
+    return _Parser(
+        prog=f"codexd {command}", add_help=False, description=textwrap.fill(description, 79),
+        epilog="\n\n".join(filter(None, [epilog, CONFIG_FLAGS_HELP.rstrip()])),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _start_parser() -> _Parser:
+    return _command_parser(
+        "start", "Run codexd in the foreground (for launchd/systemd); it prints one JSON ready "
+        "line on stdout once it listens, and stops gracefully on SIGTERM/SIGINT (exit 0).")
+
+
+def _status_parser() -> _Parser:
+    parser = _command_parser(
+        "status", "codexd's status from its files and its API; works when it is down.",
+        STATUS_EXIT)
+    parser.add_argument("--json", action="store_true", help="the whole status as JSON")
+    return parser
+
+
+def _config_parser() -> _Parser:
+    parser = _command_parser("config", "The resolved configuration (defaults <- environment "
+                             "<- flags); no secrets.")
+    parser.add_argument("--json", action="store_true", help="as JSON")
+    return parser
+
+
+def _events_parser() -> _Parser:
+    parser = _command_parser(
+        "events", "Print events from the durable log, oldest first; --follow tails the live "
+        "stream. An unknown --session is one line on stderr and exit status 2.")
+    parser.add_argument("--follow", "-f", action="store_true",
+                        help="keep printing live events until Ctrl-C")
+    parser.add_argument("--after", type=int, default=None, metavar="N",
+                        help="only events with a seq above N")
+    parser.add_argument("--session", default=None, metavar="ID", help="only this session's")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="stop after N events (without --follow)")
+    return parser
+
+
+def _smoke_parser() -> _Parser:
+    parser = _command_parser(
+        "smoke", "Start a throw-away codexd with the real Codex and the scripted model, run a "
+        "session and a turn, check the files; exit 0 on success, 1 on failure.")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    return parser
+
+
+def _console_parser() -> _Parser:
+    return _command_parser(
+        "console", "A Trio REPL with `client` (a CodexdClient connected to codexd) in scope: "
+        "await client.status()")
+
+
+_PARSERS = {
+    "start": _start_parser,
+    "status": _status_parser,
+    "config": _config_parser,
+    "events": _events_parser,
+    "smoke": _smoke_parser,
+    "console": _console_parser,
+}
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -80,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         return _fail(f"unknown command {command!r}; see 'codexd --help'")
     if "-h" in rest or "--help" in rest:
-        print(USAGE, end="")
+        print(_PARSERS[command]().format_help(), end="")
         return 0
     try:
         config, extra = resolve_config(rest)
@@ -227,14 +306,19 @@ def _recent_view(events: list[Event]) -> dict[str, Any]:
     return out
 
 
+def _status_exit(data: dict[str, Any]) -> int:
+    """See :data:`STATUS_EXIT`."""
+    if not data["running"]:
+        return 3
+    return 1 if data["api"].get("error") else 0
+
+
 def cmd_status(config: CodexdConfig, extra: list[str]) -> int:
-    parser = _Parser(prog="codexd status", add_help=False)
-    parser.add_argument("--json", action="store_true")
-    opts = parser.parse_args(extra)
+    opts = _status_parser().parse_args(extra)
     data = _status_data(config)
     if opts.json:
         print(json.dumps(data, indent=2))
-        return 0
+        return _status_exit(data)
     files = data["files"]
     ident = data["identity"] or {}
     dstate = data["daemon"] or {}
@@ -273,13 +357,11 @@ def cmd_status(config: CodexdConfig, extra: list[str]) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
-    return 0
+    return _status_exit(data)
 
 
 def cmd_config(config: CodexdConfig, extra: list[str]) -> int:
-    parser = _Parser(prog="codexd config", add_help=False)
-    parser.add_argument("--json", action="store_true")
-    opts = parser.parse_args(extra)
+    opts = _config_parser().parse_args(extra)
     data = config.as_json()
     if opts.json:
         print(json.dumps(data, indent=2))
@@ -299,13 +381,7 @@ def format_event(event: Event) -> str:
 
 
 def cmd_events(config: CodexdConfig, extra: list[str]) -> int:
-    parser = _Parser(prog="codexd events", add_help=False)
-    parser.add_argument("--follow", "-f", action="store_true")
-    parser.add_argument("--after", type=int, default=None)
-    parser.add_argument("--session", default=None)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--limit", type=int, default=None)
-    opts = parser.parse_args(extra)
+    opts = _events_parser().parse_args(extra)
     if opts.after is not None and opts.after < 0:
         raise UsageError("--after must be 0 or more")
 
@@ -317,6 +393,9 @@ def cmd_events(config: CodexdConfig, extra: list[str]) -> int:
         from codexd_trio.client import CodexdClient, StreamOverflow
 
         async with CodexdClient(config.local_api_base, token=config.token) as client:
+            if opts.session is not None:
+                # An unknown session is a mistake to say, not an empty list (404 -> exit 2).
+                await client.get_session(opts.session)
             if not opts.follow:
                 after = opts.after or 0
                 shown = 0
@@ -350,16 +429,14 @@ def cmd_events(config: CodexdConfig, extra: list[str]) -> int:
     except CodexdUnavailable as exc:
         return _fail(f"codexd is not reachable at {config.local_api_base}: {exc}", 1)
     except CodexdError as exc:
-        return _fail(f"{exc.code}: {exc.message}", 1)
+        return _fail(f"{exc.code}: {exc.message}", 2 if exc.status == 404 else 1)
 
 
 # --------------------------------------------------------------------------- smoke
 
 
 def cmd_smoke(config: CodexdConfig, extra: list[str]) -> int:
-    parser = _Parser(prog="codexd smoke", add_help=False)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    opts = parser.parse_args(extra)
+    opts = _smoke_parser().parse_args(extra)
     from codexd_trio.smoke import run_smoke
 
     return trio.run(partial(run_smoke, keep=opts.keep))

@@ -9,7 +9,7 @@ mirror the app-server (see ``../shared/CONTRACT.md``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -233,7 +233,12 @@ class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
 
 
 # A turn's input: plain text, or a list of app-server ``UserInput`` items passed through.
-TurnInput = str | list[dict[str, Any]]
+# A turn needs something to say: text with a non-space character, or at least one input item
+# (an empty input used to start a turn with nothing in it).
+TurnInput = (
+    Annotated[str, msgspec.Meta(pattern=r"\S", description="text, not only whitespace")]
+    | Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1, description="input items")]
+)
 
 
 class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

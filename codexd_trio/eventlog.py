@@ -23,7 +23,9 @@ seek close to any position instead of scanning the file from the start. Readers 
 events only: one contiguous sequence up to :attr:`EventLog.durable_seq`.
 
 Threads: commits use :func:`~codexd_trio.limiters.journal_limiter` and reads
-:func:`~codexd_trio.limiters.reads_limiter`, so a wave of replays cannot delay a commit.
+:func:`~codexd_trio.limiters.reads_limiter`, so a wave of replays cannot delay a commit. A commit
+runs in a worker thread the log owns: one at a time, never abandoned; a cancelled caller stops
+waiting, the commit goes on and is accounted for when it returns (see :class:`_Commit`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -72,6 +75,41 @@ DEFAULT_RETAIN_SEGMENTS = 16
 # While the disk refuses writes, events wait in memory; past this many bytes the producer is
 # told to stop (see EventLog.room) so a long outage cannot grow codexd without limit.
 DEFAULT_BACKLOG_BYTES = 64 * 1024 * 1024
+
+
+class _Commit:
+    """One write + ``fsync`` of the buffered events, in a worker thread the log owns.
+
+    Why not ``trio.to_thread.run_sync(..., abandon_on_cancel=True)``: an abandoned thread's
+    result was lost, so a later commit wrote the same events again and a rotation could follow;
+    the abandoned thread, once it got the file lock, then wrote its stale batch at its old offset
+    into the *new* active file (a hole of zeros, then old events: ``last_seq`` went backwards at
+    the next start and seqs were readable twice), and it kept a journal-limiter token while the
+    next commit took another.
+
+    Now the invariants are:
+
+    * At most one commit is in flight per log (:attr:`EventLog._committing`), and while it is,
+      no other commit and no rotation starts. So a commit always writes to the file it started
+      on, at the offset its bytes belong, and the log holds at most one journal-limiter token.
+    * A commit is never abandoned, only waited for. Its thread's outcome is handed back to the
+      Trio thread (``run_sync_soon``) and settled there whether or not anyone still waits:
+      ``durable_seq`` moves, the hub publishes, the token is released.
+    * Only :meth:`EventLog.close` (after the writer task ended) may write while a commit is in
+      flight; it marks the log closed, and a closed log settles nothing.
+    """
+
+    __slots__ = ("batch", "done", "error", "limiter", "size", "started")
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self.limiter = limiter
+        self.batch: list[tuple[Event, bytes]] = []
+        self.size = 0
+        self.started = 0.0
+        # Set by the worker thread before it delivers (read on the Trio thread after ``done``).
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
 
 class EventLog:
     """The append-only ``events.jsonl`` of one codexd.
@@ -121,6 +159,8 @@ class EventLog:
         self._pending = trio.Event()
         self._durable_changed = trio.Event()
         self._commit_lock = trio.Lock()
+        # The commit whose worker thread is running, if any (see _Commit).
+        self._committing: _Commit | None = None
         # Guards the file object between the Trio thread (close) and commit worker threads.
         self._io_lock = threading.Lock()
         self._closed = False
@@ -219,49 +259,107 @@ class EventLog:
     async def flush(self) -> None:
         """Write and fsync everything appended so far, now.
 
+        Concurrent flushes share commits: each waits for the commit in flight, then starts the
+        next one if its own events were not in it.
+
         Raises:
             OSError: The write failed; the events stay buffered for a retry.
 
         Cancellation:
-            Returns at once, even while the worker thread is stuck in a hung ``fsync``: every
-            deadline on a commit (the final flush's ~5 s) really bounds it. The abandoned
-            commit is not accounted for: its events stay buffered, and the next commit writes
-            them again at the same offset (writes are positional and under one lock, so a late
-            finish of the abandoned one writes the same bytes in the same place).
+            Cancelling a flush abandons only its *wait*, never the commit: the commit's worker
+            thread goes on and is settled on the Trio thread when it returns, whoever is still
+            waiting (see :class:`_Commit`). So a flush returns at once even while the thread is
+            stuck in a hung ``fsync``, and every deadline on a commit (the final flush's ~5 s)
+            really bounds it.
         """
+        target = self.last_seq
         async with self._commit_lock:
-            if not self._unsynced:
-                return
-            batch = list(self._unsynced)
-            data = b"".join(line for _, line in batch)
-            # Its own limiter: every acknowledgement waits on this commit, so replays holding
-            # the read threads must not delay it.
-            started = time.perf_counter()
-            await trio.to_thread.run_sync(
-                self._write_batch, data, self._durable_end, limiter=journal_limiter(),
-                abandon_on_cancel=True,
+            while True:
+                commit = self._committing
+                if commit is None:
+                    if self._durable_end >= self._segment_bytes:
+                        # Also a rotation the previous committer was cancelled before doing.
+                        await self._rotate()
+                    if self.durable_seq >= target or not self._unsynced:
+                        return
+                    commit = await self._start_commit()
+                await commit.done.wait()
+                if commit.error is not None:
+                    raise commit.error
+
+    async def _start_commit(self) -> _Commit:
+        """Start writing everything buffered in a worker thread (under the commit lock, with
+        no commit in flight). Returns once the thread is started."""
+        commit = _Commit(journal_limiter())
+        # Its own limiter: every acknowledgement waits on this commit, so replays holding the
+        # read threads must not delay it. Cancellable: until it has a token nothing started.
+        await commit.limiter.acquire_on_behalf_of(commit)
+        try:
+            commit.batch = list(self._unsynced)
+            data = b"".join(line for _, line in commit.batch)
+            commit.size = len(data)
+            commit.started = time.perf_counter()
+            token = trio.lowlevel.current_trio_token()
+            self._committing = commit
+            trio.lowlevel.start_thread_soon(
+                functools.partial(self._commit_in_thread, commit, data, self._durable_end),
+                functools.partial(self._deliver, token, commit),
+                name=f"codexd event log commit {self.path.name}",
             )
-            if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - started)
-            for _ in batch:
-                self._unsynced.popleft()
-            self._unsynced_bytes -= len(data)
-            self._durable_end += len(data)
-            self.durable_seq = batch[-1][0].seq
-            self._durable_changed.set()
-            self._durable_changed = trio.Event()
-            # In the same step as durable_seq moves: readers of durable_seq and the hub's
-            # published events never disagree.
-            if self.on_durable is not None:
-                self.on_durable([event for event, _ in batch])
-            if self._durable_end >= self._segment_bytes:
-                await self._rotate()
+        except BaseException:
+            self._committing = None
+            commit.limiter.release_on_behalf_of(commit)
+            raise
+        return commit
+
+    def _commit_in_thread(self, commit: _Commit, data: bytes, start: int) -> None:
+        # Worker thread. Keeps the outcome on the commit: whoever waits reads it from there.
+        try:
+            self._write_batch(data, start)
+        except BaseException as exc:  # re-raised to the waiters by flush()
+            commit.error = exc
+
+    def _deliver(self, token: trio.lowlevel.TrioToken, commit: _Commit, _: object) -> None:
+        # Worker thread, once the commit's write returned: settle it on the Trio thread.
+        with contextlib.suppress(trio.RunFinishedError):  # the run, and the log, are gone
+            token.run_sync_soon(self._settle, commit)
+
+    def _settle(self, commit: _Commit) -> None:
+        """Account for a finished commit (Trio thread, a ``run_sync_soon`` callback: it must
+        not raise, or the whole run fails)."""
+        self._committing = None
+        commit.limiter.release_on_behalf_of(commit)
+        try:
+            if commit.error is None and not self._closed:
+                self._made_durable(commit)
+        except Exception:
+            logger.exception("event log: settling a commit failed")
+        finally:
+            commit.done.set()
+
+    def _made_durable(self, commit: _Commit) -> None:
+        batch = commit.batch
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - commit.started)
+        # No other commit ran meanwhile and close() (which marks the log closed) did not take
+        # the events: the batch is still the head of the buffer.
+        for _ in batch:
+            self._unsynced.popleft()
+        self._unsynced_bytes -= commit.size
+        self._durable_end += commit.size
+        self.durable_seq = batch[-1][0].seq
+        self._durable_changed.set()
+        self._durable_changed = trio.Event()
+        # In the same step as durable_seq moves: readers of durable_seq and the hub's
+        # published events never disagree.
+        if self.on_durable is not None:
+            self.on_durable([event for event, _ in batch])
 
     async def _rotate(self) -> None:
         """Seal the active file and start a new one; drop segments beyond the retention.
 
-        Called under the commit lock right after a commit, so the active file holds exactly the
-        durable events ``[_active_first, durable_seq]``.
+        Called under the commit lock with no commit in flight, so the active file holds exactly
+        the durable events ``[_active_first, durable_seq]``.
         """
         sealed = self._sealed_path(self._active_first)
         self._rotating = trio.Event()
@@ -468,8 +566,10 @@ class EventLog:
         Resource handling:
             Releases the log's file handle; the log cannot be used afterwards.
         """
-        # Bounded: a commit thread abandoned in a hung fsync holds this lock; then the file is
-        # left to the OS rather than hanging the exit (the events were never acknowledged).
+        # Bounded: a commit thread stuck in a hung fsync (its waiters gave up) holds this lock;
+        # then the file is left to the OS rather than hanging the exit (the events were never
+        # acknowledged). A commit in flight that has not taken the lock yet finds the log
+        # closed and writes nothing: these same events are written here, at the same offset.
         if not self._io_lock.acquire(timeout=FINAL_FLUSH_TIMEOUT_S):
             # Not marked closed: a later close() (once the write came back) still closes it.
             logger.error("event log: a write is stuck in the kernel; giving up on the file")

@@ -40,7 +40,9 @@ __all__ = [
 ]
 
 # The event log and the idempotency journal each write under their own lock, so each holds at
-# most one token at a time: two tokens mean neither ever waits for the other.
+# most one token at a time: two tokens mean neither ever waits for the other. (That needs their
+# writes never to be abandoned on cancel: an abandoned thread keeps its token while the next
+# write takes another. See eventlog._Commit.)
 JOURNAL_THREADS = 2
 # One per document writer (each writes one version at a time): writers never queue on each
 # other, and a slow disk cannot take more than these threads.

@@ -472,15 +472,21 @@ class Daemon:
     async def decide_approval(
         self, approval_id: str, decision: Decision, decided_by: str | None
     ) -> Approval:
-        approval = self.broker.decide(approval_id, decision, decided_by or "client")
         try:
-            await self.files.approvals.flush()
-        except StoreWriteError as exc:
-            # Decided and sent to Codex; only its record waits for the disk (its writer keeps
-            # retrying). Not a 500: the caller learns the record is not durable yet.
-            raise StoreUnavailable(
-                f"approval {approval_id} was decided but its record cannot be written yet: "
-                f"{exc}", approvalId=approval_id) from exc
+            approval = await self.broker.decide(approval_id, decision, decided_by or "client")
+        except ChildUnavailable as exc:
+            exc.details.setdefault("child", msgspec.to_builtins(self.child))
+            raise
+        finally:
+            # Durable before the answer either way: resolved, or expired undelivered.
+            try:
+                await self.files.approvals.flush()
+            except StoreWriteError as exc:
+                # Decided and sent to Codex; only its record waits for the disk (its writer
+                # keeps retrying). Not a 500: the caller learns the record is not durable yet.
+                raise StoreUnavailable(
+                    f"approval {approval_id} was decided but its record cannot be written yet: "
+                    f"{exc}", approvalId=approval_id) from exc
         return approval
 
     async def _acknowledge(self) -> None:

@@ -27,14 +27,15 @@ from conductor_trio.contracts import (
 )
 
 __all__ = [
-    "CONDUCTOR_WEBSOCKETS", "conductor_openapi", "conductor_ops", "status_api_openapi",
+    "conductor_openapi", "conductor_ops", "conductor_websockets", "status_api_openapi",
     "status_api_ops",
 ]
 
 # The status-api relays the conductor's snapshot, or says it could not read it.
 _RELAYED_STATUS = StatusSnapshot | UnreachableStatus
 
-_NOT_PROXIED = frozenset({"/v1/codex/status", "/v1/codex/sessions/{session_id}/close"})
+# codexd routes the conductor answers itself instead: status is its own view at /v1/codex.
+_NOT_PROXIED = frozenset({"/v1/codex/status"})
 # Refusals of new work by mode, per proxied write.
 _MODE_REFUSALS = {
     ("POST", "/v1/codex/sessions"): ("system_paused",),
@@ -42,7 +43,14 @@ _MODE_REFUSALS = {
 }
 
 
-def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
+def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) -> list[Op]:
+    """The conductor's operations.
+
+    Args:
+        exposed: it listens beyond loopback (proxied writes need the shared token).
+        codex_auth: codexd has a token, so every ``/v1/codex/*`` route needs the caller's own
+            credential (:mod:`conductor_trio.access`).
+    """
     proxied = []
     for op in codexd_ops(prefix="/v1/codex", events_path="/v1/codex/events"):
         # codexd routes the conductor does not proxy (status has its own view at /v1/codex).
@@ -52,7 +60,7 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
         if op.method == "POST":
             # A standby of an etcd lease refuses writes (BAA_CONDUCTOR_STANDBY_WRITES=refuse).
             extra += ("not_leader",)
-        if exposed and op.method == "POST":
+        if codex_auth or (exposed and op.method == "POST"):
             extra += ("unauthorized",)
         proxied.append(replace(op, summary=f"{op.summary} (proxied to codexd)",
                                errors=(*op.errors, *extra)))
@@ -65,7 +73,8 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
         Op("GET", "/v1/runtime", "node, role, lease, loops, paths", data=Runtime),
         Op("GET", "/v1/codex", "codex backend status", data=CodexView),
         Op("GET", "/v1/codex/metrics", "codexd's Prometheus metrics (proxied to codexd)",
-           media="text/plain", errors=("codexd_unavailable",)),
+           media="text/plain",
+           errors=("codexd_unavailable", *(("unauthorized",) if codex_auth else ()))),
         *proxied,
         Op("GET", "/v1/system/state", "mode, lease, active turns", data=ModeState),
         Op("POST", "/v1/system/pause", "pause new work", data=ModeState, body=mode_change,
@@ -86,20 +95,26 @@ def conductor_ops(mode_change: Any, *, exposed: bool) -> list[Op]:
     ]
 
 
-CONDUCTOR_WEBSOCKETS = [{
-    "path": "/v1/codex/events",
-    "summary": "live event stream relayed from codexd (?after=&sessionId=&batch=1)",
-}]
+def conductor_websockets(*, codex_auth: bool = False) -> list[dict[str, Any]]:
+    relay: dict[str, Any] = {
+        "path": "/v1/codex/events",
+        "summary": "live event stream relayed from codexd (?after=&sessionId=&batch=1)",
+    }
+    if codex_auth:
+        # Browsers cannot set headers on an upgrade: ?token= does there what the header does.
+        relay.update(auth=True, summary=relay["summary"] + "; Authorization or ?token=")
+    return [relay]
 
 
-def conductor_openapi(mode_change: Any, *, exposed: bool) -> dict[str, Any]:
+def conductor_openapi(mode_change: Any, *, exposed: bool, codex_auth: bool = False
+                      ) -> dict[str, Any]:
     return build(
         title="conductor",
         version=__version__,
         description="The node API (CONTRACT.md): probes, runtime, system mode, status, and "
         "the codex proxy to codexd.",
-        ops=conductor_ops(mode_change, exposed=exposed),
-        websockets=CONDUCTOR_WEBSOCKETS,
+        ops=conductor_ops(mode_change, exposed=exposed, codex_auth=codex_auth),
+        websockets=conductor_websockets(codex_auth=codex_auth),
     )
 
 

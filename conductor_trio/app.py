@@ -6,22 +6,29 @@ bugs answer with JSON too: the shared plumbing is :mod:`codexd_trio.web.app`.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from urllib.parse import quote
 
 import msgspec
-from quart import Response, request
+from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from codexd_trio.web import CallerPolicy
-from codexd_trio.web.addresses import is_loopback
 from codexd_trio.web.app import WebSetup, install
+from codexd_trio.web.callers import Refusal
 from codexd_trio.web.envelope import decode_body, error
 from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.openapi import described_routes
 from conductor_trio import __version__
-from conductor_trio.api_doc import CONDUCTOR_WEBSOCKETS, conductor_openapi, conductor_ops
+from conductor_trio.access import (
+    CODEX_PREFIX,
+    SHARED_TOKEN_SETTING,
+    Caller,
+    codex_needs_credential,
+    codex_refusal,
+    shared_token_refusal,
+)
+from conductor_trio.api_doc import conductor_openapi, conductor_ops, conductor_websockets
 from conductor_trio.console import install_console
 from conductor_trio.contracts import (
     CodexBackend,
@@ -54,8 +61,10 @@ def create_app(conductor: Conductor) -> QuartTrio:
     app = QuartTrio("conductor_trio")
     cfg = conductor.config
     # The routes /describe lists are the operations of /openapi.json (one source).
+    codex_auth = codex_needs_credential(cfg)
     route_info = msgspec.convert(
-        described_routes(conductor_ops(ModeChange, exposed=cfg.exposed), CONDUCTOR_WEBSOCKETS),
+        described_routes(conductor_ops(ModeChange, exposed=cfg.exposed, codex_auth=codex_auth),
+                         conductor_websockets(codex_auth=codex_auth)),
         list[RouteInfo],
     )
     codex_route_info = [r for r in route_info if r.path.startswith("/v1/codex/")]
@@ -71,18 +80,37 @@ def create_app(conductor: Conductor) -> QuartTrio:
             ),
             log=logging.getLogger("conductor.api"),
             metrics=conductor.metrics.http,
-            openapi=lambda: conductor_openapi(ModeChange, exposed=cfg.exposed),
+            openapi=lambda: conductor_openapi(ModeChange, exposed=cfg.exposed,
+                                              codex_auth=codex_auth),
             max_body_bytes=cfg.max_body_bytes,
         ),
     )
 
+    def answer(refusal: Refusal | None) -> Response | None:
+        if refusal is None:
+            return None
+        return error(refusal.status, refusal.code, refusal.message, refusal.details)
+
+    # First of the checks: a caller without the credential learns nothing else (not even
+    # whether this node leads or is paused), and nothing is forwarded.
     @app.before_request
-    async def _exposed_writes_need_the_token() -> Response | None:
-        # Beyond loopback (a tailnet, a LAN) anyone who can reach the port could otherwise start
-        # full-access sessions: every write needs the shared token, not only /v1/system/*.
-        if cfg.exposed and request.method == "POST" and request.path.startswith("/v1/codex/"):
-            return authorize()
-        return None
+    async def _codex_callers_need_a_credential() -> Response | None:
+        if not request.path.startswith(CODEX_PREFIX):
+            return None
+        return answer(codex_refusal(cfg, Caller(
+            method=request.method, authorization=request.headers.get("Authorization"),
+            remote_addr=request.remote_addr)))
+
+    @app.before_websocket
+    async def _relay_callers_need_a_credential() -> Response | None:
+        # Answered before the upgrade is accepted (and before codexd is asked for a stream).
+        # ?token= is read here only: the relay never puts it in the upstream URL, and the
+        # access log records the path without the query.
+        if not websocket.path.startswith(CODEX_PREFIX):
+            return None
+        return answer(codex_refusal(cfg, Caller(
+            method="WS", authorization=websocket.headers.get("Authorization"),
+            query_tokens=websocket.args.getlist("token"), remote_addr=websocket.remote_addr)))
 
     @app.before_request
     async def _standby_refuses_writes() -> Response | None:
@@ -125,6 +153,15 @@ def create_app(conductor: Conductor) -> QuartTrio:
     async def rolez() -> Response:
         return Response(conductor.lease.role + "\n", content_type="text/plain; charset=utf-8")
 
+    # What the routes marked auth answer a caller that sends no token.
+    if codex_auth and cfg.shared_token is None:
+        without_token = (f"refused: codexd has a token and no shared token is configured "
+                         f"({SHARED_TOKEN_SETTING}); /v1/system/* writes: loopback callers only")
+    elif cfg.shared_token is None:
+        without_token = "loopback callers only"
+    else:
+        without_token = "refused (401 unauthorized)"
+
     @app.get("/describe")
     async def describe() -> Response:
         return ok(ConductorDescribe(
@@ -136,9 +173,9 @@ def create_app(conductor: Conductor) -> QuartTrio:
             auth=DescribeAuth(
                 scheme="bearer",
                 header="Authorization: Bearer <BAA_SHARED_TOKEN>",
-                routes=[r.path for r in route_info if r.auth],
+                routes=list(dict.fromkeys(r.path for r in route_info if r.auth)),
                 token_configured=cfg.shared_token is not None,
-                without_token="loopback callers only",
+                without_token=without_token,
             ),
             codex_backend=CodexBackend(kind="independent_codexd", base_url=cfg.codexd_base),
         ))
@@ -192,6 +229,13 @@ def create_app(conductor: Conductor) -> QuartTrio:
     async def session(session_id: str) -> Response:
         return await proxy_http(conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}")
 
+    @app.post("/v1/codex/sessions/<session_id>/close")
+    async def close_session(session_id: str) -> Response:
+        # Never refused by the mode: closing ends work, and a paused or draining node is
+        # exactly where someone winds sessions down.
+        return await proxy_http(
+            conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}/close")
+
     @app.post("/v1/codex/turn")
     async def turn() -> Response:
         if refused := refuse_if(("paused", "draining")):
@@ -231,25 +275,10 @@ def create_app(conductor: Conductor) -> QuartTrio:
         probe = await conductor.probe_codexd()
         return ok(conductor.mode_state(probe))
 
-    def authorize() -> Response | None:
-        token = cfg.shared_token
-        if token is None:
-            if is_loopback(request.remote_addr):
-                return None
-            return error(401, "unauthorized",
-                         "No shared token is configured: only loopback callers may do this.",
-                         {"remote_addr": request.remote_addr})
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                              token.encode()):
-            return None
-        return error(401, "unauthorized",
-                     "This route needs Authorization: Bearer <BAA_SHARED_TOKEN>.",
-                     {"header": "Authorization"})
-
     async def change_mode(mode: Mode) -> Response:
-        if denied := authorize():
+        if denied := answer(shared_token_refusal(cfg, Caller(
+                method=request.method, authorization=request.headers.get("Authorization"),
+                remote_addr=request.remote_addr))):
             return denied
         raw = await request.get_data(cache=False, as_text=False)
         assert isinstance(raw, bytes)

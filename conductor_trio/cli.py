@@ -35,10 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("start", "run the conductor in the foreground"),
-        ("status", "print the running conductor's /v1/status"),
+        ("status", "print the running conductor's /v1/status; exit status 0 when it answers, "
+                   "3 when it does not (as codexd status), 1 when it answers with an error"),
         ("config", "print the resolved configuration (no secrets)"),
     ):
-        add_conductor_flags(sub.add_parser(name, help=text))
+        add_conductor_flags(sub.add_parser(name, help=text, description=text))
     return parser
 
 
@@ -65,7 +66,8 @@ def _status(config: ConductorConfig) -> int:
     try:
         response = httpx.get(url, timeout=5.0)
     except httpx.TransportError as exc:
-        return fail(PROG, f"cannot reach the conductor at {url}: {exc}", 1)
+        # 3, as systemctl status and codexd status: not running (1 is an error answer).
+        return fail(PROG, f"cannot reach the conductor at {url}: {exc}", 3)
     sys.stdout.write(json.dumps(response.json(), indent=2) + "\n")
     return 0 if response.status_code == 200 else 1
 

@@ -34,6 +34,7 @@ __all__ = [
     "check_listen",
     "parse_lease_store",
     "resolve_conductor",
+    "resolve_shared_token",
     "resolve_status_api",
     "split_base",
 ]
@@ -309,6 +310,21 @@ def parse_lease_store(value: str) -> tuple[str, ...]:
                 f"BAA_CONDUCTOR_LEASE_STORE: {part.strip()!r} is not HOST:PORT in {value!r}")
         endpoints.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return tuple(endpoints)
+
+
+def resolve_shared_token(
+    env: Mapping[str, str] | None = None, *, token_file: str | None = None
+) -> tuple[str | None, str]:
+    """The conductor's shared token and where it came from (``file``, ``env`` or ``none``).
+
+    Read the same way by the conductor and by whatever calls it (``scripts/up.sh``'s demo turn
+    must send it on ``/v1/codex/*`` when codexd has a token): ``token_file`` (a flag), else
+    ``$BAA_SHARED_TOKEN_FILE``, else ``$BAA_SHARED_TOKEN``.
+
+    Raises:
+        ConfigError: the file cannot be read or is empty.
+    """
+    return _token(token_file, os.environ if env is None else env)
 
 
 def _token(flag_file: str | None, env: Mapping[str, str]) -> tuple[str | None, str]:

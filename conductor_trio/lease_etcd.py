@@ -107,8 +107,12 @@ class EtcdGateway:
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path`` and return the decoded answer.
 
+        An endpoint whose answer is not etcd's (not JSON, not an object, neither a result nor an
+        etcd error: an HTML page, ``404 page not found``) or says it cannot serve (5xx) is
+        skipped like one that refuses or stays silent.
+
         Raises:
-            EtcdUnavailable: no endpoint answered with JSON in time.
+            EtcdUnavailable: no endpoint gave a usable answer in time.
             LeaseStoreError: etcd answered with an error (``{"error", "code"}``).
         """
         errors: list[str] = []
@@ -123,14 +127,17 @@ class EtcdGateway:
                 except httpx.HTTPError as exc:
                     errors.append(f"{url}: {type(exc).__name__} {exc}".rstrip())
                     continue
-                answer = _decode(line, url)
-                if response.status_code >= 500 and "result" not in answer:
-                    # This member cannot serve (no quorum, shutting down): try another one.
-                    errors.append(f"{url}: HTTP {response.status_code} {answer.get('error')}")
+                answer, unusable = _etcd_answer(response.status_code, line)
+                if answer is None:
+                    # Not etcd's gateway speaking (a member without it answers "404 page not
+                    # found", a load balancer an HTML 502) or a member that cannot serve (no
+                    # quorum, shutting down): try another one.
+                    errors.append(f"{url}: {unusable}")
                     continue
                 self._current = index
-                if "error" in answer:
-                    raise LeaseStoreError(f"etcd: {answer['error']}")
+                error = _etcd_error(answer)
+                if error is not None:
+                    raise LeaseStoreError(f"etcd: {error}")
                 return answer
             errors.append(f"{url}: no answer within {self.request_timeout_s:g} s")
         raise EtcdUnavailable("no etcd endpoint answered: " + "; ".join(errors))
@@ -217,6 +224,37 @@ async def _first_line(response: httpx.Response, *, linger_s: float = 0.5) -> byt
                         pass
                 return buffer.split(b"\n", 1)[0]
     return buffer
+
+
+def _etcd_error(answer: dict[str, Any]) -> str | None:
+    """The message of an etcd gateway error answer, else None. etcd 3.4/3.5 answer
+    ``{"error", "message", "code"}``; newer gateways ``{"code", "message", "details"}``."""
+    if not isinstance(answer.get("code"), int):
+        return None
+    message = answer.get("error") or answer.get("message")
+    return message if isinstance(message, str) else None
+
+
+def _etcd_answer(status: int, line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """``(answer, "")`` when ``line`` (the body's first line, HTTP ``status``) is etcd's
+    gateway answering, else ``(None, why it is of no use)``.
+
+    etcd answers JSON objects: a unary result carries ``header``, a streamed one ``result``,
+    an error ``code`` and a message (with a 4xx status such as 404 for a lease not found).
+    """
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return None, f"HTTP {status}, not JSON: {line[:80]!r}"
+    if not isinstance(answer, dict):
+        return None, f"HTTP {status}, not a JSON object: {line[:80]!r}"
+    if status >= 500 and "result" not in answer:
+        return None, f"HTTP {status} {_etcd_error(answer) or line[:80]!r}"
+    if _etcd_error(answer) is not None:
+        return answer, ""
+    if 200 <= status < 300 and ("header" in answer or "result" in answer):
+        return answer, ""
+    return None, f"HTTP {status}, not an etcd answer: {line[:80]!r}"
 
 
 def _decode(line: bytes, url: str) -> dict[str, Any]:

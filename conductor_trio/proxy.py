@@ -7,6 +7,8 @@ cannot be reached does the conductor answer itself, with 503 ``codexd_unavailabl
 
 from __future__ import annotations
 
+from urllib.parse import unquote_plus
+
 import trio
 import trio_websocket
 from quart import Response, request, websocket
@@ -14,6 +16,7 @@ from quart import Response, request, websocket
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
 from codexd_trio.web.context import current_request_id
 from codexd_trio.web.envelope import error
+from codexd_trio.web.websockets import discarding_client_frames
 from conductor_trio.service import Conductor
 
 # Request headers worth passing on; hop-by-hop and Host stay with this hop.
@@ -47,7 +50,7 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
         raw = await request.get_data()
         body = raw.encode() if isinstance(raw, str) else raw
     headers = {name: request.headers[name] for name in _FORWARD_HEADERS if name in request.headers}
-    query = request.query_string.decode("latin-1")
+    query = _without_token(request.query_string.decode("latin-1"))
     path = upstream_path + (f"?{query}" if query else "")
     try:
         answer = await conductor.client.request(request.method, path, content=body,
@@ -61,6 +64,14 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
         headers={name: answer.headers[name] for name in _ANSWER_HEADERS
                  if name in answer.headers},
     )
+
+
+def _without_token(query: str) -> str:
+    """``query`` without its ``token`` parameters, the rest byte for byte: a caller's credential
+    is the conductor's to check, never codexd's to see (the relay builds its upstream URL from
+    named parameters, so it never passes one either)."""
+    return "&".join(part for part in query.split("&")
+                    if part and unquote_plus(part.partition("=")[0]) != "token")
 
 
 async def relay_events(conductor: Conductor) -> Response | None:
@@ -96,7 +107,10 @@ async def relay_events(conductor: Conductor) -> Response | None:
             headers["X-Request-Id"] = request_id  # one id from the client through to codexd
         async with open_websocket(url, headers=headers) as upstream:
             await websocket.accept()
-            code = await _pump(conductor, upstream)
+            # Read what the client sends, or its leaving goes unseen and the relay (and its
+            # upstream stream on codexd) stays open for good.
+            async with discarding_client_frames():
+                code = await _pump(conductor, upstream)
             await websocket.close(code)
     except CodexdError as exc:
         # codexd refused the handshake: hand its status and envelope on unchanged.

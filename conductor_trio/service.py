@@ -238,7 +238,11 @@ class Conductor:
 
     def warnings(self) -> list[str]:
         out: list[str] = []
-        if self.config.shared_token is None:
+        if self.config.shared_token is None and self.config.codexd_token is not None:
+            # The conductor lends codexd's token to no caller, and has no credential to ask for.
+            out.append("codexd has a token but no shared token is configured: every "
+                       "/v1/codex/* call is refused (401); set BAA_SHARED_TOKEN_FILE")
+        elif self.config.shared_token is None:
             out.append("no shared token configured: /v1/system/* accept loopback callers only")
         if not self.probe.reachable:
             out.append(f"codexd unreachable at {self.config.codexd_base}")

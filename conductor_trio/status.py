@@ -6,6 +6,8 @@ page works on the conductor and on the status-api. It is laid out for a phone fi
 
 from __future__ import annotations
 
+import html
+
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -136,8 +138,9 @@ setInterval(refresh, REFRESH_MS);
 def render_page(title: str, *, console_href: str | None = None) -> str:
     """The status page with a title (the data arrives by ``fetch``).
 
-    ``console_href`` links the operator console; only the conductor serves one, the status-api
-    (read-only, maybe on another host) does not.
+    ``console_href`` links the operator console: ``/console`` on the conductor's own page, the
+    conductor's absolute URL on the status-api's (which is read-only and serves none).
     """
-    link = f' · <a id="console-link" href="{console_href}">console</a>' if console_href else ""
+    link = (f' · <a id="console-link" href="{html.escape(console_href)}">console</a>'
+            if console_href else "")
     return PAGE.replace("__TITLE__", title).replace("__CONSOLE_LINK__", link)

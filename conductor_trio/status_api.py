@@ -138,16 +138,20 @@ class StatusApi:
             return ok(await self.snapshot())
 
         page_headers = {"Cache-Control": "no-store"}
+        # The console is the conductor's (the status-api is read-only): link it where it is.
+        console = f"{self.config.conductor_base.rstrip('/')}/console"
+
+        def page() -> Response:
+            return Response(render_page("node status", console_href=console),
+                            content_type="text/html; charset=utf-8", headers=page_headers)
 
         @app.get("/v1/status/ui")
         async def status_ui() -> Response:
-            return Response(render_page("node status"), content_type="text/html; charset=utf-8",
-                            headers=page_headers)
+            return page()
 
         @app.get("/")
         async def index() -> Response:
-            return Response(render_page("node status"), content_type="text/html; charset=utf-8",
-                            headers=page_headers)
+            return page()
 
         return app
 

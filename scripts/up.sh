@@ -2,11 +2,24 @@
 # Brings the node up in the foreground: installs what is missing (scripts/setup.sh), then starts
 # codexd, conductor and status-api. --demo runs offline against the project's scripted model and
 # shows one real Codex turn; without it, Codex uses your own CODEX_HOME (~/.codex, `codex login`).
+# scripts/up.sh --help lists the options.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-case "${1:-}" in
-  -h|--help) scripts/setup.sh >/dev/null 2>&1 || true ;;
-esac
+
+# The arguments first, before anything is installed: --help answers and a bad flag fails in one
+# line at once. codexd_trio/node_up.py's parser is the only definition of the options; its
+# module imports only the standard library, so the system Python can run the check. Without a
+# usable Python, setup.sh below says what is missing.
+PYTHON=${PYTHON:-python3}
+if command -v "$PYTHON" >/dev/null 2>&1 \
+   && "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  "$PYTHON" -c 'import sys; from codexd_trio.node_up import check_arguments
+sys.exit(check_arguments(sys.argv[1:]))' "$@" || exit $?
+  for arg in "$@"; do
+    case "$arg" in -h|--help) exit 0 ;; esac
+  done
+fi
+
 scripts/setup.sh
 exec .venv/bin/python -m codexd_trio.node_up "$@"

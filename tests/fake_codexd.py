@@ -199,6 +199,19 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
         recent = [msgspec.to_builtins(e) for e in fake.events if e.sessionId == session_id]
         return ok({"session": msgspec.to_builtins(session), "recentEvents": recent})
 
+    @app.post("/v1/codexd/sessions/<session_id>/close")
+    async def close_session(session_id: str) -> Response:
+        session = fake.sessions.get(session_id)
+        if session is None:
+            return error(404, "not_found", f"No session {session_id}.", {"sessionId": session_id})
+        if session.currentTurnId is not None:
+            return error(409, "turn_in_progress", "A turn is still running.",
+                         {"currentTurnId": session.currentTurnId})
+        session = msgspec.structs.replace(session, status="closed", updatedAt=now_iso())
+        fake.sessions[session_id] = session
+        fake.emit("session.closed", session_id=session_id)
+        return ok({"session": msgspec.to_builtins(session)})
+
     @app.post("/v1/codexd/turn")
     async def turn() -> Response:
         data = await body()
@@ -287,6 +300,7 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
 
     @app.websocket("/v1/codexd/events")
     async def events_ws() -> None:
+        fake.requests.append(("WS", websocket.full_path.rstrip("?"), dict(websocket.headers)))
         after_raw = websocket.args.get("after")
         session_id = websocket.args.get("sessionId")
         last = fake.events[-1].seq if fake.events else 0

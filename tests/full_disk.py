@@ -16,13 +16,15 @@ class FullDisk:
         self.failing = True
         self.attempts = 0
         self.retried = trio.Event()
+        # The log's commit thread is its own (not trio.to_thread's): name the run to call back.
+        self._token = trio.lowlevel.current_trio_token()
         self._write = log._write_batch
         monkeypatch.setattr(log, "_write_batch", self._commit)
 
     def _commit(self, data: bytes, start: int) -> None:  # the writer's worker thread
         self.attempts += 1
         if self.attempts == 2:
-            trio.from_thread.run_sync(self.retried.set)
+            trio.from_thread.run_sync(self.retried.set, trio_token=self._token)
         if self.failing:
             raise OSError(28, "No space left on device")
         self._write(data, start)

@@ -16,16 +16,28 @@ from codexd_trio.api import create_app
 from codexd_trio.config import CodexdConfig
 from codexd_trio.contracts import Session, SessionRegistry
 from codexd_trio.domain import Emit
-from codexd_trio.protocol.appserver import ServerRequest
+from codexd_trio.protocol.appserver import REPLIED, ServerRequest
 from codexd_trio.service import Daemon, UnsupportedServerRequest
 from codexd_trio.store import read_document
 from codexd_trio.supervisor import Incarnation
 from tests.full_disk import FullDisk
 
 
-def _incarnation() -> Incarnation:
+def _incarnation(client: object = None) -> Incarnation:
     # Declining an unsupported request touches neither the client nor the work nursery.
-    return Incarnation(number=1, client=cast(Any, None), work=cast(Any, None))
+    return Incarnation(number=1, client=cast(Any, client), work=cast(Any, None))
+
+
+class _Replies:
+    """The client half the approval broker uses: it answers a request itself, to know that
+    the answer reached the child."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[ServerRequest, Any]] = []
+
+    async def reply(self, request: ServerRequest, result: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.sent.append((request, result))
 
 
 @pytest.fixture
@@ -229,9 +241,12 @@ async def test_an_approval_request_with_unexpected_shapes_is_still_recorded(
         params={"threadId": "t-1", "turnId": 5, "itemId": ["x"], "command": "ls"},
     )
     # No session owns the thread: the default policy declines at once.
-    assert await daemon.on_server_request(_incarnation(), request) == {"decision": "decline"}
+    replies = _Replies()
+    assert await daemon.on_server_request(_incarnation(replies), request) is REPLIED
+    assert replies.sent == [(request, {"decision": "decline"})]
     (approval,) = daemon.approvals()
     assert (approval.turnId, approval.itemId, approval.decision) == (None, None, "decline")
+    assert (approval.state, approval.decidedBy) == ("resolved", "policy")
     encoded = msgspec.json.encode(daemon.files.approvals.value)
     assert msgspec.json.decode(encoded, type=type(daemon.files.approvals.value))
 
@@ -330,3 +345,41 @@ async def test_a_websocket_to_an_unknown_path_is_a_json_404(daemon: Daemon) -> N
     body = await response.get_json()
     assert body["error"]["code"] == "not_found"
     assert body["error"]["details"] == {"method": "WS", "path": "/v1/codexd/nowhere"}
+
+
+async def test_a_turn_without_input_or_with_an_empty_one_names_the_input_field(
+    daemon: Daemon,
+) -> None:
+    # No child is needed: the body is checked before anything else. An empty input used to run
+    # a turn; a missing one was reported at "$".
+    daemon.book.add(Session(sessionId="session-1", threadId="thread-1",
+                            createdAt="2026-11-30T00:00:00.000Z",
+                            updatedAt="2026-11-30T00:00:00.000Z"))
+    client = create_app(daemon).test_client()
+    for path in ("/v1/codexd/turn", "/v1/codexd/turn/steer"):
+        for body in ({"sessionId": "session-1"}, {"sessionId": "session-1", "input": ""},
+                     {"sessionId": "session-1", "input": "  \n\t"},
+                     {"sessionId": "session-1", "input": []}):
+            response = await client.post(path, json=body)
+            error = (await response.get_json())["error"]
+            assert (response.status_code, error["code"]) == (400, "invalid_request"), (path, body)
+            assert error["details"] == {"field": "$.input", "path": "$.input"}, (path, body)
+            assert "input" in error["message"]
+    response = await client.post("/v1/codexd/turn", json={"input": "hi"})
+    assert (await response.get_json())["error"]["details"]["field"] == "$.sessionId"
+    # A real input gets past the body check (to the missing child here).
+    response = await client.post("/v1/codexd/turn", json={"sessionId": "session-1",
+                                                          "input": "hi"})
+    assert response.status_code == 503
+
+
+async def test_a_limit_above_the_maximum_is_refused_naming_it(daemon: Daemon) -> None:
+    client = create_app(daemon).test_client()
+    for path in ("/v1/codexd/sessions", "/v1/codexd/events"):
+        for limit in ("5000", "1001"):
+            response = await client.get(f"{path}?limit={limit}")
+            error = (await response.get_json())["error"]
+            assert (response.status_code, error["code"]) == (400, "invalid_request"), path
+            assert error["details"] == {"field": "limit", "max": 1000}, path
+            assert "1000" in error["message"]
+        assert (await client.get(f"{path}?limit=1000")).status_code == 200, path

@@ -319,3 +319,91 @@ def test_a_child_log_rolls_over_instead_of_growing_without_end(tmp_path: Path) -
     reopened.close()
     assert path.read_bytes() == b"x" * 95  # it rolled over first
     assert path.with_name("stderr.log.1").read_bytes() == current
+
+
+class KillpgSpy:
+    """Records every ``os.killpg`` of a known child's group, with whether the child (the group
+    leader) had already been reaped at that moment. Once it is reaped, and the group is empty,
+    its id is free for the system to hand out again: a signal then could hit a stranger's
+    group."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.children: dict[int, ChildProcess] = {}
+        self.calls: list[tuple[int, int, bool]] = []  # (pgid, signal, leader reaped)
+        real = os.killpg
+
+        def killpg(pgid: int, signum: int) -> None:
+            child = self.children.get(pgid)
+            if child is not None and signum != 0:  # 0 only probes (group_alive)
+                # Popen sets returncode exactly when it reaps the process.
+                reaped = child._process._proc.returncode is not None
+                self.calls.append((pgid, signum, reaped))
+            real(pgid, signum)
+
+        monkeypatch.setattr(os, "killpg", killpg)
+
+    def watch(self, child: ChildProcess) -> ChildProcess:
+        self.children[child.pgid] = child
+        return child
+
+    def after_reaping(self) -> list[tuple[int, int, bool]]:
+        return [call for call in self.calls if call[2]]
+
+
+@pytest.mark.parametrize("how", ["stdin-eof", "sigterm", "sigkill", "cancel"])
+async def test_the_group_is_never_signalled_after_its_leader_was_reaped(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    spy = KillpgSpy(monkeypatch)
+    code = {
+        "stdin-eof": """
+            import subprocess, sys
+            grandchild = subprocess.Popen(["sleep", "600"])
+            print(grandchild.pid, flush=True)
+            sys.stdin.read()
+        """,
+        "sigterm": """
+            import subprocess, time
+            grandchild = subprocess.Popen(["sleep", "600"])
+            print(grandchild.pid, flush=True)
+            while True:
+                time.sleep(60)
+        """,
+        "sigkill": _grandchild_code(),
+        "cancel": _grandchild_code(),
+    }[how]
+    with trio.fail_after(60):
+        with trio.CancelScope() as scope:
+            async with open_child(py(code), grace=0.2, term_grace=0.2) as child:
+                spy.watch(child)
+                grandchild = int(await read_line(child))
+                if how == "cancel":
+                    scope.cancel(reason="test: cancel the owner of the child")
+                    await trio.sleep_forever()
+                await child.stop(grace=20 if how == "stdin-eof" else 0.2, term_grace=0.2)
+        await wait_process_gone(grandchild)  # the orphan was still killed
+        await assert_group_gone(child.pgid)
+    assert spy.calls, "the group was signalled at all"
+    assert spy.after_reaping() == []
+
+
+async def test_a_leader_that_exits_by_itself_takes_its_group_with_it_before_it_is_reaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A crash: nobody calls stop(); the supervisor only waits for the child.
+    spy = KillpgSpy(monkeypatch)
+    code = """
+        import subprocess, sys
+        grandchild = subprocess.Popen(["sleep", "600"])
+        print(grandchild.pid, flush=True)
+        sys.exit(9)
+    """
+    with trio.fail_after(30):  # a hang guard: the old code left the orphan running
+        async with open_child(py(code)) as child:
+            spy.watch(child)
+            grandchild = int(await read_line(child))
+            assert await child.wait() == ExitStatus(code=9, signal=None)
+            await wait_process_gone(grandchild)
+            assert spy.calls == [(child.pgid, signal.SIGKILL, False)]
+        await assert_group_gone(child.pgid)
+    assert spy.after_reaping() == []

@@ -112,11 +112,31 @@ def test_config_json_shows_resolved_values(tmp_path: Path) -> None:
     assert data["server_args"] == ["app-server"]
 
 
+def test_each_command_has_its_own_help() -> None:
+    events = codexd("events", "--help")
+    assert events.returncode == 0, events.stderr
+    assert events.stdout.startswith("usage: codexd events")
+    for option in ("--follow", "--after", "--session", "--json", "--limit"):
+        assert option in events.stdout
+    assert "smoke" not in events.stdout  # not the general help
+    status = codexd("status", "-h")
+    assert status.stdout.startswith("usage: codexd status")
+    assert "exit status" in status.stdout
+    start = codexd("start", "--help")
+    assert start.stdout.startswith("usage: codexd start")
+    assert "--server-strategy" in start.stdout  # the configuration flags are start's options
+    for command in ("config", "smoke", "console"):
+        helped = codexd(command, "--help")
+        assert helped.returncode == 0
+        assert helped.stdout.startswith(f"usage: codexd {command}")
+
+
 def test_status_when_nothing_runs(tmp_path: Path) -> None:
+    # Like systemctl status: 3 when the daemon does not answer, and the status is still printed.
     result = codexd(
         "status", "--json", "--state-dir", str(tmp_path), "--local-api-base", "http://127.0.0.1:9"
     )
-    assert result.returncode == 0
+    assert result.returncode == 3
     data = json.loads(result.stdout)
     assert data["running"] is False
     assert data["identity"] is None
@@ -125,6 +145,7 @@ def test_status_when_nothing_runs(tmp_path: Path) -> None:
                            "error": data["api"]["error"]}
     table = codexd("status", "--state-dir", str(tmp_path), "--local-api-base", "http://127.0.0.1:9")
     assert "down" in table.stdout
+    assert table.returncode == 3
 
 
 @pytest.mark.real_codex
@@ -143,6 +164,7 @@ async def test_status_events_and_console_against_a_running_daemon(
             common = ["--state-dir", str(daemon.state_dir), "--local-api-base", daemon.url]
 
             result = await run_codexd("status", "--json", *common)
+            assert result.returncode == 0
             data = json.loads(result.stdout)
             assert data["running"] is True
             assert data["api"]["status"]["snapshot"]["sessions"]["count"] == 1
@@ -164,6 +186,13 @@ async def test_status_events_and_console_against_a_running_daemon(
             assert "turn.accepted" in events.stdout
             assert "app-server.turn.completed" in events.stdout
             assert all(session.sessionId in line for line in events.stdout.splitlines())
+            # A session codexd does not know: one line, exit 2 (it used to print nothing, 0).
+            for follow in ([], ["--follow"]):
+                missing = await run_codexd("events", *follow, "--session", "nope", *common)
+                assert missing.returncode == 2, (follow, missing.stdout, missing.stderr)
+                assert missing.stdout == ""
+                assert missing.stderr.count("\n") == 1
+                assert "nope" in missing.stderr
             as_json = await run_codexd("events", "--json", "--after", "3", "--limit", "2", *common)
             seqs = [json.loads(line)["seq"] for line in as_json.stdout.splitlines()]
             assert seqs == [4, 5]
@@ -177,7 +206,9 @@ async def test_status_events_and_console_against_a_running_daemon(
             assert console.returncode == 0, console.stderr
             assert "SESSIONS 1" in console.stdout
         # Down: the same shape, from the files.
-        down = json.loads((await run_codexd("status", "--json", *common)).stdout)
+        down_status = await run_codexd("status", "--json", *common)
+        assert down_status.returncode == 3
+        down = json.loads(down_status.stdout)
         assert down["api"]["reachable"] is False
         assert down["daemon"]["started"] is False
         assert down["daemon"]["child"]["status"] == "stopped"

@@ -160,6 +160,8 @@ async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:
                 open_conductor(fake.url, tmp_path, token=TOKEN) as c:
             sid = (await c.http.post("/v1/codex/sessions", json={})).json()["data"]["session"][
                 "sessionId"]
+            spare = (await c.http.post("/v1/codex/sessions", json={})).json()["data"]["session"][
+                "sessionId"]
             assert _err(await c.http.post("/v1/system/pause", json={})) == (401, "unauthorized")
             wrong = {"Authorization": "Bearer nope"}
             assert _err(await c.http.post("/v1/system/pause", headers=wrong, json={})) == (
@@ -178,6 +180,11 @@ async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:
             assert refused.json()["error"]["details"]["reason"] == "maintenance"
             assert _err(await c.http.post("/v1/codex/sessions", json={})) == (423, "system_paused")
             assert (await c.http.get("/v1/codex/sessions")).status_code == 200
+            # Closing a session ends work: the mode never refuses it (issue 20, item 8: the
+            # conductor had no close route at all).
+            closed = await c.http.post(f"/v1/codex/sessions/{spare}/close", json={})
+            assert closed.status_code == 200, closed.text
+            assert closed.json()["data"]["session"]["status"] == "closed"
 
             await c.http.post("/v1/system/resume", headers=auth, json={})
             turn = await c.http.post("/v1/codex/turn", json={"sessionId": sid, "input": "go"})
@@ -190,6 +197,11 @@ async def test_pause_drain_resume_with_token(tmp_path: Path) -> None:
                 "sessionId"]
             refused = await c.http.post("/v1/codex/turn", json={"sessionId": sid2, "input": "x"})
             assert _err(refused) == (423, "system_draining")
+            closed = await c.http.post(f"/v1/codex/sessions/{sid2}/close", json={})
+            assert closed.json()["data"]["session"]["status"] == "closed"
+            # codexd's own refusals pass through unchanged.
+            busy = await c.http.post(f"/v1/codex/sessions/{sid}/close", json={})
+            assert _err(busy) == (409, "turn_in_progress")
             state = (await c.http.get("/v1/system/state")).json()["data"]
             assert (state["mode"], state["drained"]) == ("draining", False)
             assert [t["turnId"] for t in state["active_turns"]] == [turn_id]

@@ -89,6 +89,19 @@ async def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert lease["expires_at"] <= lease["renewed_at"]
 
 
+async def test_status_exits_3_when_the_conductor_does_not_answer() -> None:
+    # The same meaning as `codexd status` (and systemctl): 0 answers, 3 does not.
+    result = await trio.run_process(
+        [*CONDUCTOR, "status", "--local-api", "http://127.0.0.1:9"],
+        env=_env(), capture_stdout=True, capture_stderr=True, check=False)
+    assert result.returncode == 3
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("conductor: cannot reach")
+    helped = await trio.run_process([*CONDUCTOR, "status", "--help"], capture_stdout=True)
+    assert "exit status" in helped.stdout.decode()
+
+
 async def test_console_scripts_run() -> None:
     bin_dir = Path(sys.executable).parent
     for script, service in (("conductor", "conductor"), ("status-api", "status-api")):

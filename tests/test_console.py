@@ -9,6 +9,7 @@ Waiting is Playwright's ``expect`` (it polls the page until the condition holds)
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -53,12 +54,17 @@ class Node:
 
 
 @asynccontextmanager
-async def _node(tmp_path: Path, codex_home: Path) -> AsyncIterator[Node]:
+async def _node(
+    tmp_path: Path, codex_home: Path, *, codexd_token: str | None = None
+) -> AsyncIterator[Node]:
+    """codexd (with ``codexd_token`` when given) and a conductor with the shared token."""
     workdir = codex_home / "work"
     workdir.mkdir(parents=True, exist_ok=True)
+    env = {"BAA_CODEXD_TOKEN": codexd_token} if codexd_token else None
     async with (
-        running_codexd(tmp_path / "node", codex_home) as codexd,
-        open_conductor(codexd.url, tmp_path / "conductor", token=TOKEN) as c,
+        running_codexd(tmp_path / "node", codex_home, env=env) as codexd,
+        open_conductor(codexd.url, tmp_path / "conductor", token=TOKEN,
+                       codexd_token=codexd_token) as c,
     ):
         yield Node(c, workdir)
 
@@ -155,6 +161,76 @@ def _mode(node: Node) -> str:
     return mode
 
 
+# What a phone must not do with long unbreakable strings (paths, ids, commands): scroll sideways,
+# or hold an element wider than the screen.
+_OVERFLOW_JS = """() => {
+  const width = document.documentElement.clientWidth;
+  const outside = (r) => r.left < -0.5 || r.right > width + 0.5;
+  const name = (e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className}`;
+  const wide = [];
+  for (const e of document.querySelectorAll("body *")) {
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;  // not rendered
+    if (outside(r)) wide.push(name(e));
+  }
+  // Text can stick out of a box that fits (or be hidden in a sideways scroller inside it).
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const parent = n.parentElement;
+    if (!n.data.trim() || getComputedStyle(parent).textOverflow === "ellipsis") continue;
+    const range = document.createRange();
+    range.selectNodeContents(n);
+    const r = range.getBoundingClientRect();
+    if (r.width > 0 && outside(r)) wide.push(`text in ${name(parent)}: ${n.data.slice(0, 40)}`);
+  }
+  return {scrollWidth: document.documentElement.scrollWidth, clientWidth: width, wide};
+}"""
+# Ordinary words in the sessions table stay whole: only long tokens may break (a squeezed cell
+# once split "1 to approve" mid-letter). A word drawn on two lines has two distinct line tops.
+_SPLIT_WORDS_JS = """() => {
+  const split = [];
+  for (const row of document.querySelectorAll("[data-testid=session-row]")) {
+    const walker = document.createTreeWalker(row, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      for (const m of n.data.matchAll(/\\S+/g)) {
+        if (m[0].length > 16) continue;
+        const range = document.createRange();
+        range.setStart(n, m.index);
+        range.setEnd(n, m.index + m[0].length);
+        const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+        if (tops.size > 1) split.push(m[0]);
+      }
+    }
+  }
+  return split;
+}"""
+
+
+TABLET: ViewportSize = {"width": 768, "height": 1024}
+
+
+def _assert_fits(page: Page) -> None:
+    """On a phone (where it is checked first), a tablet and a desktop: nothing sticks out
+    sideways, and the sessions table keeps ordinary words whole."""
+    for viewport in (PHONE, TABLET, DESKTOP):
+        page.set_viewport_size(viewport)
+        fit: dict[str, Any] = page.evaluate(_OVERFLOW_JS)
+        assert fit["scrollWidth"] <= fit["clientWidth"] <= viewport["width"], (viewport, fit)
+        assert fit["wide"] == [], (viewport, fit["wide"])
+        assert page.evaluate(_SPLIT_WORDS_JS) == [], viewport
+    page.set_viewport_size(PHONE)
+
+
+def _long_workdir(tmp_path: Path, length: int = 150) -> Path:
+    """A directory under ``tmp_path`` whose path is ``length`` characters long (longer when
+    ``tmp_path`` itself nearly is), its last name one long unbreakable word."""
+    name = "work-" + "x" * max(40, length - len(str(tmp_path)) - 6)
+    workdir = tmp_path / name
+    workdir.mkdir()
+    assert len(str(workdir)) >= length
+    return workdir
+
+
 # ------------------------------------------------------------------------------------------------
 # Without a browser: what the conductor serves
 
@@ -204,12 +280,15 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
                     "summary": "operator console (HTML, same origin)"} in described
 
 
-async def test_status_api_page_has_no_console_link(tmp_path: Path) -> None:
-    # The status-api is read-only (and may run elsewhere): it has no console to link to.
+async def test_status_page_links_the_console_it_is_given(tmp_path: Path) -> None:
+    # The conductor links its own /console; the status-api (read-only) links the conductor's
+    # (tests/test_status_api.py); a page given none has no link.
     from conductor_trio.status import render_page
 
     assert "/console" not in render_page("status")
     assert 'href="/console"' in render_page("conductor", console_href="/console")
+    linked = render_page("node status", console_href='http://127.0.0.1:4317/console"><x')
+    assert 'href="http://127.0.0.1:4317/console&quot;&gt;&lt;x"' in linked
 
 
 def test_console_files_are_package_data() -> None:
@@ -326,7 +405,7 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         _shot(page, "console-desktop.png", DESKTOP)
         _shot(page, "console-phone.png", PHONE)
         # Readable on a phone: nothing wider than the screen, no sideways scrolling.
-        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        _assert_fits(page)
         page.set_viewport_size(DESKTOP)
 
         # Pause: refused without the token, done with it; the token stays in this tab only.
@@ -393,7 +472,7 @@ async def test_console_approvals_accept_in_the_page_and_vanish_when_decided_else
         expect(page.get_by_test_id("session-pending")).to_have_text("1 to approve")
         expect(page.locator("#approvals-total")).to_have_text("1")
         _shot(page, "console-approval-phone.png", PHONE)
-        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        _assert_fits(page)
         page.get_by_test_id("approval-accept").click()
         expect(rows).to_have_count(0)
         expect(page.get_by_test_id("session-pending")).to_have_count(0)
@@ -430,6 +509,41 @@ async def test_console_approvals_accept_in_the_page_and_vanish_when_decided_else
                 ExecCommand("touch refused.txt", then=Plain("fine, skipped")),
             )
             await _browse(node, flow, PHONE)
+
+
+@needs_chromium
+@pytest.mark.real_codex
+async def test_console_fits_a_phone_with_a_long_cwd_and_command(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    workdir = _long_workdir(tmp_path)
+    made = "made-" + "y" * 60 + ".txt"
+    command = f"touch {made}"
+    answer = f"made {workdir / made} as asked"  # a long token in the output excerpt too
+
+    def flow(page: Page) -> None:
+        session_id = _create_session(page, workdir, policy="untrusted",
+                                     sandbox="workspace-write", approvals="clients")
+        expect(page.locator("#selected-meta")).to_contain_text(str(workdir))
+        row = page.locator(f"[data-testid=session-row][data-session-id='{session_id}']")
+        expect(row).to_be_visible()
+        _assert_fits(page)
+
+        _send(page, "make a file")
+        expect(page.get_by_test_id("approval-row")).to_contain_text(command)
+        expect(page.get_by_test_id("session-pending")).to_have_text("1 to approve")
+        _assert_fits(page)
+
+        page.get_by_test_id("approval-accept").click()
+        expect(page.get_by_test_id("turn-output")).to_have_text(answer)
+        expect(row.locator("td.excerpt")).to_contain_text("made /")
+        _assert_fits(page)
+
+    with trio.fail_after(300):
+        async with _node(tmp_path, codex_home) as node:
+            scripted_model.script(ExecCommand(command, then=Plain(answer)))
+            await _browse(node, flow, PHONE)
+    assert (workdir / made).exists()
 
 
 @needs_chromium
@@ -525,3 +639,58 @@ async def test_console_steers_and_interrupts_a_running_turn(
             slow = Streamed([f"slow{i} " for i in range(200)], delay=0.2)
             scripted_model.script(slow, slow)
             await _browse(node, flow, DESKTOP)
+
+
+@needs_chromium
+@pytest.mark.real_codex
+async def test_console_asks_for_the_token_when_codexd_has_one_then_carries_on(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Over a codexd with a token, every /v1/codex/* call needs the shared token (issue 20,
+    # item 1): reads and the relay too, not only the writes the console used to sign.
+    caplog.set_level(logging.DEBUG)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    sockets: list[str] = []
+
+    def flow(page: Page) -> None:
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        token_input = page.get_by_test_id("token-input")
+        # The sessions list was refused: the page asks for the token.
+        expect(page.locator("#notice")).to_contain_text("enter the shared token")
+        expect(token_input).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_test_id("session-row")).to_have_count(0)
+
+        # An action taken before the token is entered waits for it, then goes through.
+        page.fill("#new-cwd", str(node.workdir))
+        page.get_by_test_id("new-session").click()
+        expect(page.get_by_test_id("new-session")).to_be_disabled()
+        token_input.fill(TOKEN)
+        expect(page.get_by_test_id("session-row")).to_have_count(2)
+        expect(page.locator("#selected-id")).not_to_have_text(made)
+        expect(token_input).not_to_have_attribute("aria-invalid", "true")
+
+        # The relay needs it too: ?token= on the upgrade.
+        expect(page.locator("#stream-status")).to_have_attribute("data-state", "live")
+        _send(page, "ECHO: with a token")
+        output = page.get_by_test_id("turn-output")
+        expect(output).to_have_text("echo: ECHO: with a token")
+        expect(page.locator("[data-testid=event-row][data-type='app-server.turn.completed']")) \
+            .to_have_count(1)
+        assert page.context.cookies() == []
+        assert TOKEN not in page.url
+
+    with trio.fail_after(300):
+        async with _node(tmp_path, codex_home, codexd_token="console-codexd-token") as node:
+            made_answer = await node.conductor.http.post(
+                "/v1/codex/sessions", json={"cwd": str(node.workdir)}, headers=auth)
+            assert made_answer.status_code == 201, made_answer.text
+            made = made_answer.json()["data"]["session"]["sessionId"]
+            await _browse(node, flow, PHONE)
+    assert sockets, "the page opened no relay websocket"
+    assert all(f"token={TOKEN}" in url for url in sockets), sockets
+    # Neither the shared token nor codexd's ever reaches a log line.
+    for record in caplog.records:
+        text = record.getMessage() + repr(record.__dict__)
+        assert TOKEN not in text, record
+        assert "console-codexd-token" not in text, record

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -196,6 +197,66 @@ async def test_sigkill_of_the_leader_fails_over_and_the_restart_is_standby(
             rounds = await sample_never_two_leaders([again, b], for_s=TTL)
             assert rounds > 5
             assert await b.role() == "leader"
+
+
+NOT_ETCD = {
+    # A member started without the gateway: Go's plain 404.
+    "no-gateway-404": b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                      b"X-Content-Type-Options: nosniff\r\nContent-Length: 19\r\n"
+                      b"Connection: close\r\n\r\n404 page not found\n",
+    # A load balancer in front of a member that is down.
+    "html-502": b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 87\r\n"
+                b"Connection: close\r\n\r\n<html><head><title>502 Bad Gateway</title></head>"
+                b"<body><h1>502 Bad Gateway</h1></body></html>\n",
+}
+
+
+@pytest.mark.parametrize("answer", NOT_ETCD.values(), ids=NOT_ETCD.keys())
+async def test_a_member_that_does_not_answer_as_etcd_listed_first_does_not_stop_the_election(
+    tmp_path: Path, answer: bytes,
+) -> None:
+    # Its answer used to end the call (EtcdUnavailable) instead of moving on to the next
+    # endpoint: the node stayed degraded with a healthy etcd listed second.
+    require_etcd()
+    asked: list[bytes] = []
+
+    async def member(stream: trio.SocketStream) -> None:
+        """Reads one HTTP request, answers ``answer``, closes."""
+        buffer = b""
+        async with stream:
+            while b"\r\n\r\n" not in buffer:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    return
+                buffer += chunk
+            head, _, body = buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(body) < length:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    return
+                body += chunk
+            asked.append(head.split(b"\r\n", 1)[0])
+            await stream.send_all(answer)
+
+    with trio.fail_after(120):
+        async with open_etcd(tmp_path) as etcd, trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, member, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            try:
+                dead = f"http://127.0.0.1:{free_port()}"  # no codexd: the lease needs none
+                async with conductor("a", etcd, tmp_path, dead, "--lease-store",
+                                     f"etcd://127.0.0.1:{port},{etcd.endpoint}") as a:
+                    await wait_role(a, "leader", within_s=TTL + 3)
+                    assert asked[0] == b"POST /v3/kv/range HTTP/1.1"  # asked first, skipped
+                    lease = (await a.http.get("/v1/runtime")).json()["data"]["lease"]
+                    assert lease["is_holder"] is True
+            finally:
+                nursery.cancel_scope.cancel(reason="the test is over")
 
 
 async def test_a_frozen_etcd_leaves_no_leader_then_one_again(tmp_path: Path) -> None:

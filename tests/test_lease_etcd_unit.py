@@ -14,7 +14,8 @@ import trio
 import trio.testing
 
 from conductor_trio.config import ConfigError, parse_lease_store
-from conductor_trio.lease_etcd import EtcdGateway, EtcdLeaseKeeper, LeaseHolder
+from conductor_trio.lease import LeaseStoreError
+from conductor_trio.lease_etcd import EtcdGateway, EtcdLeaseKeeper, EtcdUnavailable, LeaseHolder
 
 TTL = 10
 KEY = "/baa-conductor/leader"
@@ -390,3 +391,81 @@ async def test_a_fenced_job_stops_when_the_lease_ran_out_while_the_machine_slept
         await trio.sleep(1.1)
         assert not job.running
         nursery.cancel_scope.cancel()
+
+
+class JunkLink(Link):
+    """A link on which the hosts in ``junk`` answer every request with that HTTP answer (a
+    member without the gateway, a load balancer's error page) instead of etcd's."""
+
+    def __init__(self, double: GatewayDouble, junk: dict[str, httpx.Response]) -> None:
+        super().__init__(double)
+        self.junk = junk
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.junk.get(request.url.host)
+        if answer is None:
+            return await super().handle_async_request(request)
+        await trio.lowlevel.checkpoint()
+        self.requests.append(f"{request.url.host}{request.url.path}")
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+
+_HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+             b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
+UNUSABLE_ANSWERS = {
+    "no-gateway-404": httpx.Response(404, text="404 page not found\n"),
+    "html-502": httpx.Response(502, content=_HTML_502, headers={"content-type": "text/html"}),
+    "html-200": httpx.Response(200, content=_HTML_502, headers={"content-type": "text/html"}),
+    "json-array": httpx.Response(200, json=[]),
+    "json-wrong-shape": httpx.Response(200, json={"status": "ok"}),
+    "json-404-not-etcd": httpx.Response(404, json={"message": "no route"}),
+    "json-503": httpx.Response(503, json={"error": "etcdserver: no leader", "code": 14}),
+}
+
+
+@pytest.mark.parametrize("answer", UNUSABLE_ANSWERS.values(), ids=UNUSABLE_ANSWERS.keys())
+async def test_a_member_that_does_not_answer_as_etcd_is_skipped(
+    autojump_clock: trio.testing.MockClock, answer: httpx.Response,
+) -> None:
+    # Listed first, it used to stop failover: its answer was decoded outside the error handling
+    # and raised EtcdUnavailable, so the node stayed degraded with a healthy quorum.
+    double = GatewayDouble()
+    link = JunkLink(double, {"junk": answer})
+    a, _ = keeper(double, "a", link=link, endpoints=("junk:2379", "up:2379"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(double.expiry_loop)
+        assert await nursery.start(a.run) == "leader"
+        assert link.requests[0] == "junk/v3/kv/range"  # it was asked, and skipped
+        await trio.sleep(3 * TTL)
+        assert role_now(a) == "leader"
+        assert a.consecutive_failures == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_etcd_error_answer_is_an_error_not_a_reason_to_try_another_member() -> None:
+    # etcd answers "lease not found" with HTTP 404 and its JSON error: that is etcd speaking.
+    etcd_404 = httpx.Response(404, json={"error": "etcdserver: requested lease not found",
+                                         "message": "etcdserver: requested lease not found",
+                                         "code": 5})
+    link = JunkLink(GatewayDouble(), {"a": etcd_404, "b": etcd_404})
+    gateway = EtcdGateway(("a:2379", "b:2379"), transport=link)
+    try:
+        with pytest.raises(LeaseStoreError, match="requested lease not found") as caught:
+            await gateway.call("/v3/lease/revoke", {"ID": "1"})
+        assert not isinstance(caught.value, EtcdUnavailable)
+        assert link.requests == ["a/v3/lease/revoke"]
+    finally:
+        await gateway.aclose()
+
+
+async def test_when_no_member_answers_as_etcd_the_gateway_says_why() -> None:
+    link = JunkLink(GatewayDouble(), {"a": UNUSABLE_ANSWERS["no-gateway-404"],
+                                      "b": UNUSABLE_ANSWERS["html-502"]})
+    gateway = EtcdGateway(("a:2379", "b:2379"), transport=link)
+    try:
+        with pytest.raises(EtcdUnavailable) as caught:
+            await gateway.call("/v3/kv/range", {"key": "eA=="})
+        assert "http://a:2379/v3/kv/range: HTTP 404, not JSON" in str(caught.value)
+        assert "http://b:2379/v3/kv/range: HTTP 502, not JSON" in str(caught.value)
+    finally:
+        await gateway.aclose()

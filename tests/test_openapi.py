@@ -115,3 +115,80 @@ async def test_a_route_missing_from_the_document_is_noticed(daemon: Daemon) -> N
         return "x"
 
     assert ("GET", "/v1/codexd/undocumented") in _routes(app) - _documented(await _served(app))
+
+
+# codexd routes the conductor does not relay as /v1/codex/X, and why.
+_CODEXD_ONLY = {
+    # The conductor answers with its own view of codexd (reachability, counts, routes) at
+    # GET /v1/codex instead.
+    ("GET", "/v1/codex/status"),
+}
+# Conductor routes under /v1/codex/ with no /v1/codexd/X twin, and why.
+_CONDUCTOR_ONLY = {
+    # codexd's GET /metrics (not under /v1/codexd/), proxied for the console and scrapers.
+    ("GET", "/v1/codex/metrics"),
+}
+
+
+def _under(app: QuartTrio, prefix: str) -> set[tuple[str, str]]:
+    """(method, path) of the app's routes under ``prefix``, websockets as method ``WS``, with
+    the prefix replaced by ``/v1/codex/``."""
+    out = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith(prefix):
+            continue
+        path = "/v1/codex/" + quart_rule_path(rule.rule)[len(prefix):]
+        if getattr(rule, "websocket", False):
+            out.add(("WS", path))
+            continue
+        out |= {(m, path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
+    return out
+
+
+async def test_the_conductor_relays_every_codexd_route(daemon: Daemon, tmp_path: Path) -> None:
+    # Issue 20, item 8: the README says every operation is under /v1/codex/*; the conductor had
+    # no POST /v1/codex/sessions/{id}/close.
+    conductor = Conductor(ConductorConfig(node_id="n", local_api="http://127.0.0.1:0",
+                                          codexd_base="http://127.0.0.1:9", state_dir=tmp_path))
+    try:
+        codexd = _under(create_codexd_app(daemon), "/v1/codexd/")
+        relayed = _under(create_conductor_app(conductor), "/v1/codex/")
+    finally:
+        await conductor.client.aclose()
+    assert ("POST", "/v1/codex/sessions/{session_id}/close") in relayed
+    assert ("WS", "/v1/codex/events") in relayed
+    assert codexd - _CODEXD_ONLY == relayed - _CONDUCTOR_ONLY
+    # The allow lists hold only what is true: nothing stale in them.
+    assert codexd >= _CODEXD_ONLY
+    assert relayed >= _CONDUCTOR_ONLY
+    assert not _CODEXD_ONLY & relayed
+
+
+async def test_conductor_document_marks_what_needs_the_callers_credential(
+    tmp_path: Path,
+) -> None:
+    # Over a codexd with a token every /v1/codex/* route needs the caller's own credential.
+    conductor = Conductor(ConductorConfig(node_id="n", local_api="http://127.0.0.1:0",
+                                          codexd_base="http://127.0.0.1:9", state_dir=tmp_path,
+                                          codexd_token="codexd-secret", shared_token="shared"))
+    try:
+        app = create_conductor_app(conductor)
+        doc = await _served(app)
+        _check(app, doc)
+        listed = (await (await app.test_client().get("/describe")).get_json())["data"]
+    finally:
+        await conductor.client.aclose()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            guarded = path.startswith("/v1/codex/") or (
+                path.startswith("/v1/system/") and method == "post")
+            assert ("security" in op) == guarded, (method, path)
+            assert ("401" in op["responses"]) == guarded, (method, path)
+    assert doc["components"]["securitySchemes"] == {"bearer": {"type": "http",
+                                                               "scheme": "bearer"}}
+    auth = {(r["method"], r["path"]) for r in listed["routes"] if r.get("auth")}
+    assert ("GET", "/v1/codex/sessions") in auth
+    assert ("WS", "/v1/codex/events") in auth
+    assert ("GET", "/v1/codex") not in auth  # the conductor's own view: counts, no content
+    assert ("GET", "/v1/status") not in auth
+    assert set(listed["auth"]["routes"]) == {p for _, p in auth}

@@ -583,6 +583,9 @@ class _FakeNode:
         self.node_id = "mini-main"
         # codexd's bearer token when set: /v1/codexd/* answer 401 without it, as codexd does.
         self.codexd_token: str | None = None
+        # The conductor's shared token when set: /v1/codex/* answer 401 without it, as a
+        # conductor over a codexd with a token does.
+        self.shared_token: str | None = None
         self.authorization: dict[str, set[str | None]] = {}
         # The metric-name prefixes /metrics answers with (one server plays all three daemons).
         self.metric_prefixes = ["codexd", "conductor", "status_api"]
@@ -599,6 +602,15 @@ class _FakeNode:
         ):
             error = {"code": "unauthorized", "message": "codexd needs its bearer token"}
             return 401, "application/json", json.dumps({"ok": False, "error": error}).encode()
+        if (
+            self.shared_token is not None
+            and path.startswith("/v1/codex/")
+            and authorization != f"Bearer {self.shared_token}"
+        ):
+            error = {"code": "unauthorized", "message": "the conductor needs the shared token"}
+            return 401, "application/json", json.dumps({"ok": False, "error": error}).encode()
+        if path == "/v1/codex/sessions?limit=1":
+            return ok({"sessions": [], "nextCursor": None})
         if path in ("/healthz", "/readyz"):
             return ok({"status": "ok"})
         if path == "/rolez":
@@ -675,7 +687,7 @@ def test_check_node_passes_on_a_healthy_node_and_names_each_failure(
     proc = run_script("check-node.sh", *args, env=sandbox)
     assert proc.returncode == 0, proc.stdout
     lines = proc.stdout.splitlines()[1:]
-    assert len(lines) == 10 + 6
+    assert len(lines) == 11 + 6
     assert all(line.startswith("ok ") for line in lines)
 
     node.role = "standby"
@@ -722,7 +734,7 @@ def test_check_node_reports_an_unreachable_node(sandbox: dict[str, str]) -> None
     )
     assert proc.returncode == 1
     probes = proc.stdout.splitlines()[1:]
-    assert len(probes) == 10  # 7 + /metrics of each daemon
+    assert len(probes) == 11  # 8 + /metrics of each daemon
     assert all(line.startswith("FAIL ") and "unreachable" in line for line in probes)
 
 
@@ -1075,7 +1087,7 @@ def test_check_node_sends_codexd_its_token_and_nobody_else(
         assert secret not in proc.stdout + proc.stderr
         assert node.authorization["/v1/codexd/status"] == {f"Bearer {secret}"}
         # The conductor and the status-api never see codexd's token.
-        for path in ("/readyz", "/rolez", "/v1/status"):
+        for path in ("/readyz", "/rolez", "/v1/status", "/v1/codex/sessions?limit=1"):
             assert node.authorization[path] == {None}, path
 
     other = tmp_path / "other.token"
@@ -1084,6 +1096,66 @@ def test_check_node_sends_codexd_its_token_and_nobody_else(
     proc = run_script("check-node.sh", *args, "--codexd-token-file", str(other), env=sandbox)
     assert proc.returncode == 1
     assert f"(the token from {other} is not codexd's)" in proc.stdout
+
+
+def test_check_node_sends_the_conductor_its_shared_token_and_nobody_else(
+    fake_node: tuple[_FakeNode, str], tmp_path: Path, sandbox: dict[str, str]
+) -> None:
+    # Over a codexd with a token every /v1/codex/* call needs the conductor's shared token
+    # (issue 20, item 1): the probe of the conductor's proxy sends it, and only there.
+    node, base = fake_node
+    secret = "sh4red-token-value"
+    node.shared_token = secret
+    token_file = tmp_path / "shared.token"
+    token_file.write_text(secret + "\n")
+    token_file.chmod(0o600)
+    args = _check_node_args(base)
+    probe = f"conductor GET {base}/v1/codex/sessions?limit=1"
+
+    proc = run_script("check-node.sh", *args, env=sandbox)
+    assert proc.returncode == 1
+    failures = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 1, failures
+    assert failures[0].startswith(f"FAIL {probe}: HTTP 401: ")
+    assert failures[0].endswith(
+        "(codexd has a token, so the conductor wants its shared token: set "
+        "BAA_SHARED_TOKEN_FILE or pass --shared-token-file)"
+    )
+
+    # Where install-launchd.sh puts a systemd user unit for this (sandboxed) HOME.
+    unit_dir = tmp_path / "home" / ".config" / "systemd" / "user"
+    ways: list[tuple[list[str], dict[str, str], str]] = [
+        (["--shared-token-file", str(token_file)], {}, str(token_file)),
+        ([], {"BAA_SHARED_TOKEN_FILE": str(token_file)}, str(token_file)),
+        ([], {"BAA_SHARED_TOKEN": secret}, "$BAA_SHARED_TOKEN"),
+        (["--manager", "systemd"], {}, str(token_file)),
+    ]
+    for extra_args, extra_env, source in ways:
+        if "systemd" in extra_args:
+            render(unit_dir, "systemd", "--service", "conductor", "--shared-token-file",
+                   str(token_file))
+        node.authorization.clear()
+        proc = run_script("check-node.sh", *args, *extra_args, env={**sandbox, **extra_env})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"ok   {probe}: codexd answers through the conductor, shared token from " \
+            f"{source}\n" in proc.stdout
+        assert secret not in proc.stdout + proc.stderr
+        assert node.authorization["/v1/codex/sessions?limit=1"] == {f"Bearer {secret}"}
+        # codexd, the status-api and the conductor's other probes never see it.
+        for path in ("/v1/codexd/status", "/readyz", "/rolez", "/v1/status"):
+            assert node.authorization[path] == {None}, path
+
+    other = tmp_path / "other.token"
+    other.write_text("not-the-token\n")
+    other.chmod(0o600)
+    proc = run_script("check-node.sh", *args, "--shared-token-file", str(other), env=sandbox)
+    assert proc.returncode == 1
+    assert f"(the token from {other} is not the conductor's shared token)" in proc.stdout
+
+    proc = run_script("check-node.sh", *args, "--dry-run", "--shared-token-file",
+                      str(token_file), env=sandbox)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{base}/v1/codex/sessions?limit=1 with the token in {token_file}" in proc.stdout
 
 
 def test_check_node_reads_the_token_file_of_the_installed_codexd(
@@ -1624,7 +1696,7 @@ def test_check_node_reports_an_external_child(
         proc = run_script("check-node.sh", *args, env=sandbox)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         probes = proc.stdout.splitlines()[1:]
-        assert len(probes) == 11  # one more than with spawn: the endpoint
+        assert len(probes) == 12  # one more than with spawn: the endpoint
         assert (
             f"ok   codexd GET {base}/v1/codexd/status: child running (strategy external, "
             f"{endpoint})"

@@ -21,6 +21,8 @@ from codexd_trio.config import ConfigError, resolve_codexd_token
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import CodexdProcess, read_events, running_codexd
 from codexd_trio.web.callers import normalize_origin, split_host_header
+from conductor_trio.access import Caller, codex_refusal
+from conductor_trio.config import ConductorConfig
 from conductor_trio.status_api import StatusApi
 from tests.fake_codexd import open_conductor, open_fake_codexd
 
@@ -99,6 +101,61 @@ def test_host_header_parsing(header: str, parsed: tuple[str, int | None] | None)
 )
 def test_origin_normalization(origin: str, normalized: str | None) -> None:
     assert normalize_origin(origin) == normalized
+
+
+def _conductor_config(*, codexd_token: str | None, shared: str | None,
+                      exposed: bool = False) -> ConductorConfig:
+    return ConductorConfig(
+        local_api="http://0.0.0.0:4317" if exposed else "http://127.0.0.1:4317",
+        codexd_token=codexd_token, shared_token=shared,
+    )
+
+
+BEARER = f"Bearer {SHARED}"
+LOCAL, REMOTE = "127.0.0.1", "100.64.0.7"
+
+
+@pytest.mark.parametrize(
+    ("codexd_token", "shared", "exposed", "caller", "allowed"),
+    [
+        # codexd has a token: the caller's own credential, wherever the conductor listens.
+        (TOKEN, SHARED, False, Caller("GET", remote_addr=LOCAL), False),
+        (TOKEN, SHARED, False, Caller("POST", remote_addr=LOCAL), False),
+        (TOKEN, SHARED, False, Caller("WS", remote_addr=LOCAL), False),
+        (TOKEN, SHARED, False, Caller("GET", f"Bearer {TOKEN}", remote_addr=LOCAL), False),
+        (TOKEN, SHARED, False, Caller("GET", BEARER, remote_addr=LOCAL), True),
+        (TOKEN, SHARED, True, Caller("POST", BEARER, remote_addr=REMOTE), True),
+        (TOKEN, SHARED, False, Caller("WS", query_tokens=[SHARED]), True),
+        (TOKEN, SHARED, False, Caller("WS", query_tokens=[SHARED, "nope"]), False),
+        # ?token= only on a websocket upgrade.
+        (TOKEN, SHARED, False, Caller("GET", query_tokens=[SHARED]), False),
+        # No shared token to check: nobody gets codexd's.
+        (TOKEN, None, False, Caller("GET", BEARER, remote_addr=LOCAL), False),
+        # codexd without a token: loopback as before; exposed writes need the shared token.
+        (None, SHARED, False, Caller("POST", remote_addr=LOCAL), True),
+        (None, SHARED, False, Caller("WS", remote_addr=LOCAL), True),
+        (None, SHARED, True, Caller("GET", remote_addr=REMOTE), True),
+        (None, SHARED, True, Caller("POST", remote_addr=REMOTE), False),
+        (None, SHARED, True, Caller("POST", BEARER, remote_addr=REMOTE), True),
+        (None, None, True, Caller("POST", remote_addr=REMOTE), False),
+        (None, None, True, Caller("POST", remote_addr=LOCAL), True),
+    ],
+)
+def test_who_may_use_the_codex_routes(
+    codexd_token: str | None, shared: str | None, exposed: bool, caller: Caller, allowed: bool
+) -> None:
+    config = _conductor_config(codexd_token=codexd_token, shared=shared, exposed=exposed)
+    refusal = codex_refusal(config, caller)
+    assert (refusal is None) == allowed
+    if refusal is not None:
+        assert (refusal.status, refusal.code) == (401, "unauthorized")
+        # The message never echoes a token.
+        assert SHARED not in refusal.message
+        assert TOKEN not in refusal.message
+    if codexd_token is not None and shared is None:
+        assert refusal is not None
+        assert refusal.details == {"setting": "BAA_SHARED_TOKEN_FILE"}
+        assert "BAA_SHARED_TOKEN_FILE" in refusal.message
 
 
 def test_token_file_must_be_private(tmp_path: Path) -> None:
@@ -272,24 +329,121 @@ async def test_codexd_token_guards_every_route_but_healthz_and_passes_through_th
             assert '"hello"' in await _ws_hello(f"{events}?token={TOKEN}")
             assert await _ws_refusal(f"{events}?token=nope", {}) == (401, "unauthorized")
 
-            # The client library and the conductor pass the token.
+            # The client library and the conductor pass the token (the conductor's own caller
+            # shows the shared token: see the next test).
             async with CodexdClient(codexd.url, token=TOKEN) as client:
                 session = await client.create_session(purpose="smoke")
+            shared = {"Authorization": f"Bearer {SHARED}"}
             async with open_conductor(
-                codexd.url, tmp_path / "with-token", codexd_token=TOKEN
+                codexd.url, tmp_path / "with-token", codexd_token=TOKEN, token=SHARED
             ) as c:
-                listed = (await c.http.get("/v1/codex/sessions")).json()["data"]["sessions"]
-                assert [s["sessionId"] for s in listed] == [session.sessionId]
-                created = await c.http.post("/v1/codex/sessions", json={})
+                listed = await c.http.get("/v1/codex/sessions", headers=shared)
+                sessions = listed.json()["data"]["sessions"]
+                assert [s["sessionId"] for s in sessions] == [session.sessionId]
+                created = await c.http.post("/v1/codex/sessions", json={}, headers=shared)
                 assert created.status_code == 201
                 relay = c.url.replace("http://", "ws://") + "/v1/codex/events?after=0"
-                assert '"hello"' in await _ws_hello(relay)
+                assert '"hello"' in await _ws_hello(relay, shared)
             # A conductor without the token gets codexd's refusal, passed on as it is.
             async with open_conductor(codexd.url, tmp_path / "without") as c:
                 listed = await c.http.get("/v1/codex/sessions")
                 assert _err(listed) == (401, "unauthorized")
             listed = (await http.get("/v1/codexd/sessions", headers=auth)).json()["data"]
             assert len(listed["sessions"]) == 2
+
+
+@pytest.mark.real_codex
+async def test_conductor_lends_codexds_token_to_no_caller_without_a_credential(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    # Issue 20, item 1: the conductor attaches codexd's token to what it forwards. Before, a
+    # caller on loopback needed nothing: any local user could start a full-access session and
+    # run turns as the node, and read every event through the relay.
+    token_file = tmp_path / "codexd.token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    env = {"BAA_CODEXD_TOKEN_FILE": str(token_file)}
+    with trio.fail_after(GUARD):
+        async with (
+            _codexd(tmp_path, codex_home, env) as codexd,
+            CodexdClient(codexd.url, token=TOKEN) as direct,
+        ):
+            # A session made by someone entitled to: the turn below would target it.
+            sid = (await direct.create_session(purpose="smoke")).sessionId
+            async with open_conductor(codexd.url, tmp_path / "conductor", codexd_token=TOKEN,
+                                      token=SHARED) as c:
+                await _refused_without_the_shared_token(c.url, c.http, sid)
+                # Nothing refused reached codexd: no session, no turn, no close, no event.
+                assert [s.sessionId for s in await direct.list_sessions()] == [sid]
+                session, events = await direct.get_session(sid)
+                assert (session.status, session.turnCount) == ("active", 0)
+                # Its events are its creation's (the app-server's thread notifications arrive
+                # when they do): none of a turn, none of a close.
+                assert [e.type for e in events if e.turnId or e.type == "session.closed"] == []
+                assert _session_events(codexd) == ["session.created"]
+                await _served_with_the_shared_token(c.url, c.http, sid)
+
+            # A conductor whose codexd has a token but that has no shared token itself refuses
+            # every /v1/codex/* call, and says what to configure.
+            async with open_conductor(codexd.url, tmp_path / "no-shared",
+                                      codexd_token=TOKEN) as c:
+                for path in ("/v1/codex/sessions", "/v1/codex/approvals"):
+                    answer = await c.http.get(path)
+                    assert _err(answer) == (401, "unauthorized")
+                    assert answer.json()["error"]["details"]["setting"] == "BAA_SHARED_TOKEN_FILE"
+                runtime = (await c.http.get("/v1/runtime")).json()["data"]
+                assert any("BAA_SHARED_TOKEN_FILE" in w for w in runtime["warnings"]), runtime
+                described = (await c.http.get("/describe")).json()["data"]
+                assert "/v1/codex/sessions" in described["auth"]["routes"]
+                assert "/v1/codex/events" in described["auth"]["routes"]
+
+
+async def _refused_without_the_shared_token(url: str, http: httpx.AsyncClient, sid: str) -> None:
+    relay = url.replace("http://", "ws://") + "/v1/codex/events"
+    nobody: dict[str, str] = {}
+    wrong = {"Authorization": "Bearer nope"}
+    # codexd's own token is not a credential for the conductor's callers either.
+    borrowed = {"Authorization": f"Bearer {TOKEN}"}
+    for headers in (nobody, wrong, borrowed):
+        for method, path, body in (
+            ("POST", "/v1/codex/sessions", {"sandbox": "danger-full-access"}),
+            ("POST", "/v1/codex/turn", {"sessionId": sid, "input": "rm -rf ~"}),
+            ("POST", f"/v1/codex/sessions/{sid}/close", {}),
+            ("GET", "/v1/codex/sessions", None),
+            ("GET", f"/v1/codex/sessions/{sid}", None),
+            ("GET", "/v1/codex/events?after=0", None),
+            ("GET", "/v1/codex/approvals", None),
+            ("GET", "/v1/codex/metrics", None),
+        ):
+            answer = await http.request(method, path, json=body, headers=headers)
+            assert _err(answer) == (401, "unauthorized"), (method, path, headers)
+        assert await _ws_refusal(f"{relay}?after=0", headers) == (401, "unauthorized")
+    # ?token= is for websockets only: never on an HTTP request (it would end up in logs).
+    answer = await http.get("/v1/codex/sessions", params={"token": SHARED})
+    assert _err(answer) == (401, "unauthorized")
+    assert await _ws_refusal(f"{relay}?after=0&token=nope", {}) == (401, "unauthorized")
+
+
+async def _served_with_the_shared_token(url: str, http: httpx.AsyncClient, sid: str) -> None:
+    """Everything is served with the shared token, the relay too (header or ?token=)."""
+    relay = url.replace("http://", "ws://") + "/v1/codex/events"
+    shared = {"Authorization": f"Bearer {SHARED}"}
+    assert (await http.get("/v1/codex/sessions", headers=shared)).status_code == 200
+    created = await http.post("/v1/codex/sessions", json={}, headers=shared)
+    assert created.status_code == 201, created.text
+    other = created.json()["data"]["session"]["sessionId"]
+    closed = await http.post(f"/v1/codex/sessions/{other}/close", json={}, headers=shared)
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["data"]["session"]["status"] == "closed"
+    turn = await http.post("/v1/codex/turn", json={"sessionId": sid, "input": "hi"},
+                           headers=shared)
+    assert turn.status_code == 202, turn.text
+    assert '"hello"' in await _ws_hello(f"{relay}?after=0", shared)
+    assert '"hello"' in await _ws_hello(f"{relay}?after=0&token={SHARED}")
+    assert (await http.get("/v1/codex/metrics", headers=shared)).status_code == 200
+    # The conductor's own views stay open: they hold no Codex content, only counts.
+    assert (await http.get("/v1/codex")).status_code == 200
+    assert (await http.get("/v1/status")).status_code == 200
 
 
 # ------------------------------------------------------------------------------------------
@@ -353,12 +507,32 @@ async def test_exposed_conductor_needs_the_shared_token_for_every_write(tmp_path
             created = await http.post("/v1/codex/sessions", json={}, headers=auth)
             assert created.status_code == 201
 
-        # On loopback, proxied writes need no token (only /v1/system/* does, when one is set).
+
+async def test_loopback_conductor_over_a_codexd_without_token_needs_none(tmp_path: Path) -> None:
+    # codexd trusts loopback callers (it has no token), so the conductor lends nothing by
+    # forwarding a loopback caller's request: reads, writes and the relay need no token there
+    # (only /v1/system/* does, when one is set).
+    with trio.fail_after(30):
         async with (
             open_fake_codexd() as fake,
             open_conductor(fake.url, tmp_path / "loopback", token=SHARED) as c,
         ):
-            assert (await c.http.post("/v1/codex/sessions", json={})).status_code == 201
+            created = await c.http.post("/v1/codex/sessions", json={})
+            assert created.status_code == 201
+            sid = created.json()["data"]["session"]["sessionId"]
+            turn = await c.http.post("/v1/codex/turn", json={"sessionId": sid, "input": "hi"})
+            assert turn.status_code == 202
+            assert (await c.http.get("/v1/codex/sessions")).status_code == 200
+            relay = c.url.replace("http://", "ws://") + "/v1/codex/events?after=0"
+            assert '"hello"' in await _ws_hello(relay)
+            assert _err(await c.http.post("/v1/system/pause", json={})) == (401, "unauthorized")
+            # A caller's ?token= is the conductor's to check, never forwarded to codexd.
+            await c.http.get(f"/v1/codex/events?after=0&token={SHARED}&to%6Ben=x&limit=5")
+            await _ws_hello(f"{relay}&token={SHARED}")
+            forwarded = [(m, p) for m, p, _ in fake.requests if "/events" in p][-2:]
+            assert forwarded == [("GET", "/v1/codexd/events?after=0&limit=5"),
+                                 ("WS", "/v1/codexd/events?after=0")]
+            assert not any(SHARED in p for _, p, _ in fake.requests)
 
 
 async def test_status_api_refuses_foreign_origins_and_hosts(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from conductor_trio.config import (
     add_conductor_flags,
     add_status_api_flags,
     resolve_conductor,
+    resolve_shared_token,
     resolve_status_api,
 )
 
@@ -151,6 +152,19 @@ def test_conductor_new_settings_default_env_flag(tmp_path: Path) -> None:
     assert (config.codexd_timeout_s, config.max_body_bytes, config.shutdown_grace_s) == (
         2.5, 4096, 1.0)
     assert config.codexd_token == "from-file"
+
+
+def test_shared_token_is_read_one_way_for_the_conductor_and_its_callers(tmp_path: Path) -> None:
+    token_file = tmp_path / "shared-token"
+    token_file.write_text("from-file\n")
+    env = {"BAA_SHARED_TOKEN_FILE": str(token_file), "BAA_SHARED_TOKEN": "from-env"}
+    assert resolve_shared_token(env) == ("from-file", "file")
+    assert resolve_shared_token({"BAA_SHARED_TOKEN": "from-env"}) == ("from-env", "env")
+    assert resolve_shared_token({}) == (None, "none")
+    config = resolve_conductor(_conductor_args(), env)
+    assert (config.shared_token, config.token_source) == resolve_shared_token(env)
+    with pytest.raises(ConfigError, match="cannot read the shared token file"):
+        resolve_shared_token({}, token_file=str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,8 @@ async def test_status_api_reads_the_conductor_and_survives_its_absence(tmp_path:
                         html = await http.get(page)
                         assert html.headers["content-type"].startswith("text/html")
                         assert 'fetch("/v1/status"' in html.text
+                        # The console is the conductor's: linked where it is.
+                        assert f'href="{c.url}/console"' in html.text
                     # Read-only: writes are not routes here.
                     refused = await http.post("/v1/status", json={})
                     assert refused.status_code == 405

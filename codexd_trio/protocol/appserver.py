@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 Peer = Union["ChildProcess", "WebSocketPeer"]
 
 __all__ = [
+    "REPLIED",
     "AppServerClient",
     "AppServerError",
     "Backpressure",
@@ -79,7 +80,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NotificationHandler = Callable[[Notification], None]
+# Returns the request's result, which the client then sends; or REPLIED when the handler sent
+# its answer itself with AppServerClient.reply (to learn whether it reached the child).
 ServerRequestHandler = Callable[[ServerRequest], Awaitable[Any]]
+
+
+class _Replied:
+    def __repr__(self) -> str:
+        return "REPLIED"
+
+
+# What a server-request handler returns once it has answered with AppServerClient.reply.
+REPLIED: Any = _Replied()
 # Awaited by the reader before each stdout line; returns when the host can take more.
 Backpressure = Callable[[], Awaitable[None]]
 
@@ -144,6 +156,23 @@ class AppServerClient:
     def exit_status(self) -> ExitStatus | None:
         """How the child ended, once it has exited."""
         return self._child.exit_status
+
+    async def reply(self, request: ServerRequest, result: Any) -> None:
+        """Answer the server request ``request`` with ``result`` now.
+
+        For a handler that must know whether its answer reached the child (an approval
+        decision is only recorded once delivered); it then returns :data:`REPLIED`.
+
+        Raises:
+            ChildGone: the child is gone (its stdout ended) or the write failed: the answer was
+                not delivered.
+
+        **Cancellation:** a cancel mid-write leaves it unknown whether the child got the
+        answer; treat it as not delivered.
+        """
+        if self._gone:
+            raise ChildGone("the app-server is gone")
+        await self._child.send(self._conn.send_result(request.id, result))
 
     # ------------------------------------------------------------------ requests
 
@@ -410,6 +439,8 @@ class AppServerClient:
             try:
                 with trio.fail_after(self._server_request_timeout):
                     result = await handler(request)
+                if result is REPLIED:
+                    return
                 reply = self._conn.send_result(request.id, result)
             except trio.TooSlowError:
                 reply = self._conn.send_error(

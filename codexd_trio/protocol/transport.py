@@ -11,8 +11,11 @@ the connection and nothing else: codexd never starts or kills an external app-se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from urllib.parse import urlsplit
 
 import trio
@@ -27,6 +30,9 @@ CLOSED = ExitStatus(code=None, signal=None)
 _CONNECT_TIMEOUT_S = 10.0
 # Codex sends whole JSON-RPC messages; a diff can be large, the same bound as the stdio reader.
 _MAX_MESSAGE = 64 * 1024 * 1024
+# The longest path an AF_UNIX address holds: sun_path is 108 bytes on Linux, 104 on macOS and
+# the BSDs, one of them kept for the terminating NUL.
+_SUN_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, str, int]:
@@ -47,6 +53,64 @@ def parse_endpoint(endpoint: str) -> tuple[str, str, int]:
         return "ws", parts.hostname, parts.port
     raise ValueError(
         f"an external endpoint is unix:///path/to/socket or ws://127.0.0.1:PORT: {endpoint!r}"
+    )
+
+
+def _fits(path: str) -> bool:
+    return len(os.fsencode(path)) <= _SUN_PATH_MAX
+
+
+def _link_dirs() -> list[str]:
+    """Where a short private link to a long socket path may go, in order of preference."""
+    return [tempfile.gettempdir(), "/tmp"]
+
+
+@contextmanager
+def _connectable(path: str) -> Iterator[str]:
+    """A path no longer than an ``AF_UNIX`` address that reaches the socket at ``path``.
+
+    ``connect()`` takes the path in a fixed-size address, but the kernel resolves it like any
+    other path, following symlinks of any length. So a long ``path`` is reached through its
+    resolved target when that is short (``codex app-server --listen unix://LONG`` binds under
+    ``/tmp/codex-daemon-<uid>/`` and leaves a symlink at LONG), else through a short symlink in
+    a private temporary directory, removed when the block ends (the connection outlives it).
+
+    Raises:
+        ChildSpawnError: no short enough way exists, naming the path and what was tried.
+    """
+    if _fits(path):
+        yield path
+        return
+    resolved = os.path.realpath(path)
+    if _fits(resolved):
+        yield resolved
+        return
+    tried = []
+    for base in _link_dirs():
+        # mkdtemp's name is 8 random characters after the prefix.
+        if not _fits(os.path.join(base, "baa-unix-" + "x" * 8, "s")):
+            tried.append(base)
+            continue
+        try:
+            private = tempfile.mkdtemp(prefix="baa-unix-", dir=base)
+        except OSError:
+            tried.append(base)
+            continue
+        link = os.path.join(private, "s")
+        try:
+            os.symlink(resolved, link)
+            yield link
+        finally:
+            with suppress(OSError):
+                os.unlink(link)
+            with suppress(OSError):
+                os.rmdir(private)
+        return
+    raise ChildSpawnError(
+        f"cannot connect to unix://{path}: the path is {len(os.fsencode(path))} bytes, longer "
+        f"than the {_SUN_PATH_MAX} a unix socket address holds, so is its resolved path "
+        f"{resolved!r}, and no short link could be made in {', '.join(tried)}; "
+        "listen on a shorter path"
     )
 
 
@@ -123,7 +187,8 @@ async def open_peer(endpoint: str) -> AsyncIterator[WebSocketPeer]:
     try:
         with trio.fail_after(_CONNECT_TIMEOUT_S):
             if kind == "unix":
-                stream = await trio.open_unix_socket(where)
+                with _connectable(where) as short:
+                    stream = await trio.open_unix_socket(short)
             else:
                 stream = await trio.open_tcp_stream(where, port)
     except (OSError, trio.TooSlowError) as exc:

@@ -4,6 +4,7 @@
   ``/metrics``, ``/openapi.json``, the middlewares) and the Hypercorn serve helper;
 * :mod:`~codexd_trio.web.envelope`: the envelope, the one error envelope, the code → status table;
 * :mod:`~codexd_trio.web.callers`: who may call (``CallerGuard``);
+* :mod:`~codexd_trio.web.websockets`: reading (and dropping) what a stream's client sends;
 * :mod:`~codexd_trio.web.observe`, :mod:`~codexd_trio.web.context`: request ids, metrics,
   access log;
 * :mod:`~codexd_trio.web.metrics`, :mod:`~codexd_trio.web.openapi`,

@@ -38,6 +38,7 @@ from codexd_trio.web.metrics import CONTENT_TYPE, AppMetrics
 from codexd_trio.web.observe import Observe
 
 __all__ = [
+    "WEBSOCKET_MAX_CLIENT_MESSAGE",
     "WebSetup",
     "hypercorn_config",
     "install",
@@ -45,6 +46,9 @@ __all__ = [
     "quart_rule_path",
     "serve_app",
 ]
+
+# The largest message a websocket client may send (bytes); see hypercorn_config.
+WEBSOCKET_MAX_CLIENT_MESSAGE = 64 * 1024
 
 
 @dataclass
@@ -198,6 +202,10 @@ def hypercorn_config(
     config.loglevel = "WARNING"
     config.graceful_timeout = graceful_timeout
     config.include_server_header = False
+    # Our websockets only send (event streams): what a client sends is read and dropped
+    # (codexd_trio.web.websockets), so a big message is only a cost. Hypercorn closes with 1009
+    # beyond this instead of buffering up to its 16 MiB default.
+    config.websocket_max_message_size = WEBSOCKET_MAX_CLIENT_MESSAGE
     return config
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "LOOPBACK_NAMES",
     "CallerGuard",
     "CallerPolicy",
+    "Refusal",
     "bearer_matches",
     "guard",
     "normalize_origin",

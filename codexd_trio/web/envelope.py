@@ -86,7 +86,13 @@ def error(status: int, code: str, message: str, details: dict[str, Any] | None =
 
 
 _PATH_RE = re.compile(r" - at `([^`]*)`$")
-_UNKNOWN_RE = re.compile(r"^Object contains unknown field `([^`]*)`")
+# msgspec names an unknown or a missing key in the message, at its object's path.
+_KEY_RE = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`")
+# What the contracts' constraints mean, in words (msgspec says the constraint itself).
+_PLAIN = {
+    "Expected `str` matching regex '\\S'": "expected text that is not empty or only whitespace",
+    "Expected `array` of length >= 1": "expected a non-empty array",
+}
 
 
 def decode_body(data: bytes, type_: type[T]) -> T:
@@ -99,17 +105,23 @@ def decode_body(data: bytes, type_: type[T]) -> T:
         text = str(exc)
         match = _PATH_RE.search(text)
         field = match.group(1) if match else "$"
-        # msgspec names an unknown key in the message, at its object's path: name the key.
-        if unknown := _UNKNOWN_RE.search(text):
-            field = f"{field}.{unknown.group(1)}"
+        if key := _KEY_RE.search(text):
+            field = f"{field}.{key.group(1)}"
+        reason = _PATH_RE.sub("", text)
+        reason = _PLAIN.get(reason, reason)
         raise InvalidRequest(
-            f"invalid request body: {_PATH_RE.sub('', text)}", field=field, path=field
+            f"invalid request body at {field}: {reason}", field=field, path=field
         ) from None
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
 
 
-def int_arg(name: str, raw: str | None, *, default: int | None, minimum: int = 0) -> int | None:
+def int_arg(
+    name: str, raw: str | None, *, default: int | None, minimum: int = 0,
+    maximum: int | None = None,
+) -> int | None:
+    """A whole-number query parameter; 400 ``invalid_request`` naming it (and the maximum, in
+    ``details.max``) when it is not one or out of range."""
     if raw is None or raw == "":
         return default
     try:
@@ -118,6 +130,9 @@ def int_arg(name: str, raw: str | None, *, default: int | None, minimum: int = 0
         raise InvalidRequest(f"query parameter {name} must be a whole number", field=name) from None
     if value < minimum:
         raise InvalidRequest(f"query parameter {name} must be at least {minimum}", field=name)
+    if maximum is not None and value > maximum:
+        raise InvalidRequest(f"query parameter {name} must be at most {maximum}", field=name,
+                             max=maximum)
     return value
 
 

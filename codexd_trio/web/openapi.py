@@ -9,7 +9,7 @@ app's ``url_map``, so the document cannot drift from the routes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,12 +95,14 @@ def build(
     ops: Sequence[Op],
     token: bool = False,
     extra_schemas: Iterable[Any] = (),
-    websockets: Sequence[dict[str, str]] = (),
+    websockets: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``ops``.
 
     Args:
         token: a bearer token is configured (every operation but ``auth_exempt`` ones may 401).
+            Without it, the operations that list ``unauthorized`` among their errors are the
+            ones that need a bearer token: they get their own ``security``.
         websockets: websocket routes, listed under ``x-websockets`` (OpenAPI has no such verb).
     """
     types: list[Any] = [ErrorEnvelope]
@@ -167,6 +169,8 @@ def build(
                 "required": op.body is not None and op.body_required,
                 "content": {"application/json": {"schema": body_schema}},
             }
+        if not token and "unauthorized" in op.errors:
+            operation["security"] = [{"bearer": []}]
         if op.tags:
             operation["tags"] = list(op.tags)
         paths.setdefault(op.path, {})[op.method.lower()] = operation
@@ -177,10 +181,11 @@ def build(
         "paths": paths,
         "components": {"schemas": components},
     }
-    if token:
+    if token or any("unauthorized" in op.errors for op in ops):
         document["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"}
         }
+    if token:
         document["security"] = [{"bearer": []}]
     if websockets:
         document["x-websockets"] = list(websockets)
@@ -188,19 +193,22 @@ def build(
 
 
 def described_routes(
-    ops: Sequence[Op], websockets: Sequence[dict[str, str]] = ()
+    ops: Sequence[Op], websockets: Sequence[Mapping[str, Any]] = ()
 ) -> list[dict[str, Any]]:
     """``GET /describe``'s list of routes, from the same operations as the OpenAPI document,
     so the two cannot drift; ``auth`` marks the routes that need the token beyond the
-    daemon's general rule."""
+    daemon's general rule (a websocket says so with ``"auth": True`` in its entry)."""
     routes: list[dict[str, Any]] = []
     for op in ops:
         route: dict[str, Any] = {"method": op.method, "path": op.path, "summary": op.summary}
         if "unauthorized" in op.errors:
             route["auth"] = True
         routes.append(route)
-    routes += [{"method": "WS", "path": ws["path"], "summary": ws["summary"]}
-               for ws in websockets]
+    for ws in websockets:
+        route = {"method": "WS", "path": ws["path"], "summary": ws["summary"]}
+        if ws.get("auth"):
+            route["auth"] = True
+        routes.append(route)
     return routes
 
 

@@ -2,7 +2,10 @@
 //
 // It speaks only to the conductor that served it (same origin): JSON over fetch, and the relay
 // websocket /v1/codex/events for the selected session. The shared token lives in
-// sessionStorage (this tab only): never in the URL, never in a cookie.
+// sessionStorage (this tab only): never in the page's URL, never in a cookie. It goes with every
+// call as Authorization, and on the relay websocket as ?token= (browsers cannot set headers on
+// an upgrade; the conductor neither forwards nor logs it). When codexd has a token, everything
+// under /v1/codex/* needs it: a 401 there asks for it in the Node panel, then tries again.
 "use strict";
 
 const TOKEN_KEY = "baa.conductor.token";
@@ -51,15 +54,74 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
 }
 
-async function api(method, path, body) {
-  const headers = {Accept: "application/json"};
+function authHeaders() {
+  const t = token();
+  return t ? {Authorization: "Bearer " + t} : {};
+}
+
+// The token prompt: a 401 from /v1/codex/* shows it and waits for the person to enter a token.
+// One wait is shared by every call that met the 401; it ends when a token is entered.
+const tokenWait = {promise: null, resolve: null, timer: null};
+
+function askForToken(message) {
+  const input = $("token-input");
+  input.setAttribute("aria-invalid", "true");
+  input.placeholder = "the node needs its shared token (BAA_SHARED_TOKEN)";
+  notify(message + " — enter the shared token in the Node panel.", "error");
+  // Only when the person is not busy elsewhere on the page (typing a turn, say).
+  if (document.activeElement === document.body || document.activeElement == null) {
+    input.focus();
+  }
+  if (!tokenWait.promise) {
+    tokenWait.promise = new Promise((resolve) => { tokenWait.resolve = resolve; });
+  }
+  return tokenWait.promise;
+}
+
+// A token was entered (Enter, leaving the field, or a pause in typing): the calls that waited
+// try again, and what was refused in the background is fetched again.
+function tokenEntered() {
+  clearTimeout(tokenWait.timer);
+  if (!token()) return;
+  $("token-input").removeAttribute("aria-invalid");
+  const resolve = tokenWait.resolve;
+  tokenWait.promise = null;
+  tokenWait.resolve = null;
+  if (resolve) resolve();
+  refreshSessions();
+  refreshApprovals();
+  refreshMetrics();
+  if (view.id && !view.ws) {
+    clearTimeout(view.retryTimer);
+    view.retryMs = RETRY_MIN_MS;
+    reloadSession();
+    openStream();
+  }
+}
+
+// opts.wait (default true): on a 401 from /v1/codex/*, ask for the token and try again once one
+// is entered. Background refreshes pass false: they only ask, and tokenEntered() re-runs them.
+async function api(method, path, body, opts) {
+  const wait = !opts || opts.wait !== false;
+  for (;;) {
+    try {
+      return await apiOnce(method, path, body);
+    } catch (e) {
+      if (e.status !== 401 || !path.startsWith("/v1/codex/")) throw e;
+      const asked = askForToken(e.message);
+      if (!wait) throw e;
+      await asked;
+    }
+  }
+}
+
+async function apiOnce(method, path, body) {
+  const headers = {Accept: "application/json", ...authHeaders()};
   const init = {method, headers, cache: "no-store", credentials: "same-origin"};
   if (method === "POST") {
     // JSON only: the daemons refuse any other POST body type (415).
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body || {});
-    const t = token();
-    if (t) headers.Authorization = "Bearer " + t;
   }
   let answer;
   try {
@@ -212,7 +274,7 @@ async function refreshMetrics() {
   const texts = [];
   for (const path of ["/metrics", "/v1/codex/metrics"]) {
     try {
-      const r = await fetch(path, {cache: "no-store"});
+      const r = await fetch(path, {cache: "no-store", headers: authHeaders()});
       if (r.ok) texts.push(await r.text());
     } catch (e) {
       // a daemon without metrics: its part is left out
@@ -263,7 +325,7 @@ async function refreshSessions() {
     do {
       const q = new URLSearchParams({order: "activity", limit: String(PAGE_LIMIT)});
       if (cursor) q.set("cursor", cursor);
-      const data = await api("GET", "/v1/codex/sessions?" + q);
+      const data = await api("GET", "/v1/codex/sessions?" + q, null, {wait: false});
       all.push(...data.sessions);
       cursor = data.nextCursor;
     } while (cursor && all.length < table.shown);
@@ -417,7 +479,8 @@ async function reloadSession() {
   if (!view.id) return;
   const generation = view.generation;
   try {
-    const data = await api("GET", "/v1/codex/sessions/" + encodeURIComponent(view.id));
+    const data = await api("GET", "/v1/codex/sessions/" + encodeURIComponent(view.id), null,
+                           {wait: false});
     if (generation === view.generation) renderSession(data.session);
   } catch (e) {
     failed("session " + view.id, e);
@@ -472,6 +535,8 @@ function streamUrl() {
   const q = new URLSearchParams({sessionId: view.id, after: String(view.cursor || 0),
                                  batch: "1"});
   $("stream-status").dataset.after = String(view.cursor || 0);
+  const t = token();
+  if (t) q.set("token", t);
   return scheme + "//" + location.host + "/v1/codex/events?" + q;
 }
 
@@ -581,7 +646,7 @@ async function refreshApprovals() {
   const generation = view.generation;
   let data;
   try {
-    data = await api("GET", "/v1/codex/approvals?state=pending");
+    data = await api("GET", "/v1/codex/approvals?state=pending", null, {wait: false});
   } catch (e) {
     $("approvals-count").textContent = "(" + e.message + ")";
     return;
@@ -654,7 +719,11 @@ function init() {
   tokenInput.addEventListener("input", () => {
     const v = tokenInput.value.trim();
     if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY);
+    // A pasted token is used without an Enter; typing one is retried once it pauses.
+    clearTimeout(tokenWait.timer);
+    tokenWait.timer = setTimeout(tokenEntered, 600);
   });
+  tokenInput.addEventListener("change", tokenEntered);
   $("mode-pause").addEventListener("click", (ev) => changeMode(ev.currentTarget, "pause"));
   $("mode-resume").addEventListener("click", (ev) => changeMode(ev.currentTarget, "resume"));
   $("mode-drain").addEventListener("click", (ev) => changeMode(ev.currentTarget, "drain"));

@@ -10,7 +10,8 @@ usage: check-node.sh [--node NAME] [options]
 
 Probe the services of this node over loopback HTTP and print one 'ok'/'FAIL' line each:
   conductor  GET /healthz (200), GET /readyz (200), GET /rolez == leader,
-             GET /metrics (200, conductor_* metrics)
+             GET /metrics (200, conductor_* metrics), GET /v1/codex/sessions?limit=1 (codexd
+             answers through the conductor; with the shared token when one is found)
   codexd     GET /healthz (200), GET /v1/codexd/status with the app-server child 'running'
              (and identity.nodeId == the expected node id, when known); with codexd's bearer
              token when the node has one (it is never printed), GET /metrics (codexd_*)
@@ -30,12 +31,17 @@ codexd's token comes from --codexd-token-file, else $BAA_CODEXD_TOKEN_FILE, else
 $BAA_CODEXD_TOKEN, else the BAA_CODEXD_TOKEN_FILE of the installed codexd service file (so run
 it as the user the services run as). The file must have mode 600 or 400.
 
+The conductor's shared token (sent to the conductor only; when codexd has a token, every
+/v1/codex/* call needs it) comes from --shared-token-file, else $BAA_SHARED_TOKEN_FILE, else
+$BAA_SHARED_TOKEN, else the BAA_SHARED_TOKEN_FILE of the installed conductor service file.
+
   --node NAME                 the node (e.g. mini): expects node id NAME-main
   --node-id ID                expect this node id instead
   --manager launchd|systemd   which log folder to check (default: launchd on macOS, else systemd)
   --scope agent|daemon        where the installed codexd file is (default agent)
   --install-dir DIR           folder of the installed files (default: per manager and scope)
   --codexd-token-file FILE    codexd's bearer token (default: see above)
+  --shared-token-file FILE    the conductor's shared token (default: see above)
   --server-strategy S         expect codexd to run strategy spawn or external
   --server-endpoint URL       expect codexd to attach to this endpoint (implies external)
   --codexd-api-base URL       default $BAA_CODEXD_LOCAL_API_BASE or http://127.0.0.1:4319
@@ -63,6 +69,7 @@ ROLE=leader
 TIMEOUT=5
 SKIP_LOGS=0
 TOKEN_FILE=""
+SHARED_TOKEN_FILE=""
 STRATEGY=""
 ENDPOINT=""
 while [ $# -gt 0 ]; do
@@ -74,6 +81,7 @@ while [ $# -gt 0 ]; do
     --scope) need_value "$@"; SCOPE=$2 ;;
     --install-dir) need_value "$@"; INSTALL_DIR=$2 ;;
     --codexd-token-file) need_value "$@"; TOKEN_FILE=$2 ;;
+    --shared-token-file) need_value "$@"; SHARED_TOKEN_FILE=$2 ;;
     --server-strategy) need_value "$@"; STRATEGY=$2 ;;
     --server-endpoint) need_value "$@"; ENDPOINT=$2 ;;
     --codexd-api-base) need_value "$@"; CODEXD=$2 ;;
@@ -102,8 +110,11 @@ args=(probe --manager "$MANAGER" --codexd-api-base "${CODEXD%/}" --conductor-api
 # Only file names go on the command line; render.py reads the token itself ($BAA_CODEXD_TOKEN
 # stays in the environment it inherits), so it never shows up in `ps` or in this output.
 [ -n "$TOKEN_FILE" ] && args+=(--codexd-token-file "$TOKEN_FILE")
+[ -n "$SHARED_TOKEN_FILE" ] && args+=(--shared-token-file "$SHARED_TOKEN_FILE")
 INSTALLED_CODEXD="$INSTALL_DIR/$(installed_name codexd)"
 args+=(--installed-codexd "$INSTALLED_CODEXD")
+INSTALLED_CONDUCTOR="$INSTALL_DIR/$(installed_name conductor)"
+args+=(--installed-conductor "$INSTALLED_CONDUCTOR")
 INSTALLED_APP_SERVER="$INSTALL_DIR/$(installed_name "$APP_SERVER")"
 args+=(--installed-app-server "$INSTALLED_APP_SERVER")
 [ -n "$STRATEGY" ] && args+=(--server-strategy "$STRATEGY")
@@ -111,7 +122,13 @@ args+=(--installed-app-server "$INSTALLED_APP_SERVER")
 
 echo "node ${NODE:-(this host)}${NODE_ID:+ (node id $NODE_ID)}, $MANAGER logs under $LOGS"
 if [ "$DRY_RUN" = 1 ]; then
+  if [ -n "$SHARED_TOKEN_FILE" ]; then shared="the token in $SHARED_TOKEN_FILE"
+  elif [ -n "${BAA_SHARED_TOKEN_FILE:-}" ]; then shared="the token in $BAA_SHARED_TOKEN_FILE"
+  elif [ -n "${BAA_SHARED_TOKEN:-}" ]; then shared="the token in \$BAA_SHARED_TOKEN"
+  elif [ -f "$INSTALLED_CONDUCTOR" ]; then shared="the token file named by $INSTALLED_CONDUCTOR, if any"
+  else shared="no token"; fi
   echo "would probe: conductor ${CONDUCTOR%/}/healthz /readyz /rolez (== $ROLE) /metrics"
+  echo "would probe: conductor ${CONDUCTOR%/}/v1/codex/sessions?limit=1 with $shared"
   if [ -n "$TOKEN_FILE" ]; then token="the token in $TOKEN_FILE"
   elif [ -n "${BAA_CODEXD_TOKEN_FILE:-}" ]; then token="the token in $BAA_CODEXD_TOKEN_FILE"
   elif [ -n "${BAA_CODEXD_TOKEN:-}" ]; then token="the token in \$BAA_CODEXD_TOKEN"

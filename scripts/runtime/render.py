@@ -1443,6 +1443,54 @@ def probe_codexd_token(ns: argparse.Namespace) -> tuple[str | None, str]:
     return None, ""
 
 
+def probe_shared_token(ns: argparse.Namespace) -> tuple[str | None, str]:
+    """The conductor's shared token for the ``/v1/codex/*`` probe, and where it came from.
+
+    The order the conductor reads it in (``--shared-token-file``, else
+    ``$BAA_SHARED_TOKEN_FILE``, else ``$BAA_SHARED_TOKEN``), then the ``BAA_SHARED_TOKEN_FILE``
+    of the installed conductor service file (``--installed-conductor``).
+    """
+    path = ns.shared_token_file or os.environ.get("BAA_SHARED_TOKEN_FILE", "")
+    if path:
+        return read_token_file(path, "shared token"), path
+    token = os.environ.get("BAA_SHARED_TOKEN", "").strip()
+    if token:
+        return token, "$BAA_SHARED_TOKEN"
+    installed = Path(ns.installed_conductor) if ns.installed_conductor else None
+    if installed is not None and installed.is_file():
+        item = _load(installed, [])
+        path = item.env.get("BAA_SHARED_TOKEN_FILE", "") if item is not None else ""
+        if path:
+            return read_token_file(path, f"shared token (named by {installed})"), path
+    return None, ""
+
+
+def probe_conductor_proxy(ns: argparse.Namespace, timeout: float) -> Probe:
+    """``GET /v1/codex/sessions?limit=1`` on the conductor: it reaches codexd through its proxy
+    (with codexd's token, if codexd has one), and takes the shared token when codexd has a
+    token (then every ``/v1/codex/*`` call needs the caller's own credential)."""
+    token, source = probe_shared_token(ns)
+    auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    probe, body = _probe_http(
+        "conductor", ns.conductor_api, "/v1/codex/sessions?limit=1", timeout, auth
+    )
+    if not probe.ok:
+        if probe.detail.startswith("HTTP 401"):
+            probe.detail += (
+                f" (the token from {source} is not the conductor's shared token)"
+                if token is not None
+                else " (codexd has a token, so the conductor wants its shared token: set "
+                "BAA_SHARED_TOKEN_FILE or pass --shared-token-file)"
+            )
+        return probe
+    if _json_data(body) is None:
+        return Probe(False, probe.what, "not a JSON envelope with ok=true")
+    probe.detail = "codexd answers through the conductor" + (
+        f", shared token from {source}" if token is not None else ""
+    )
+    return probe
+
+
 def _json_data(body: bytes | None) -> dict[str, Any] | None:
     try:
         doc = json.loads(body or b"")
@@ -1590,6 +1638,7 @@ def probe_node(ns: argparse.Namespace) -> list[Probe]:
         probe.detail = role
     out.append(probe)
     out.append(_probe_metrics("conductor", conductor, "conductor", timeout))
+    out.append(probe_conductor_proxy(ns, timeout))
 
     out.append(_probe_http("codexd", codexd, "/healthz", timeout, auth)[0])
     probe, body = _probe_http("codexd", codexd, "/v1/codexd/status", timeout, auth)
@@ -1730,6 +1779,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--installed-codexd",
         default="",
         help="installed codexd plist/unit whose BAA_CODEXD_TOKEN_FILE to use when none is given",
+    )
+    pr.add_argument("--shared-token-file", default="", help="the conductor's shared token")
+    pr.add_argument(
+        "--installed-conductor",
+        default="",
+        help="installed conductor plist/unit whose BAA_SHARED_TOKEN_FILE to use when none is "
+        "given",
     )
     pr.add_argument(
         "--installed-app-server",
