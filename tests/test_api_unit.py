@@ -190,6 +190,49 @@ async def test_readyz_reports_an_event_log_that_cannot_be_written_until_it_recov
             nursery.cancel_scope.cancel()
 
 
+async def test_the_registry_snapshot_never_claims_events_the_log_has_not_made_durable(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos harness (a turn accepted, then never ended in the journal): on a disk
+    that refused the event log's commits but not the registry's, the snapshot was written with
+    the effects of events that were not durable; SIGKILLed then, codexd kept the snapshot (it
+    was "ahead of the event log") and those events — a turn's end — were never journaled."""
+    disk = FullDisk(daemon.log, monkeypatch)
+    writes: list[tuple[int, int]] = []
+    write = daemon.files.registry._write_version
+
+    def spy(encode: Any, version: int) -> None:  # the registry's writer thread
+        data = encode()
+        writes.append((msgspec.json.decode(data)["lastSeq"], daemon.log.durable_seq))
+        write(lambda: data, version)
+
+    monkeypatch.setattr(daemon.files.registry, "_write_version", spy)
+    session = Session(sessionId="session-0", threadId="thread-0",
+                      createdAt="2026-12-07T00:00:00.000Z", updatedAt="2026-12-07T00:00:00.000Z")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.log.run)
+            daemon.publish(daemon.book.add(session))
+            daemon._save_registry()
+            await disk.retried.wait()  # the log cannot make session.created durable
+            flushed = trio.Event()
+
+            async def flush() -> None:
+                await daemon.files.registry.flush()
+                flushed.set()
+
+            nursery.start_soon(flush)
+            await trio.testing.wait_all_tasks_blocked()
+            disk.failing = False  # the log's next retry (a second away) lands
+            await flushed.wait()
+            nursery.cancel_scope.cancel()
+    assert writes
+    assert all(claimed <= durable for claimed, durable in writes), writes
+    saved = read_document(daemon.files.registry.path, SessionRegistry)
+    assert saved is not None
+    assert [s.sessionId for s in saved.sessions] == ["session-0"]
+
+
 async def test_an_approval_request_with_unexpected_shapes_is_still_recorded(
     daemon: Daemon,
 ) -> None:

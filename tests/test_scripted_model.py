@@ -382,6 +382,18 @@ async def test_prompted_plays_what_each_prompt_asks_and_ends_a_tool_follow_up(
         assert "echo: just text" in json.dumps(echoed)
 
 
+async def test_a_long_serving_model_keeps_only_its_newest_requests(
+    scripted_model: ScriptedModel,
+) -> None:
+    scripted_model.keep_requests = 2
+    with trio.fail_after(GUARD):
+        for text in ("one", "two", "three"):
+            await post_events(scripted_model, user_body(text))
+        await scripted_model.wait_requests(3)
+    assert scripted_model.request_count == 3
+    assert [r.user_texts()[-1] for r in scripted_model.requests] == ["two", "three"]
+
+
 async def test_requests_are_recorded_with_headers_and_body(scripted_model: ScriptedModel) -> None:
     seen = trio.Event()
 

@@ -101,6 +101,8 @@ class Daemon(DaemonOperations):
         )
         self.book = SessionBook(self.files.registry_sessions)
         self.files.registry.capture = self._registry_job
+        self.files.registry.before_write = self._registry_durable
+        self._registry_seq = 0
         self.sessions = SessionService(self.book, self.publish, self._save_registry,
                                        self._acknowledge)
         self.ledger = ApprovalLedger(self.files.approvals)
@@ -160,7 +162,16 @@ class Daemon(DaemonOperations):
         # The snapshot only shortens the replay at start-up (the log is the truth), so a big
         # registry is rewritten less often: ~4 µs a session to encode, at most ~10% of a core.
         self.files.registry.coalesce_s = max(1.0, self.book.count / REGISTRY_SESSIONS_PER_S)
-        return functools.partial(self.book.freeze().registry_json, self.hub.last_seq)
+        # It claims every event emitted so far; the write waits until they are durable
+        # (_registry_durable), so a snapshot is never ahead of the journal it shortens.
+        self._registry_seq = self.hub.last_seq
+        return functools.partial(self.book.freeze().registry_json, self._registry_seq)
+
+    async def _registry_durable(self) -> None:
+        # A snapshot written with the effects of events that are not durable yet, then a
+        # SIGKILL: the next start keeps the snapshot and those events (a turn's end, say) are
+        # never journaled. Found by the chaos harness on a disk that refused the log's commits.
+        await self.log.wait_durable(self._registry_seq)
 
     def _save_registry(self) -> None:
         self.files.registry.touch()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -153,6 +153,9 @@ class JsonDocument(Generic[T]):
         # Set for a document kept elsewhere (the session table): called on the Trio thread at
         # write time, it returns the encoding job for the writer thread; ``value`` is not used.
         self.capture: Callable[[], Callable[[], bytes]] | None = None
+        # Set for a snapshot of a journal (the session table over the event log): awaited after
+        # each capture, before the write, until what was captured may be on disk.
+        self.before_write: Callable[[], Awaitable[None]] | None = None
 
     @property
     def dirty(self) -> bool:
@@ -198,6 +201,8 @@ class JsonDocument(Generic[T]):
             if self._disk_version >= target:
                 return
             encode, version = self._capture(), self._version
+            if self.before_write is not None:
+                await self.before_write()
             try:
                 await trio.to_thread.run_sync(
                     self._write_version, encode, version, limiter=documents_limiter()

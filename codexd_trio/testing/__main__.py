@@ -20,6 +20,8 @@ import trio
 
 from codexd_trio.testing import Prompted, open_scripted_model
 
+KEEP_REQUESTS = 100
+
 
 class _UsageError(Exception):
     pass
@@ -52,6 +54,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 async def _serve(host: str, port: int, prompted: bool) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with open_scripted_model(host=host, port=port) as model:
+            # A standalone model serves for hours (up.sh --demo, the chaos harness): it keeps
+            # only its newest requests, not every body it was ever sent.
+            model.keep_requests = KEEP_REQUESTS
             if prompted:
                 model.default = Prompted()
             ready = {"ready": True, "service": "scripted-model", "url": model.base_url}

@@ -57,7 +57,10 @@ class ScriptedModel:
     Attributes:
         base_url: ``http://HOST:PORT/v1``, the provider ``base_url`` for ``config.toml``.
         port: The bound TCP port.
-        requests: Every request received, in arrival order (any path, any method).
+        requests: Every request received, in arrival order (any path, any method); only the
+            newest ``keep_requests`` when that is set.
+        request_count: How many requests were received in all.
+        keep_requests: None (keep every request, the default) or how many to keep.
         default: Played when the FIFO is empty; :class:`Echo` unless changed.
     """
 
@@ -66,6 +69,11 @@ class ScriptedModel:
         self.port = port
         self.base_url = f"http://{host}:{port}/v1"
         self.requests: list[RecordedRequest] = []
+        # How many requests arrived in all; ``requests`` keeps the newest ``keep_requests``
+        # of them (None: every one, what tests read). A model that serves for hours (the
+        # standalone server) must not keep every body it was sent.
+        self.request_count = 0
+        self.keep_requests: int | None = None
         self.default: Scenario = Echo()
         self._queue: list[Scenario] = []
         self._followups: dict[str, tuple[object, Scenario]] = {}
@@ -90,7 +98,7 @@ class ScriptedModel:
 
         **Cancellation:** safe at any point; wrap in ``trio.fail_after`` at the call site.
         """
-        while len(self.requests) < n:
+        while self.request_count < n:
             await self._changed.wait()
 
     @property
@@ -140,6 +148,9 @@ class ScriptedModel:
 
     def _record(self, request: RecordedRequest) -> None:
         self.requests.append(request)
+        self.request_count += 1
+        if self.keep_requests is not None and len(self.requests) > self.keep_requests:
+            del self.requests[: len(self.requests) - self.keep_requests]
         self._notify()
 
     def _set_streaming(self, delta: int) -> None:
