@@ -9,7 +9,7 @@ mirror the app-server (see ``../shared/CONTRACT.md``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -243,23 +243,46 @@ class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
 
 
 # A turn's input: plain text, or a list of app-server ``UserInput`` items passed through.
-# A turn needs something to say: text with a non-space character, or at least one input item
-# (an empty input used to start a turn with nothing in it).
-TurnInput = (
-    Annotated[str, msgspec.Meta(pattern=r"\S", description="text, not only whitespace")]
-    | Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1, description="input items")]
-)
+TurnInput = str | list[dict[str, Any]]
+
+
+def _check_turn_input(value: TurnInput) -> None:
+    """A turn needs something to say: text with a non-space character, or at least one input
+    item (an empty input used to start a turn with nothing in it).
+
+    Checked in ``__post_init__`` rather than with ``Annotated[..., msgspec.Meta(...)]``
+    constraints: msgspec 0.22 can crash the interpreter at exit (SIGSEGV while collecting the
+    constraint's type nodes, msgspec issue #717), which killed pytest runs and daemons with
+    status 139. msgspec reports a ``__post_init__`` error at the struct's own path, so the
+    message names the field itself (these requests are only ever decoded as a whole body).
+    """
+    if not (value.strip() if isinstance(value, str) else value):
+        raise ValueError(
+            "Expected text with a non-space character or at least one input item - at `$.input`"
+        )
 
 
 class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Start a turn; ``input`` is text with a non-space character or a non-empty list of input
+    items."""
+
     sessionId: str
     input: TurnInput
+
+    def __post_init__(self) -> None:
+        _check_turn_input(self.input)
 
 
 class SteerRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Steer the running turn; ``input`` is text with a non-space character or a non-empty list
+    of input items."""
+
     sessionId: str
     input: TurnInput
     expectedTurnId: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_turn_input(self.input)
 
 
 class InterruptRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
