@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import trio
 
-from codexd_trio.codexbin import resolve_server_command
+from codexd_trio.base.codexbin import resolve_server_command
 from codexd_trio.testing import codex_child_env, open_scripted_model, temporary_codex_home
 
 

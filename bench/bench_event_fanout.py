@@ -62,8 +62,8 @@ from bench.common import (
     print_result,
     running_codexd,
 )
+from codexd_trio.base.contracts import Event
 from codexd_trio.client import CodexdClient, open_websocket
-from codexd_trio.contracts import Event
 from codexd_trio.testing import Streamed, open_scripted_model, temporary_codex_home
 
 HANG_GUARD_S = 180.0

@@ -43,15 +43,15 @@ from bench.common import (
     percentiles,
     print_result,
 )
-from codexd_trio.errors import IdempotencyMismatch
-from codexd_trio.idempotency import (
+from codexd_trio.base.errors import IdempotencyMismatch
+from codexd_trio.store.documents import JsonDocument
+from codexd_trio.store.idempotency import (
     RETENTION_S,
     Answer,
     IdempotencyBook,
     IdempotencyRecord,
     IdempotencyStore,
 )
-from codexd_trio.store import JsonDocument
 
 ROUTE = "POST /v1/codexd/turn"
 HANG_GUARD_S = 1800.0

@@ -5,8 +5,9 @@ with no traffic; the resident set (``VmRSS``) of the codexd Python process and, 
 its codex child is read from ``/proc``.
 
 Part 2: ``state/codexd/session-registry.json`` is written beforehand with ``--sessions``
-sessions (real :class:`~codexd_trio.contracts.Session` records; their threads do not exist, which
-does not matter for reads); codexd starts on it, settles, and then serves ``--requests`` ×
+sessions (real :class:`~codexd_trio.base.contracts.Session` records; their threads do not
+exist, which does not matter for reads); codexd starts on it, settles, and then serves
+``--requests`` ×
 ``GET /v1/codexd/status`` and ``--requests`` × ``GET /v1/codexd/sessions/{id}`` (random ids),
 one at a time over one keep-alive connection. ``GET /healthz`` is timed the same way as the
 floor of the HTTP stack (httpx client + hypercorn) and a few ``GET /v1/codexd/sessions`` (the
@@ -39,8 +40,8 @@ from bench.common import (
     rss_mb,
     running_codexd,
 )
+from codexd_trio.base.contracts import Session, SessionRegistry, TurnError, now_iso
 from codexd_trio.client import CodexdClient
-from codexd_trio.contracts import Session, SessionRegistry, TurnError, now_iso
 from codexd_trio.testing import open_scripted_model, temporary_codex_home
 
 HANG_GUARD_S = 300.0

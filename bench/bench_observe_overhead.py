@@ -1,7 +1,7 @@
 """What request ids, metrics and the access log cost: ``GET /v1/codexd/status`` with and without
 the :class:`~codexd_trio.web.observe.Observe` middleware, side by side in one run.
 
-One in-process codexd :class:`~codexd_trio.service.Daemon` (no child: ``status`` does not need
+One in-process codexd :class:`~codexd_trio.core.service.Daemon` (no child: ``status`` does not need
 it) is served twice by Hypercorn in this process: once by the app as built (``Observe`` →
 ``CallerGuard`` → Quart) and once by the same app with ``Observe`` taken off (``CallerGuard`` →
 Quart; no request id, no metrics, no access line). Requests alternate between the two, one at a
@@ -31,12 +31,12 @@ from bench.common import (
     percentiles,
     print_result,
 )
-from codexd_trio.api import create_app
-from codexd_trio.config import CodexdConfig
-from codexd_trio.logsetup import JsonFormatter
-from codexd_trio.service import Daemon
+from codexd_trio.base.logsetup import JsonFormatter
+from codexd_trio.core.config import CodexdConfig
+from codexd_trio.core.service import Daemon
 from codexd_trio.web.app import serve_app
 from codexd_trio.web.observe import Observe
+from codexd_trio.web.routes import create_app
 
 HANG_GUARD_S = 300.0
 

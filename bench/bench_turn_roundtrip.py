@@ -1,7 +1,7 @@
 """Turn round trip: codexd's HTTP API versus a direct stdio connection to ``codex app-server``.
 
 Same scripted model, same run, interleaved. Path A opens its own ``codex app-server`` child
-with :func:`~codexd_trio.protocol.appserver.open_app_server`, starts one thread, and times
+with :func:`~codexd_trio.protocol.spawn.open_app_server`, starts one thread, and times
 ``turn/start`` → the ``turn/completed`` notification of that turn. Path B is a codexd
 subprocess: one session, then ``POST /v1/codexd/turn`` (202) → ``app-server.turn.completed`` for
 that turn on one long-lived websocket subscription. Each path gets its own Codex home pointing
@@ -30,9 +30,9 @@ from bench.common import (
     print_result,
     running_codexd,
 )
-from codexd_trio.child import ChildSpec
 from codexd_trio.client import CodexdClient
 from codexd_trio.protocol.appserver import AppServerClient, Notification
+from codexd_trio.protocol.child import ChildSpec
 from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing import (
     Plain,

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from codexd_trio import codexbin
+from codexd_trio.base import codexbin
 from codexd_trio.testing.codexhome import scratch_root
 from codexd_trio.testing.daemon import CodexdProcess, group_alive, running_codexd
 

@@ -1,3 +1,3 @@
-from codexd_trio.cli import main
+from codexd_trio.cli.main import main
 
 raise SystemExit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from codexd_trio.process import first_leaf, print_ready, stop_on_signal
+from codexd_trio.base.process import first_leaf, print_ready, stop_on_signal
 
 __all__ = ["fail", "first_leaf", "print_ready", "stop_on_signal"]
 

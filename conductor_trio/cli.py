@@ -15,9 +15,8 @@ from collections.abc import Sequence
 import httpx
 import trio
 
-from codexd_trio.logsetup import resolve_log_file, resolve_log_format, setup_logging
+from codexd_trio.base.logsetup import resolve_log_file, resolve_log_format, setup_logging
 from conductor_trio._process import fail, first_leaf, print_ready, stop_on_signal
-from conductor_trio.app import create_app
 from conductor_trio.config import (
     ConductorConfig,
     ConfigError,
@@ -26,6 +25,7 @@ from conductor_trio.config import (
 )
 from conductor_trio.mode import ModeStoreError
 from conductor_trio.service import Conductor
+from conductor_trio.web.app import serve_conductor
 
 PROG = "conductor"
 
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 async def run_conductor(config: ConductorConfig) -> None:
     """Serve until SIGTERM/SIGINT, print the ready line once listening.
 
-    **Cancellation:** a signal starts a graceful stop (see ``Conductor.serve``); a cancel of the
+    **Cancellation:** a signal starts a graceful stop (see ``Conductor.run``); a cancel of the
     caller stops everything at once, the lease still being released.
     """
     conductor = Conductor(config)
@@ -54,7 +54,7 @@ async def run_conductor(config: ConductorConfig) -> None:
         await nursery.start(stop_on_signal, conductor.begin_stop)
 
         async def serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-            await conductor.serve(create_app(conductor), task_status=task_status)
+            await serve_conductor(conductor, task_status=task_status)
             nursery.cancel_scope.cancel(reason="conductor stopped")
 
         url = await nursery.start(serve)

@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.config import (
+from codexd_trio.base.addresses import is_loopback
+from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.settings import (
     ConfigError,
     parse_origins,
     resolve_codexd_token,
     split_base,
 )
-from codexd_trio.web.addresses import is_loopback
 
 Role = Literal["primary", "standby"]
 

@@ -1,9 +1,9 @@
 """The conductor's and the status-api's answers as msgspec types.
 
 The views are built from these types, and ``GET /openapi.json`` describes them with the same
-types (:mod:`conductor_trio.api_doc`), so the document cannot drift from the answers. Field
+types (:mod:`conductor_trio.web.api_doc`), so the document cannot drift from the answers. Field
 names are the wire names clients already read (snake_case, unlike codexd's camelCase); the
-shapes that come from codexd reuse :mod:`codexd_trio.contracts` types.
+shapes that come from codexd reuse :mod:`codexd_trio.base.contracts` types.
 
 A lease snapshot differs between the file store and etcd: the etcd-only fields are ``UNSET``
 (left out of the answer) with the file store. Lease snapshots are dicts built by the keepers;
@@ -18,9 +18,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from codexd_trio.contracts import ActiveTurn, ChildState
-from conductor_trio.lease import LeaseRole
-from conductor_trio.lease_etcd import LeaseHolder
+from codexd_trio.base.contracts import ActiveTurn, ChildState
+from conductor_trio.lease.file import LeaseHolder, LeaseRole
 from conductor_trio.mode import Mode, ModeRecord
 
 __all__ = [

@@ -10,7 +10,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from codexd_trio.web.metrics import AppMetrics
+from codexd_trio.base.metrics import AppMetrics
 
 if TYPE_CHECKING:
     from conductor_trio.service import Conductor

@@ -13,8 +13,8 @@ from typing import Literal
 import msgspec
 import trio
 
-from codexd_trio.contracts import now_iso
-from codexd_trio.store import atomic_write_bytes
+from codexd_trio.base.contracts import now_iso
+from codexd_trio.base.files import atomic_write_bytes
 
 Mode = Literal["running", "paused", "draining"]
 

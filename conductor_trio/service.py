@@ -1,7 +1,7 @@
 """The conductor process: its state and its nursery tree.
 
 ```
-Conductor.serve()
+Conductor.run(http)
 └── nursery
     ├── HTTP/WS server   Hypercorn (trio worker) serving the Quart-Trio app
     ├── lease loop       LeaseKeeper (file: acquire / renew every renew_s) or EtcdLeaseKeeper.run
@@ -19,21 +19,16 @@ in-flight requests, cancels the loops and releases the lease so a standby can ta
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import trio
-from quart_trio import QuartTrio
 
+from codexd_trio.base.contracts import CodexdStatus, now_iso
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
-from codexd_trio.contracts import ActiveTurn, CodexdStatus, now_iso
-from codexd_trio.web.app import serve_app
 from conductor_trio import __version__
 from conductor_trio.config import ConductorConfig
 from conductor_trio.contracts import (
@@ -51,63 +46,25 @@ from conductor_trio.contracts import (
     StatusSnapshot,
     lease_view,
 )
-from conductor_trio.lease import FileLeaseStore, LeaseKeeper, LeaseStore, iso_from_clock
-from conductor_trio.lease_etcd import EtcdGateway, EtcdLeaseKeeper, LeaseHolder
+from conductor_trio.health import (
+    METRICS_CHECK_EVERY_S,
+    CodexdProbe,
+    LoopInfo,
+    MetricsHealth,
+    active_turns,
+    count_families,
+)
+from conductor_trio.lease.etcd import EtcdLeaseKeeper
+from conductor_trio.lease.etcd_gateway import EtcdGateway
+from conductor_trio.lease.file import (
+    FileLeaseStore,
+    LeaseHolder,
+    LeaseKeeper,
+    LeaseStore,
+    iso_from_clock,
+)
 from conductor_trio.metrics import ConductorMetrics
 from conductor_trio.mode import ModeStore
-
-
-@dataclass
-class LoopInfo:
-    interval_s: float
-    runs: int = 0
-    last_run_at: str | None = None
-    # A leader-only loop runs inside the lease's fence; the token it last ran under.
-    fenced: bool = False
-    fence_token: int | None = None
-
-    def tick(self) -> None:
-        self.runs += 1
-        self.last_run_at = now_iso()
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"interval_s": self.interval_s, "runs": self.runs,
-                               "last_run_at": self.last_run_at}
-        if self.fenced:
-            out.update(fenced=True, fence_token=self.fence_token)
-        return out
-
-
-# How often the heartbeat checks codexd's GET /metrics (for /v1/status and the status page).
-METRICS_CHECK_EVERY_S = 60.0
-
-
-@dataclass
-class MetricsHealth:
-    """Whether a daemon's ``GET /metrics`` answers with its own metric families."""
-
-    ok: bool = False
-    checked_at: str | None = None
-    error: str | None = None
-    families: int | None = None
-
-
-def count_families(text: str, prefix: str) -> int:
-    """How many ``<prefix>_*`` metric families a Prometheus text answer declares."""
-    return sum(
-        1 for line in text.splitlines()
-        if line.startswith("# TYPE ") and line[7:].startswith(prefix + "_")
-    )
-
-
-@dataclass
-class CodexdProbe:
-    """The last thing the conductor learned about codexd."""
-
-    reachable: bool = False
-    checked_at: str | None = None
-    error: str | None = None
-    status: CodexdStatus | None = None
 
 
 class Conductor:
@@ -118,7 +75,7 @@ class Conductor:
         lease_store: where the lease lives (default: ``lease.json`` in the conductor state dir).
         clock: the lease clock (``time.time``; tests pass ``trio.current_time``).
 
-    **Resource handling:** :meth:`serve` owns the codexd client and every task; nothing outlives
+    **Resource handling:** :meth:`run` owns the codexd client and every task; nothing outlives
     it.
     """
 
@@ -399,15 +356,14 @@ class Conductor:
             scope.cancel(reason="conductor stopping")
         self.stopping.set()
 
-    async def _shutdown_trigger(self) -> None:
-        await self.stopping.wait()
+    async def run(self, http: Callable[..., Awaitable[None]], *,
+                  task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the conductor until :meth:`begin_stop` (graceful) or cancel.
 
-    async def serve(self, app: QuartTrio, *,
-                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the conductor, serving ``app``, until :meth:`begin_stop` (graceful) or cancel.
-
-        ``app`` is built by the caller (``conductor_trio.app.create_app(conductor)``), so this
-        module never imports the web layer that imports it.
+        ``http(task_status=...)`` is the HTTP server (``conductor_trio.web.app.serve_conductor``
+        passes Hypercorn serving the app): it reports the bound base URL and returns once
+        :attr:`stopping` is set and its connections are closed. So this module never imports the
+        web layer that imports it.
 
         Calls ``task_status.started(url)`` with the bound base URL once the lease has been tried,
         codexd probed and the HTTP socket listens.
@@ -421,20 +377,12 @@ class Conductor:
         self.modes.load()
         try:
             async with trio.open_nursery() as nursery:
-                async def http(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
-                               ) -> None:
-                    await serve_app(
-                        app,
-                        self.config.listen_host,
-                        self.config.listen_port,
-                        shutdown_trigger=self._shutdown_trigger,
-                        graceful_timeout=self.config.shutdown_grace_s,
-                        errorlog=logging.getLogger("conductor.http"),
-                        task_status=task_status,
-                    )
+                async def server(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+                                 ) -> None:
+                    await http(task_status=task_status)
                     nursery.cancel_scope.cancel(reason="HTTP server stopped")
 
-                self.url = await nursery.start(partial(http))
+                self.url = await nursery.start(server)
                 await nursery.start(self._lease_loop)
                 await nursery.start(self._heartbeat_loop)
                 task_status.started(self.url)
@@ -463,10 +411,3 @@ def _after_first(task_status: trio.TaskStatus[None], info: LoopInfo
             task_status.started()
 
     return _Status()
-
-
-def active_turns(probe: CodexdProbe) -> list[ActiveTurn] | None:
-    """codexd's ``activeTurns`` (``None`` when codexd's status is unknown)."""
-    if probe.status is None:
-        return None
-    return list(probe.status.snapshot.activeTurns)

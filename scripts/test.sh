@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check of the project on a fresh machine: installs what is missing (scripts/setup.sh),
-# then ruff, mypy --strict and the pytest suite (which drives the real codex binary offline).
+# then ruff, mypy --strict, lint-imports (the layers) and the pytest suite (which drives the real codex binary offline).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k websocket -x
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,5 +32,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== lint-imports (the layers, see [tool.importlinter] in pyproject.toml)"
+.venv/bin/lint-imports
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

@@ -20,7 +20,7 @@ import trio
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from codexd_trio.contracts import Approval, Event, Session, now_iso
+from codexd_trio.base.contracts import Approval, Event, Session, now_iso
 from codexd_trio.web.app import install_errors, serve_app
 from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.envelope import error
@@ -389,10 +389,10 @@ async def open_conductor(
     says otherwise) with an httpx client."""
     import httpx
 
-    from conductor_trio.app import create_app
     from conductor_trio.config import ConductorConfig
-    from conductor_trio.lease import MemoryLeaseStore
+    from conductor_trio.lease.file import MemoryLeaseStore
     from conductor_trio.service import Conductor
+    from conductor_trio.web.app import serve_conductor
 
     config = ConductorConfig(
         node_id="test-node", local_api=local_api, role=role,  # type: ignore[arg-type]
@@ -406,7 +406,7 @@ async def open_conductor(
 
         async def _serve(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
             try:
-                await conductor.serve(create_app(conductor), task_status=task_status)
+                await serve_conductor(conductor, task_status=task_status)
             finally:
                 done.set()
 
@@ -444,7 +444,7 @@ async def spawn_daemon(
     import signal
     import subprocess
 
-    from codexd_trio.process import follow_ready_line
+    from codexd_trio.base.process import follow_ready_line
 
     process = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from codexd_trio.eventlog import EventLog
+from codexd_trio.store.eventlog import EventLog
 
 
 class FullDisk:

@@ -12,14 +12,14 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.api import create_app
-from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import Session, SessionRegistry
-from codexd_trio.domain import Emit
+from codexd_trio.base.contracts import Session, SessionRegistry
+from codexd_trio.core.config import CodexdConfig
+from codexd_trio.core.domain import Emit
+from codexd_trio.core.service import Daemon, UnsupportedServerRequest
+from codexd_trio.core.supervisor import Incarnation
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
-from codexd_trio.service import Daemon, UnsupportedServerRequest
-from codexd_trio.store import read_document
-from codexd_trio.supervisor import Incarnation
+from codexd_trio.store.documents import read_document
+from codexd_trio.web.routes import create_app
 from tests.full_disk import FullDisk
 
 

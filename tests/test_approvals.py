@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 import trio
 
-from codexd_trio.api import create_app
-from codexd_trio.approvals import UNDELIVERED
-from codexd_trio.child import ChildSpec
-from codexd_trio.config import CodexdConfig
-from codexd_trio.contracts import Approval, Session, now_iso
-from codexd_trio.domain import Emit
+from codexd_trio.base.contracts import Approval, Session, now_iso
+from codexd_trio.core.approvals import UNDELIVERED
+from codexd_trio.core.config import CodexdConfig
+from codexd_trio.core.domain import Emit
+from codexd_trio.core.service import Daemon
+from codexd_trio.core.supervisor import Incarnation
 from codexd_trio.protocol.appserver import AppServerClient, ChildExited, ServerRequest
+from codexd_trio.protocol.child import ChildSpec
 from codexd_trio.protocol.spawn import open_app_server
-from codexd_trio.service import Daemon
-from codexd_trio.supervisor import Incarnation
+from codexd_trio.web.routes import create_app
 
 FAKE_SERVER = Path(__file__).with_name("fake_app_server.py")
 THREAD = "thread-asking"

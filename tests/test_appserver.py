@@ -13,7 +13,6 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from codexd_trio.child import ChildSpec, ExitStatus
 from codexd_trio.protocol.appserver import (
     AppServerClient,
     AppServerError,
@@ -22,6 +21,7 @@ from codexd_trio.protocol.appserver import (
     RequestTimeout,
     ServerRequest,
 )
+from codexd_trio.protocol.child import ChildSpec, ExitStatus
 from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing.daemon import group_alive
 from tests.notifications import Notifications

@@ -13,7 +13,6 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.child import ChildSpec, ExitStatus
 from codexd_trio.protocol.appserver import (
     AppServerClient,
     AppServerError,
@@ -21,6 +20,7 @@ from codexd_trio.protocol.appserver import (
     ServerRequest,
     ServerRequestHandler,
 )
+from codexd_trio.protocol.child import ChildSpec, ExitStatus
 from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing import (
     ExecCommand,

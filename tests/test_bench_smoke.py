@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from bench.common import BENCH_ROOT
-from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.base.codexbin import REPO_ROOT
 
 pytestmark = pytest.mark.real_codex
 

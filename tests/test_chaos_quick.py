@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.chaos.faults import kinds
-from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.base.codexbin import REPO_ROOT
 from tests.etcd_fixture import etcd_binary
 
 SEED = 20261207

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from codexd_trio.child import (
+from codexd_trio.base.limiters import reads_limiter
+from codexd_trio.protocol.child import (
     MIN_MAX_LINE,
-    CappedLog,
     ChildGone,
     ChildProcess,
     ChildSpawnError,
@@ -22,7 +22,7 @@ from codexd_trio.child import (
     LineTooLong,
     open_child,
 )
-from codexd_trio.limiters import reads_limiter
+from codexd_trio.protocol.childlog import CappedLog
 from codexd_trio.testing.daemon import assert_group_gone, group_alive
 from tests.test_store import all_tokens_held
 

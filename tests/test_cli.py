@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import trio
 
+from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.settings import ConfigError
 from codexd_trio.client import CodexdClient
-from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.config import ConfigError, resolve_config
+from codexd_trio.core.config import resolve_config
 from codexd_trio.testing import Plain, ScriptedModel
 from codexd_trio.testing.daemon import running_codexd
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from codexd_trio.contracts import (
+from codexd_trio.base.contracts import (
     Event,
     Session,
     SessionRegistry,
@@ -23,7 +23,7 @@ from codexd_trio.contracts import (
     json_encoder,
     now_iso,
 )
-from codexd_trio.domain import Emit, SessionBook
+from codexd_trio.core.domain import Emit, SessionBook
 from codexd_trio.protocol.jsonrpc import Connection, Notification, Response, ServerRequest
 
 THREAD = "019a0000-0000-7000-8000-000000000001"

@@ -20,11 +20,11 @@ import msgspec
 import pytest
 import trio
 
-from codexd_trio.child import ChildSpec
+from codexd_trio.base.codexbin import check_version, version_from_user_agent
+from codexd_trio.base.contracts import Session, SessionRegistry, json_encoder, now_iso
 from codexd_trio.client import CodexdClient
-from codexd_trio.codexbin import check_version, version_from_user_agent
-from codexd_trio.contracts import Session, SessionRegistry, json_encoder, now_iso
-from codexd_trio.domain import Emit, SessionBook
+from codexd_trio.core.domain import Emit, SessionBook
+from codexd_trio.protocol.child import ChildSpec
 from codexd_trio.protocol.spawn import open_app_server
 from codexd_trio.testing import ScriptedModel, Streamed, codex_child_env
 from codexd_trio.testing.daemon import running_codexd

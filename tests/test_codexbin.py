@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from codexd_trio import codexbin
-from codexd_trio.codexbin import (
+from codexd_trio.base import codexbin
+from codexd_trio.base.codexbin import (
     CodexBinaryNotFound,
     SupportedRange,
     check_reported_version,

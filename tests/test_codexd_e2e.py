@@ -17,8 +17,8 @@ import pytest
 import trio
 import trio_websocket
 
+from codexd_trio.base.contracts import RecentEvents, SessionRegistry
 from codexd_trio.client import CodexdClient, CodexdError
-from codexd_trio.contracts import RecentEvents, SessionRegistry
 from codexd_trio.testing import HttpError, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import pid_alive, read_events, running_codexd
 from tests.bodies import post_oversized

@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio_websocket
 
+from codexd_trio.base.contracts import Approval, now_iso
 from codexd_trio.client import CodexdError, open_websocket
-from codexd_trio.contracts import Approval, now_iso
-from conductor_trio.lease import MemoryLeaseStore
+from conductor_trio.lease.file import MemoryLeaseStore
 from tests.bodies import post_oversized
 from tests.fake_codexd import FakeCodexd, open_conductor, open_fake_codexd
 

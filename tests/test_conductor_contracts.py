@@ -17,12 +17,12 @@ import msgspec
 import pytest
 import trio
 
-from conductor_trio.api_doc import conductor_openapi, status_api_openapi
-from conductor_trio.app import ModeChange
 from conductor_trio.config import StatusApiConfig
 from conductor_trio.contracts import lease_view
-from conductor_trio.lease import LeaseKeeper, MemoryLeaseStore
-from conductor_trio.status_api import StatusApi
+from conductor_trio.lease.file import LeaseKeeper, MemoryLeaseStore
+from conductor_trio.status_api.service import StatusApi
+from conductor_trio.web.api_doc import conductor_openapi, status_api_openapi
+from conductor_trio.web.app import ModeChange
 from tests.etcd_fixture import open_etcd, require_etcd
 from tests.fake_codexd import open_conductor, open_fake_codexd, spawn_daemon
 

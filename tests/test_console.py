@@ -22,9 +22,8 @@ import pytest
 import trio
 from playwright.sync_api import Page, Route, ViewportSize, expect, sync_playwright
 
-from codexd_trio.testing import ScriptedModel
+from codexd_trio.testing import ExecCommand, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import running_codexd
-from codexd_trio.testing.model import ExecCommand, Plain, Streamed
 from tests.fake_codexd import RunningConductor, open_conductor, open_fake_codexd
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -283,7 +282,7 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
 async def test_status_page_links_the_console_it_is_given(tmp_path: Path) -> None:
     # The conductor links its own /console; the status-api (read-only) links the conductor's
     # (tests/test_status_api.py); a page given none has no link.
-    from conductor_trio.status import render_page
+    from conductor_trio.web.status_page import render_page
 
     assert "/console" not in render_page("status")
     assert 'href="/console"' in render_page("conductor", console_href="/console")
@@ -294,10 +293,10 @@ async def test_status_page_links_the_console_it_is_given(tmp_path: Path) -> None
 def test_console_files_are_package_data() -> None:
     from importlib.resources import files
 
-    here = files("conductor_trio.console")
+    here = files("conductor_trio.web.console")
     assert {"index.html", "console.js", "console.css"} <= {p.name for p in here.iterdir()}
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
-    assert '"conductor_trio.console" = ["*.html", "*.js", "*.css"]' in pyproject
+    assert '"conductor_trio.web.console" = ["*.html", "*.js", "*.css"]' in pyproject
 
 
 CODEXD_METRICS = """# HELP codexd_turns_total Turns by final status.

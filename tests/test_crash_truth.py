@@ -13,8 +13,8 @@ import msgspec
 import pytest
 import trio
 
+from codexd_trio.base.contracts import Event
 from codexd_trio.client import CodexdClient, open_websocket
-from codexd_trio.contracts import Event
 from codexd_trio.testing import Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import CodexdProcess, read_events, running_codexd
 

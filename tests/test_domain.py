@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from codexd_trio.contracts import Event, Session, now_iso
-from codexd_trio.domain import (
+from codexd_trio.base.contracts import Event, Session, now_iso
+from codexd_trio.core.domain import (
     Emit,
     NoActiveTurn,
     SessionBook,

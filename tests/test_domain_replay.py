@@ -12,8 +12,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codexd_trio.contracts import Event, Session
-from codexd_trio.domain import DomainError, Emit, SessionBook
+from codexd_trio.base.contracts import Event, Session
+from codexd_trio.core.domain import DomainError, Emit, SessionBook
 
 SESSIONS = 2
 

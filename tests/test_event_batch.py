@@ -17,7 +17,7 @@ import trio
 import trio_websocket
 
 from codexd_trio.client import CodexdClient, CodexdError, open_websocket
-from codexd_trio.hub import Overflowed
+from codexd_trio.core.subscription import Overflowed
 from codexd_trio.testing import ScriptedModel, Streamed
 from codexd_trio.testing.daemon import running_codexd
 from tests.fake_codexd import open_conductor

@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.contracts import Event, event_decoder
-from codexd_trio.eventlog import EventLog, EventLogCorrupt
-from codexd_trio.limiters import reads_limiter
+from codexd_trio.base.contracts import Event, event_decoder
+from codexd_trio.base.limiters import reads_limiter
+from codexd_trio.store.eventlog import EventLog, EventLogCorrupt
 from tests.full_disk import FullDisk
 from tests.test_store import all_tokens_held
 
@@ -110,7 +110,7 @@ def test_torn_last_line_is_cut_and_seq_continues(
     whole = path.read_bytes()
     with path.open("ab") as f:  # the crash: a partial write after the last whole line
         f.write(garbage)
-    with caplog.at_level(logging.WARNING, logger="codexd_trio.eventlog"):
+    with caplog.at_level(logging.WARNING, logger="codexd_trio.store.eventlog"):
         log = EventLog.open(path)
     try:
         assert "cut 1 torn" in caplog.text
@@ -259,7 +259,7 @@ async def test_a_replay_cancelled_while_queued_for_a_read_thread_closes_its_file
 async def test_a_hung_fsync_cannot_hold_the_stop_past_the_final_flush_deadline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("codexd_trio.eventlog.FINAL_FLUSH_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("codexd_trio.store.eventlog.FINAL_FLUSH_TIMEOUT_S", 0.2)
     release = threading.Event()
 
     def hung(data: bytes, start: int) -> None:  # the kernel never answers (a dead NFS mount)

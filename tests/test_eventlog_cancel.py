@@ -16,10 +16,10 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio._eventlog_files import _encode_line
-from codexd_trio.eventlog import EventLog
-from codexd_trio.idempotency import IdempotencyJournal, IdempotencyRecord
-from codexd_trio.limiters import journal_limiter
+from codexd_trio.base.limiters import journal_limiter
+from codexd_trio.store._eventlog_files import _encode_line
+from codexd_trio.store.eventlog import EventLog
+from codexd_trio.store.idempotency import IdempotencyJournal, IdempotencyRecord
 from tests.test_eventlog import lines_on_disk, make_event
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from codexd_trio.contracts import RecentEvents
-from codexd_trio.eventlog import EventLog
-from codexd_trio.hub import EventHub
-from codexd_trio.store import JsonDocument
+from codexd_trio.base.contracts import RecentEvents
+from codexd_trio.core.hub import EventHub
+from codexd_trio.store.documents import JsonDocument
+from codexd_trio.store.eventlog import EventLog
 from tests.test_eventlog import make_event
 
 # Each test event line is ~130 bytes: a 4 KiB segment holds ~30 of them.

@@ -11,10 +11,11 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.contracts import Event, RecentEvents
-from codexd_trio.eventlog import EventLog
-from codexd_trio.hub import EventHub, Overflowed, Subscription
-from codexd_trio.store import JsonDocument, read_document
+from codexd_trio.base.contracts import Event, RecentEvents
+from codexd_trio.core.hub import EventHub
+from codexd_trio.core.subscription import Overflowed, Subscription
+from codexd_trio.store.documents import JsonDocument, read_document
+from codexd_trio.store.eventlog import EventLog
 
 
 @asynccontextmanager

@@ -16,8 +16,10 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.errors import IdempotencyMismatch, InvalidRequest
-from codexd_trio.idempotency import (
+from codexd_trio.base.errors import IdempotencyMismatch, InvalidRequest
+from codexd_trio.base.limiters import documents_limiter, reads_limiter
+from codexd_trio.store.documents import StoreWriteError
+from codexd_trio.store.idempotency import (
     MAX_KEY_LENGTH,
     RETENTION_S,
     WRITE_RETRY_S,
@@ -27,8 +29,6 @@ from codexd_trio.idempotency import (
     IdempotencyRecord,
     IdempotencyStore,
 )
-from codexd_trio.limiters import documents_limiter, reads_limiter
-from codexd_trio.store import StoreWriteError
 from tests.test_store import all_tokens_held
 
 ROUTE = "POST /v1/codexd/turn"
@@ -283,7 +283,7 @@ async def test_a_torn_last_line_is_cut(
     whole = path.read_bytes()
     with path.open("ab") as f:  # the crash: a partial append after the last whole line
         f.write(garbage)
-    with caplog.at_level(logging.WARNING, logger="codexd_trio.idempotency"):
+    with caplog.at_level(logging.WARNING, logger="codexd_trio.store.idempotency"):
         store = IdempotencyStore.open(path, clock=clock)
     try:
         assert "cut 1 torn" in caplog.text

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from conductor_trio.lease import (
+from conductor_trio.lease.file import (
     FileLeaseStore,
     LeaseKeeper,
     LeaseRecord,

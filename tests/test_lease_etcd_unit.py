@@ -14,8 +14,9 @@ import trio
 import trio.testing
 
 from conductor_trio.config import ConfigError, parse_lease_store
-from conductor_trio.lease import LeaseStoreError
-from conductor_trio.lease_etcd import EtcdGateway, EtcdLeaseKeeper, EtcdUnavailable, LeaseHolder
+from conductor_trio.lease.etcd import EtcdLeaseKeeper
+from conductor_trio.lease.etcd_gateway import EtcdGateway, EtcdUnavailable
+from conductor_trio.lease.file import LeaseHolder, LeaseStoreError
 
 TTL = 10
 KEY = "/baa-conductor/leader"

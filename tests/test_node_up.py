@@ -18,8 +18,8 @@ import httpx
 import pytest
 import trio
 
+from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.client import CodexdClient
-from codexd_trio.codexbin import REPO_ROOT
 from codexd_trio.testing import scratch_root
 
 
@@ -32,7 +32,7 @@ def test_up_demo_runs_a_real_turn_through_the_conductor_and_stops_cleanly() -> N
             [
                 sys.executable,
                 "-m",
-                "codexd_trio.node_up",
+                "conductor_trio.node_up",
                 "--demo",
                 "--no-wait",
                 "--var-dir",
@@ -66,7 +66,7 @@ def test_up_demo_runs_a_real_turn_through_the_conductor_and_stops_cleanly() -> N
 
 def test_up_rejects_bad_arguments() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "codexd_trio.node_up", "--codexd-port", "many"],
+        [sys.executable, "-m", "conductor_trio.node_up", "--codexd-port", "many"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -81,7 +81,7 @@ def test_up_rejects_bad_arguments() -> None:
 # ------------------------------------------------------------------------------------------------
 # up.sh never harms a node that is running (issue 20, item 7)
 
-UP = [sys.executable, "-m", "codexd_trio.node_up"]
+UP = [sys.executable, "-m", "conductor_trio.node_up"]
 READY_MARK = "running; Ctrl-C stops the node"
 
 

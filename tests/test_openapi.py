@@ -11,14 +11,14 @@ import pytest
 from openapi_spec_validator import validate
 from quart_trio import QuartTrio
 
-from codexd_trio.api import create_app as create_codexd_app
-from codexd_trio.config import CodexdConfig
-from codexd_trio.service import Daemon
+from codexd_trio.core.config import CodexdConfig
+from codexd_trio.core.service import Daemon
 from codexd_trio.web.app import quart_rule_path
-from conductor_trio.app import create_app as create_conductor_app
+from codexd_trio.web.routes import create_app as create_codexd_app
 from conductor_trio.config import ConductorConfig, StatusApiConfig
 from conductor_trio.service import Conductor
-from conductor_trio.status_api import StatusApi
+from conductor_trio.status_api.service import StatusApi
+from conductor_trio.web.app import create_app as create_conductor_app
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import trio
 
 from codexd_trio.testing.daemon import running_codexd
 from conductor_trio.config import StatusApiConfig
-from conductor_trio.status_api import StatusApi
+from conductor_trio.status_api.service import StatusApi
 from tests.fake_codexd import open_conductor
 
 pytestmark = pytest.mark.real_codex

@@ -19,14 +19,13 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from codexd_trio.base.context import accept_request_id
+from codexd_trio.base.logsetup import setup_logging
+from codexd_trio.base.metrics import AppMetrics
 from codexd_trio.client import CodexdClient, open_websocket
-from codexd_trio.logsetup import setup_logging
-from codexd_trio.testing import ScriptedModel
+from codexd_trio.testing import ScriptedModel, Streamed
 from codexd_trio.testing.daemon import read_events, running_codexd
-from codexd_trio.testing.model import Streamed
-from codexd_trio.web.context import accept_request_id
 from codexd_trio.web.envelope import error
-from codexd_trio.web.metrics import AppMetrics
 from tests.fake_codexd import open_conductor, open_fake_codexd, spawn_daemon, terminate
 
 pytestmark = pytest.mark.real_codex

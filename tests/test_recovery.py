@@ -14,9 +14,9 @@ import httpx
 import pytest
 import trio
 
+from codexd_trio.base.contracts import Approval
 from codexd_trio.client import CodexdClient, CodexdError
-from codexd_trio.contracts import Approval
-from codexd_trio.supervisor import Backoff
+from codexd_trio.core.supervisor import Backoff
 from codexd_trio.testing import ExecCommand, Hang, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import group_alive, read_events, running_codexd, wait_pid_gone
 

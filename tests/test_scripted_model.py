@@ -18,8 +18,8 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio import codexbin
-from codexd_trio.codexbin import REPO_ROOT
+from codexd_trio.base import codexbin
+from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.testing import (
     Drop,
     Echo,

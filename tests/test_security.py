@@ -15,15 +15,15 @@ import httpx
 import pytest
 import trio
 
+from codexd_trio.base.addresses import normalize_origin, split_host_header
+from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.settings import ConfigError, resolve_codexd_token
 from codexd_trio.client import CodexdClient, CodexdError, open_websocket
-from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.config import ConfigError, resolve_codexd_token
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import CodexdProcess, read_events, running_codexd
-from codexd_trio.web.callers import normalize_origin, split_host_header
-from conductor_trio.access import Caller, codex_refusal
 from conductor_trio.config import ConductorConfig
-from conductor_trio.status_api import StatusApi
+from conductor_trio.status_api.service import StatusApi
+from conductor_trio.web.access import Caller, codex_refusal
 from tests.fake_codexd import open_conductor, open_fake_codexd
 
 GUARD = 120

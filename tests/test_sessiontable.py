@@ -8,10 +8,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from codexd_trio.contracts import Session, SessionRegistry, TurnError
-from codexd_trio.domain import SessionBook
-from codexd_trio.sessiontable import SessionTable, read_registry
-from codexd_trio.store import StoreCorrupt
+from codexd_trio.base.contracts import Session, SessionRegistry, TurnError
+from codexd_trio.core.domain import SessionBook
+from codexd_trio.store.documents import StoreCorrupt
+from codexd_trio.store.sessiontable import SessionTable, read_registry
 
 AT = "2026-11-30T00:00:00.000Z"
 

@@ -15,8 +15,9 @@ import httpx
 import pytest
 import trio
 
-from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.config import ConfigError, resolve_config
+from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.settings import ConfigError
+from codexd_trio.core.config import resolve_config
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import running_codexd
 from conductor_trio.config import (

@@ -10,7 +10,7 @@ import httpx
 import trio
 
 from conductor_trio.config import StatusApiConfig
-from conductor_trio.status_api import StatusApi
+from conductor_trio.status_api.service import StatusApi
 from tests.fake_codexd import open_conductor, open_fake_codexd, spawn_daemon, terminate
 
 

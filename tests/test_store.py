@@ -14,12 +14,12 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.limiters import documents_limiter, journal_limiter, reads_limiter
-from codexd_trio.store import (
+from codexd_trio.base.files import atomic_write_bytes
+from codexd_trio.base.limiters import documents_limiter, journal_limiter, reads_limiter
+from codexd_trio.store.documents import (
     JsonDocument,
     StoreCorrupt,
     StoreWriteError,
-    atomic_write_bytes,
     read_document,
 )
 

@@ -20,8 +20,8 @@ import pytest
 import trio
 import trio_websocket
 
-from codexd_trio.child import ChildSpawnError
 from codexd_trio.protocol import transport
+from codexd_trio.protocol.child import ChildSpawnError
 from codexd_trio.protocol.transport import open_peer
 
 SUN_PATH_MAX = 103  # the smaller of macOS's 104 - 1 and Linux's 108 - 1

@@ -26,7 +26,7 @@ import msgspec
 
 from bench.chaos.clients import World
 from bench.chaos.context import Context, digest
-from codexd_trio.turns import turn_outcome
+from codexd_trio.core.turns import turn_outcome
 
 _SETTLING = ("app-server.turn.completed", "app-server.turn.completed.missing")
 

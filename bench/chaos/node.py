@@ -18,8 +18,8 @@ import httpx
 import trio
 
 from bench.chaos.context import RUN_MARKER, Context
-from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.process import NotReady, follow_ready_line
+from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.process import NotReady, follow_ready_line
 
 READY_TIMEOUT_S = 60.0
 # A process that cannot start this many times in a row ends the run.

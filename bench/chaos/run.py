@@ -26,7 +26,7 @@ from bench.chaos.faults import FAULTS, Targets, kinds, lane
 from bench.chaos.node import Managed, groups_alive, run_processes
 from bench.chaos.streams import follow, make_subscribers
 from bench.common import machine_facts
-from codexd_trio.logsetup import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES
+from codexd_trio.base.logsetup import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES
 from codexd_trio.testing.codexhome import scratch_root, write_codex_home
 
 PY = sys.executable

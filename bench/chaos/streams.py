@@ -24,7 +24,7 @@ import trio_websocket
 
 from bench.chaos.clients import Endpoints, World
 from bench.chaos.context import Context, digest
-from codexd_trio._client_ws import MAX_FRAME_BYTES
+from codexd_trio.client._ws import MAX_FRAME_BYTES
 
 KINDS = ("normal", "slow", "chatty", "dropper")
 # How a connection may end besides its own choice (refused, reset, rejected with 503...).

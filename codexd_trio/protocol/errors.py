@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from codexd_trio.child import ExitStatus
+from codexd_trio.protocol.child import ExitStatus
 
 __all__ = ["AppServerError", "ChildExited", "OverloadRetry", "RequestTimeout"]
 

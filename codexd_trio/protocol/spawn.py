@@ -15,7 +15,6 @@ from pathlib import Path
 import trio
 
 import codexd_trio
-from codexd_trio.child import DEFAULT_MAX_LINE, ChildSpec, open_child, reraise_single
 from codexd_trio.protocol.appserver import (
     AppServerClient,
     Backpressure,
@@ -24,6 +23,7 @@ from codexd_trio.protocol.appserver import (
     Peer,
     ServerRequestHandler,
 )
+from codexd_trio.protocol.child import DEFAULT_MAX_LINE, ChildSpec, open_child, reraise_single
 from codexd_trio.protocol.transport import open_peer
 
 __all__ = ["attach_app_server", "open_app_server"]

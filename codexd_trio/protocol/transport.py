@@ -4,9 +4,10 @@
 ``app-server daemon``) speak the same JSON-RPC as over stdio, one message per WebSocket text
 frame; on a unix socket the server still expects the WebSocket upgrade. So one transport covers
 both endpoints: a trio stream (unix or TCP) wrapped by trio-websocket. :class:`WebSocketPeer`
-offers the part of :class:`~codexd_trio.child.ChildProcess` that the app-server client uses, so
-the client does not know whether it spawned its peer or attached to it. Stopping a peer closes
-the connection and nothing else: codexd never starts or kills an external app-server.
+offers the part of :class:`~codexd_trio.protocol.child.ChildProcess` that the app-server client
+uses, so the client does not know whether it spawned its peer or attached to it.
+Stopping a peer closes the connection and nothing else: codexd never starts or kills an
+external app-server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from codexd_trio.child import ChildGone, ChildSpawnError, ExitStatus, reraise_single
+from codexd_trio.protocol.child import ChildGone, ChildSpawnError, ExitStatus, reraise_single
 
 __all__ = ["WebSocketPeer", "open_peer", "parse_endpoint"]
 

@@ -4,6 +4,12 @@
 scenarios; :func:`write_codex_home` / :func:`temporary_codex_home` point a Codex home at it and
 :func:`codex_child_env` builds the child's environment. ``python -m codexd_trio.testing`` runs the
 model standalone; :mod:`codexd_trio.testing.fixtures` is the pytest plugin.
+
+The model is :mod:`.scenarios` (what to play), :mod:`.plans` (sans-IO: scenario → bytes and
+pauses) and :mod:`.model` (the loopback server); :mod:`.daemon` runs codexd as a process.
+
+May import: :mod:`codexd_trio.base` only — it drives codexd from outside, as a process, never
+through its internals. The CLI (``codexd smoke``) and the node launcher use it.
 """
 
 from codexd_trio.testing.codexhome import (
@@ -14,7 +20,9 @@ from codexd_trio.testing.codexhome import (
     temporary_codex_home,
     write_codex_home,
 )
-from codexd_trio.testing.model import (
+from codexd_trio.testing.model import ScriptedModel, open_scripted_model, serve_scripted_model
+from codexd_trio.testing.plans import RecordedRequest
+from codexd_trio.testing.scenarios import (
     Drop,
     Echo,
     ExecCommand,
@@ -24,13 +32,9 @@ from codexd_trio.testing.model import (
     HttpError,
     Plain,
     Prompted,
-    RecordedRequest,
     Scenario,
-    ScriptedModel,
     Streamed,
-    open_scripted_model,
     scenario_for_prompt,
-    serve_scripted_model,
 )
 
 __all__ = [

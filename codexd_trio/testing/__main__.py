@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import trio
 
-from codexd_trio.testing.model import Prompted, open_scripted_model
+from codexd_trio.testing import Prompted, open_scripted_model
 
 KEEP_REQUESTS = 100
 

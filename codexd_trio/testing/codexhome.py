@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from codexd_trio import codexbin
+from codexd_trio.base import codexbin
 
 __all__ = [
     "codex_child_env",

@@ -20,9 +20,9 @@ from typing import BinaryIO
 
 import trio
 
-from codexd_trio.codexbin import REPO_ROOT
-from codexd_trio.contracts import Event, event_decoder
-from codexd_trio.process import NotReady, follow_ready_line
+from codexd_trio.base.codexbin import REPO_ROOT
+from codexd_trio.base.contracts import Event, event_decoder
+from codexd_trio.base.process import NotReady, follow_ready_line
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codexd_trio import codexbin
+from codexd_trio.base import codexbin
 from codexd_trio.testing.codexhome import temporary_codex_home
 from codexd_trio.testing.model import ScriptedModel, open_scripted_model
 

@@ -2,7 +2,7 @@
 
 :func:`install` gives every daemon (codexd, conductor, status-api) the same plumbing:
 
-* JSON error envelopes for 404/405/413/500 and for :class:`~codexd_trio.errors.ApiError`
+* JSON error envelopes for 404/405/413/500 and for :class:`~codexd_trio.base.errors.ApiError`
   (details: 404 ``{method, path}``, 405 ``{method, path, allowed}``, 413 ``{limit}``,
   500 ``{correlationId}``, the id also in the log line);
 * draining of unread request bodies, so a keep-alive connection stays usable after an early
@@ -30,11 +30,11 @@ from quart import Response, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from codexd_trio.errors import ApiError
+from codexd_trio.base.context import CURRENT
+from codexd_trio.base.errors import ApiError
+from codexd_trio.base.metrics import CONTENT_TYPE, AppMetrics
 from codexd_trio.web.callers import CallerPolicy, guard
-from codexd_trio.web.context import CURRENT
 from codexd_trio.web.envelope import error_response, status_for
-from codexd_trio.web.metrics import CONTENT_TYPE, AppMetrics
 from codexd_trio.web.observe import Observe
 
 __all__ = [

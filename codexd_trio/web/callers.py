@@ -22,11 +22,12 @@ import hmac
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import msgspec
 
-from codexd_trio.contracts import ErrorBody, ErrorEnvelope
+from codexd_trio.base.addresses import normalize_origin, split_host_header
+from codexd_trio.base.contracts import ErrorBody, ErrorEnvelope
 
 __all__ = [
     "LOOPBACK_NAMES",
@@ -35,8 +36,6 @@ __all__ = [
     "Refusal",
     "bearer_matches",
     "guard",
-    "normalize_origin",
-    "split_host_header",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -49,47 +48,6 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # Methods that carry a body; DELETE has none here and already needs a CORS preflight.
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _encoder = msgspec.json.Encoder()
-
-
-def split_host_header(value: str) -> tuple[str, int | None] | None:
-    """``(host, port)`` of a ``Host`` header value (lower-cased, IPv6 without brackets).
-
-    Returns ``None`` for a value that is not a host with an optional numeric port.
-    """
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        host, rest = value[1:end], value[end + 1 :]
-    else:
-        host, sep, port_text = value.partition(":")
-        rest = sep + port_text
-    if not host:
-        return None
-    if rest == "":
-        return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
-        return None
-    return host, int(rest[1:])
-
-
-def normalize_origin(origin: str) -> str | None:
-    """``scheme://host[:port]`` lower-cased, or ``None`` if ``origin`` is not an origin.
-
-    ``null`` (sandboxed frames, ``file:`` pages) is not an origin anyone can allow.
-    """
-    parts = urlsplit(origin.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def bearer_matches(header: str | None, token: str) -> bool:

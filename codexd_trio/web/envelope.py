@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import msgspec
 from quart import Response
 
-from codexd_trio.contracts import ErrorBody, ErrorEnvelope
-from codexd_trio.errors import ApiError, InvalidJson, InvalidRequest
+from codexd_trio.base.contracts import ErrorBody, ErrorEnvelope
+from codexd_trio.base.errors import ApiError, InvalidJson, InvalidRequest
 
 __all__ = [
     "STATUS_FOR_CODE",
@@ -72,7 +72,7 @@ def envelope(data: Any, status: int = 200) -> Response:
 
 
 def error_response(code: str, message: str, status: int, /, **details: Any) -> Response:
-    """The error envelope (:class:`~codexd_trio.contracts.ErrorEnvelope`, the one type of it)."""
+    """The error envelope (:class:`~codexd_trio.base.contracts.ErrorEnvelope`, its one type)."""
     body = _encoder.encode(
         ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
     )

@@ -10,9 +10,9 @@ import logging
 import time
 from typing import Any
 
+from codexd_trio.base.context import CURRENT, RequestInfo, accept_request_id
+from codexd_trio.base.metrics import AppMetrics
 from codexd_trio.web.callers import ASGIApp, Message, Receive, Scope, Send
-from codexd_trio.web.context import CURRENT, RequestInfo, accept_request_id
-from codexd_trio.web.metrics import AppMetrics
 
 __all__ = ["UNMATCHED", "Observe"]
 
@@ -32,7 +32,7 @@ class Observe:
     """Give each HTTP request and websocket an id, time it, count it and log one access line.
 
     ``X-Request-Id`` is taken from the request when valid (see
-    :func:`~codexd_trio.web.context.accept_request_id`), else generated, and set on the answer.
+    :func:`~codexd_trio.base.context.accept_request_id`), else generated, and set on the answer.
     """
 
     def __init__(

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from codexd_trio.contracts import ErrorEnvelope
+from codexd_trio.base.contracts import ErrorEnvelope
 from codexd_trio.web.envelope import STATUS_FOR_CODE
 
 __all__ = ["Op", "Param", "build", "described_routes", "query"]

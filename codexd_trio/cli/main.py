@@ -1,0 +1,160 @@
+"""The ``codexd`` command line: start, status, config, events, smoke, console.
+
+Bad input is one line on stderr and exit status 2 — never a traceback. ``status`` exits 0 when
+codexd answers and 3 when it does not (as ``systemctl status`` and the conductor's ``status``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from codexd_trio import __version__
+from codexd_trio.base.settings import ConfigError
+from codexd_trio.cli.parsers import (
+    PARSERS,
+    USAGE,
+    UsageError,
+    config_parser,
+    fail,
+    smoke_parser,
+)
+from codexd_trio.cli.status import cmd_events, cmd_status
+from codexd_trio.core.config import CodexdConfig, resolve_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    if args[0] in ("--version", "version"):
+        print(f"codexd {__version__}")
+        return 0
+    command, rest = args[0], args[1:]
+    handlers = {
+        "start": cmd_start,
+        "status": cmd_status,
+        "config": cmd_config,
+        "events": cmd_events,
+        "smoke": cmd_smoke,
+        "console": cmd_console,
+    }
+    handler = handlers.get(command)
+    if handler is None:
+        return fail(f"unknown command {command!r}; see 'codexd --help'")
+    if "-h" in rest or "--help" in rest:
+        print(PARSERS[command]().format_help(), end="")
+        return 0
+    try:
+        config, extra = resolve_config(rest)
+        return handler(config, extra)
+    except (ConfigError, UsageError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``codexd events | head``): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _setup_logging(log_format: str, log_file: Path | None = None) -> None:
+    from codexd_trio.base.logsetup import setup_logging
+
+    try:
+        setup_logging(log_format, log_file=log_file)
+    except OSError as exc:
+        raise UsageError(f"cannot open the log file {log_file}: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------- start
+
+
+def cmd_start(config: CodexdConfig, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"unexpected arguments for start: {' '.join(extra)}")
+    _setup_logging(config.log_format, config.log_file)
+    from codexd_trio.store.documents import StoreError
+    from codexd_trio.store.eventlog import EventLogCorrupt
+
+    try:
+        return trio.run(_start, config)
+    except StoreError as exc:
+        return fail(f"cannot open the state files: {exc}", 1)
+    except EventLogCorrupt as exc:
+        # Refuse to start rather than silently drop history; the message names file and byte.
+        return fail(f"the event log is damaged: {exc} (move it aside to start fresh)", 1)
+
+
+async def _start(config: CodexdConfig) -> int:
+    from codexd_trio.base.process import first_leaf, print_ready, stop_on_signal
+    from codexd_trio.core.service import Daemon
+    from codexd_trio.web.routes import serve_api
+
+    daemon = Daemon(config)
+
+    def begin_stop() -> None:
+        logging.getLogger("codexd").info("received a stop signal, stopping gracefully")
+        daemon.request_stop()
+
+    async def run_daemon(task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
+        await daemon.run(serve=serve_api, task_status=task_status)
+        nursery.cancel_scope.cancel(reason="codexd stopped")
+
+    failure: OSError | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stop_on_signal, begin_stop)
+            await nursery.start(run_daemon)
+            assert daemon.resolved_base_url is not None
+            print_ready("codexd", daemon.resolved_base_url)
+    except* OSError as group:
+        # Typically the port is taken; it arrives wrapped in the nurseries' exception groups.
+        leaf = first_leaf(group)
+        assert isinstance(leaf, OSError)
+        failure = leaf
+    if failure is not None:
+        return fail(f"cannot listen on {config.local_api_base}: {failure}", 1)
+    return 0
+
+
+def cmd_config(config: CodexdConfig, extra: list[str]) -> int:
+    opts = config_parser().parse_args(extra)
+    data = config.as_json()
+    if opts.json:
+        print(json.dumps(data, indent=2))
+    else:
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+# --------------------------------------------------------------------------- smoke
+
+
+def cmd_smoke(config: CodexdConfig, extra: list[str]) -> int:
+    opts = smoke_parser().parse_args(extra)
+    from codexd_trio.cli.smoke import run_smoke
+
+    return trio.run(partial(run_smoke, keep=opts.keep))
+
+
+# --------------------------------------------------------------------------- console
+
+
+def cmd_console(config: CodexdConfig, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"unexpected arguments for console: {' '.join(extra)}")
+    from codexd_trio.cli.console import run_console
+
+    return run_console(config)

@@ -1,0 +1,123 @@
+"""codexd's files: the state documents under ``state/codexd/`` and the event log under
+``logs/codexd/``, opened together (synchronously, before the nursery tree starts)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+from codexd_trio import __version__
+from codexd_trio.base.contracts import (
+    ApprovalBook,
+    ChildStatus,
+    DaemonState,
+    Identity,
+    RecentEvents,
+    SessionRegistry,
+    now_iso,
+)
+from codexd_trio.store.documents import JsonDocument, read_document
+from codexd_trio.store.eventlog import EventLog
+from codexd_trio.store.idempotency import IdempotencyStore
+from codexd_trio.store.sessiontable import read_registry
+
+
+class StateConfig(Protocol):
+    """What the state dir needs of codexd's configuration (``core.config.CodexdConfig`` has it):
+    a structural type, so the store layer does not import the layer above it."""
+
+    @property
+    def codexd_state(self) -> Path: ...
+    @property
+    def codexd_logs(self) -> Path: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def repo_root(self) -> Path: ...
+    @property
+    def event_log_segment_mb(self) -> int: ...
+    @property
+    def event_log_segments(self) -> int: ...
+
+
+class StateDir:
+    """Every document codexd persists, plus the event log.
+
+    **Resource handling:** the documents are written by their own ``run`` tasks (started by the
+    daemon's root nursery); :meth:`close` releases the event log's file.
+    """
+
+    def __init__(self, config: StateConfig) -> None:
+        state, logs = config.codexd_state, config.codexd_logs
+        state.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(parents=True, exist_ok=True)
+        # The seed's stdoutLogPath exists from the first start, even while the child has written
+        # nothing but JSON-RPC (which is not logged there).
+        (logs / "stdout.log").touch(exist_ok=True)
+        identity = read_document(state / "identity.json", Identity)
+        self.identity = JsonDocument(
+            state / "identity.json",
+            Identity,
+            identity
+            or Identity(
+                daemonId=f"codexd-{uuid.uuid4()}",
+                nodeId=config.node_id,
+                repoRoot=str(config.repo_root),
+                createdAt=now_iso(),
+                version=__version__,
+            ),
+        )
+        if identity is None:
+            self.identity.write_now()
+        # A snapshot: the event log is the journal that makes acknowledgements durable. Read
+        # one session at a time into the daemon's session table (the first consumer of
+        # ``registry_sessions``), which then writes it through ``registry.capture``.
+        self.registry_seq, self.registry_sessions = read_registry(state / "session-registry.json")
+        self.registry = JsonDocument(
+            state / "session-registry.json", SessionRegistry,
+            SessionRegistry(lastSeq=self.registry_seq), pretty=False, coalesce_s=1.0,
+        )
+        recent = read_document(state / "recent-events.json", RecentEvents)
+        # A cache of the ring (the durable log has every event): rewritten at most once a second.
+        self.recent = JsonDocument(
+            state / "recent-events.json", RecentEvents, recent or RecentEvents(),
+            coalesce_s=1.0, pretty=False,
+        )
+        approvals = read_document(state / "approvals.json", ApprovalBook)
+        self.approvals = JsonDocument(
+            state / "approvals.json", ApprovalBook, approvals or ApprovalBook(), pretty=False
+        )
+        # Append-only journal; its first open imports and removes the old idempotency.json.
+        self.idempotency = IdempotencyStore.open(state / "idempotency.jsonl")
+        self.daemon = JsonDocument(
+            state / "daemon-state.json",
+            DaemonState,
+            DaemonState(
+                started=False, startedAt=None, pid=os.getpid(), child=ChildStatus(),
+                updatedAt=now_iso(),
+            ),
+        )
+        try:
+            self.log = EventLog.open(
+                logs / "events.jsonl",
+                segment_bytes=config.event_log_segment_mb * 1024 * 1024,
+                retain_segments=config.event_log_segments,
+            )
+        except BaseException:
+            self.idempotency.journal.close()
+            raise
+
+    @property
+    def documents(self) -> list[JsonDocument[Any]]:
+        return [
+            self.identity, self.registry, self.recent, self.approvals, self.daemon,
+        ]
+
+    def close(self) -> None:
+        """Release the journals' files (writing anything still buffered). Idempotent."""
+        try:
+            self.idempotency.journal.close()
+        finally:
+            self.log.close()

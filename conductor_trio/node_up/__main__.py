@@ -1,0 +1,3 @@
+from conductor_trio.node_up.run import main
+
+raise SystemExit(main())

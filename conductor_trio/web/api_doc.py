@@ -1,0 +1,137 @@
+"""The conductor's and the status-api's HTTP operations for ``GET /openapi.json``.
+
+The proxied ``/v1/codex/*`` routes answer what codexd answers, so they reuse codexd's
+operations (:func:`codexd_trio.web.api_doc.codexd_ops`) under the conductor's prefix, plus the
+conductor's own refusals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from codexd_trio.web.api_doc import codexd_ops
+from codexd_trio.web.openapi import Op, build
+from conductor_trio import __version__
+from conductor_trio.contracts import (
+    CodexView,
+    ConductorDescribe,
+    ConductorHealth,
+    ModeState,
+    Ready,
+    Runtime,
+    StatusApiDescribe,
+    StatusApiHealth,
+    StatusSnapshot,
+    UnreachableStatus,
+)
+
+__all__ = [
+    "conductor_openapi", "conductor_ops", "conductor_websockets", "status_api_openapi",
+    "status_api_ops",
+]
+
+# The status-api relays the conductor's snapshot, or says it could not read it.
+_RELAYED_STATUS = StatusSnapshot | UnreachableStatus
+
+# codexd routes the conductor answers itself instead: status is its own view at /v1/codex.
+_NOT_PROXIED = frozenset({"/v1/codex/status"})
+# Refusals of new work by mode, per proxied write.
+_MODE_REFUSALS = {
+    ("POST", "/v1/codex/sessions"): ("system_paused",),
+    ("POST", "/v1/codex/turn"): ("system_paused", "system_draining"),
+}
+
+
+def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) -> list[Op]:
+    """The conductor's operations.
+
+    Args:
+        exposed: it listens beyond loopback (proxied writes need the shared token).
+        codex_auth: codexd has a token, so every ``/v1/codex/*`` route needs the caller's own
+            credential (:mod:`conductor_trio.web.access`).
+    """
+    proxied = []
+    for op in codexd_ops(prefix="/v1/codex", events_path="/v1/codex/events"):
+        # codexd routes the conductor does not proxy (status has its own view at /v1/codex).
+        if not op.path.startswith("/v1/codex/") or op.path in _NOT_PROXIED:
+            continue
+        extra = ("codexd_unavailable", *_MODE_REFUSALS.get((op.method, op.path), ()))
+        if op.method == "POST":
+            # A standby of an etcd lease refuses writes (BAA_CONDUCTOR_STANDBY_WRITES=refuse).
+            extra += ("not_leader",)
+        if codex_auth or (exposed and op.method == "POST"):
+            extra += ("unauthorized",)
+        proxied.append(replace(op, summary=f"{op.summary} (proxied to codexd)",
+                               errors=(*op.errors, *extra)))
+    mode_errors = ("unauthorized",)
+    return [
+        Op("GET", "/healthz", "liveness", data=ConductorHealth, auth_exempt=True),
+        Op("GET", "/readyz", "200 when leader", data=Ready, errors=("not_ready",)),
+        Op("GET", "/rolez", "leader, standby or degraded", media="text/plain"),
+        Op("GET", "/describe", "routes, auth and codex backend", data=ConductorDescribe),
+        Op("GET", "/v1/runtime", "node, role, lease, loops, paths", data=Runtime),
+        Op("GET", "/v1/codex", "codex backend status", data=CodexView),
+        Op("GET", "/v1/codex/metrics", "codexd's Prometheus metrics (proxied to codexd)",
+           media="text/plain",
+           errors=("codexd_unavailable", *(("unauthorized",) if codex_auth else ()))),
+        *proxied,
+        Op("GET", "/v1/system/state", "mode, lease, active turns", data=ModeState),
+        Op("POST", "/v1/system/pause", "pause new work", data=ModeState, body=mode_change,
+           body_required=False, errors=mode_errors),
+        Op("POST", "/v1/system/resume", "resume", data=ModeState, body=mode_change,
+           body_required=False, errors=mode_errors),
+        Op("POST", "/v1/system/drain", "refuse new turns, let running ones finish",
+           data=ModeState, body=mode_change, body_required=False, errors=mode_errors),
+        Op("GET", "/v1/status", "status snapshot", data=StatusSnapshot),
+        Op("GET", "/v1/status/ui", "status page", media="text/html"),
+        Op("GET", "/", "links: console, status page, describe", media="text/html"),
+        Op("GET", "/console", "operator console (HTML, same origin)", media="text/html"),
+        Op("GET", "/console/{name}", "the console's script and style sheet",
+           media="text/javascript", more_media=("text/css",)),
+        Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
+        Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
+           envelope=False),
+    ]
+
+
+def conductor_websockets(*, codex_auth: bool = False) -> list[dict[str, Any]]:
+    relay: dict[str, Any] = {
+        "path": "/v1/codex/events",
+        "summary": "live event stream relayed from codexd (?after=&sessionId=&batch=1)",
+    }
+    if codex_auth:
+        # Browsers cannot set headers on an upgrade: ?token= does there what the header does.
+        relay.update(auth=True, summary=relay["summary"] + "; Authorization or ?token=")
+    return [relay]
+
+
+def conductor_openapi(mode_change: Any, *, exposed: bool, codex_auth: bool = False
+                      ) -> dict[str, Any]:
+    return build(
+        title="conductor",
+        version=__version__,
+        description="The node API (CONTRACT.md): probes, runtime, system mode, status, and "
+        "the codex proxy to codexd.",
+        ops=conductor_ops(mode_change, exposed=exposed, codex_auth=codex_auth),
+        websockets=conductor_websockets(codex_auth=codex_auth),
+    )
+
+
+def status_api_ops() -> list[Op]:
+    return [
+        Op("GET", "/healthz", "liveness", data=StatusApiHealth, auth_exempt=True),
+        Op("GET", "/describe", "this list", data=StatusApiDescribe),
+        Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
+           envelope=False),
+        Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
+        Op("GET", "/v1/status", "the conductor's status snapshot (source: unreachable if not)",
+           data=_RELAYED_STATUS),
+        Op("GET", "/v1/status/ui", "status page", media="text/html"),
+        Op("GET", "/", "status page", media="text/html"),
+    ]
+
+
+def status_api_openapi() -> dict[str, Any]:
+    return build(title="status-api", version=__version__,
+                 description="Read-only status of the node.", ops=status_api_ops())

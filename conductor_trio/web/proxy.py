@@ -1,0 +1,138 @@
+"""Relaying ``/v1/codex/*`` to codexd: HTTP requests byte for byte, and the event websocket
+frame for frame (hello, events, overflow) including codexd's close code.
+
+The conductor holds no Codex truth: status codes and bodies are codexd's own. Only when codexd
+cannot be reached does the conductor answer itself, with 503 ``codexd_unavailable``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_plus
+
+import trio
+import trio_websocket
+from quart import Response, request, websocket
+
+from codexd_trio.base.context import current_request_id
+from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
+from codexd_trio.web.envelope import error
+from codexd_trio.web.websockets import discarding_client_frames
+from conductor_trio.service import Conductor
+
+# Request headers worth passing on; hop-by-hop and Host stay with this hop.
+_FORWARD_HEADERS = ("Content-Type", "Accept", "Idempotency-Key")
+# codexd's answer headers a client of the conductor needs too (a replayed keyed POST says so).
+_ANSWER_HEADERS = ("Idempotency-Replayed",)
+# 1006 (abnormal) cannot be sent in a close frame: tell the client codexd failed instead.
+_ABNORMAL_RELAY_CODE = 1011
+# Codes that name a state and may not be sent in a close frame (RFC 6455 7.4.1).
+_UNSENDABLE_CLOSE_CODES = frozenset({1005, 1006, 1015})
+
+
+def unavailable(conductor: Conductor, exc: BaseException) -> Response:
+    """503 ``codexd_unavailable`` naming the target."""
+    return error(
+        503,
+        "codexd_unavailable",
+        f"The conductor cannot reach codexd at {conductor.config.codexd_base}.",
+        {"target": conductor.config.codexd_base, "error": str(exc)},
+    )
+
+
+async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
+    """Forward the current request to codexd and return its answer unchanged.
+
+    **Cancellation:** if the client goes away the upstream request is dropped with it; codexd's
+    ``Idempotency-Key`` handling makes a retried POST safe.
+    """
+    body: bytes | None = None
+    if request.method == "POST":
+        raw = await request.get_data()
+        body = raw.encode() if isinstance(raw, str) else raw
+    headers = {name: request.headers[name] for name in _FORWARD_HEADERS if name in request.headers}
+    query = _without_token(request.query_string.decode("latin-1"))
+    path = upstream_path + (f"?{query}" if query else "")
+    try:
+        answer = await conductor.client.request(request.method, path, content=body,
+                                                headers=headers)
+    except CodexdUnavailable as exc:
+        return unavailable(conductor, exc)
+    return Response(
+        answer.content,
+        status=answer.status_code,
+        content_type=answer.headers.get("content-type", "application/json"),
+        headers={name: answer.headers[name] for name in _ANSWER_HEADERS
+                 if name in answer.headers},
+    )
+
+
+def _without_token(query: str) -> str:
+    """``query`` without its ``token`` parameters, the rest byte for byte: a caller's credential
+    is the conductor's to check, never codexd's to see (the relay builds its upstream URL from
+    named parameters, so it never passes one either)."""
+    return "&".join(part for part in query.split("&")
+                    if part and unquote_plus(part.partition("=")[0]) != "token")
+
+
+async def relay_events(conductor: Conductor) -> Response | None:
+    """Relay ``WS /v1/codexd/events`` to the current websocket client.
+
+    The upstream is opened *before* accepting, so an unreachable codexd is an HTTP 503 envelope
+    and a refused handshake is codexd's own status and body. ``batch=1`` is passed on, so a
+    client that asks for batched frames (a JSON array of events each) gets codexd's batches and
+    the relay pays its per-frame cost once per batch. Then every frame is relayed as is;
+    when codexd closes (1000, 1001 on its shutdown, 1013 after an overflow frame) the client is
+    closed with the same code. A conductor shutdown closes relays with 1001.
+
+    **Resource handling:** the upstream websocket and its TCP stream are closed on every exit
+    (:func:`codexd_trio.client.open_websocket`).
+    """
+    after = websocket.args.get("after")
+    session_id = websocket.args.get("sessionId")
+    batch = websocket.args.get("batch")
+    # isascii too: str.isdigit accepts "²", which int() refuses (a 500, not a 400).
+    if after is not None and not (after.isascii() and after.isdigit()):
+        return error(400, "invalid_request", "after must be a non-negative integer.",
+                     {"field": "after"})
+    if batch not in (None, "0", "1"):
+        return error(400, "invalid_request", "batch must be 0 or 1.",
+                     {"field": "batch", "value": batch})
+    url = conductor.client.events_url(
+        after=int(after) if after is not None else None, session_id=session_id,
+        batch=batch == "1",
+    )
+    try:
+        headers = dict(conductor.client.auth_headers)
+        if (request_id := current_request_id()) is not None:
+            headers["X-Request-Id"] = request_id  # one id from the client through to codexd
+        async with open_websocket(url, headers=headers) as upstream:
+            await websocket.accept()
+            # Read what the client sends, or its leaving goes unseen and the relay (and its
+            # upstream stream on codexd) stays open for good.
+            async with discarding_client_frames():
+                code = await _pump(conductor, upstream)
+            await websocket.close(code)
+    except CodexdError as exc:
+        # codexd refused the handshake: hand its status and envelope on unchanged.
+        return error(exc.status, exc.code, exc.message, exc.details)
+    except CodexdUnavailable as exc:
+        return unavailable(conductor, exc)
+    return None
+
+
+async def _pump(conductor: Conductor, upstream: trio_websocket.WebSocketConnection) -> int:
+    with trio.CancelScope() as scope:
+        conductor.relays.add(scope)
+        try:
+            if conductor.stopping.is_set():
+                scope.cancel(reason="conductor stopping")
+            while True:
+                try:
+                    message = await upstream.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    code = exc.reason.code if exc.reason is not None else 1006
+                    return _ABNORMAL_RELAY_CODE if code in _UNSENDABLE_CLOSE_CODES else code
+                await websocket.send(message)
+        finally:
+            conductor.relays.discard(scope)
+    return 1001
