@@ -44,6 +44,8 @@ class FakeCodexd:
     events: list[Event] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     subscribers: list[_Subscriber] = field(default_factory=list)
+    # The queue hold the conductor sets from its mode (issue 23).
+    hold: dict[str, Any] = field(default_factory=lambda: {"held": False, "reason": None})
     _shutdown: trio.Event = field(default_factory=trio.Event)
     _stopped: trio.Event = field(default_factory=trio.Event)
     _subscribed: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
@@ -166,8 +168,18 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
                 "recentEvents": {"count": len(fake.events[-50:]),
                                  "lastSeq": fake.events[-1].seq if fake.events else 0,
                                  "events": [msgspec.to_builtins(e) for e in fake.events[-50:]]},
+                "queue": {"held": fake.hold["held"], "holdReason": fake.hold["reason"]},
             },
         })
+
+    @app.route("/v1/codexd/hold", methods=["GET", "POST"])
+    async def hold() -> Response:
+        if request.method == "POST":
+            data = await body()
+            if not isinstance(data, dict) or not isinstance(data.get("held"), bool):
+                return error(400, "invalid_request", "held is required.", {"path": "$.held"})
+            fake.hold = {"held": data["held"], "reason": data.get("reason")}
+        return ok({"hold": fake.hold})
 
     @app.get("/v1/codexd/sessions")
     async def list_sessions() -> Response:
