@@ -288,7 +288,7 @@ async def test_queue_routes_answer_in_envelopes_and_the_hold_is_durable(
                                            "sessions": 1, "stoppedSessions": 0}
     refused = await client.post("/v1/codexd/hold", json={"held": "yes"})
     assert refused.status_code == 400
-    metrics = (await (await client.get("/metrics")).get_data()).decode()
+    metrics = await (await client.get("/metrics")).get_data(as_text=True)
     assert "codexd_queued_turns 1.0" in metrics
     assert "codexd_queues_held 1.0" in metrics
     assert "codexd_queues_stopped 0.0" in metrics
