@@ -6,8 +6,9 @@ Conductor.run(http)
     ├── HTTP/WS server   Hypercorn (trio worker) serving the Quart-Trio app
     ├── lease loop       LeaseKeeper (file: acquire / renew every renew_s) or EtcdLeaseKeeper.run
     │                    (etcd: campaign, keep-alive every TTL/3, watch the key)
-    └── heartbeat loop   probe codexd's status every heartbeat_s (cached for the views); with
-                         etcd a leader-only job, fenced: it runs only while this node leads
+    ├── heartbeat loop   probe codexd's status every heartbeat_s (cached for the views); with
+    │                    etcd a leader-only job, fenced: it runs only while this node leads
+    └── hold sync        codexd's turn-queue hold follows the mode (HoldSync.run, issue 23)
 ```
 
 The server starts first so that the etcd lease value names the address it really listens on.

@@ -267,6 +267,7 @@ async def test_queue_routes_answer_in_envelopes_and_the_hold_is_durable(
     assert (await bad.get_json())["error"]["details"]["field"] == "$.whenBusy"
     view = (await (await client.get("/v1/codexd/sessions/session-1/queue")).get_json())["data"]
     assert [e["queueId"] for e in view["queue"]["entries"]] == [qid]
+    assert daemon.queue_for_transcript("session-1") == view["queue"]["entries"]
     missing = await client.get("/v1/codexd/sessions/nope/queue")
     assert missing.status_code == 404
     gone = await client.delete("/v1/codexd/sessions/session-1/queue/queue-nope")
