@@ -122,6 +122,10 @@ class QueueDispatcher:
             await incarnation.run(partial(self._start_on, entry=entry))
         except ChildUnavailable:
             pass  # the child went before the start ran: the entry waits for the next one
+        except Exception:
+            # A bug must not take codexd down with the dispatcher; the entry is left as the
+            # journal says (a start marked but not settled stops its queue at the next start).
+            log.exception("the queue dispatcher failed to start %s", entry.queueId)
         finally:
             self.book.unpick(entry.queueId)
             if token is not None:
