@@ -99,10 +99,6 @@ class HoldSync:
             self.last_error = None
             return (hold.held, hold.reason) == (held, reason)
 
-    async def ensure(self) -> bool:
-        """Whether codexd holds what the mode wants, pushing first if it is not known to."""
-        return self.in_sync or await self.push()
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Push whenever due, retrying a failed push with a backoff (a ``nursery.start``

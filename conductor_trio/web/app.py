@@ -277,12 +277,13 @@ def create_app(conductor: Conductor) -> QuartTrio:
     async def turn() -> Response:
         if refused := refuse_if(("paused", "draining")):
             # A queued turn is accepted while paused or draining (a person hands over work to
-            # a held node; it starts on resume), once codexd confirms it holds the queues.
+            # a held node; it starts on resume), once codexd confirms it holds the queues:
+            # asked every time, not taken from a cached status (codexd may have restarted).
             raw = await request.get_data(as_text=False)
             assert isinstance(raw, bytes)
             if not _asks_to_queue(raw):
                 return refused
-            if not await conductor.hold.ensure():
+            if not await conductor.hold.push():
                 return error(503, "codexd_unavailable",
                              "codexd has not confirmed that it holds the turn queues; the turn "
                              "was not queued.",
