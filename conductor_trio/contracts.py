@@ -232,6 +232,18 @@ class CodexView(msgspec.Struct, frozen=True, kw_only=True):
 # -- system mode -------------------------------------------------------------------------------
 
 
+class QueueHoldView(msgspec.Struct, frozen=True, kw_only=True):
+    """The hold of codexd's turn queues that the mode wants (held while paused or draining),
+    and whether codexd confirmed it (issue 23)."""
+
+    held: bool
+    reason: str | None = None
+    confirmed: bool
+    # What codexd last said (None: not known yet).
+    codexd_held: bool | None = None
+    error: str | None = None
+
+
 class ModeState(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /v1/system/state`` and the answer of ``POST /v1/system/pause|resume|drain``."""
 
@@ -246,6 +258,7 @@ class ModeState(msgspec.Struct, frozen=True, kw_only=True):
     active_turns: list[ActiveTurn] | None
     active_turn_count: int | None
     drained: bool
+    queue_hold: QueueHoldView | None = None
 
 
 # -- status ------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ Conductor.run(http)
     ├── HTTP/WS server   Hypercorn (trio worker) serving the Quart-Trio app
     ├── lease loop       LeaseKeeper (file: acquire / renew every renew_s) or EtcdLeaseKeeper.run
     │                    (etcd: campaign, keep-alive every TTL/3, watch the key)
-    └── heartbeat loop   probe codexd's status every heartbeat_s (cached for the views); with
-                         etcd a leader-only job, fenced: it runs only while this node leads
+    ├── heartbeat loop   probe codexd's status every heartbeat_s (cached for the views); with
+    │                    etcd a leader-only job, fenced: it runs only while this node leads
+    └── hold sync        codexd's turn-queue hold follows the mode (HoldSync.run, issue 23)
 ```
 
 The server starts first so that the etcd lease value names the address it really listens on.
@@ -40,6 +41,7 @@ from conductor_trio.contracts import (
     ModeState,
     NodeStatus,
     OwnMetrics,
+    QueueHoldView,
     Runtime,
     RuntimePaths,
     SessionCountsView,
@@ -54,6 +56,7 @@ from conductor_trio.health import (
     active_turns,
     count_families,
 )
+from conductor_trio.hold import HoldSync
 from conductor_trio.lease.etcd import EtcdLeaseKeeper
 from conductor_trio.lease.etcd_gateway import EtcdGateway
 from conductor_trio.lease.file import (
@@ -117,6 +120,8 @@ class Conductor:
                 clock=clock,
             )
         self.modes = ModeStore(self.mode_path)
+        # The mode holds codexd's turn queues (issue 23).
+        self.hold = HoldSync(self.client, self.modes, timeout_s=config.codexd_timeout_s)
         self.pid = os.getpid()
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
@@ -163,6 +168,7 @@ class Conductor:
             )
         else:
             self.probe = CodexdProbe(reachable=True, checked_at=now_iso(), status=status)
+            self.hold.observe(status)
         return self.probe
 
     async def probe_codexd_metrics(self, *, timeout_s: float = 3.0) -> MetricsHealth:
@@ -208,7 +214,17 @@ class Conductor:
         mode = self.modes.current.mode
         if mode != "running":
             out.append(f"automation {mode}: new work is refused")
+        if not self.hold.in_sync and (mode != "running" or self.hold.last_error):
+            out.append("codexd has not confirmed the queue hold of this mode"
+                       + (f": {self.hold.last_error}" if self.hold.last_error else ""))
         return out
+
+    def hold_view(self) -> QueueHoldView:
+        held, reason = self.hold.wanted()
+        confirmed = self.hold.confirmed
+        return QueueHoldView(held=held, reason=reason, confirmed=self.hold.in_sync,
+                             codexd_held=confirmed.held if confirmed else None,
+                             error=self.hold.last_error)
 
     # ----------------------------------------------------------------------------------------
     # Views
@@ -263,6 +279,7 @@ class Conductor:
             active_turns=turns,
             active_turn_count=None if turns is None else len(turns),
             drained=record.mode == "draining" and turns == [],
+            queue_hold=self.hold_view(),
         )
 
     def status_snapshot(self, probe: CodexdProbe) -> StatusSnapshot:
@@ -385,6 +402,7 @@ class Conductor:
                 self.url = await nursery.start(server)
                 await nursery.start(self._lease_loop)
                 await nursery.start(self._heartbeat_loop)
+                await nursery.start(self.hold.run)
                 task_status.started(self.url)
         finally:
             # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.

@@ -44,9 +44,18 @@ class FakeCodexd:
     events: list[Event] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     subscribers: list[_Subscriber] = field(default_factory=list)
+    # The queue hold the conductor sets from its mode (issue 23); refuse_hold: answer 503.
+    hold: dict[str, Any] = field(default_factory=lambda: {"held": False, "reason": None})
+    refuse_hold: bool = False
+    _hold_set: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
     _shutdown: trio.Event = field(default_factory=trio.Event)
     _stopped: trio.Event = field(default_factory=trio.Event)
     _subscribed: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
+
+    async def wait_hold(self, held: bool) -> None:
+        """Wait until the hold (set by ``POST /v1/codexd/hold``) is ``held``."""
+        while self.hold["held"] is not held:
+            await self._hold_set.park()
 
     async def wait_subscribers(self, count: int = 1) -> None:
         """Wait until at least ``count`` websocket subscribers are registered."""
@@ -166,8 +175,21 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
                 "recentEvents": {"count": len(fake.events[-50:]),
                                  "lastSeq": fake.events[-1].seq if fake.events else 0,
                                  "events": [msgspec.to_builtins(e) for e in fake.events[-50:]]},
+                "queue": {"held": fake.hold["held"], "holdReason": fake.hold["reason"]},
             },
         })
+
+    @app.route("/v1/codexd/hold", methods=["GET", "POST"])
+    async def hold() -> Response:
+        if request.method == "POST":
+            data = await body()
+            if fake.refuse_hold:
+                return error(503, "store_unavailable", "The hold cannot be written.")
+            if not isinstance(data, dict) or not isinstance(data.get("held"), bool):
+                return error(400, "invalid_request", "held is required.", {"path": "$.held"})
+            fake.hold = {"held": data["held"], "reason": data.get("reason")}
+            fake._hold_set.unpark_all()
+        return ok({"hold": fake.hold})
 
     @app.get("/v1/codexd/sessions")
     async def list_sessions() -> Response:

@@ -1,18 +1,21 @@
 """Replay = live: folding any prefix of the journal over an empty registry gives exactly the
 sessions that live processing had when it wrote that prefix (issue 11: "every journal event
 carries what replay needs"). Hypothesis generates the orders, including turns whose
-``turn/completed`` overtakes their ``turn/start`` answer."""
+``turn/completed`` overtakes their ``turn/start`` answer, and the turn queues (issue 23):
+queued turns, starts that Codex accepts or refuses, stops, resumes, removals, moves, closes,
+and a codexd restart that finds a start it cannot account for."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from codexd_trio.base.contracts import Event, Session
+from codexd_trio.base.contracts import Event, QueueSnapshot, Session
 from codexd_trio.core.domain import DomainError, Emit, SessionBook
 
 SESSIONS = 2
@@ -21,11 +24,14 @@ Op = tuple[str, int, str]  # (kind, session index, variant)
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["turn_fast", "turn_slow", "message", "child_exit", "close"]),
+        # The queue's operations more often than closing, which ends a session's story.
+        st.sampled_from(["turn_fast", "turn_slow", "message", "message", "child_exit", "close",
+                         "queue", "queue", "queue", "dispatch", "dispatch", "dispatch",
+                         "start_fail", "resume", "remove", "move", "move", "restart"]),
         st.integers(min_value=0, max_value=SESSIONS - 1),
         st.sampled_from(["completed", "failed", "interrupted"]),
     ),
-    max_size=25,
+    max_size=40,
 )
 
 
@@ -39,6 +45,7 @@ class Journal:
         self.book.now = lambda: self.now
         self.events: list[Event] = []
         self.states: dict[int, list[Session]] = {0: []}
+        self.queues: dict[int, QueueSnapshot] = {0: QueueSnapshot()}
 
     def tick(self) -> None:
         n = next(self.clock)
@@ -56,6 +63,7 @@ class Journal:
 
     def checkpoint(self) -> None:
         self.states[len(self.events)] = self.book.all()
+        self.queues[len(self.events)] = self.book.queue.snapshot()
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         self.publish(self.book.on_notification(method, params))
@@ -107,21 +115,86 @@ def run_live(operations: list[Op]) -> Journal:
             elif kind == "child_exit":
                 journal.publish(journal.book.fail_all_current("child_exited", "gone"))
             elif kind == "close":
-                journal.publish(journal.book.close(sid))
+                journal.publish(journal.book.close_session(sid))
+            elif kind in ("queue", "dispatch", "start_fail", "resume", "remove", "move",
+                          "restart"):
+                queue_op(journal, kind, sid, variant, turns)
         except DomainError:
             pass  # refused (busy or closed session): nothing happened, nothing was emitted
         journal.checkpoint()
     return journal
 
 
+def queue_op(journal: Journal, kind: str, sid: str, variant: str,
+             turns: Iterator[int]) -> None:
+    """One of the queue's operations, as the daemon and its dispatcher do them."""
+    book = journal.book
+    if kind == "queue":
+        journal.publish(book.enqueue(sid, f"queued {len(journal.events)}")[2])
+    elif kind in ("dispatch", "start_fail"):
+        ready = book.pick_ready()
+        for entry in ready:
+            if entry.sessionId != sid:
+                book.unpick(entry.queueId)
+        head = next((e for e in ready if e.sessionId == sid), None)
+        if head is None:
+            return
+        book.begin_turn(sid)
+        journal.publish(book.mark_starting(head.queueId))
+        if kind == "start_fail" or variant == "interrupted":
+            # Refused by Codex, or (the "interrupted" variant) codexd dies before the answer:
+            # the mark stays, and the restart below finds it.
+            if kind == "start_fail":
+                book.abort_turn(sid)
+                stop = book.stop_queue(head.queueId, "invalid_request", "refused")
+                journal.publish([stop] if stop else [])
+            return
+        turn_id = f"turn-{next(turns)}"
+        _, accepted = book.accept_turn(sid, turn_id)
+        journal.publish([book.dequeue(head.queueId, turn_id), accepted])
+    elif kind == "resume":
+        journal.publish(book.resume_queue(sid))
+    elif kind in ("remove", "move"):
+        entries = book.queue_of(sid)[0]
+        if not entries:
+            return
+        if kind == "remove":
+            target = entries[-1] if variant == "completed" else entries[0]
+            journal.publish(book.remove_queued(sid, target.queueId)[1])
+        else:
+            # The last one to the front (or to the middle): behind a head being started.
+            journal.publish(book.move_queued(sid, entries[-1].queueId,
+                                             1 if variant == "failed" else 0))
+    elif kind == "restart":
+        # A new codexd over what the old one left: the snapshot as of now (the journal after
+        # it is empty here), then what Daemon._recover_after_restart settles.
+        again = SessionBook(book.all(), book.queue.snapshot())
+        again.now = book.now
+        journal.book = again
+        journal.publish(again.fail_all_current("daemon_restarted", "restarted"))
+        journal.publish(again.recover_queues())
+
+
 @settings(max_examples=150, deadline=None)
 @given(ops)
+# The queue's whole story at least once, whatever hypothesis draws: a busy session fills its
+# queue, entries move and go, a start is refused (stop, resume, stop again, removed), a start
+# Codex accepts, one codexd dies in the middle of (restart), and a close cancels the rest.
+@example([("turn_slow", 0, "completed"), ("queue", 0, "x"), ("queue", 0, "x"),
+          ("queue", 0, "x"), ("queue", 0, "x"), ("move", 0, "completed"),
+          ("move", 0, "failed"), ("remove", 0, "completed"), ("message", 0, "completed"),
+          ("start_fail", 0, "x"), ("resume", 0, "x"), ("start_fail", 0, "x"),
+          ("remove", 0, "failed"), ("dispatch", 0, "completed"), ("message", 0, "failed"),
+          ("dispatch", 0, "interrupted"), ("restart", 0, "x"), ("resume", 0, "x"),
+          ("queue", 1, "x"), ("dispatch", 1, "completed"), ("queue", 1, "x"),
+          ("child_exit", 1, "x"), ("close", 1, "x"), ("close", 0, "x")])
 def test_replaying_any_prefix_rebuilds_what_live_processing_had(operations: list[Op]) -> None:
     journal = run_live(operations)
     for length, expected in journal.states.items():
         replayed = SessionBook()
         replayed.replay(journal.events[:length])
         assert _plain(replayed.all()) == _plain(expected), (length, operations)
+        assert replayed.queue.snapshot() == journal.queues[length], (length, operations)
 
 
 def test_a_turn_that_completed_before_its_start_answer_replays_as_completed() -> None:

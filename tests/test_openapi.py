@@ -122,6 +122,10 @@ _CODEXD_ONLY = {
     # The conductor answers with its own view of codexd (reachability, counts, routes) at
     # GET /v1/codex instead.
     ("GET", "/v1/codex/status"),
+    # The queue hold follows the conductor's mode (POST /v1/system/pause|resume|drain sets
+    # it); a client must not lift a pause behind the conductor's back.
+    ("GET", "/v1/codex/hold"),
+    ("POST", "/v1/codex/hold"),
 }
 # Conductor routes under /v1/codex/ with no /v1/codexd/X twin, and why.
 _CONDUCTOR_ONLY = {

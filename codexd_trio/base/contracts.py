@@ -32,6 +32,10 @@ ApprovalMode = Literal["decline", "clients"]
 Decision = Literal["accept", "acceptForSession", "decline", "cancel"]
 ApprovalState = Literal["pending", "resolved", "expired"]
 ChildState = Literal["stopped", "starting", "running", "restarting", "failed"]
+# What POST /turn does on a session that is busy: refuse (409) or queue the turn.
+WhenBusy = Literal["reject", "queue"]
+# A queued turn waits, or its turn/start has been sent (the durable mark before it goes).
+QueueEntryState = Literal["waiting", "starting"]
 
 
 def now_iso() -> str:
@@ -72,6 +76,8 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     # False until a turn has run: Codex persists a thread lazily, so until then it cannot be
     # resumed after a restart and codexd re-creates it instead.
     threadPersisted: bool = False
+    # Turns waiting in the session's queue (``whenBusy: "queue"``), the one starting included.
+    queueLength: int = 0
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -187,6 +193,8 @@ class StatusSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     activeTurns: list[ActiveTurn] = msgspec.field(default_factory=list)
     approvals: ApprovalCounts = msgspec.field(default_factory=ApprovalCounts)
     recentEvents: RecentEventsView = msgspec.field(default_factory=RecentEventsView)
+    # None from a codexd without turn queues (the conductor then knows nothing of a hold).
+    queue: QueueStatus | None = None
 
 
 class CodexdStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,10 +203,13 @@ class CodexdStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionRegistry(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of every session, current up to event ``lastSeq`` of ``events.jsonl``."""
+    """A snapshot of every session and of the turn queues, current up to event ``lastSeq`` of
+    ``events.jsonl``. ``sessions`` stays the last field: the registry is written one session at
+    a time after the rest (``FrozenTable.registry_json``)."""
 
     version: int = 1
     lastSeq: int = 0
+    queue: QueueSnapshot = msgspec.field(default_factory=lambda: QueueSnapshot())
     sessions: list[Session] = msgspec.field(default_factory=list)
 
 
@@ -264,10 +275,12 @@ def _check_turn_input(value: TurnInput) -> None:
 
 class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Start a turn; ``input`` is text with a non-space character or a non-empty list of input
-    items."""
+    items. ``whenBusy``: ``reject`` (409 while a turn runs) or ``queue`` (wait in the session's
+    queue and start when the turns before it have settled)."""
 
     sessionId: str
     input: TurnInput
+    whenBusy: WhenBusy = "reject"
 
     def __post_init__(self) -> None:
         _check_turn_input(self.input)
@@ -293,6 +306,102 @@ class InterruptRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     decision: Decision
     decidedBy: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# The turn queue (issue 23): records, the registry's snapshot of them, requests and views.
+
+
+class QueueEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One turn waiting in a session's queue (``lastError``: why its last start failed)."""
+
+    queueId: str
+    sessionId: str
+    input: TurnInput
+    queuedAt: str
+    state: QueueEntryState = "waiting"
+    attempts: int = 0
+    lastAttemptAt: str | None = None
+    lastError: TurnError | None = None
+    # The request that queued it: the turn's events carry it too, as for a direct turn.
+    requestId: str | None = None
+
+
+class QueueStop(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a session's queue stopped: nothing starts until a person resumes it or removes the
+    entry it names."""
+
+    queueId: str | None = None
+    code: str
+    message: str
+    stoppedAt: str
+
+
+class SessionQueue(msgspec.Struct, frozen=True, kw_only=True):
+    sessionId: str
+    entries: list[QueueEntry] = msgspec.field(default_factory=list)
+    stopped: QueueStop | None = None
+
+
+class StartedEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A queue entry that became a turn (remembered so a late DELETE gets 409, not 404)."""
+
+    queueId: str
+    sessionId: str
+    turnId: str
+    startedAt: str
+
+
+class QueueSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The queues in the registry snapshot (the journal's ``turn.queue*`` events are the truth)."""
+
+    sessions: list[SessionQueue] = msgspec.field(default_factory=list)
+    started: list[StartedEntry] = msgspec.field(default_factory=list)
+
+
+class QueueHold(msgspec.Struct, frozen=True, kw_only=True):
+    """``state/codexd/hold.json``: while held, no queued turn starts (the conductor holds the
+    queue while the node is paused or draining)."""
+
+    held: bool = False
+    reason: str | None = None
+    updatedAt: str | None = None
+
+
+class QueueStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The queues in ``GET /v1/codexd/status``."""
+
+    held: bool = False
+    holdReason: str | None = None
+    entries: int = 0
+    sessions: int = 0
+    stoppedSessions: int = 0
+
+
+class HoldRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    held: bool
+    reason: str | None = None
+
+
+class MoveRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Move a queued turn to ``position`` (0 = the next to start; past the end = the end)."""
+
+    position: int
+
+    def __post_init__(self) -> None:
+        # Not msgspec.Meta(ge=0): see _check_turn_input.
+        if self.position < 0:
+            raise ValueError("Expected a position of 0 or more - at `$.position`")
+
+
+class QueueView(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/codexd/sessions/{id}/queue``: the entries in order (0 starts next)."""
+
+    sessionId: str
+    entries: list[QueueEntry]
+    stopped: QueueStop | None = None
+    held: bool = False
+    holdReason: str | None = None
 
 
 # --------------------------------------------------------------------------------------------

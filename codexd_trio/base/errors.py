@@ -85,3 +85,16 @@ class NoActiveTurn(DomainError):
 
 class TurnMismatch(DomainError):
     code = "turn_mismatch"
+
+
+class QueueEntryNotFound(DomainError):
+    """No waiting entry with that id in the session's queue."""
+
+    code = "not_found"
+
+
+class QueueEntryStarted(DomainError):
+    """The queued turn has already started (or is being started): too late to remove or move
+    it; interrupt the turn instead."""
+
+    code = "queue_entry_started"

@@ -14,6 +14,7 @@ import msgspec
 
 from codexd_trio.base.context import current_request_id
 from codexd_trio.base.contracts import Approval, Event, Session, TurnInput
+from codexd_trio.client._queue import QueueCalls
 from codexd_trio.client._ws import (
     _TURN_END_TYPES,
     CodexdError,
@@ -35,8 +36,8 @@ async def _stamp_request(request: httpx.Request) -> None:
     request.extensions["baa.started"] = time.perf_counter()
 
 
-class CodexdClient:
-    """An async client of one codexd.
+class CodexdClient(QueueCalls):
+    """An async client of one codexd (the turn queue's calls: :class:`QueueCalls`).
 
     Use as an async context manager (or call :meth:`aclose`)::
 

@@ -32,7 +32,8 @@ from codexd_trio.base.errors import (
     TurnInProgress,
     TurnMismatch,
 )
-from codexd_trio.core._book import SETTLED_MEMORY, BookState, Emit
+from codexd_trio.core._book import SETTLED_MEMORY, Emit
+from codexd_trio.core._queueing import QUEUE_EVENTS, QueueCommands
 from codexd_trio.core.turns import (
     event_type_for,
     final_agent_text,
@@ -59,8 +60,9 @@ def _fixed_clock(at: str) -> Callable[[], str]:
     return lambda: at
 
 
-class SessionBook(BookState):
-    """The registry of sessions and the fold of turn notifications into them."""
+class SessionBook(QueueCommands):
+    """The registry of sessions, their turn queues, and the fold of turn notifications into
+    them."""
 
     # ---------------------------------------------------------------- notifications
 
@@ -170,6 +172,8 @@ class SessionBook(BookState):
             elif kind in ("app-server.item.completed", "app-server.turn.completed"):
                 method = kind.removeprefix("app-server.").replace(".", "/")
                 self.on_notification(method, event.detail)
+            elif kind in QUEUE_EVENTS:
+                self._replay_queue(event)
         except DomainError:
             # A logged change that no longer applies (e.g. closing a busy session): the
             # snapshot already reflects something later; keep going.

@@ -125,3 +125,15 @@ class _StateCollector(Collector):
         waiting = GaugeMetricFamily("codexd_events_unsynced", "Events appended but not yet fsynced")
         waiting.add_metric([], daemon.log.waiting)
         yield waiting
+        queue = daemon.queue_status()
+        queued = GaugeMetricFamily("codexd_queued_turns", "Turns waiting in the session queues")
+        queued.add_metric([], queue.entries)
+        yield queued
+        stopped = GaugeMetricFamily("codexd_queues_stopped",
+                                    "Session queues stopped by a failed start (a person acts)")
+        stopped.add_metric([], queue.stoppedSessions)
+        yield stopped
+        held = GaugeMetricFamily("codexd_queues_held",
+                                 "1 while the node holds the queues (paused or draining)")
+        held.add_metric([], 1.0 if queue.held else 0.0)
+        yield held

@@ -35,9 +35,10 @@ from codexd_trio.base.contracts import (
     Event,
     now_iso,
 )
-from codexd_trio.core._operations import DaemonOperations
+from codexd_trio.core._queue_ops import QueueOperations, TurnOutcome
 from codexd_trio.core.approvals import ApprovalBroker, ApprovalLedger, UnsupportedServerRequest
 from codexd_trio.core.config import CodexdConfig
+from codexd_trio.core.dispatcher import QueueDispatcher
 from codexd_trio.core.domain import Emit, SessionBook
 from codexd_trio.core.hub import EventHub
 from codexd_trio.core.metrics import TURN_END_TYPES, CodexdMetrics
@@ -59,7 +60,7 @@ log = logging.getLogger("codexd")
 # How many sessions the registry snapshot may hold per second of its rewrite interval.
 REGISTRY_SESSIONS_PER_S = 25_000
 
-__all__ = ["Daemon", "UnsupportedServerRequest"]
+__all__ = ["Daemon", "TurnOutcome", "UnsupportedServerRequest"]
 
 # Of the shutdown grace, what the staged child stop (stdin close, SIGTERM, SIGKILL) needs.
 CHILD_STOP_RESERVE_S = 4.0
@@ -70,7 +71,7 @@ CHILD_STOP_RESERVE_S = 4.0
 _TURN_REQUESTS_KEPT = 1024
 
 
-class Daemon(DaemonOperations):
+class Daemon(QueueOperations):
     """One codexd: owns the files, the event hub, the child and the session registry.
 
     **Resource handling:** the files are opened by the constructor; :meth:`run` owns every task
@@ -99,7 +100,7 @@ class Daemon(DaemonOperations):
             self.log, self.files.recent,
             recent_size=config.event_cache_size, subscriber_queue=config.subscriber_queue,
         )
-        self.book = SessionBook(self.files.registry_sessions)
+        self.book = SessionBook(self.files.registry_sessions, self.files.registry_queue)
         self.files.registry.capture = self._registry_job
         self.files.registry.before_write = self._registry_durable
         self._registry_seq = 0
@@ -116,6 +117,11 @@ class Daemon(DaemonOperations):
             server_request_timeout=config.approval_timeout_s + 30.0,
             stdout_log=config.codexd_logs / "stdout.log",
             external=config.server_endpoint if config.server_strategy == "external" else None,
+        )
+        # Starts queued turns (issue 23); runs in the operations nursery.
+        self.dispatcher = QueueDispatcher(
+            self.book, self.sessions, self.supervisor, publish=self.publish,
+            changed=self._save_registry, flush=self._acknowledge, may_start=self.may_start_queued,
         )
         # Last: its collectors read the parts above.
         self.metrics = CodexdMetrics(self)
@@ -165,7 +171,8 @@ class Daemon(DaemonOperations):
         # It claims every event emitted so far; the write waits until they are durable
         # (_registry_durable), so a snapshot is never ahead of the journal it shortens.
         self._registry_seq = self.hub.last_seq
-        return functools.partial(self.book.freeze().registry_json, self._registry_seq)
+        return functools.partial(self.book.freeze().registry_json, self._registry_seq,
+                                 self.book.queue.snapshot())
 
     async def _registry_durable(self) -> None:
         # A snapshot written with the effects of events that are not durable yet, then a
@@ -177,6 +184,8 @@ class Daemon(DaemonOperations):
         self.files.registry.touch()
         self._book_changed.set()
         self._book_changed = trio.Event()
+        # A turn settled, a queue changed: the next queued turn may start.
+        self.dispatcher.wake()
 
     def _save_state(self) -> None:
         self.files.daemon.set(
@@ -242,6 +251,7 @@ class Daemon(DaemonOperations):
                         server_done.set()
                     child_scope = trio.CancelScope()
                     await services.start(_scoped, child_scope, self.supervisor.run)
+                    await operations.start(self.dispatcher.run)
                     task_status.started(self)
                     await self._stop_requested.wait()
                     await self._graceful_stop(child_scope, server_stop, server_done)
@@ -322,6 +332,8 @@ class Daemon(DaemonOperations):
         emits = self.book.fail_all_current(
             "daemon_restarted", "codexd restarted while the turn was running"
         )
+        # A queued turn whose turn/start was on its way: Codex may have it; a person decides.
+        emits += self.book.recover_queues()
         for emit in emits:
             self.publish(emit)
         if emits:
@@ -335,6 +347,7 @@ class Daemon(DaemonOperations):
 
     def child_changed(self, child: ChildStatus) -> None:
         self._save_state()
+        self.dispatcher.wake()  # a child running again starts what waited for it
 
     def child_gone(self, status: ExitStatus | None, error: str | None) -> None:
         """The incarnation ended (all its operations settled): settle its turns and approvals."""

@@ -22,6 +22,7 @@ from codexd_trio.base.contracts import (
     InterruptRequest,
     Session,
     SteerRequest,
+    TurnInput,
     TurnRequest,
     input_items,
     now_iso,
@@ -149,6 +150,12 @@ class SessionService:
         await self.flush()
         return session, turn_id
 
+    async def send_turn_start(self, inc: Incarnation, session: Session, input: TurnInput) -> str:
+        """Send ``turn/start`` for a turn the caller has reserved (``begin_turn``) and recorded;
+        returns Codex's turn id (the queue dispatcher's half of :meth:`start_turn`)."""
+        result = await _call(inc, inc.client.turn_start(session.threadId, input_items(input)))
+        return str(result["turn"]["id"])
+
     async def steer(self, inc: Incarnation, req: SteerRequest) -> tuple[Session, str]:
         session = self.book.check_can_steer(req.sessionId)
         assert session.currentTurnId is not None
@@ -185,9 +192,11 @@ class SessionService:
         return self.book.get(req.sessionId), turn_id
 
     async def close(self, session_id: str) -> Session:
-        """Close a session: it keeps its history but accepts no more turns."""
+        """Close a session: it keeps its history but accepts no more turns; its queued turns
+        are cancelled (``turn.queue.removed``, reason ``session_closed``)."""
         if self.book.get(session_id).status != "closed":
-            self.publish(self.book.close(session_id))
+            for emit in self.book.close_session(session_id):
+                self.publish(emit)
             self.changed()
             await self.flush()
         return self.book.get(session_id)

@@ -51,5 +51,6 @@ def codexd_status(daemon: Daemon) -> CodexdStatus:
             recentEvents=RecentEventsView(
                 count=len(recent), lastSeq=daemon.hub.published_seq, events=recent
             ),
+            queue=daemon.queue_status(),
         ),
     )

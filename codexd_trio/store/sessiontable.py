@@ -22,15 +22,16 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
-from codexd_trio.base.contracts import Session, SessionRegistry
+from codexd_trio.base.contracts import QueueSnapshot, Session, SessionRegistry
 from codexd_trio.store.documents import StoreCorrupt
 
 __all__ = [
-    "HOT_SESSIONS", "ActivityIndex", "FrozenTable", "SessionTable", "activity_time",
-    "read_registry",
+    "HOT_SESSIONS", "ActivityIndex", "FrozenTable", "RegistryFile", "SessionTable",
+    "activity_time", "open_registry", "read_registry",
 ]
 
 HOT_SESSIONS = 4096
@@ -67,11 +68,12 @@ class FrozenTable:
             session = self._hot.get(sid)
             yield session if session is not None else unpack(self._cold[sid])
 
-    def registry_json(self, last_seq: int) -> bytes:
+    def registry_json(self, last_seq: int, queue: QueueSnapshot | None = None) -> bytes:
         """The registry document, encoded one session at a time (the GIL is released between
-        them, so the event loop is not held for the whole encoding)."""
-        head = _json(SessionRegistry(lastSeq=last_seq))
-        # '{"version":1,"lastSeq":N,"sessions":[]}' -> open the list and fill it.
+        them, so the event loop is not held for the whole encoding); ``queue``: the turn
+        queues captured with the table."""
+        head = _json(SessionRegistry(lastSeq=last_seq, queue=queue or QueueSnapshot()))
+        # '{"version":1,"lastSeq":N,"queue":{…},"sessions":[]}' -> open the list and fill it.
         assert head.endswith(b"[]}"), head
         parts = [head[:-2]]
         parts.append(b",".join(_json(s) for s in self.sessions()))
@@ -213,8 +215,28 @@ class ActivityIndex:
             yield self._times[i], self._ids[i]
 
 
+class RegistryFile(NamedTuple):
+    """What :func:`open_registry` read: the seq it reflects, its sessions (decoded lazily, one
+    by one) and the turn queues."""
+
+    last_seq: int
+    sessions: Iterator[Session]
+    queue: QueueSnapshot
+
+
 def read_registry(path: Path) -> tuple[int, Iterator[Session]]:
     """Open ``session-registry.json``: its ``lastSeq`` and its sessions, decoded one by one.
+
+    Raises:
+        StoreCorrupt: see :func:`open_registry`.
+    """
+    registry = open_registry(path)
+    return registry.last_seq, registry.sessions
+
+
+def open_registry(path: Path) -> RegistryFile:
+    """Open ``session-registry.json``: its ``lastSeq``, its sessions decoded one by one, and
+    the turn queues (empty in a registry written before there were queues).
 
     Raises:
         StoreCorrupt: The file cannot be read or does not hold a registry (a session that does
@@ -223,7 +245,7 @@ def read_registry(path: Path) -> tuple[int, Iterator[Session]]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return 0, iter(())
+        return RegistryFile(0, iter(()), QueueSnapshot())
     except OSError as exc:
         raise StoreCorrupt(path, f"cannot read {path}: {exc}") from exc
     try:
@@ -246,7 +268,7 @@ def read_registry(path: Path) -> tuple[int, Iterator[Session]]:
                     path, f"{path}: session {index} does not have the expected shape: {exc}"
                 ) from exc
 
-    return head.lastSeq, sessions()
+    return RegistryFile(head.lastSeq, sessions(), head.queue)
 
 
 _EMPTY = msgspec.Raw()
@@ -255,4 +277,5 @@ _EMPTY = msgspec.Raw()
 class _RegistryHead(msgspec.Struct, kw_only=True):
     version: int = 1
     lastSeq: int = 0
+    queue: QueueSnapshot = msgspec.field(default_factory=QueueSnapshot)
     sessions: list[msgspec.Raw] = msgspec.field(default_factory=list)

@@ -14,6 +14,7 @@ from codexd_trio.base.contracts import (
     ChildStatus,
     DaemonState,
     Identity,
+    QueueHold,
     RecentEvents,
     SessionRegistry,
     now_iso,
@@ -21,7 +22,7 @@ from codexd_trio.base.contracts import (
 from codexd_trio.store.documents import JsonDocument, read_document
 from codexd_trio.store.eventlog import EventLog
 from codexd_trio.store.idempotency import IdempotencyStore
-from codexd_trio.store.sessiontable import read_registry
+from codexd_trio.store.sessiontable import open_registry
 
 
 class StateConfig(Protocol):
@@ -74,7 +75,10 @@ class StateDir:
         # A snapshot: the event log is the journal that makes acknowledgements durable. Read
         # one session at a time into the daemon's session table (the first consumer of
         # ``registry_sessions``), which then writes it through ``registry.capture``.
-        self.registry_seq, self.registry_sessions = read_registry(state / "session-registry.json")
+        registry = open_registry(state / "session-registry.json")
+        self.registry_seq, self.registry_sessions = registry.last_seq, registry.sessions
+        # The turn queues, snapshotted with the sessions (the journal's queue events follow).
+        self.registry_queue = registry.queue
         self.registry = JsonDocument(
             state / "session-registry.json", SessionRegistry,
             SessionRegistry(lastSeq=self.registry_seq), pretty=False, coalesce_s=1.0,
@@ -85,6 +89,10 @@ class StateDir:
             state / "recent-events.json", RecentEvents, recent or RecentEvents(),
             coalesce_s=1.0, pretty=False,
         )
+        # The queue hold (issue 23): set by the conductor while the node is paused or draining;
+        # durable, so a restarted codexd does not start queued turns the node holds.
+        hold = read_document(state / "hold.json", QueueHold)
+        self.hold = JsonDocument(state / "hold.json", QueueHold, hold or QueueHold())
         approvals = read_document(state / "approvals.json", ApprovalBook)
         self.approvals = JsonDocument(
             state / "approvals.json", ApprovalBook, approvals or ApprovalBook(), pretty=False
@@ -112,7 +120,7 @@ class StateDir:
     @property
     def documents(self) -> list[JsonDocument[Any]]:
         return [
-            self.identity, self.registry, self.recent, self.approvals, self.daemon,
+            self.identity, self.registry, self.recent, self.approvals, self.daemon, self.hold,
         ]
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ Shared (codexd, conductor, status-api):
 * :mod:`~codexd_trio.web.openapi`: the OpenAPI document built from the routes.
 
 codexd's own: :mod:`~codexd_trio.web.routes` (the Quart-Trio routes over the Daemon, and
-``serve_api``) and :mod:`~codexd_trio.web.api_doc` (their OpenAPI operations).
+``serve_api``), :mod:`~codexd_trio.web.queue_routes` (the turn queue and the hold) and
+:mod:`~codexd_trio.web.api_doc` (their OpenAPI operations).
 
 May import: :mod:`codexd_trio.core` (codexd's routes call the Daemon), ``store``, ``protocol`` and
 :mod:`codexd_trio.base`; never ``client`` or ``cli``. Of codexd_trio, only this package imports

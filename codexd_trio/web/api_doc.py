@@ -16,7 +16,12 @@ from codexd_trio.base.contracts import (
     CreateSessionRequest,
     DecisionRequest,
     Event,
+    HoldRequest,
     InterruptRequest,
+    MoveRequest,
+    QueueEntry,
+    QueueHold,
+    QueueView,
     Session,
     SteerRequest,
     TurnRequest,
@@ -73,6 +78,33 @@ class TurnAnswer(msgspec.Struct, frozen=True, kw_only=True):
     session: Session
 
 
+class TurnOrQueued(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /turn``: a started turn (``accepted``, ``turnId``), or with ``whenBusy: "queue"``
+    on a busy session a queued one (``queued``, ``queueId``, ``position`` from 0, ``entry``)."""
+
+    accepted: bool
+    queued: bool = False
+    sessionId: str
+    turnId: str | None = None
+    queueId: str | None = None
+    position: int | None = None
+    entry: QueueEntry | None = None
+    session: Session
+
+
+class OneQueue(msgspec.Struct, frozen=True, kw_only=True):
+    queue: QueueView
+
+
+class RemovedEntry(msgspec.Struct, frozen=True, kw_only=True):
+    removed: QueueEntry
+    queue: QueueView
+
+
+class OneHold(msgspec.Struct, frozen=True, kw_only=True):
+    hold: QueueHold
+
+
 class ApprovalList(msgspec.Struct, frozen=True, kw_only=True):
     approvals: list[Approval]
 
@@ -120,8 +152,10 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
            SessionView),
         Op("POST", f"{prefix}/sessions/{{session_id}}/close", "close a session", OneSession,
            errors=("idempotency_mismatch", "turn_in_progress", "store_unavailable")),
-        Op("POST", f"{prefix}/turn", "start a turn", TurnAnswer, 202, body=TurnRequest,
-           errors=(*_TURN_ERRORS, "turn_in_progress", "session_closed")),
+        Op("POST", f"{prefix}/turn",
+           'start a turn (whenBusy: "queue": queue it while the session is busy)', TurnOrQueued,
+           202, body=TurnRequest, errors=(*_TURN_ERRORS, "turn_in_progress", "session_closed")),
+        *_queue_ops(prefix),
         Op("POST", f"{prefix}/turn/steer", "add input to the running turn", TurnAnswer,
            body=SteerRequest, errors=(*_TURN_ERRORS, "no_active_turn", "turn_mismatch",
                                       "session_closed")),
@@ -140,6 +174,25 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
         Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
         Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
            envelope=False),
+    ]
+
+
+def _queue_ops(prefix: str) -> list[Op]:
+    """The turn queue's and the hold's operations (issue 23)."""
+    queue = f"{prefix}/sessions/{{session_id}}/queue"
+    writes = ("idempotency_mismatch", "store_unavailable")
+    return [
+        Op("GET", queue, "the session's queued turns in order (0 starts next), its stop, the hold",
+           OneQueue),
+        Op("POST", f"{queue}/resume", "resume a stopped queue: its head is tried again",
+           OneQueue, errors=writes),
+        Op("DELETE", f"{queue}/{{queue_id}}", "remove a queued turn that has not started",
+           RemovedEntry, errors=("queue_entry_started", *writes)),
+        Op("POST", f"{queue}/{{queue_id}}/move", "move a queued turn to another position",
+           OneQueue, body=MoveRequest, errors=("queue_entry_started", *writes)),
+        Op("GET", f"{prefix}/hold", "whether the queues are held (the conductor's mode)", OneHold),
+        Op("POST", f"{prefix}/hold", "hold or release the queues (the conductor sets it)",
+           OneHold, body=HoldRequest, errors=writes),
     ]
 
 

@@ -40,6 +40,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     "no_active_turn": 409,
     "turn_mismatch": 409,
     "approval_resolved": 409,
+    "queue_entry_started": 409,
     "idempotency_mismatch": 422,
     "app_server_error": 502,
     "child_unavailable": 503,

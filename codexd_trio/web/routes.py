@@ -35,7 +35,7 @@ from codexd_trio.base.contracts import (
     TurnRequest,
 )
 from codexd_trio.base.errors import ApiError, InvalidRequest
-from codexd_trio.core.service import Daemon
+from codexd_trio.core.service import Daemon, TurnOutcome
 from codexd_trio.core.subscription import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.store.documents import StoreError
@@ -55,6 +55,7 @@ from codexd_trio.web.envelope import (
     status_for,
 )
 from codexd_trio.web.openapi import described_routes
+from codexd_trio.web.queue_routes import install_queue_routes, turn_outcome_answer
 from codexd_trio.web.websockets import discarding_client_frames
 
 log = logging.getLogger("codexd.api")
@@ -266,12 +267,16 @@ def create_app(daemon: Daemon) -> QuartTrio:
     @app.post("/v1/codexd/turn")
     async def start_turn() -> Response:
         async def handle(body: TurnRequest) -> Response:
+            if body.whenBusy == "queue":  # issue 23: wait in the session's queue if busy
+                return turn_outcome_answer(await daemon.turn_or_queue(body))
             session, turn_id = await daemon.start_turn(body)
             log.info("turn %s started on %s", turn_id, session.sessionId,
                      extra={"sessionId": session.sessionId, "turnId": turn_id})
-            return _turn_answer(session, turn_id, 202)
+            return turn_outcome_answer(TurnOutcome(session, turn_id=turn_id))
 
         return await _post("POST /v1/codexd/turn", TurnRequest, handle)
+
+    install_queue_routes(app, daemon, _idempotent, _post)
 
     @app.post("/v1/codexd/turn/steer")
     async def steer_turn() -> Response:

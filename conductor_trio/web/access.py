@@ -28,6 +28,7 @@ from conductor_trio.config import ConductorConfig
 __all__ = [
     "CODEX_PREFIX",
     "SHARED_TOKEN_SETTING",
+    "WRITE_METHODS",
     "Caller",
     "codex_needs_credential",
     "codex_refusal",
@@ -38,6 +39,8 @@ __all__ = [
 CODEX_PREFIX = "/v1/codex/"
 # What an operator sets to give the conductor its shared token (the file form is preferred).
 SHARED_TOKEN_SETTING = "BAA_SHARED_TOKEN_FILE"
+# The methods that change something under /v1/codex/* (DELETE: removing a queued turn).
+WRITE_METHODS = frozenset({"POST", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def codex_refusal(config: ConductorConfig, caller: Caller) -> Refusal | None:
             "header, or ?token=).",
             header="Authorization",
         )
-    if config.exposed and caller.method == "POST":
+    if config.exposed and caller.method in WRITE_METHODS:
         # Beyond loopback (a tailnet, a LAN) anyone who can reach the port could otherwise start
         # full-access sessions.
         return shared_token_refusal(config, caller)

@@ -25,6 +25,7 @@ from conductor_trio.contracts import (
     StatusSnapshot,
     UnreachableStatus,
 )
+from conductor_trio.web.access import WRITE_METHODS
 
 __all__ = [
     "conductor_openapi", "conductor_ops", "conductor_websockets", "status_api_openapi",
@@ -34,8 +35,9 @@ __all__ = [
 # The status-api relays the conductor's snapshot, or says it could not read it.
 _RELAYED_STATUS = StatusSnapshot | UnreachableStatus
 
-# codexd routes the conductor answers itself instead: status is its own view at /v1/codex.
-_NOT_PROXIED = frozenset({"/v1/codex/status"})
+# codexd routes the conductor answers itself instead: status is its own view at /v1/codex;
+# the queue hold follows the conductor's mode (/v1/system/*), never a client's say-so.
+_NOT_PROXIED = frozenset({"/v1/codex/status", "/v1/codex/hold"})
 # Refusals of new work by mode, per proxied write.
 _MODE_REFUSALS = {
     ("POST", "/v1/codex/sessions"): ("system_paused",),
@@ -57,10 +59,10 @@ def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) 
         if not op.path.startswith("/v1/codex/") or op.path in _NOT_PROXIED:
             continue
         extra = ("codexd_unavailable", *_MODE_REFUSALS.get((op.method, op.path), ()))
-        if op.method == "POST":
+        if op.method in WRITE_METHODS:
             # A standby of an etcd lease refuses writes (BAA_CONDUCTOR_STANDBY_WRITES=refuse).
             extra += ("not_leader",)
-        if codex_auth or (exposed and op.method == "POST"):
+        if codex_auth or (exposed and op.method in WRITE_METHODS):
             extra += ("unauthorized",)
         proxied.append(replace(op, summary=f"{op.summary} (proxied to codexd)",
                                errors=(*op.errors, *extra)))

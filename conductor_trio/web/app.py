@@ -40,6 +40,7 @@ from conductor_trio.service import Conductor
 from conductor_trio.web.access import (
     CODEX_PREFIX,
     SHARED_TOKEN_SETTING,
+    WRITE_METHODS,
     Caller,
     codex_needs_credential,
     codex_refusal,
@@ -54,6 +55,19 @@ from conductor_trio.web.status_page import render_page
 class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: str | None = None
     requested_by: str | None = None
+
+
+class _WhenBusy(msgspec.Struct, kw_only=True):
+    """The one member of a turn body the conductor reads (codexd checks the whole body)."""
+
+    whenBusy: str | None = None
+
+
+def _asks_to_queue(raw: bytes) -> bool:
+    try:
+        return msgspec.json.decode(raw, type=_WhenBusy).whenBusy == "queue"
+    except msgspec.DecodeError:  # ValidationError included: codexd answers the bad body
+        return False
 
 
 async def serve_conductor(
@@ -140,7 +154,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         # With a shared (etcd) lease only the leader acts: a standby's codexd would otherwise
         # start work the cluster does not know about. The holder's address lets a client retry
         # there. /v1/system/* stays local to each node on purpose.
-        if (request.method == "POST" and request.path.startswith("/v1/codex/")
+        if (request.method in WRITE_METHODS and request.path.startswith("/v1/codex/")
                 and conductor.writes_refused):
             holder = conductor.lease.holder
             return error(503, "not_leader", "This conductor does not hold the leader lease.", {
@@ -262,8 +276,42 @@ def create_app(conductor: Conductor) -> QuartTrio:
     @app.post("/v1/codex/turn")
     async def turn() -> Response:
         if refused := refuse_if(("paused", "draining")):
-            return refused
+            # A queued turn is accepted while paused or draining (a person hands over work to
+            # a held node; it starts on resume), once codexd confirms it holds the queues:
+            # asked every time, not taken from a cached status (codexd may have restarted).
+            raw = await request.get_data(as_text=False)
+            assert isinstance(raw, bytes)
+            if not _asks_to_queue(raw):
+                return refused
+            if not await conductor.hold.push():
+                return error(503, "codexd_unavailable",
+                             "codexd has not confirmed that it holds the turn queues; the turn "
+                             "was not queued.",
+                             {"target": cfg.codexd_base, "error": conductor.hold.last_error})
         return await proxy_http(conductor, "/v1/codexd/turn")
+
+    # -- the turn queue (issue 23): allowed in every mode (they start nothing; the hold
+    # keeps queued turns from starting while paused or draining)
+
+    def queue_path(session_id: str, *rest: str) -> str:
+        parts = [quote(session_id, safe=""), "queue", *(quote(p, safe="") for p in rest)]
+        return "/v1/codexd/sessions/" + "/".join(parts)
+
+    @app.get("/v1/codex/sessions/<session_id>/queue")
+    async def read_queue(session_id: str) -> Response:
+        return await proxy_http(conductor, queue_path(session_id))
+
+    @app.post("/v1/codex/sessions/<session_id>/queue/resume")
+    async def resume_queue(session_id: str) -> Response:
+        return await proxy_http(conductor, queue_path(session_id, "resume"))
+
+    @app.delete("/v1/codex/sessions/<session_id>/queue/<queue_id>")
+    async def remove_queued(session_id: str, queue_id: str) -> Response:
+        return await proxy_http(conductor, queue_path(session_id, queue_id))
+
+    @app.post("/v1/codex/sessions/<session_id>/queue/<queue_id>/move")
+    async def move_queued(session_id: str, queue_id: str) -> Response:
+        return await proxy_http(conductor, queue_path(session_id, queue_id, "move"))
 
     @app.post("/v1/codex/turn/steer")
     async def steer() -> Response:
@@ -309,6 +357,10 @@ def create_app(conductor: Conductor) -> QuartTrio:
         body = decode_body(raw, ModeChange) if raw.strip() else ModeChange()
         await conductor.modes.set(mode, reason=body.reason,
                                   requested_by=body.requested_by or request.remote_addr)
+        # codexd's queue hold follows the mode at once; if codexd cannot be told now, the
+        # hold's task keeps trying (the answer's queue_hold.confirmed says which).
+        if not await conductor.hold.push():
+            conductor.hold.changed()
         probe = await conductor.probe_codexd()
         return ok(conductor.mode_state(probe))
 
