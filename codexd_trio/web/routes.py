@@ -97,6 +97,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
                 allowed_hosts=cfg.allowed_hosts,
                 allowed_origins=cfg.allowed_origins,
                 token=cfg.token,
+                host_setting="--allowed-host (BAA_CODEXD_ALLOWED_HOSTS)",
             ),
             log=log,
             metrics=daemon.metrics.http,
