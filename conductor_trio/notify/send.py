@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import trio
 
-from conductor_trio.config import NotifySink
+from conductor_trio.sinks import NotifySink
 from conductor_trio.notify.messages import Message
 
 __all__ = ["send", "sink_url"]
