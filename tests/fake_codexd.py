@@ -384,6 +384,7 @@ async def open_conductor(
     codexd_token: str | None = None,
     local_api: str = "http://127.0.0.1:0",
     allowed_hosts: tuple[str, ...] = (),
+    notify_sinks: tuple[Any, ...] = (),
 ) -> AsyncIterator[RunningConductor]:
     """Run a :class:`~conductor_trio.service.Conductor` (on 127.0.0.1:0 unless ``local_api``
     says otherwise) with an httpx client."""
@@ -398,7 +399,7 @@ async def open_conductor(
         node_id="test-node", local_api=local_api, role=role,  # type: ignore[arg-type]
         host="testhost", codexd_base=codexd_url, state_dir=state_dir, shared_token=token,
         token_source="env" if token else "none", codexd_timeout_s=5.0, shutdown_grace_s=2.0,
-        codexd_token=codexd_token, allowed_hosts=allowed_hosts,
+        codexd_token=codexd_token, allowed_hosts=allowed_hosts, notify_sinks=notify_sinks,
     )
     conductor = Conductor(config, lease_store=lease_store or MemoryLeaseStore())
     done = trio.Event()

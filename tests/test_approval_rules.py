@@ -52,7 +52,8 @@ def test_rules_match_the_whole_command_in_order_session_first(tmp_path: Path) ->
     book = _book(tmp_path, node=[_rule("node-touch", r"touch .*", "decline")],
                  session=ApprovalRules(rules=[_rule("mine", r"touch x")]))
     rule = book.decide(_session(), "commandExecution", COMMAND, "item-1")
-    assert rule is not None and rule.name == "mine"  # the session's own come first
+    assert rule is not None
+    assert rule.name == "mine"
     # The whole command must match: a prefix is not enough ("touch x; rm -rf ~" is no "touch x").
     assert book.decide(_session(), "commandExecution",
                        {**COMMAND, "commandActions": [{"command": "touch x; rm -rf ~"}],
@@ -177,7 +178,8 @@ async def test_rule_routes_refuse_bad_input_and_unknown_sessions(daemon: Daemon)
     bad = await api.post("/v1/codexd/approval-rules",
                          json={"rules": [{"name": "x", "match": "(", "decision": "accept"}]})
     body = await bad.get_json()
-    assert bad.status_code == 400 and body["error"]["code"] == "invalid_request"
+    assert bad.status_code == 400
+    assert body["error"]["code"] == "invalid_request"
     assert body["error"]["details"]["field"] == "$.rules[0]"
     assert "regular expression" in body["error"]["message"]
     missing = await api.get("/v1/codexd/sessions/session-nope/approval-rules")

@@ -17,11 +17,11 @@ from codexd_trio.base.settings import ConfigError
 from conductor_trio.auth.actions import ActionLinks, ActionRefused, Retryable
 from conductor_trio.auth.devices import DeviceStore
 from conductor_trio.auth.pairing import CODE_TTL_S, MAX_FAILURES, PairingCodes, PairingRefused
-from conductor_trio.sinks import DEFAULT_NOTIFY_KINDS, parse_sink
 from conductor_trio.notify.messages import compose, deep_link
 from conductor_trio.notify.notifier import retry_delay
 from conductor_trio.notify.outbox import Outbox, new_entry
 from conductor_trio.notify.send import sink_url
+from conductor_trio.sinks import DEFAULT_NOTIFY_KINDS, parse_sink
 
 BASE = "http://mini.tailnet.ts.net:4317"
 
@@ -45,12 +45,14 @@ def _approval_event(seq: int = 7, **approval: Any) -> Event:
 def test_an_approval_notification_carries_the_deep_link_both_actions_and_its_deadline() -> None:
     message = compose(_approval_event(), base=BASE, links=_links)
     assert message is not None
-    assert message.key == "e7" and message.kind == "approval"
+    assert message.key == "e7"
+    assert message.kind == "approval"
     assert message.click == f"{BASE}/console#session=session-abcdef123&approval=approval-1"
     assert [(a.label, a.url) for a in message.actions] == [
         ("Accept", f"{BASE}/v1/actions/approval-1/accept?t=T-accept"),
         ("Decline", f"{BASE}/v1/actions/approval-1/decline?t=T-decline")]
-    assert "touch x" in message.body and "/work/ws" in message.body
+    assert "touch x" in message.body
+    assert "/work/ws" in message.body
     assert "declines by itself at " in message.body
 
 
@@ -84,8 +86,10 @@ def test_every_kind_of_news(type_: str, detail: dict[str, Any], level: str, kind
     event = Event(seq=3, at=now_iso(), type=type_, level=level,  # type: ignore[arg-type]
                   sessionId="session-1", turnId="t", detail=detail)
     message = compose(event, base=BASE, links=_links)
-    assert message is not None and message.kind == kind
-    assert message.click is not None and message.click.startswith(f"{BASE}/console")
+    assert message is not None
+    assert message.kind == kind
+    assert message.click is not None
+    assert message.click.startswith(f"{BASE}/console")
     # A child restarting at a warning is routine, not news.
     quiet = Event(seq=3, at=now_iso(), type="child.restarting", level="warn")
     assert compose(quiet, base=BASE, links=_links) is None
@@ -95,13 +99,18 @@ def test_sink_urls_carry_actions_the_way_each_sink_can() -> None:
     message = compose(_approval_event(), base=BASE, links=_links)
     assert message is not None
     url, body = sink_url(parse_sink("ntfys://ntfy.sh/topic", source="t"), message, "e7:x")
-    assert url.startswith("ntfys://ntfy.sh/topic?click=") and "&actions=http%2C%20Accept" in url
+    assert url.startswith("ntfys://ntfy.sh/topic?click=")
+    assert "&actions=http%2C%20Accept" in url
     assert "Accept:" not in body  # buttons, not links, on ntfy
     url, body = sink_url(parse_sink("json://127.0.0.1:9/hook", source="t"), message, "e7:x")
-    assert ":notificationId=e7%3Ax" in url and ":accept=" in url and ":decline=" in url
+    assert ":notificationId=e7%3Ax" in url
+    assert ":accept=" in url
+    assert ":decline=" in url
     url, body = sink_url(parse_sink("mailto://u:p@example.com", source="t"), message, "e7:x")
     assert url == "mailto://u:p@example.com"
-    assert f"Open: {message.click}" in body and "Accept: " in body and "Decline: " in body
+    assert f"Open: {message.click}" in body
+    assert "Accept: " in body
+    assert "Decline: " in body
 
 
 def test_deep_links_encode_ids() -> None:
@@ -161,7 +170,8 @@ async def test_the_outbox_is_durable_deduplicated_bounded_and_counts_drops(
     again.load()
     assert list(again.pending) == ["e2:b", "e3:b", "e4:b"]
     assert again.cursor == 4
-    assert again.knows("e4:b") and not again.knows("e5:b")
+    assert again.knows("e4:b")
+    assert not again.knows("e5:b")
     await again.mark_sent("e2:b")
     for line in path.read_bytes().splitlines():
         json.loads(line)  # every line whole
@@ -203,7 +213,8 @@ async def test_device_tokens_are_stored_hashed_private_and_revocable(tmp_path: P
     store = DeviceStore(tmp_path / "devices.json")
     device, token = await store.add("phone", ["codex"])
     raw = (tmp_path / "devices.json").read_text()
-    assert token not in raw and token.split("_")[-1] not in raw
+    assert token not in raw
+    assert token.split("_")[-1] not in raw
     assert stat.S_IMODE(os.stat(tmp_path / "devices.json").st_mode) == 0o600
     assert store.check(token) == (device, "ok")
     assert store.check(token[:-1] + ("A" if token[-1] != "A" else "B"))[1] == "unknown"
@@ -211,7 +222,9 @@ async def test_device_tokens_are_stored_hashed_private_and_revocable(tmp_path: P
     again = DeviceStore(tmp_path / "devices.json")
     again.load()
     checked, why = again.check(token)
-    assert why == "revoked" and checked is not None and checked.revokedAt is not None
+    assert why == "revoked"
+    assert checked is not None
+    assert checked.revokedAt is not None
 
 
 async def test_action_links_once_for_one_approval_and_a_while(tmp_path: Path) -> None:
@@ -240,9 +253,9 @@ async def test_action_links_once_for_one_approval_and_a_while(tmp_path: Path) ->
     assert await links.spend("approval-1", "accept", tokens["accept"], deliver) == "done"
     # Used: a second tap, or the notification's other button, is refused — also after a
     # restart.
-    for decision in ("accept", "decline"):
+    for decision, token in tokens.items():
         with pytest.raises(ActionRefused) as used:
-            await links.spend("approval-1", decision, tokens[decision], deliver)
+            await links.spend("approval-1", decision, token, deliver)
         assert used.value.code == "action_used"
     restarted = ActionLinks(tmp_path, clock=lambda: now[0])
     restarted.load()

@@ -32,11 +32,11 @@ from codexd_trio.base.contracts import Event, now_iso
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable, StreamOverflow
 from conductor_trio.auth.actions import ActionLinks
 from conductor_trio.config import ConductorConfig
-from conductor_trio.sinks import NotifySink
 from conductor_trio.contracts import NotificationsView, SinkView
 from conductor_trio.notify.messages import Message, compose, node_message
 from conductor_trio.notify.outbox import Outbox, new_entry
 from conductor_trio.notify.send import send
+from conductor_trio.sinks import NotifySink
 
 __all__ = ["Notifier", "SinkStats"]
 

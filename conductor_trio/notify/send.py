@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote
 
 import trio
 
-from conductor_trio.sinks import NotifySink
 from conductor_trio.notify.messages import Message
+from conductor_trio.sinks import NotifySink
 
 __all__ = ["send", "sink_url"]
 
@@ -100,18 +102,41 @@ _capture = _PerThread()
 logging.getLogger("apprise").addHandler(_capture)
 
 
+_loaded = threading.Lock()
+
+
+def _apprise() -> Any:
+    """Apprise, its plugins loaded once (a large import: only where notifications are sent).
+
+    Loading the plugins imports ``imghdr`` (deprecated in Python 3.11, for the e-mail plugin's
+    PGP support), which warns once per process: nothing a person can act on, so it is silenced
+    while they load.
+    """
+    with _loaded:
+        import apprise
+
+        if not getattr(_apprise, "done", False):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                apprise.Apprise().add("json://localhost")
+            _apprise.done = True  # type: ignore[attr-defined]
+        return apprise
+
+
 def _send_blocking(url: str, title: str, body: str) -> str | None:
     """Send with Apprise; ``None`` on success, else why not (worker thread)."""
-    import apprise  # a large import: only in the threads that send
-
-    with _capture.capture() as warnings:
-        notifier = apprise.Apprise()
-        if not notifier.add(url):
-            return "Apprise does not understand this URL (see apprise --details for schemes)"
-        ok = notifier.notify(title=title, body=body)
+    try:
+        apprise = _apprise()
+        with _capture.capture() as said:
+            notifier = apprise.Apprise()
+            if not notifier.add(url):
+                return "Apprise does not understand this URL (see apprise --details)"
+            ok = notifier.notify(title=title, body=body)
+    except Exception as exc:  # a plugin's bug must not stop the notifier (nor the conductor)
+        return f"Apprise failed: {type(exc).__name__}: {exc}"[:500]
     if ok:
         return None
-    return "; ".join(dict.fromkeys(warnings))[:500] or "the sink refused the notification"
+    return "; ".join(dict.fromkeys(said))[:500] or "the sink refused the notification"
 
 
 async def send(sink: NotifySink, message: Message, entry_id: str,
