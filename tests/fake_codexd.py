@@ -44,6 +44,7 @@ class FakeCodexd:
     events: list[Event] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     subscribers: list[_Subscriber] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
     _shutdown: trio.Event = field(default_factory=trio.Event)
     _stopped: trio.Event = field(default_factory=trio.Event)
     _subscribed: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
@@ -285,9 +286,17 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
                          {"decision": item.decision})
         data = await body()
         item = msgspec.structs.replace(item, state="resolved", decision=data["decision"],
-                                       resolvedAt=now_iso())
+                                       decidedBy=data.get("decidedBy"), resolvedAt=now_iso())
         fake.approvals[approval_id] = item
         return ok({"approval": msgspec.to_builtins(item)})
+
+    @app.get("/v1/codexd/sessions/<session_id>/approval-rules")
+    async def session_rules(session_id: str) -> Response:
+        # Issue 25: what the console shows (the node's rules are the fake's ``rules``).
+        return ok({"scope": "session", "sessionId": session_id,
+                   "settings": {"rules": [], "timeoutS": None, "timeoutDecision": None},
+                   "effectiveRules": fake.rules, "effectiveTimeoutS": 300.0,
+                   "effectiveTimeoutDecision": "decline"})
 
     @app.get("/v1/codexd/events")
     async def events_page() -> Response:

@@ -51,7 +51,7 @@ class ApiError extends Error {
 }
 
 function token() {
-  // The shared token typed in this tab, else this device's token (pair.js, localStorage).
+  // The shared token typed in this tab, else this device's token (kept by pair.js).
   return sessionStorage.getItem(TOKEN_KEY) || deviceToken() || "";
 }
 
@@ -721,7 +721,7 @@ function approvalRow(a) {
 
 function init() {
   const tokenInput = $("token-input");
-  tokenInput.value = token();
+  tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";  // not the device's token
   tokenInput.addEventListener("input", () => {
     const v = tokenInput.value.trim();
     if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY);

@@ -53,14 +53,6 @@ async function jsonCall(method, path, body, token) {
     message: "HTTP " + reply.status}}};
 }
 
-function deviceName() {
-  const ua = navigator.userAgent || "";
-  if (/iPhone/.test(ua)) return "iPhone";
-  if (/Android/.test(ua)) return "Android phone";
-  if (/iPad/.test(ua)) return "iPad";
-  return "browser";
-}
-
 async function pairFromUrl() {
   const params = new URLSearchParams(location.hash.slice(1));
   const code = params.get("pair");
@@ -70,7 +62,8 @@ async function pairFromUrl() {
   renderDevice("pairing", "pairing…");
   let reply;
   try {
-    reply = await jsonCall("POST", "/v1/pair", {code, name: deviceName()});
+    // The name is the one `conductor pair --name` gave the code.
+    reply = await jsonCall("POST", "/v1/pair", {code});
   } catch (e) {
     renderDevice("failed", "pairing failed: the conductor cannot be reached");
     return;
@@ -179,5 +172,7 @@ document.addEventListener("DOMContentLoaded", () => {
   pairFromUrl().then(checkDevice);
   setInterval(checkDevice, DEVICE_CHECK_MS);
 });
-// After console.js's own start (it listens to DOMContentLoaded after this file did).
+// After console.js's own start (it listens to DOMContentLoaded after this file did); and when a
+// link changes only the fragment of a console already open.
 window.addEventListener("load", openDeepLink);
+window.addEventListener("hashchange", openDeepLink);
