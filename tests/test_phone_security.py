@@ -222,3 +222,35 @@ async def test_the_421_names_the_setting_that_allows_a_host(tmp_path: Path) -> N
                                    allowed_hosts=("mini.tailnet.ts.net",)) as c):
             answer = await c.http.get("/v1/status", headers={"Host": "mini.tailnet.ts.net"})
             assert answer.status_code == 200
+
+
+async def test_callers_through_a_local_proxy_are_not_taken_for_local_ones(tmp_path: Path) -> None:
+    # `tailscale serve` in front of a loopback conductor: every tailnet device arrives from
+    # 127.0.0.1. Before, such a request passed as local: with a token-less codexd and no shared
+    # token, any device on the tailnet could start sessions and pause the node.
+    proxied: list[dict[str, str]] = [
+        {"Host": "mini.tailnet.ts.net"},
+        {"X-Forwarded-For": "100.64.0.9", "Host": "127.0.0.1"},
+    ]
+    with trio.fail_after(GUARD):
+        async with (open_fake_codexd() as fake,
+                    open_conductor(fake.url, tmp_path,
+                                   allowed_hosts=("mini.tailnet.ts.net",)) as c):
+            for headers in proxied:
+                made = await c.http.post("/v1/codex/sessions", json={}, headers=headers)
+                assert _err(made) == (401, "unauthorized"), headers
+                paused = await c.http.post("/v1/system/pause", json={}, headers=headers)
+                assert _err(paused) == (401, "unauthorized"), headers
+                # Reads stay as open as on an exposed conductor over a token-less codexd.
+                listed = await c.http.get("/v1/codex/sessions", headers=headers)
+                assert listed.status_code == 200
+            assert fake.sessions == {}
+            # A paired device is a credential there: the phone behind the proxy works.
+            code = (await c.http.post("/v1/system/pairings", json={})).json()["data"]["code"]
+            token = (await c.http.post("/v1/pair", json={"code": code},
+                                       headers=proxied[0])).json()["data"]["token"]
+            made = await c.http.post("/v1/codex/sessions", json={},
+                                     headers={**proxied[0], **_bearer(token)})
+            assert made.status_code == 201, made.text
+            # Local callers are what they were.
+            assert (await c.http.post("/v1/codex/sessions", json={})).status_code == 201

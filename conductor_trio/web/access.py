@@ -26,9 +26,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from codexd_trio.base.addresses import is_loopback
-from codexd_trio.web.callers import Refusal, bearer_matches
+from codexd_trio.base.addresses import is_loopback, split_host_header
+from codexd_trio.web.callers import LOOPBACK_NAMES, Refusal, bearer_matches
 from conductor_trio.auth.devices import Device, DeviceStore, is_device_token
 from conductor_trio.config import ConductorConfig
 
@@ -36,12 +37,18 @@ __all__ = [
     "CODEX_PREFIX",
     "SHARED_TOKEN_SETTING",
     "Caller",
+    "caller_address",
     "codex_access",
     "codex_needs_credential",
     "codex_refusal",
     "device_access",
+    "request_address",
     "shared_token_refusal",
 ]
+
+class _Headers(Protocol):
+    def get(self, key: str) -> str | None: ...
+
 
 # The proxied routes (the conductor's own view is ``/v1/codex``, without the slash).
 CODEX_PREFIX = "/v1/codex/"
@@ -145,11 +152,27 @@ def codex_refusal(config: ConductorConfig, caller: Caller) -> Refusal | None:
             "header, or ?token=).",
             header="Authorization",
         )
-    if config.exposed and caller.method == "POST":
+    if (config.exposed or not is_loopback(caller.remote_addr)) and caller.method == "POST":
         # Beyond loopback (a tailnet, a LAN) anyone who can reach the port could otherwise start
-        # full-access sessions.
+        # full-access sessions; so also through a proxy on this machine (`tailscale serve`),
+        # whose callers only look local (caller_address).
         return shared_token_refusal(config, caller)
     return None
+
+
+def caller_address(remote_addr: str | None, host: str | None, forwarded_for: str | None
+                   ) -> str | None:
+    """The caller's address as the access rules may trust it: ``None`` (not loopback) for a
+    request that came through a proxy — one that says so (``X-Forwarded-For``, which
+    ``tailscale serve`` sets) or that names a host other than a loopback name (an allowed
+    tailnet name reaching a loopback conductor). Every tailnet device would otherwise pass as
+    a local caller."""
+    if forwarded_for:
+        return None
+    parsed = split_host_header(host) if host else None
+    if parsed is not None and parsed[0] not in LOOPBACK_NAMES and not is_loopback(parsed[0]):
+        return None
+    return remote_addr
 
 
 def shared_token_refusal(config: ConductorConfig, caller: Caller,
@@ -188,3 +211,8 @@ def shared_token_refusal(config: ConductorConfig, caller: Caller,
         "This route needs Authorization: Bearer <BAA_SHARED_TOKEN>.",
         header="Authorization",
     )
+
+
+def request_address(remote_addr: str | None, headers: _Headers) -> str | None:
+    """:func:`caller_address` of a request's (or an upgrade's) peer and headers."""
+    return caller_address(remote_addr, headers.get("Host"), headers.get("X-Forwarded-For"))

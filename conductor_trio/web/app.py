@@ -43,6 +43,7 @@ from conductor_trio.web.access import (
     Caller,
     codex_access,
     codex_needs_credential,
+    request_address,
     shared_token_refusal,
 )
 from conductor_trio.web.actions import install_action_routes
@@ -117,15 +118,18 @@ def create_app(conductor: Conductor) -> QuartTrio:
             return None
         return error(refusal.status, refusal.code, refusal.message, refusal.details)
 
+    def http_caller() -> Caller:
+        # Through a proxy (tailscale serve) a caller is not local, whatever its peer address.
+        return Caller(method=request.method, authorization=request.headers.get("Authorization"),
+                      remote_addr=request_address(request.remote_addr, request.headers))
+
     # First of the checks: a caller without the credential learns nothing else (not even
     # whether this node leads or is paused), and nothing is forwarded.
     @app.before_request
     async def _codex_callers_need_a_credential() -> Response | None:
         if not request.path.startswith(CODEX_PREFIX):
             return None
-        return answer(codex_access(cfg, Caller(
-            method=request.method, authorization=request.headers.get("Authorization"),
-            remote_addr=request.remote_addr), conductor.auth.devices)[1])
+        return answer(codex_access(cfg, http_caller(), conductor.auth.devices)[1])
 
     @app.before_websocket
     async def _relay_callers_need_a_credential() -> Response | None:
@@ -136,7 +140,8 @@ def create_app(conductor: Conductor) -> QuartTrio:
             return None
         device, refused = codex_access(cfg, Caller(
             method="WS", authorization=websocket.headers.get("Authorization"),
-            query_tokens=websocket.args.getlist("token"), remote_addr=websocket.remote_addr),
+            query_tokens=websocket.args.getlist("token"),
+            remote_addr=request_address(websocket.remote_addr, websocket.headers)),
             conductor.auth.devices)
         # The relay registers under the device, so revoking it closes the relay at once.
         g.device_id = device.id if device is not None else None
@@ -306,9 +311,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         return ok(conductor.mode_state(probe))
 
     async def change_mode(mode: Mode) -> Response:
-        if denied := answer(shared_token_refusal(cfg, Caller(
-                method=request.method, authorization=request.headers.get("Authorization"),
-                remote_addr=request.remote_addr), conductor.auth.devices)):
+        if denied := answer(shared_token_refusal(cfg, http_caller(), conductor.auth.devices)):
             return denied
         raw = await request.get_data(cache=False, as_text=False)
         assert isinstance(raw, bytes)

@@ -33,14 +33,19 @@ from conductor_trio.contracts import (
     PairRequest,
 )
 from conductor_trio.service import Conductor
-from conductor_trio.web.access import Caller, device_access, shared_token_refusal
+from conductor_trio.web.access import (
+    Caller,
+    device_access,
+    request_address,
+    shared_token_refusal,
+)
 
 __all__ = ["install_device_routes"]
 
 
 def _caller() -> Caller:
     return Caller(method=request.method, authorization=request.headers.get("Authorization"),
-                  remote_addr=request.remote_addr)
+                  remote_addr=request_address(request.remote_addr, request.headers))
 
 
 def _refused(refusal: Refusal) -> Response:
