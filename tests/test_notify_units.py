@@ -80,7 +80,8 @@ def _as_dict(event: Event) -> dict[str, Any]:
      "turn.failed"),
     ("app-server.turn.completed.missing", {"message": "child gone"}, "error", "turn.failed"),
     ("child.restarting", {}, "error", "child.failed"),
-    ("turn.queue.stopped", {"reason": "turn failed"}, "warn", "queue.stopped"),
+    ("turn.queue.stopped", {"queueId": "q-1", "code": "turn_failed", "message": "boom"},
+     "error", "queue.stopped"),
 ])
 def test_every_kind_of_news(type_: str, detail: dict[str, Any], level: str, kind: str) -> None:
     event = Event(seq=3, at=now_iso(), type=type_, level=level,  # type: ignore[arg-type]

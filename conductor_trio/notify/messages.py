@@ -123,10 +123,12 @@ def compose(event: Event, *, base: str, links: LinkMaker) -> Message | None:
                        body=f"{event.message}. codexd keeps retrying; the node cannot run turns "
                        "meanwhile.", click=deep_link(base, None))
     if event.type == "turn.queue.stopped":
-        reason = detail.get("reason")
+        # The queue branch's event: detail {queueId, code, message, attempts}; its message says
+        # where and why. The queue waits for a person to resume it.
+        code = detail.get("code")
         return Message(key=key, kind="queue.stopped",
                        title=f"Turn queue stopped (session {_short(event.sessionId)})",
-                       body=event.message + (f" ({reason})" if isinstance(reason, str) else ""),
+                       body=event.message + (f" ({code})" if isinstance(code, str) else ""),
                        click=deep_link(base, event.sessionId), sessionId=event.sessionId)
     return None
 
