@@ -178,9 +178,13 @@ async def test_a_sigkilled_conductor_delivers_its_outbox_once_after_restart(
                           detail=_approval_detail("approval-marker"))
                 await hook.wait_for(lambda p: "approval-marker" in p.body["message"])
                 async with httpx.AsyncClient(base_url=second.url, timeout=10) as http:
-                    notes = (await http.get("/v1/status")).json()["data"]["notifications"]
-                    assert notes["pending"] == 0
-                    assert notes["sinks"][0]["sent"] == 5
+                    async def all_sent() -> bool:
+                        # "sent" is recorded once the sink has answered: a moment after the
+                        # receiver saw the post.
+                        notes = (await http.get("/v1/status")).json()["data"]["notifications"]
+                        return bool(notes["pending"] == 0 and notes["sinks"][0]["sent"] == 5)
+
+                    await _until(all_sent)
                     metrics = (await http.get("/metrics")).text
                     assert 'conductor_notifications_sent_total{sink="' in metrics
             delivered = [p.body["notificationId"] for p in hook.accepted]
