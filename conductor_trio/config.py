@@ -22,12 +22,14 @@ from codexd_trio.base.settings import (
     resolve_codexd_token,
     split_base,
 )
+from conductor_trio.sinks import NotifySink, notify_sinks
 
 Role = Literal["primary", "standby"]
 
 __all__ = [
     "ConductorConfig",
     "ConfigError",
+    "NotifySink",
     "StatusApiConfig",
     "add_conductor_flags",
     "add_status_api_flags",
@@ -43,7 +45,6 @@ DEFAULT_CONDUCTOR_API = "http://127.0.0.1:4317"
 DEFAULT_STATUS_API = "http://127.0.0.1:4318"
 DEFAULT_CODEXD_API = "http://127.0.0.1:4319"
 DEFAULT_LEASE_KEY = "/baa-conductor/leader"
-
 
 @dataclass(frozen=True)
 class ConductorConfig:
@@ -73,6 +74,11 @@ class ConductorConfig:
     codexd_timeout_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
     shutdown_grace_s: float = 5.0
+    # Notifications (issue 25): the sinks, and how many notifications wait at most.
+    notify_sinks: tuple[NotifySink, ...] = ()
+    notify_outbox_max: int = 1000
+    # How long a notification's Accept/Decline links work (at most 900 s).
+    action_ttl_s: float = 900.0
 
     @property
     def listen_host(self) -> str:
@@ -105,6 +111,9 @@ class ConductorConfig:
         out["allowed_hosts"] = list(self.allowed_hosts)
         out["allowed_origins"] = list(self.allowed_origins)
         out["lease_endpoints"] = list(self.lease_endpoints)
+        # Sink URLs carry secrets (topics, tokens): only their scheme, id and kinds.
+        out["notify_sinks"] = [{"id": s.id, "scheme": s.scheme, "kinds": list(s.kinds)}
+                               for s in self.notify_sinks]
         return out
 
 
@@ -199,6 +208,16 @@ def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", help="request body limit in bytes (default 1048576)")
     parser.add_argument("--shutdown-grace",
                         help="seconds in-flight requests get on SIGTERM (default 5)")
+    parser.add_argument("--notify-url", action="append", dest="notify_urls",
+                        help="an Apprise URL to notify, optionally [kind,...]URL (repeatable; "
+                        "env BAA_NOTIFY_URLS)")
+    parser.add_argument("--notify-urls-file",
+                        help="file (mode 600) with one notification URL per line; env "
+                        "BAA_NOTIFY_URLS_FILE")
+    parser.add_argument("--notify-outbox-max",
+                        help="notifications kept waiting at most (default 1000)")
+    parser.add_argument("--action-ttl",
+                        help="seconds a notification's Accept/Decline links work (max 900)")
 
 
 def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = None
@@ -273,7 +292,17 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
     # 0 is allowed: stop at once, in-flight requests cut.
     grace = _floats(pick(args.shutdown_grace, "BAA_CONDUCTOR_SHUTDOWN_GRACE_S")
                     or str(d.shutdown_grace_s), "BAA_CONDUCTOR_SHUTDOWN_GRACE_S", minimum=0)
+    sinks = notify_sinks(getattr(args, "notify_urls", None),
+                          getattr(args, "notify_urls_file", None), env)
+    outbox_max = _whole(pick(getattr(args, "notify_outbox_max", None),
+                             "BAA_NOTIFY_OUTBOX_MAX") or str(d.notify_outbox_max),
+                        "BAA_NOTIFY_OUTBOX_MAX", minimum=1)
+    action_ttl = _floats(pick(getattr(args, "action_ttl", None), "BAA_ACTION_TTL_S")
+                         or str(d.action_ttl_s), "BAA_ACTION_TTL_S", minimum=1)
+    if action_ttl > 900:
+        raise ConfigError(f"BAA_ACTION_TTL_S must be at most 900 (15 minutes), got {action_ttl}")
     config = ConductorConfig(
+        notify_sinks=sinks, notify_outbox_max=outbox_max, action_ttl_s=action_ttl,
         node_id=node_id, local_api=local_api.rstrip("/"), allowed_hosts=allowed,
         allowed_origins=origins, codexd_token=codexd_token,
         role=role,  # type: ignore[arg-type]  # checked above

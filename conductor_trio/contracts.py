@@ -30,9 +30,11 @@ __all__ = [
     "LoopView",
     "ModeState",
     "NodeStatus",
+    "NotificationsView",
     "Ready",
     "RouteInfo",
     "Runtime",
+    "SinkView",
     "StatusApiDescribe",
     "StatusApiHealth",
     "StatusSnapshot",
@@ -320,6 +322,33 @@ class StatusApiPart(msgspec.Struct, frozen=True, kw_only=True):
     metrics: OwnMetrics
 
 
+class SinkView(msgspec.Struct, frozen=True, kw_only=True):
+    """One notification sink (never its URL, which holds secrets)."""
+
+    id: str
+    scheme: str
+    kinds: list[str]
+    pending: int
+    sent: int
+    failed: int
+    retried: int
+    dropped: int
+    last_error: str | None
+    last_error_at: str | None
+    last_sent_at: str | None
+
+
+class NotificationsView(msgspec.Struct, frozen=True, kw_only=True):
+    """``notifications`` of ``/v1/status``: the notifier and each sink (issue 25)."""
+
+    # The notifier is reading codexd's event stream now.
+    following: bool
+    # The last codexd event seq decided (None before the first start with sinks).
+    cursor: int | None
+    pending: int
+    sinks: list[SinkView]
+
+
 class StatusSnapshot(msgspec.Struct, frozen=True, kw_only=True, tag_field="source",
                      tag="conductor"):
     """``GET /v1/status`` of the conductor (``source: "conductor"``); the status-api relays
@@ -336,6 +365,7 @@ class StatusSnapshot(msgspec.Struct, frozen=True, kw_only=True, tag_field="sourc
     last_event_seq: int | None
     metrics: MetricsStatus
     warnings: list[str]
+    notifications: NotificationsView | UnsetType = UNSET
     status_api: StatusApiPart | UnsetType = UNSET
 
 
@@ -351,3 +381,67 @@ class UnreachableStatus(msgspec.Struct, frozen=True, kw_only=True, tag_field="so
     observed_at: str
     conductor: ConductorUnreachable
     warnings: list[str]
+
+
+# -- devices, pairing, action links (issue 25) ---------------------------------------------------
+
+
+class PairingRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/system/pairings``: a code for a new device."""
+
+    name: str = "phone"
+    # "system": the device may also use /v1/system/* (pause, devices, pairing).
+    grant: list[Literal["system"]] = msgspec.field(default_factory=list)
+
+
+class PairingCode(msgspec.Struct, frozen=True, kw_only=True):
+    """A pairing code: open ``url`` on the device (the code is in the fragment)."""
+
+    code: str
+    url: str
+    expires_in_s: float
+    name: str
+    scopes: list[str]
+
+
+class PairRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/pair``: a device exchanges its pairing code for its token."""
+
+    code: str
+    name: str | None = None
+
+
+class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    scopes: list[str]
+    createdAt: str
+    revokedAt: str | None = None
+    revoked: bool = False
+
+
+class PairedDevice(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer of ``POST /v1/pair``: the device and its token (shown this once)."""
+
+    device: DeviceInfo
+    token: str
+
+
+class OneDevice(msgspec.Struct, frozen=True, kw_only=True):
+    device: DeviceInfo
+
+
+class DeviceList(msgspec.Struct, frozen=True, kw_only=True):
+    devices: list[DeviceInfo]
+
+
+class ActionBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/actions/{approval_id}/{decision}?t=…``: an empty object."""
+
+
+class ActionDone(msgspec.Struct, frozen=True, kw_only=True):
+    """A one-tap decision, delivered: codexd's approval record as it is now."""
+
+    approvalId: str
+    decision: str
+    approval: dict[str, Any]

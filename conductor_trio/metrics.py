@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from codexd_trio.base.metrics import AppMetrics
@@ -71,3 +71,29 @@ class _StateCollector(Collector):
                                       "1 if the last probe of codexd got an answer")
         reachable.add_metric([], 1.0 if conductor.probe.reachable else 0.0)
         yield reachable
+        yield from _notification_metrics(conductor)
+
+
+def _notification_metrics(conductor: Conductor) -> Iterator[Metric]:
+    """Issue 25: per sink, notifications sent, failed tries, retries, dropped; the outbox."""
+    notifier = conductor.notifier
+    families = {
+        name: CounterMetricFamily(f"conductor_notifications_{name}", text, labels=["sink"])
+        for name, text in (
+            ("sent", "Notifications a sink accepted"),
+            ("failed", "Tries to send a notification that failed"),
+            ("retried", "Notifications tried again after a failure"),
+            ("dropped", "Notifications dropped unsent by the outbox's bound (oldest first)"),
+        )
+    }
+    for sink in notifier.sinks:
+        stats = notifier.stats[sink.id]
+        families["sent"].add_metric([sink.id], stats.sent)
+        families["failed"].add_metric([sink.id], stats.failed)
+        families["retried"].add_metric([sink.id], stats.retried)
+        families["dropped"].add_metric([sink.id], notifier.outbox.dropped_by_sink.get(sink.id, 0))
+    yield from families.values()
+    pending = GaugeMetricFamily("conductor_notifications_pending",
+                                "Notifications in the outbox not yet accepted by their sink")
+    pending.add_metric([], float(len(notifier.outbox.pending)))
+    yield pending

@@ -27,10 +27,12 @@ from typing import Any
 
 import msgspec
 import trio
+from msgspec import UNSET
 
 from codexd_trio.base.contracts import CodexdStatus, now_iso
 from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
 from conductor_trio import __version__
+from conductor_trio.auth.node import NodeAuth
 from conductor_trio.config import ConductorConfig
 from conductor_trio.contracts import (
     CodexdChildStatus,
@@ -68,6 +70,7 @@ from conductor_trio.lease.file import (
 )
 from conductor_trio.metrics import ConductorMetrics
 from conductor_trio.mode import ModeStore
+from conductor_trio.notify.notifier import Notifier
 
 
 class Conductor:
@@ -134,6 +137,10 @@ class Conductor:
         }
         self.relays: set[trio.CancelScope] = set()
         self.stopping = trio.Event()
+        # Device tokens, pairing codes, action links (issue 25), and the notifier.
+        self.auth = NodeAuth(config.conductor_state, action_ttl_s=config.action_ttl_s)
+        self.notifier = Notifier(config, self.client, self.auth.actions, base=self.link_base,
+                                 role=lambda: (self.lease.role, self.lease.last_error))
         # Last: its collectors read the parts above.
         self.metrics = ConductorMetrics(self)
 
@@ -142,6 +149,10 @@ class Conductor:
         cfg = self.config
         return LeaseHolder(nodeId=cfg.node_id, host=cfg.host,
                            localApiBase=cfg.public_api_base or self.url or cfg.local_api)
+
+    def link_base(self) -> str:
+        """The address links in notifications and pairing URLs point at."""
+        return self.config.public_api_base or self.url or self.config.local_api
 
     @property
     def writes_refused(self) -> bool:
@@ -319,6 +330,7 @@ class Conductor:
             last_event_seq=snap.recentEvents.lastSeq if snap else None,
             metrics=self.metrics_health(),
             warnings=self.warnings(),
+            notifications=self.notifier.view() if self.config.notify_sinks else UNSET,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -392,6 +404,8 @@ class Conductor:
         released (shielded, bounded) and the codexd client closed.
         """
         self.modes.load()
+        self.auth.load()
+        self.notifier.load()
         try:
             async with trio.open_nursery() as nursery:
                 async def server(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
@@ -403,6 +417,7 @@ class Conductor:
                 await nursery.start(self._lease_loop)
                 await nursery.start(self._heartbeat_loop)
                 await nursery.start(self.hold.run)
+                await nursery.start(self.notifier.run)
                 task_status.started(self.url)
         finally:
             # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.

@@ -48,6 +48,7 @@ class FakeCodexd:
     hold: dict[str, Any] = field(default_factory=lambda: {"held": False, "reason": None})
     refuse_hold: bool = False
     _hold_set: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
+    rules: list[dict[str, Any]] = field(default_factory=list)
     _shutdown: trio.Event = field(default_factory=trio.Event)
     _stopped: trio.Event = field(default_factory=trio.Event)
     _subscribed: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
@@ -307,9 +308,17 @@ def build_app(fake: FakeCodexd) -> QuartTrio:
                          {"decision": item.decision})
         data = await body()
         item = msgspec.structs.replace(item, state="resolved", decision=data["decision"],
-                                       resolvedAt=now_iso())
+                                       decidedBy=data.get("decidedBy"), resolvedAt=now_iso())
         fake.approvals[approval_id] = item
         return ok({"approval": msgspec.to_builtins(item)})
+
+    @app.get("/v1/codexd/sessions/<session_id>/approval-rules")
+    async def session_rules(session_id: str) -> Response:
+        # Issue 25: what the console shows (the node's rules are the fake's ``rules``).
+        return ok({"scope": "session", "sessionId": session_id,
+                   "settings": {"rules": [], "timeoutS": None, "timeoutDecision": None},
+                   "effectiveRules": fake.rules, "effectiveTimeoutS": 300.0,
+                   "effectiveTimeoutDecision": "decline"})
 
     @app.get("/v1/codexd/events")
     async def events_page() -> Response:
@@ -406,6 +415,7 @@ async def open_conductor(
     codexd_token: str | None = None,
     local_api: str = "http://127.0.0.1:0",
     allowed_hosts: tuple[str, ...] = (),
+    notify_sinks: tuple[Any, ...] = (),
 ) -> AsyncIterator[RunningConductor]:
     """Run a :class:`~conductor_trio.service.Conductor` (on 127.0.0.1:0 unless ``local_api``
     says otherwise) with an httpx client."""
@@ -420,7 +430,7 @@ async def open_conductor(
         node_id="test-node", local_api=local_api, role=role,  # type: ignore[arg-type]
         host="testhost", codexd_base=codexd_url, state_dir=state_dir, shared_token=token,
         token_source="env" if token else "none", codexd_timeout_s=5.0, shutdown_grace_s=2.0,
-        codexd_token=codexd_token, allowed_hosts=allowed_hosts,
+        codexd_token=codexd_token, allowed_hosts=allowed_hosts, notify_sinks=notify_sinks,
     )
     conductor = Conductor(config, lease_store=lease_store or MemoryLeaseStore())
     done = trio.Event()

@@ -260,6 +260,13 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
             assert "sessionStorage" in script.text
             assert "document.cookie" not in script.text
             assert "localStorage" not in script.text
+            # Issue 25: a paired device's token is kept across tabs (pair.js), the shared
+            # token never is.
+            pair = await c.http.get("/console/pair.js")
+            assert pair.headers["content-type"].startswith("text/javascript")
+            assert "localStorage" in pair.text
+            assert "sessionStorage" not in pair.text
+            assert "document.cookie" not in pair.text
             css = await c.http.get("/console/console.css")
             assert css.headers["content-type"].startswith("text/css")
             assert "@media (max-width" in css.text

@@ -185,9 +185,12 @@ async def test_conductor_document_marks_what_needs_the_callers_credential(
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             guarded = path.startswith("/v1/codex/") or (
-                path.startswith("/v1/system/") and method == "post")
+                path.startswith("/v1/system/") and method in ("post", "delete")) or (
+                # Issue 25: the device list, and "this device" (a device token).
+                path == "/v1/system/devices" or path.startswith("/v1/devices/"))
             assert ("security" in op) == guarded, (method, path)
-            assert ("401" in op["responses"]) == guarded, (method, path)
+            # A pairing code is a credential of its own: a wrong one is a 401, not a bearer.
+            assert ("401" in op["responses"]) == (guarded or path == "/v1/pair"), (method, path)
     assert doc["components"]["securitySchemes"] == {"bearer": {"type": "http",
                                                                "scheme": "bearer"}}
     auth = {(r["method"], r["path"]) for r in listed["routes"] if r.get("auth")}

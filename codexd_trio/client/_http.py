@@ -7,13 +7,20 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import msgspec
 
 from codexd_trio.base.context import current_request_id
-from codexd_trio.base.contracts import Approval, Event, Session, TurnInput
+from codexd_trio.base.contracts import (
+    Approval,
+    ApprovalRules,
+    ApprovalRulesView,
+    Event,
+    Session,
+    TurnInput,
+)
 from codexd_trio.client._queue import QueueCalls
 from codexd_trio.client._ws import (
     _TURN_END_TYPES,
@@ -330,6 +337,16 @@ class CodexdClient(QueueCalls):
         )
         return msgspec.convert(data["approval"], Approval)
 
+    async def approval_rules(self, session_id: str | None = None, *,
+                             replace: ApprovalRules | None = None) -> ApprovalRulesView:
+        """The node's (or a session's) approval rules and timeout and what is in force there;
+        with ``replace``, those settings replace the stored ones first (``POST``)."""
+        path = "/v1/codexd/approval-rules" if session_id is None else (
+            f"/v1/codexd/sessions/{quote(session_id, safe='')}/approval-rules")
+        data = await (self._call("GET", path) if replace is None else
+                      self._call("POST", path, json=msgspec.to_builtins(replace)))
+        return msgspec.convert(data, ApprovalRulesView)
+
     # ----------------------------------------------------------------------------------------
     # Events
 
@@ -426,5 +443,4 @@ class CodexdClient(QueueCalls):
             # A later turn already replaced it, or the turn never ran: either way it is over.
             return session
         return None
-
 

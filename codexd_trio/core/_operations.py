@@ -13,6 +13,8 @@ import trio
 
 from codexd_trio.base.contracts import (
     Approval,
+    ApprovalRules,
+    ApprovalRulesView,
     ChildStatus,
     CreateSessionRequest,
     Decision,
@@ -22,6 +24,7 @@ from codexd_trio.base.contracts import (
     TurnRequest,
 )
 from codexd_trio.base.errors import ChildUnavailable, ShuttingDown, StoreUnavailable
+from codexd_trio.core.approval_rules import RuleBook
 from codexd_trio.core.approvals import ApprovalBroker, ApprovalLedger
 from codexd_trio.core.config import CodexdConfig
 from codexd_trio.core.domain import SessionBook
@@ -45,6 +48,7 @@ class DaemonOperations:
     sessions: SessionService
     ledger: ApprovalLedger
     broker: ApprovalBroker
+    rules: RuleBook
     supervisor: ChildSupervisor
     _operations: trio.Nursery | None
 
@@ -121,6 +125,33 @@ class DaemonOperations:
                     f"approval {approval_id} was decided but its record cannot be written yet: "
                     f"{exc}", approvalId=approval_id) from exc
         return approval
+
+    def approval_rules(self, session_id: str | None = None) -> ApprovalRulesView:
+        """The approval settings of the node (``None``) or of a session, and what is in force.
+
+        Raises:
+            SessionNotFound: unknown session.
+        """
+        if session_id is not None:
+            self.book.get(session_id)
+        return self.rules.view(session_id)
+
+    async def set_approval_rules(
+        self, session_id: str | None, settings: ApprovalRules
+    ) -> ApprovalRulesView:
+        """Replace the node's (``None``) or a session's approval settings; durable before the
+        answer, as a decision is (a rule a client was told about must survive a crash)."""
+        if session_id is None:
+            self.rules.set_node(settings)
+        else:
+            self.book.get(session_id)
+            self.rules.set_session(session_id, settings)
+        try:
+            await self.files.approval_rules.flush()
+        except StoreWriteError as exc:
+            raise StoreUnavailable(
+                f"the approval rules were changed but cannot be written yet: {exc}") from exc
+        return self.rules.view(session_id)
 
     async def _acknowledge(self) -> None:
         """Return once every event published so far is durable: what a 201/202 waits for.

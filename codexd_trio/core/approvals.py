@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -24,9 +25,11 @@ from codexd_trio.base.contracts import (
     Decision,
     Level,
     Session,
+    TimeoutDecision,
     now_iso,
 )
 from codexd_trio.base.errors import ApprovalNotFound, ApprovalResolved, ChildUnavailable
+from codexd_trio.core.approval_rules import RuleBook
 from codexd_trio.core.domain import Emit
 from codexd_trio.core.supervisor import Incarnation
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
@@ -109,6 +112,11 @@ def _emit(
     )
 
 
+def _iso(at: datetime) -> str:
+    """As :func:`now_iso`: UTC with milliseconds and a ``Z``."""
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _text(value: object) -> str | None:
     # Received from Codex: a shape change must not make approvals.json undecodable.
     return value if isinstance(value, str) else None
@@ -142,12 +150,21 @@ class ApprovalBroker:
     """
 
     def __init__(
-        self, ledger: ApprovalLedger, publish: Callable[[Emit], object], *, timeout_s: float
+        self, ledger: ApprovalLedger, publish: Callable[[Emit], object], *, timeout_s: float,
+        rules: RuleBook | None = None,
     ) -> None:
         self.ledger = ledger
         self.publish = publish
         self.timeout_s = timeout_s
+        # The node's and the sessions' rules and timeouts (issue 25); without: wait timeout_s,
+        # then decline.
+        self.rules = rules
         self._pending: dict[str, _Pending] = {}
+
+    def _timeout(self, session: Session | None) -> tuple[float, TimeoutDecision]:
+        if self.rules is None:
+            return self.timeout_s, "decline"
+        return self.rules.timeout(session.sessionId if session else None)
 
     async def on_request(
         self, incarnation: Incarnation, req: ServerRequest, session: Session | None
@@ -169,33 +186,45 @@ class ApprovalBroker:
                 )
             )
             raise UnsupportedServerRequest(f"codexd does not handle {req.method}")
+        waits = (session.approvals if session else "decline") == "clients"
+        timeout_s, on_timeout = self._timeout(session)
+        created = datetime.now(UTC)
+        item_id = _text(params.get("itemId"))
         approval = Approval(
             approvalId=f"approval-{uuid.uuid4()}",
             sessionId=session.sessionId if session else None,
             threadId=thread_id,
             turnId=_text(params.get("turnId")),
-            itemId=_text(params.get("itemId")),
+            itemId=item_id,
             kind=kind,
             method=req.method,
-            createdAt=now_iso(),
+            createdAt=_iso(created),
+            # When (and how) codexd answers by itself: what a notification tells its person.
+            expiresAt=_iso(created + timedelta(seconds=timeout_s)) if waits else None,
+            onTimeout=on_timeout if waits else None,
             params=params,
         )
+        rule = self.rules.decide(session, kind, params, item_id) if self.rules else None
         pending = self._pending[approval.approvalId] = _Pending()
         incarnation.approval_requests[req.id] = approval.approvalId
         self.ledger.put(approval)
+        # A rule's decision follows at once: the event says so, and nobody is notified.
+        extra: dict[str, Any] = {"rule": rule.name} if rule is not None else {}
         self.publish(
             _emit("approval.requested", approval,
-                  f"{kind} approval requested ({approval.approvalId})")
+                  f"{kind} approval requested ({approval.approvalId})", **extra)
         )
         delivered = False
         try:
-            if (session.approvals if session else "decline") == "decline":
+            if not waits:
                 self._choose(pending, "decline", "policy")
+            elif rule is not None:
+                self._choose(pending, rule.decision, f"rule:{rule.name}")
             else:
-                with trio.move_on_after(self.timeout_s):
+                with trio.move_on_after(timeout_s):
                     await pending.decided.wait()
                 if not pending.decided.is_set():
-                    self._choose(pending, "decline", "timeout")
+                    self._choose(pending, on_timeout, "timeout")
             if pending.decision is None:
                 # Expired (turn ended, child gone): the child no longer waits for an answer.
                 raise UnsupportedServerRequest("approval expired")

@@ -29,6 +29,7 @@ import trio
 from codexd_trio import __version__
 from codexd_trio.base.context import current_request_id
 from codexd_trio.base.contracts import (
+    MAX_APPROVAL_TIMEOUT_S,
     ChildStatus,
     CodexdStatus,
     DaemonState,
@@ -36,6 +37,7 @@ from codexd_trio.base.contracts import (
     now_iso,
 )
 from codexd_trio.core._queue_ops import QueueOperations, TurnOutcome
+from codexd_trio.core.approval_rules import RuleBook
 from codexd_trio.core.approvals import ApprovalBroker, ApprovalLedger, UnsupportedServerRequest
 from codexd_trio.core.config import CodexdConfig
 from codexd_trio.core.dispatcher import QueueDispatcher
@@ -107,14 +109,17 @@ class Daemon(QueueOperations):
         self.sessions = SessionService(self.book, self.publish, self._save_registry,
                                        self._acknowledge)
         self.ledger = ApprovalLedger(self.files.approvals)
+        self.rules = RuleBook(self.files.approval_rules, config.approval_timeout_s)
         self.broker = ApprovalBroker(
-            self.ledger, self.publish, timeout_s=config.approval_timeout_s
+            self.ledger, self.publish, timeout_s=config.approval_timeout_s, rules=self.rules
         )
         self.supervisor = ChildSupervisor(
             self,
             backoff=Backoff(config.restart_backoff_s, config.restart_backoff_max_s),
             request_timeout=config.request_timeout_s,
-            server_request_timeout=config.approval_timeout_s + 30.0,
+            # A backstop only: the broker answers every approval by its session's timeout,
+            # which may be longer than --approval-timeout (issue 25).
+            server_request_timeout=max(config.approval_timeout_s, MAX_APPROVAL_TIMEOUT_S) + 30.0,
             stdout_log=config.codexd_logs / "stdout.log",
             external=config.server_endpoint if config.server_strategy == "external" else None,
         )
@@ -383,6 +388,9 @@ class Daemon(QueueOperations):
                           detail={"method": note.method, "params": note.params})]
         for emit in emits:
             self.publish(emit)
+        if note.method == "item/started":
+            # A file change's paths, for the approval rules (its request carries none).
+            self.rules.saw_item(note.params.get("item"))
         if note.method == "serverRequest/resolved":
             self.broker.withdrawn(incarnation, note.params.get("requestId"))
         if self.book.version != before:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from codexd_trio import __version__
 from codexd_trio.base.contracts import (
     ApprovalBook,
+    ApprovalRulesBook,
     ChildStatus,
     DaemonState,
     Identity,
@@ -97,6 +98,10 @@ class StateDir:
         self.approvals = JsonDocument(
             state / "approvals.json", ApprovalBook, approvals or ApprovalBook(), pretty=False
         )
+        rules = read_document(state / "approval-rules.json", ApprovalRulesBook)
+        self.approval_rules = JsonDocument(
+            state / "approval-rules.json", ApprovalRulesBook, rules or ApprovalRulesBook()
+        )
         # Append-only journal; its first open imports and removes the old idempotency.json.
         self.idempotency = IdempotencyStore.open(state / "idempotency.jsonl")
         self.daemon = JsonDocument(
@@ -121,6 +126,8 @@ class StateDir:
     def documents(self) -> list[JsonDocument[Any]]:
         return [
             self.identity, self.registry, self.recent, self.approvals, self.daemon, self.hold,
+            self.identity, self.registry, self.recent, self.approvals, self.daemon,
+            self.approval_rules,
         ]
 
     def close(self) -> None:

@@ -11,6 +11,8 @@ import msgspec
 from codexd_trio import __version__
 from codexd_trio.base.contracts import (
     Approval,
+    ApprovalRules,
+    ApprovalRulesView,
     ChildStatus,
     CodexdStatus,
     CreateSessionRequest,
@@ -167,6 +169,7 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
         Op("POST", f"{prefix}/approvals/{{approval_id}}", "decide an approval", OneApproval,
            body=DecisionRequest,
            errors=("approval_resolved", "idempotency_mismatch", "store_unavailable")),
+        *approval_rule_ops(prefix),
         Op("GET", events_path, "a page of the durable event log", EventPage,
            params=(query("after", _INT0, "events after this seq"),
                    query("limit", _INT1, "page size (max 1000)"),
@@ -193,6 +196,23 @@ def _queue_ops(prefix: str) -> list[Op]:
         Op("GET", f"{prefix}/hold", "whether the queues are held (the conductor's mode)", OneHold),
         Op("POST", f"{prefix}/hold", "hold or release the queues (the conductor sets it)",
            OneHold, body=HoldRequest, errors=writes),
+    ]
+
+
+def approval_rule_ops(prefix: str) -> list[Op]:
+    """Approval rules and timeouts, of the node and of one session (issue 25)."""
+    return [
+        Op("GET", f"{prefix}/approval-rules", "the node's approval rules and timeout",
+           ApprovalRulesView),
+        Op("POST", f"{prefix}/approval-rules",
+           "replace the node's approval rules and timeout", ApprovalRulesView,
+           body=ApprovalRules, errors=("idempotency_mismatch", "store_unavailable")),
+        Op("GET", f"{prefix}/sessions/{{session_id}}/approval-rules",
+           "a session's approval rules and timeout, and what is in force there",
+           ApprovalRulesView),
+        Op("POST", f"{prefix}/sessions/{{session_id}}/approval-rules",
+           "replace a session's approval rules and timeout", ApprovalRulesView,
+           body=ApprovalRules, errors=("idempotency_mismatch", "store_unavailable")),
     ]
 
 

@@ -79,6 +79,8 @@ class CallerPolicy:
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
     token_exempt: frozenset[str] = frozenset({"/healthz"})
+    # The setting that allows a further host, named by the 421 (a tailnet name, say).
+    host_setting: str = ""
 
     def host_names(self, bound_host: str | None) -> frozenset[str]:
         names = {self.listen_host.lower().strip("[]"), *LOOPBACK_NAMES}
@@ -161,11 +163,14 @@ class CallerGuard:
         if host_header is not None:
             parsed = split_host_header(host_header)
             if parsed is None or parsed[0] not in names or parsed[1] not in (None, bound_port):
+                hint = (f"; to allow it, list it with {self.policy.host_setting}"
+                        if self.policy.host_setting else "")
                 raise Refusal(
                     421,
                     "host_not_allowed",
-                    f"{daemon} does not answer to the host {host_header!r}",
+                    f"{daemon} does not answer to the host {host_header!r}{hint}",
                     host=host_header,
+                    **({"setting": self.policy.host_setting} if hint else {}),
                 )
 
         origin = headers.get("origin")

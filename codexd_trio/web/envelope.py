@@ -60,6 +60,12 @@ STATUS_FOR_CODE: dict[str, int] = {
     "codexd_unavailable": 503,
     "not_ready": 503,
     "not_leader": 503,
+    # The conductor's pairing codes, device tokens and one-tap action links (issue 25).
+    "pairing_code_invalid": 401,
+    "action_invalid": 403,
+    "action_used": 409,
+    "action_expired": 410,
+    "rate_limited": 429,
 }
 
 

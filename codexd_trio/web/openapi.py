@@ -69,6 +69,9 @@ class Op:
     more_media: tuple[str, ...] = ()
     # False: a JSON answer that is not an {ok, data} envelope (the OpenAPI document itself).
     envelope: bool = True
+    # Further content types of its error answers (a page for people: a one-tap action link's
+    # refusal is an HTML page; the caller guard's refusals stay JSON envelopes).
+    error_media: tuple[str, ...] = ()
 
 
 def _error_codes(op: Op, *, token: bool) -> list[str]:
@@ -146,7 +149,9 @@ def build(
         for status, codes in sorted(by_status.items()):
             responses[str(status)] = {
                 "description": "error codes: " + ", ".join(codes),
-                "content": {"application/json": {"schema": error_schema}},
+                "content": {"application/json": {"schema": error_schema},
+                            **{media: {"schema": {"type": "string"}}
+                               for media in op.error_media}},
             }
         operation: dict[str, Any] = {
             "summary": op.summary,

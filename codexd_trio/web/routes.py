@@ -43,6 +43,7 @@ from codexd_trio.store.idempotency import Answer
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.api_doc import codexd_openapi, codexd_ops, codexd_websockets
 from codexd_trio.web.app import WebSetup, install, serve_app
+from codexd_trio.web.approval_rules import install_approval_rule_routes
 from codexd_trio.web.envelope import (
     decode_body,
     decode_cursor,
@@ -97,6 +98,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
                 allowed_hosts=cfg.allowed_hosts,
                 allowed_origins=cfg.allowed_origins,
                 token=cfg.token,
+                host_setting="--allowed-host (BAA_CODEXD_ALLOWED_HOSTS)",
             ),
             log=log,
             metrics=daemon.metrics.http,
@@ -313,6 +315,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
             return envelope({"approval": msgspec.to_builtins(approval)})
 
         return await _post(f"POST /v1/codexd/approvals/{approval_id}", DecisionRequest, handle)
+
+    install_approval_rule_routes(app, daemon, _post)
 
     # ---------------------------------------------------------------- events
 

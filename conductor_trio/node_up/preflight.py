@@ -56,13 +56,53 @@ def _parser() -> _Parser:
     p.add_argument("--no-wait", action="store_true", help="stop right after the demo turn")
     p.add_argument("--resume", action="store_true",
                    help="resume the node if it was left paused or draining")
+    # Serving beyond loopback (issue 25, docs/phone.md).
+    p.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                   help="the conductor's listen address (default 127.0.0.1; a tailnet address "
+                   "to reach it from a phone: every write then needs a credential)")
+    p.add_argument("--allowed-host", action="append", default=[], dest="allowed_hosts",
+                   metavar="NAME", help="a further Host name the conductor answers to, e.g. "
+                   "the machine's tailnet name (repeatable)")
+    p.add_argument("--public-url", metavar="URL",
+                   help="where phones reach the conductor (https://mini.tail1234.ts.net behind "
+                   "`tailscale serve`): pairing and notification links use it, and its host "
+                   "and origin are allowed")
     return p
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     opts = _parser().parse_args(list(argv))
     opts.var_dir = Path(opts.var_dir).absolute()
+    if opts.public_url is not None:
+        scheme, sep, rest = opts.public_url.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest.split("/")[0]:
+            raise UsageError(f"--public-url must be an http(s) URL, got {opts.public_url!r}")
+    if not opts.listen or any(c in opts.listen for c in "/ @"):
+        raise UsageError(f"--listen must be an address, got {opts.listen!r}")
     return opts
+
+
+def conductor_listen_args(opts: argparse.Namespace) -> list[str]:
+    """The conductor's flags for ``--listen``, ``--allowed-host`` and ``--public-url``: its
+    listen base, every host it answers to (the listen address itself when it is not
+    loopback: the conductor refuses to listen where it is not allowed), and the public URL's
+    host, origin and base (pairing and notification links)."""
+    listen = opts.listen
+    host = f"[{listen}]" if ":" in listen and not listen.startswith("[") else listen
+    args = ["--local-api", f"http://{host}:{opts.conductor_port}"]
+    hosts = list(opts.allowed_hosts)
+    if listen.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        hosts.append(listen.strip("[]"))
+    if opts.public_url:
+        base = opts.public_url.rstrip("/")
+        scheme, _, rest = base.partition("://")
+        authority = rest.split("/")[0]
+        hosts.append(authority.rsplit(":", 1)[0] if not authority.endswith("]")
+                     else authority.strip("[]"))
+        args += ["--public-api-base", base, "--allowed-origin", f"{scheme}://{authority}"]
+    for name in dict.fromkeys(hosts):
+        args += ["--allowed-host", name]
+    return args
 
 
 def usage_error(exc: UsageError) -> str:
@@ -135,12 +175,13 @@ def busy_port(opts: argparse.Namespace) -> str | None:
         with socket.socket() as probe:
             # Like the daemons' own listeners: a port in TIME_WAIT is free, a listener is not.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            address = opts.listen if name == "conductor" else "127.0.0.1"
             try:
-                probe.bind(("127.0.0.1", port))
+                probe.bind((address.strip("[]"), port))
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise
-                return (f"port {port} on 127.0.0.1 (--{name}-port) is in use: is a node already "
+                return (f"port {port} on {address} (--{name}-port) is in use: is a node already "
                         f"running? (try http://127.0.0.1:{opts.conductor_port}/console); stop "
                         "it, or give free ports with --codexd-port, --conductor-port and "
                         "--status-port")

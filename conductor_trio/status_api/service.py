@@ -113,6 +113,7 @@ class StatusApi:
                     listen_host=self.config.listen_host,
                     allowed_hosts=self.config.allowed_hosts,
                     allowed_origins=self.config.allowed_origins,
+                    host_setting="--allowed-host (BAA_STATUS_API_ALLOWED_HOSTS)",
                 ),
                 log=logging.getLogger("status_api.api"),
                 metrics=self.metrics,

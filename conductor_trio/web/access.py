@@ -13,6 +13,12 @@ or relay websocket reaches a route, and on ``/v1/system/*`` writes.
 * ``/v1/codex/*`` when codexd has no token: codexd itself trusts loopback, and so does the
   conductor on loopback; an exposed conductor (tailnet, LAN) needs the shared token for writes.
 * ``/v1/system/*`` writes: the shared token when one is configured, else loopback callers only.
+
+Device tokens (issue 25, :mod:`conductor_trio.auth.devices`) count wherever the shared token
+does for ``/v1/codex/*``, and for ``/v1/system/*`` only on devices granted ``system``. A device
+token that is revoked or unknown is refused on every route that checks callers, even where no
+credential is needed, so a revoked phone learns so at once. Pairing codes (``POST /v1/pair``)
+and action links (``/v1/actions/*``) are credentials of their own, checked by their routes.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from codexd_trio.base.addresses import is_loopback
-from codexd_trio.web.callers import Refusal, bearer_matches
+from codexd_trio.base.addresses import is_loopback, split_host_header
+from codexd_trio.web.callers import LOOPBACK_NAMES, Refusal, bearer_matches
+from conductor_trio.auth.devices import Device, DeviceStore, is_device_token
 from conductor_trio.config import ConductorConfig
 
 __all__ = [
@@ -30,10 +38,18 @@ __all__ = [
     "SHARED_TOKEN_SETTING",
     "WRITE_METHODS",
     "Caller",
+    "caller_address",
+    "codex_access",
     "codex_needs_credential",
     "codex_refusal",
+    "device_access",
+    "request_address",
     "shared_token_refusal",
 ]
+
+class _Headers(Protocol):
+    def get(self, key: str) -> str | None: ...
+
 
 # The proxied routes (the conductor's own view is ``/v1/codex``, without the slash).
 CODEX_PREFIX = "/v1/codex/"
@@ -69,6 +85,48 @@ class Caller:
             return False
         return hmac.compare_digest(self.query_tokens[-1].encode(), token.encode())
 
+    def credential(self) -> str | None:
+        """The bearer credential presented (``?token=`` only on a websocket upgrade)."""
+        scheme, _, given = (self.authorization or "").partition(" ")
+        if scheme.lower() == "bearer" and given.strip():
+            return given.strip()
+        if self.method == "WS" and self.query_tokens:
+            return self.query_tokens[-1]
+        return None
+
+
+def device_access(devices: DeviceStore | None, caller: Caller
+                  ) -> tuple[Device | None, Refusal | None]:
+    """The live device whose token ``caller`` presents, or why its device token is refused;
+    ``(None, None)`` when it presents none."""
+    given = caller.credential()
+    if devices is None or given is None or not is_device_token(given):
+        return None, None
+    device, why = devices.check(given)
+    if why == "ok":
+        return device, None
+    if why == "revoked" and device is not None:
+        return None, Refusal(
+            401, "unauthorized",
+            "This device was revoked: its token no longer works. Pair it again with "
+            "`conductor pair` if it should have access.",
+            reason="device_revoked", deviceId=device.id)
+    return None, Refusal(
+        401, "unauthorized",
+        "Unknown device token: pair this device with `conductor pair`.",
+        reason="device_unknown")
+
+
+def codex_access(config: ConductorConfig, caller: Caller, devices: DeviceStore | None = None
+                 ) -> tuple[Device | None, Refusal | None]:
+    """Whether ``caller`` may use ``/v1/codex/*``: the device it came as (if any), or why not.
+
+    Every device may operate Codex (scope ``codex``)."""
+    device, refused = device_access(devices, caller)
+    if refused is not None or device is not None:
+        return device, refused
+    return None, codex_refusal(config, caller)
+
 
 def codex_needs_credential(config: ConductorConfig) -> bool:
     """Whether every ``/v1/codex/*`` call needs the caller's own credential (codexd has a
@@ -97,16 +155,47 @@ def codex_refusal(config: ConductorConfig, caller: Caller) -> Refusal | None:
             "header, or ?token=).",
             header="Authorization",
         )
-    if config.exposed and caller.method in WRITE_METHODS:
+    if (config.exposed or not is_loopback(caller.remote_addr)) and caller.method in WRITE_METHODS:
         # Beyond loopback (a tailnet, a LAN) anyone who can reach the port could otherwise start
-        # full-access sessions.
+        # full-access sessions; so also through a proxy on this machine (`tailscale serve`),
+        # whose callers only look local (caller_address).
         return shared_token_refusal(config, caller)
     return None
 
 
-def shared_token_refusal(config: ConductorConfig, caller: Caller) -> Refusal | None:
+def caller_address(remote_addr: str | None, host: str | None, forwarded_for: str | None
+                   ) -> str | None:
+    """The caller's address as the access rules may trust it: ``None`` (not loopback) for a
+    request that came through a proxy — one that says so (``X-Forwarded-For``, which
+    ``tailscale serve`` sets) or that names a host other than a loopback name (an allowed
+    tailnet name reaching a loopback conductor). Every tailnet device would otherwise pass as
+    a local caller."""
+    if forwarded_for:
+        return None
+    parsed = split_host_header(host) if host else None
+    if parsed is not None and parsed[0] not in LOOPBACK_NAMES and not is_loopback(parsed[0]):
+        return None
+    return remote_addr
+
+
+def shared_token_refusal(config: ConductorConfig, caller: Caller,
+                         devices: DeviceStore | None = None) -> Refusal | None:
     """The shared token when one is configured, else loopback callers only (``/v1/system/*``
-    writes, and ``/v1/codex/*`` writes of an exposed conductor over a token-less codexd)."""
+    writes, and ``/v1/codex/*`` writes of an exposed conductor over a token-less codexd).
+
+    With ``devices``: a device granted ``system`` may too; any other device token is refused.
+    """
+    device, refused = device_access(devices, caller)
+    if refused is not None:
+        return refused
+    if device is not None:
+        if "system" in device.scopes:
+            return None
+        return Refusal(
+            401, "unauthorized",
+            "This device was not granted /v1/system/* (pair it with `conductor pair --grant "
+            "system`, or use the shared token).",
+            reason="not_granted", deviceId=device.id)
     token = config.shared_token
     if token is None:
         if is_loopback(caller.remote_addr):
@@ -125,3 +214,8 @@ def shared_token_refusal(config: ConductorConfig, caller: Caller) -> Refusal | N
         "This route needs Authorization: Bearer <BAA_SHARED_TOKEN>.",
         header="Authorization",
     )
+
+
+def request_address(remote_addr: str | None, headers: _Headers) -> str | None:
+    """:func:`caller_address` of a request's (or an upgrade's) peer and headers."""
+    return caller_address(remote_addr, headers.get("Host"), headers.get("X-Forwarded-For"))

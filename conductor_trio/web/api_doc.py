@@ -11,13 +11,21 @@ from dataclasses import replace
 from typing import Any
 
 from codexd_trio.web.api_doc import codexd_ops
-from codexd_trio.web.openapi import Op, build
+from codexd_trio.web.openapi import Op, Param, build
 from conductor_trio import __version__
 from conductor_trio.contracts import (
+    ActionBody,
+    ActionDone,
     CodexView,
     ConductorDescribe,
     ConductorHealth,
+    DeviceList,
     ModeState,
+    OneDevice,
+    PairedDevice,
+    PairingCode,
+    PairingRequest,
+    PairRequest,
     Ready,
     Runtime,
     StatusApiDescribe,
@@ -85,6 +93,7 @@ def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) 
            body_required=False, errors=mode_errors),
         Op("POST", "/v1/system/drain", "refuse new turns, let running ones finish",
            data=ModeState, body=mode_change, body_required=False, errors=mode_errors),
+        *device_ops(),
         Op("GET", "/v1/status", "status snapshot", data=StatusSnapshot),
         Op("GET", "/v1/status/ui", "status page", media="text/html"),
         Op("GET", "/", "links: console, status page, describe", media="text/html"),
@@ -94,6 +103,37 @@ def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) 
         Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
         Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
            envelope=False),
+    ]
+
+
+def device_ops() -> list[Op]:
+    """Pairing, devices and one-tap action links (issue 25; conductor_trio.web.devices and
+    .actions)."""
+    action_params = (Param("t", "query", {"type": "string"}, "the link's signed token",
+                           required=True),)
+    action_path = "/v1/actions/{approval_id}/{decision}"
+    return [
+        Op("POST", "/v1/system/pairings", "a one-time pairing code and its URL (5 minutes)",
+           data=PairingCode, status=201, body=PairingRequest, body_required=False,
+           errors=("unauthorized",)),
+        Op("POST", "/v1/pair", "exchange a pairing code for a device token", data=PairedDevice,
+           status=201, body=PairRequest, errors=("pairing_code_invalid", "rate_limited")),
+        Op("GET", "/v1/devices/me", "the device whose token is presented", data=OneDevice,
+           errors=("unauthorized",)),
+        Op("DELETE", "/v1/devices/me", "forget this device (revokes its token)",
+           data=OneDevice, errors=("unauthorized",)),
+        Op("GET", "/v1/system/devices", "every paired device", data=DeviceList,
+           errors=("unauthorized",)),
+        Op("DELETE", "/v1/system/devices/{device_id}",
+           "revoke a device: refused at once, its relay websockets closed", data=OneDevice,
+           errors=("unauthorized",)),
+        Op("GET", action_path, "a one-tap action link's page (never decides)",
+           media="text/html", params=action_params, error_media=("text/html",),
+           errors=("action_invalid", "action_used", "action_expired", "codexd_unavailable")),
+        Op("POST", action_path, "use a one-tap action link: decide that one approval",
+           data=ActionDone, body=ActionBody, body_required=False, params=action_params,
+           errors=("action_invalid", "action_used", "action_expired", "approval_resolved",
+                   "child_unavailable", "codexd_unavailable")),
     ]
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import msgspec
 import trio
-from quart import Response, request, websocket
+from quart import Response, g, request, websocket
 from quart_trio import QuartTrio
 
 from codexd_trio.web import CallerPolicy
@@ -42,13 +42,16 @@ from conductor_trio.web.access import (
     SHARED_TOKEN_SETTING,
     WRITE_METHODS,
     Caller,
+    codex_access,
     codex_needs_credential,
-    codex_refusal,
+    request_address,
     shared_token_refusal,
 )
+from conductor_trio.web.actions import install_action_routes
 from conductor_trio.web.api_doc import conductor_openapi, conductor_ops, conductor_websockets
 from conductor_trio.web.console import install_console
-from conductor_trio.web.proxy import proxy_http, relay_events
+from conductor_trio.web.devices import install_device_routes
+from conductor_trio.web.proxy import install_rule_proxy, proxy_http, relay_events
 from conductor_trio.web.status_page import render_page
 
 
@@ -114,6 +117,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
                 listen_host=cfg.listen_host,
                 allowed_hosts=cfg.allowed_hosts,
                 allowed_origins=cfg.allowed_origins,
+                host_setting="--allowed-host (BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS)",
             ),
             log=logging.getLogger("conductor.api"),
             metrics=conductor.metrics.http,
@@ -128,15 +132,18 @@ def create_app(conductor: Conductor) -> QuartTrio:
             return None
         return error(refusal.status, refusal.code, refusal.message, refusal.details)
 
+    def http_caller() -> Caller:
+        # Through a proxy (tailscale serve) a caller is not local, whatever its peer address.
+        return Caller(method=request.method, authorization=request.headers.get("Authorization"),
+                      remote_addr=request_address(request.remote_addr, request.headers))
+
     # First of the checks: a caller without the credential learns nothing else (not even
     # whether this node leads or is paused), and nothing is forwarded.
     @app.before_request
     async def _codex_callers_need_a_credential() -> Response | None:
         if not request.path.startswith(CODEX_PREFIX):
             return None
-        return answer(codex_refusal(cfg, Caller(
-            method=request.method, authorization=request.headers.get("Authorization"),
-            remote_addr=request.remote_addr)))
+        return answer(codex_access(cfg, http_caller(), conductor.auth.devices)[1])
 
     @app.before_websocket
     async def _relay_callers_need_a_credential() -> Response | None:
@@ -145,9 +152,14 @@ def create_app(conductor: Conductor) -> QuartTrio:
         # access log records the path without the query.
         if not websocket.path.startswith(CODEX_PREFIX):
             return None
-        return answer(codex_refusal(cfg, Caller(
+        device, refused = codex_access(cfg, Caller(
             method="WS", authorization=websocket.headers.get("Authorization"),
-            query_tokens=websocket.args.getlist("token"), remote_addr=websocket.remote_addr)))
+            query_tokens=websocket.args.getlist("token"),
+            remote_addr=request_address(websocket.remote_addr, websocket.headers)),
+            conductor.auth.devices)
+        # The relay registers under the device, so revoking it closes the relay at once.
+        g.device_id = device.id if device is not None else None
+        return answer(refused)
 
     @app.before_request
     async def _standby_refuses_writes() -> Response | None:
@@ -337,7 +349,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
 
     @app.websocket("/v1/codex/events")
     async def events_ws() -> Response | None:
-        return await relay_events(conductor)
+        return await relay_events(conductor, device_id=g.get("device_id"))
 
     # -- system mode -------------------------------------------------------------------------
 
@@ -347,9 +359,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         return ok(conductor.mode_state(probe))
 
     async def change_mode(mode: Mode) -> Response:
-        if denied := answer(shared_token_refusal(cfg, Caller(
-                method=request.method, authorization=request.headers.get("Authorization"),
-                remote_addr=request.remote_addr))):
+        if denied := answer(shared_token_refusal(cfg, http_caller(), conductor.auth.devices)):
             return denied
         raw = await request.get_data(cache=False, as_text=False)
         assert isinstance(raw, bytes)
@@ -390,5 +400,9 @@ def create_app(conductor: Conductor) -> QuartTrio:
                         headers={"Cache-Control": "no-store"})
 
     install_console(app)
+    # Issue 25: pairing and devices, one-tap action links, the approval rules' proxy.
+    install_device_routes(app, conductor)
+    install_action_routes(app, conductor)
+    install_rule_proxy(app, conductor)
     return app
 

@@ -7,16 +7,18 @@ cannot be reached does the conductor answer itself, with 503 ``codexd_unavailabl
 
 from __future__ import annotations
 
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 import trio
 import trio_websocket
 from quart import Response, request, websocket
+from quart_trio import QuartTrio
 
 from codexd_trio.base.context import current_request_id
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
 from codexd_trio.web.envelope import error
 from codexd_trio.web.websockets import discarding_client_frames
+from conductor_trio.auth.node import REVOKED_CLOSE_CODE
 from conductor_trio.service import Conductor
 
 # Request headers worth passing on; hop-by-hop and Host stay with this hop.
@@ -74,7 +76,7 @@ def _without_token(query: str) -> str:
                     if part and unquote_plus(part.partition("=")[0]) != "token")
 
 
-async def relay_events(conductor: Conductor) -> Response | None:
+async def relay_events(conductor: Conductor, device_id: str | None = None) -> Response | None:
     """Relay ``WS /v1/codexd/events`` to the current websocket client.
 
     The upstream is opened *before* accepting, so an unreachable codexd is an HTTP 503 envelope
@@ -82,7 +84,8 @@ async def relay_events(conductor: Conductor) -> Response | None:
     client that asks for batched frames (a JSON array of events each) gets codexd's batches and
     the relay pays its per-frame cost once per batch. Then every frame is relayed as is;
     when codexd closes (1000, 1001 on its shutdown, 1013 after an overflow frame) the client is
-    closed with the same code. A conductor shutdown closes relays with 1001.
+    closed with the same code. A conductor shutdown closes relays with 1001; revoking the
+    device (``device_id``) whose token opened the relay closes it with 1008 at once.
 
     **Resource handling:** the upstream websocket and its TCP stream are closed on every exit
     (:func:`codexd_trio.client.open_websocket`).
@@ -110,7 +113,7 @@ async def relay_events(conductor: Conductor) -> Response | None:
             # Read what the client sends, or its leaving goes unseen and the relay (and its
             # upstream stream on codexd) stays open for good.
             async with discarding_client_frames():
-                code = await _pump(conductor, upstream)
+                code = await _pump(conductor, upstream, device_id)
             await websocket.close(code)
     except CodexdError as exc:
         # codexd refused the handshake: hand its status and envelope on unchanged.
@@ -120,8 +123,9 @@ async def relay_events(conductor: Conductor) -> Response | None:
     return None
 
 
-async def _pump(conductor: Conductor, upstream: trio_websocket.WebSocketConnection) -> int:
-    with trio.CancelScope() as scope:
+async def _pump(conductor: Conductor, upstream: trio_websocket.WebSocketConnection,
+                device_id: str | None = None) -> int:
+    with trio.CancelScope() as scope, conductor.auth.relay(device_id, scope) as ticket:
         conductor.relays.add(scope)
         try:
             if conductor.stopping.is_set():
@@ -135,4 +139,18 @@ async def _pump(conductor: Conductor, upstream: trio_websocket.WebSocketConnecti
                 await websocket.send(message)
         finally:
             conductor.relays.discard(scope)
-    return 1001
+    return REVOKED_CLOSE_CODE if ticket.revoked else 1001
+
+
+def install_rule_proxy(app: QuartTrio, conductor: Conductor) -> None:
+    """The approval rules' routes (issue 25), relayed to codexd like every /v1/codex/* route
+    (the access rules ran before; writes are never refused by the mode: rules end work)."""
+
+    @app.route("/v1/codex/approval-rules", methods=["GET", "POST"])
+    async def node_rules() -> Response:
+        return await proxy_http(conductor, "/v1/codexd/approval-rules")
+
+    @app.route("/v1/codex/sessions/<session_id>/approval-rules", methods=["GET", "POST"])
+    async def session_rules(session_id: str) -> Response:
+        return await proxy_http(
+            conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}/approval-rules")

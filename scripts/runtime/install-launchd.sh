@@ -55,7 +55,10 @@ configuration (rendered into the files; see docs/runtime/README.md for the varia
                               BAA_CONDUCTOR_ALLOWED_ORIGINS (the same for the conductor)
   --status-allowed-origins LIST
                               BAA_STATUS_API_ALLOWED_ORIGINS (the same for the status-api)
-  --public-api-base URL       BAA_CONDUCTOR_PUBLIC_API_BASE
+  --public-api-base URL       BAA_CONDUCTOR_PUBLIC_API_BASE (where phones reach the conductor:
+                              pairing and notification links use it)
+  --notify-urls-file FILE     BAA_NOTIFY_URLS_FILE for the conductor: notification sinks, one
+                              Apprise URL a line (mode 600; never inline); see docs/phone.md
   --event-stream-path PATH    BAA_CODEXD_EVENT_STREAM_PATH (default /v1/codexd/events)
   --server-strategy S         BAA_CODEXD_SERVER_STRATEGY: spawn (default: codexd runs its own
                               app-server child) or external (codexd attaches to a long-lived

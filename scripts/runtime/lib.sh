@@ -79,7 +79,7 @@ parse_render_flag() {
   NSHIFT=2
   case "$1" in
     --node | --node-id | --conductor-host | --state-dir | --conductor-api | --status-api \
-      | --conductor-role | --allowed-hosts | --status-allowed-hosts | --public-api-base | --shared-token-file \
+      | --conductor-role | --allowed-hosts | --status-allowed-hosts | --public-api-base | --shared-token-file | --notify-urls-file \
       | --codexd-token-file | --codexd-allowed-origins | --conductor-allowed-origins | --status-allowed-origins \
       | --event-stream-path | --server-command | --server-arg | --server-cwd | --codex-home \
       | --shutdown-grace | --exit-timeout | --throttle-interval | --user | --env-file | --python | --setenv \

@@ -360,3 +360,25 @@ def test_render_runs_on_the_standard_library_alone(tmp_path: Path, sock_dir: Pat
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "baa-codex-app-server.service").is_file()
+
+
+@pytest.mark.parametrize("manager", ["launchd", "systemd"])
+def test_the_notification_urls_file_reaches_the_conductor_only(
+    manager: str, tmp_path: Path, node_dirs: dict[str, Path]
+) -> None:
+    # Issue 25: the sinks' URLs hold secrets, so they travel as a file (mode 600), like tokens.
+    urls = tmp_path / "notify-urls"
+    urls.write_text("ntfys://ntfy.sh/a-secret-topic\n")
+    urls.chmod(0o600)
+    files, _ = render(tmp_path / "out", manager, *dir_flags(node_dirs), "--notify-urls-file",
+                      str(urls), "--public-api-base", "https://mini.tail1234.ts.net")
+    for service, path in files.items():
+        env = (plistlib.loads(path.read_bytes())["EnvironmentVariables"]
+               if manager == "launchd" else parse_unit(path)[1])
+        assert ("BAA_NOTIFY_URLS_FILE" in env) == (service == "conductor"), service
+        assert "a-secret-topic" not in path.read_text()
+    conductor = files["conductor"]
+    env = (plistlib.loads(conductor.read_bytes())["EnvironmentVariables"]
+           if manager == "launchd" else parse_unit(conductor)[1])
+    assert env["BAA_NOTIFY_URLS_FILE"] == str(urls)
+    assert env["BAA_CONDUCTOR_PUBLIC_API_BASE"] == "https://mini.tail1234.ts.net"

@@ -21,6 +21,10 @@ from codexd_trio.web.envelope import error
 ASSETS = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    # Issue 25: pairing, "this device", accept-for-session and the rules (pair.js); the page of
+    # a one-tap action link (action.js).
+    "pair.js": "text/javascript; charset=utf-8",
+    "action.js": "text/javascript; charset=utf-8",
 }
 
 # The console has buttons that pause the node and accept commands: it must never be framed by

@@ -51,7 +51,8 @@ class ApiError extends Error {
 }
 
 function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || "";
+  // The shared token typed in this tab, else this device's token (kept by pair.js).
+  return sessionStorage.getItem(TOKEN_KEY) || deviceToken() || "";
 }
 
 function authHeaders() {
@@ -425,6 +426,7 @@ async function select(sessionId) {
   if (view.cursor == null) view.cursor = baseline;
   openStream();
   refreshApprovals();
+  onSessionSelected(sessionId);  // pair.js: the session's approval rules
   if (window.matchMedia("(max-width: 700px)").matches) $("selected").scrollIntoView();
 }
 
@@ -700,14 +702,18 @@ function approvalRow(a) {
     row.remove();
     refreshApprovals();
   };
+  // Accept for session: Codex stops asking for the same command in this session.
+  const acceptSession = el("button", {type: "button", "data-testid": "approval-accept-session",
+                                      class: "accept"}, "Accept for session");
   accept.addEventListener("click", () => decide(accept, "accept"));
+  acceptSession.addEventListener("click", () => decide(acceptSession, "acceptForSession"));
   decline.addEventListener("click", () => decide(decline, "decline"));
   const row = el("li", {"data-testid": "approval-row", "data-approval-id": a.approvalId},
     el("div", {class: "what"}, el("span", {class: "badge"}, a.kind), " ",
        el("code", {}, approvalWhat(a))),
     el("div", {class: "muted"}, [p.cwd && "in " + p.cwd, p.reason,
                                  "asked " + when(a.createdAt)].filter(Boolean).join(" · ")),
-    el("div", {class: "buttons"}, accept, decline));
+    el("div", {class: "buttons"}, accept, acceptSession, decline));
   return row;
 }
 
@@ -715,7 +721,7 @@ function approvalRow(a) {
 
 function init() {
   const tokenInput = $("token-input");
-  tokenInput.value = token();
+  tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";  // not the device's token
   tokenInput.addEventListener("input", () => {
     const v = tokenInput.value.trim();
     if (v) sessionStorage.setItem(TOKEN_KEY, v); else sessionStorage.removeItem(TOKEN_KEY);

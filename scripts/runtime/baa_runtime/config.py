@@ -66,6 +66,8 @@ class RuntimeConfig:
     public_api_base: str
     shared_token_file: str
     codexd_token_file: str
+    # Issue 25: the conductor's notification sinks (one Apprise URL a line; mode 600).
+    notify_urls_file: str
     codexd_allowed_origins: str
     conductor_allowed_origins: str
     status_allowed_origins: str
@@ -141,6 +143,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-allowed-hosts")
     p.add_argument("--public-api-base")
     p.add_argument("--shared-token-file")
+    p.add_argument("--notify-urls-file")
     p.add_argument("--codexd-token-file")
     p.add_argument("--codexd-allowed-origins")
     p.add_argument("--conductor-allowed-origins")
@@ -286,6 +289,7 @@ def resolve_config(ns: argparse.Namespace) -> RuntimeConfig:
         public_api_base=public,
         shared_token_file=str(_abs(ns.shared_token_file)) if ns.shared_token_file else "",
         codexd_token_file=str(_abs(ns.codexd_token_file)) if ns.codexd_token_file else "",
+        notify_urls_file=str(_abs(ns.notify_urls_file)) if ns.notify_urls_file else "",
         codexd_allowed_origins=origins_value(
             "--codexd-allowed-origins", ns.codexd_allowed_origins or ""
         ),
@@ -384,6 +388,7 @@ def service_environment(config: RuntimeConfig, service: str) -> dict[str, str]:
             # The conductor calls codexd, so it needs codexd's token (the same file).
             "BAA_CODEXD_TOKEN_FILE": config.codexd_token_file,
             "BAA_CONDUCTOR_PUBLIC_API_BASE": config.public_api_base,
+            "BAA_NOTIFY_URLS_FILE": config.notify_urls_file,
             "BAA_CONDUCTOR_STATE_DIR": str(config.state_dir),
             "BAA_CONDUCTOR_LOGS_DIR": str(config.logs_dir),
         }
