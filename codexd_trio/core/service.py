@@ -45,7 +45,7 @@ from codexd_trio.core.domain import Emit, SessionBook
 from codexd_trio.core.hub import EventHub
 from codexd_trio.core.metrics import TURN_END_TYPES, CodexdMetrics
 from codexd_trio.core.sessions import SessionService
-from codexd_trio.core.status import codexd_status
+from codexd_trio.core.status import codexd_status, readiness
 from codexd_trio.core.supervisor import (
     Backoff,
     ChildSupervisor,
@@ -406,22 +406,9 @@ class Daemon(QueueOperations):
         await self.log.room()
 
     def readiness(self) -> tuple[str | None, str]:
-        """``(None, "ready")``, or the error code and the reason ``/readyz`` answers 503 with."""
-        if self.stopping:
-            return "shutting_down", "codexd is stopping"
-        if self.log.write_error is not None:
-            return "store_unavailable", (
-                f"the event log cannot be written ({self.log.write_error}); "
-                f"{self.log.waiting} events wait to become durable"
-                + ("; reading from codex is paused until they are written"
-                   if self.log.backlogged else "")
-            )
-        if self.supervisor.current is None or self.child.status != "running":
-            reason = f"codex app-server is {self.child.status}"
-            if self.child.lastError:
-                reason += f" ({self.child.lastError})"
-            return "child_unavailable", reason
-        return None, "ready"
+        """``(None, "ready")``, or the code and reason ``/readyz`` answers 503 with
+        (:func:`codexd_trio.core.status.readiness`)."""
+        return readiness(self)
 
     # ------------------------------------------------------------------ status
 

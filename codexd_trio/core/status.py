@@ -54,3 +54,22 @@ def codexd_status(daemon: Daemon) -> CodexdStatus:
             queue=daemon.queue_status(),
         ),
     )
+
+
+def readiness(daemon: Daemon) -> tuple[str | None, str]:
+    """``(None, "ready")``, or the error code and the reason ``/readyz`` answers 503 with."""
+    if daemon.stopping:
+        return "shutting_down", "codexd is stopping"
+    if daemon.log.write_error is not None:
+        return "store_unavailable", (
+            f"the event log cannot be written ({daemon.log.write_error}); "
+            f"{daemon.log.waiting} events wait to become durable"
+            + ("; reading from codex is paused until they are written"
+               if daemon.log.backlogged else "")
+        )
+    if daemon.supervisor.current is None or daemon.child.status != "running":
+        reason = f"codex app-server is {daemon.child.status}"
+        if daemon.child.lastError:
+            reason += f" ({daemon.child.lastError})"
+        return "child_unavailable", reason
+    return None, "ready"
