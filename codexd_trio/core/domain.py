@@ -158,6 +158,9 @@ class SessionBook(QueueCommands):
             elif kind == "session.rethreaded" and event.threadId:
                 self.rethread(sid, event.threadId, str(event.detail.get("reason", "")))
             elif kind == "session.closed":
+                # Live, closing drops the session's queue with its stop (close_session); the
+                # journal holds a removal per entry but nothing for the stop.
+                self.queue.drop_session(sid)
                 self.close(sid)
             elif kind == "turn.accepted" and event.turnId:
                 if self._sessions[sid].lastTurnId != event.turnId:
