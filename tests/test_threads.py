@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
@@ -14,6 +15,7 @@ from codexd_trio.base.transcript import TranscriptTurn
 from codexd_trio.client import CodexdClient, CodexdError
 from codexd_trio.testing import Plain, Review, ScriptedModel, codex_child_env
 from codexd_trio.testing.daemon import read_events, running_codexd
+from tests.fake_codexd import open_conductor
 
 pytestmark = pytest.mark.real_codex
 
@@ -248,3 +250,44 @@ async def test_the_title_defaults_to_the_first_prompt_and_is_set_on_the_thread(
     assert titled.title == "My project"
     assert [t.name for t in listed.threads] == ["My project"]
     assert restarted.title == "My project"
+
+
+async def test_the_conductor_relays_the_conversation(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home) as codexd,
+            CodexdClient(codexd.url) as client,
+            open_conductor(codexd.url, tmp_path / "conductor") as conductor,
+        ):
+            sid = (await client.create_session()).sessionId
+            scripted_model.script(Plain("relayed answer"))
+            await run_turn(client, sid, "through the conductor")
+            http = conductor.http
+            direct = await client.transcript(sid, order="desc", limit=1)
+            relayed = (await http.get(f"/v1/codex/sessions/{sid}/transcript",
+                                      params={"order": "desc", "limit": "1"})).json()
+            item_id = direct.turns[0].items[-1].id
+            item = (await http.get(
+                f"/v1/codex/sessions/{sid}/transcript/items/{item_id}")).json()
+            threads = (await http.get("/v1/codex/threads")).json()
+            thread_id = (await client.get_session(sid))[0].threadId
+            thread = (await http.get(f"/v1/codex/threads/{thread_id}")).json()
+            titled = (await http.post(f"/v1/codex/sessions/{sid}/title",
+                                      json={"title": "relayed"})).json()
+            await http.post("/v1/system/pause", json={})
+            paused = await http.post(f"/v1/codex/sessions/{sid}/compact", json={})
+            await http.post("/v1/system/resume", json={})
+            forked = await http.post(f"/v1/codex/sessions/{sid}/fork", json={})
+            bad = await http.get(f"/v1/codex/sessions/{sid}/transcript",
+                                 params={"order": "up"})
+    assert relayed["data"] == msgspec.to_builtins(direct)
+    assert item["data"]["item"]["text"] == "relayed answer"
+    assert [t["sessionId"] for t in threads["data"]["threads"]] == [sid]
+    assert [len(t["items"]) for t in thread["data"]["turns"]] == [2]
+    assert titled["data"]["session"]["title"] == "relayed"
+    assert (paused.status_code, paused.json()["error"]["code"]) == (423, "system_paused")
+    assert forked.status_code == 201
+    assert forked.json()["data"]["session"]["forkedFrom"] is not None
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")

@@ -358,3 +358,57 @@ async def test_the_transcript_outlives_the_raw_event_log_segments(
     assert [i.text for i in turn_started[0].items] == ["the first question", "the first answer"]
     assert len(live.turns) == 4
     assert restarted.turns == live.turns
+
+
+async def test_approvals_show_what_was_asked_and_who_decided(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    scripted_model.script(ExecCommand("touch asked.txt", then=ApplyPatch(
+        "*** Add File: patched.txt\n+patched", then=Plain("both asked"))))
+    with trio.fail_after(GUARD):
+        async with (
+            running_codexd(tmp_path / "node", codex_home) as codexd,
+            CodexdClient(codexd.url) as client,
+        ):
+            session = await client.create_session(
+                cwd=str(work), approval_policy="untrusted", sandbox="workspace-write",
+                approvals="clients")
+            sid = session.sessionId
+            async with client.events(after=0, session_id=sid) as stream:
+                accepted = await client.start_turn(sid, "ask twice")
+                decided = []
+                async for event in stream:
+                    if event.type != "approval.requested":
+                        continue
+                    approval_id = event.detail["approval"]["approvalId"]
+                    pending = await client.transcript(sid)
+                    decided.append((pending, await client.decide_approval(
+                        approval_id, "accept" if not decided else "decline",
+                        decided_by="a test")))
+                    if len(decided) == 2:
+                        break
+            await client.wait_for_turn(sid, accepted["turnId"])
+            (turn,) = (await client.transcript(sid)).turns
+    first_pending = decided[0][0].turns[0]
+    (asked,) = items_of(first_pending, "approval")
+    assert asked.status == "pending"
+    assert asked.kind == "commandExecution"
+    assert asked.command is not None
+    assert "touch asked.txt" in asked.command
+    approvals = items_of(turn, "approval")
+    assert [a.approvalId for a in approvals] == [d[1].approvalId for d in decided]
+    command, patch = approvals
+    assert (command.status, command.decision, command.decidedBy) == (
+        "resolved", "accept", "a test")
+    assert command.decidedAt is not None
+    assert command.itemId == items_of(turn, "commandExecution")[0].id
+    assert patch.kind == "fileChange"
+    assert (patch.status, patch.decision) == ("resolved", "decline")
+    (change,) = patch.changes or []
+    assert change.kind == "add"
+    assert change.diff.endswith("@@ -0,0 +1,1 @@\n+patched\n")
+    assert (work / "asked.txt").exists()
+    assert not (work / "patched.txt").exists()
+    assert items_of(turn, "fileChange")[0].status == "declined"
