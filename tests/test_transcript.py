@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -378,7 +379,7 @@ async def test_approvals_show_what_was_asked_and_who_decided(
             sid = session.sessionId
             async with client.events(after=0, session_id=sid) as stream:
                 accepted = await client.start_turn(sid, "ask twice")
-                decided = []
+                decided: list[tuple[Any, Any]] = []
                 async for event in stream:
                     if event.type != "approval.requested":
                         continue

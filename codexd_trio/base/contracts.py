@@ -249,6 +249,10 @@ class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     threadId: str | None = None
     title: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.threadId is not None and not self.threadId.strip():
+            raise ValueError("Expected a thread id, not empty text - at `$.threadId`")
+
 
 # A turn's input: plain text, or a list of app-server ``UserInput`` items passed through.
 TurnInput = str | list[dict[str, Any]]

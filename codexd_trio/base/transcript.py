@@ -26,6 +26,7 @@ from codexd_trio.base.contracts import Session, TurnError, TurnStatus
 
 __all__ = [
     "ITEM_CAP_BYTES",
+    "CompactRequest",
     "FileChange",
     "ForkRequest",
     "ReviewRequest",
@@ -45,6 +46,8 @@ __all__ = [
 # together), of a text, or of a passed-through item's data; the whole item is at
 # GET /v1/codexd/sessions/{id}/transcript/items/{itemId}.
 ITEM_CAP_BYTES = 64 * 1024
+# The most turns one rollback takes out (Codex pages turns by a 32-bit count).
+MAX_ROLLBACK_TURNS = 10_000
 
 
 class FileChange(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -212,6 +215,10 @@ class RollbackAnswer(msgspec.Struct, frozen=True, kw_only=True):
 # Request bodies (clients -> codexd). Unknown fields are a 400.
 
 
+class CompactRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST …/compact``: nothing to say (``{}``, or no body)."""
+
+
 class ForkRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/codexd/sessions/{id}/fork``: a new session on a copy of the thread."""
 
@@ -225,8 +232,8 @@ class RollbackRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     turns: int = 1
 
     def __post_init__(self) -> None:
-        if self.turns < 1:
-            raise ValueError("Expected `int` >= 1 - at `$.turns`")
+        if not 1 <= self.turns <= MAX_ROLLBACK_TURNS:
+            raise ValueError(f"Expected `int` from 1 to {MAX_ROLLBACK_TURNS} - at `$.turns`")
 
 
 class ReviewRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -104,7 +104,7 @@ class Daemon(DaemonOperations):
         # Conversation records (issue 22): folded from each durable batch as the hub publishes
         # it, in the same step, so a transcript and its lastSeq always agree.
         self.transcripts = Transcripts(self.files.conversation, lambda: self.hub.published_seq)
-        self.log.on_durable = _then(self.log.on_durable, self.transcripts.on_durable)
+        self.transcripts.follow(self.log)
         self.book = SessionBook(self.files.registry_sessions)
         self.files.registry.capture = self._registry_job
         self.files.registry.before_write = self._registry_durable
@@ -421,19 +421,6 @@ class Daemon(DaemonOperations):
     def status(self) -> CodexdStatus:
         """``GET /v1/codexd/status`` (built by :func:`codexd_trio.core.status.codexd_status`)."""
         return codexd_status(self)
-
-
-def _then(
-    first: Callable[[list[Event]], None] | None, second: Callable[[list[Event]], None]
-) -> Callable[[list[Event]], None]:
-    """One ``on_durable`` callback that calls ``first`` (the hub's publish) then ``second``."""
-
-    def both(batch: list[Event]) -> None:
-        if first is not None:
-            first(batch)
-        second(batch)
-
-    return both
 
 
 async def _until_done(

@@ -31,10 +31,12 @@ from codexd_trio.base.transcript import (
 from codexd_trio.core.domain import Emit, SessionBook
 from codexd_trio.core.items import epoch_iso, turn_from_codex
 from codexd_trio.core.sessions import (
+    _SANDBOX_NAMES,
     SessionService,
     _call,
     _policy_text,
     _sandbox_text,
+    _thread_params,
     default_title,
 )
 from codexd_trio.core.supervisor import Incarnation
@@ -52,7 +54,9 @@ _IMPORT_PAGE = 50
 _IMPORT_EVENT_BYTES = 8 * 1024 * 1024
 # What Codex answers about a thread it does not have.
 _UNKNOWN_THREAD = ("thread not loaded", "no rollout found", "invalid thread id",
-                   "thread not found")
+                   "thread not found", "invalid session id")
+# What Codex answers about the turns of a thread that never ran one (it is not on disk yet).
+_NO_TURNS_YET = "not materialized yet"
 
 
 def _str(value: Any) -> str | None:
@@ -140,6 +144,8 @@ class ThreadService:
         try:
             result = await _call(inc, inc.client.thread_turns_list(thread_id, **params))
         except AppServerError as exc:
+            if _NO_TURNS_YET in exc.message:
+                return [], None
             raise _not_found(exc, thread_id) from exc
         data = result.get("data")
         turns = [turn_from_codex(t) for t in data if isinstance(t, dict)] if isinstance(
@@ -181,7 +187,7 @@ class ThreadService:
     # ---------------------------------------------------------------- new sessions
 
     def _new_session(self, result: dict[str, Any], thread: dict[str, Any], turns:
-                     list[TranscriptTurn], **fields: Any) -> Session:
+                     list[TranscriptTurn], *, persisted: bool = True, **fields: Any) -> Session:
         now = now_iso()
         last = turns[-1] if turns else None
         text = next((i.text for i in last.items[::-1] if i.type == "agentMessage"),
@@ -196,7 +202,8 @@ class ThreadService:
             lastTurnStatus=last.status if last and last.status != "inProgress" else None,
             lastTurnStartedAt=last.startedAt if last else None,
             lastTurnCompletedAt=last.completedAt if last else None,
-            lastTurnOutput=text, turnCount=len(turns), threadPersisted=True, **fields,
+            lastTurnOutput=text, turnCount=len(turns), threadPersisted=persisted,
+            **fields,
         )
 
     async def _record(self, inc: Incarnation, session: Session, turns: list[TranscriptTurn],
@@ -238,15 +245,22 @@ class ThreadService:
     async def fork(self, inc: Incarnation, session_id: str, title: str | None) -> Session:
         """A new session on a copy of the session's thread (``thread/fork``)."""
         parent = await self.sessions.ensure_thread(inc, session_id)
-        result = await _call(inc, inc.client.thread_fork(parent.threadId, excludeTurns=True))
+        if parent.threadPersisted:
+            result = await _call(inc, inc.client.thread_fork(parent.threadId, excludeTurns=True))
+        else:
+            # Codex keeps no thread before its first turn, so there is no history to copy: the
+            # fork is a new thread with the parent's settings.
+            result = await _call(inc, inc.client.thread_start(**_thread_params(
+                parent.cwd, parent.model, parent.approvalPolicy,
+                parent.sandbox if parent.sandbox in _SANDBOX_NAMES.values() else None)))
         thread = result.get("thread") or {}
         turns = await self._history(inc, str(thread["id"]))
         name = title or (f"{parent.title} (fork)" if parent.title else None)
         if title:
             await _call(inc, inc.client.thread_name_set(str(thread["id"]), title))
-        session = self._new_session(result, thread, turns, purpose=parent.purpose,
-                                    approvals=parent.approvals, title=name,
-                                    forkedFrom=parent.threadId)
+        session = self._new_session(result, thread, turns, persisted=parent.threadPersisted,
+                                    purpose=parent.purpose, approvals=parent.approvals,
+                                    title=name, forkedFrom=parent.threadId)
         return await self._record(inc, session, turns, forkedFrom=parent.threadId,
                                   forkedFromSession=session_id)
 
@@ -258,16 +272,22 @@ class ThreadService:
         self.book.begin_turn(session_id)  # 404/409; no turn may start meanwhile
         try:
             session = await self.sessions.ensure_thread(inc, session_id)
-            result = await _call(inc, inc.client.thread_turns_list(
-                session.threadId, limit=turns, sortDirection="desc"))
-            data = result.get("data")
-            newest = [str(t["id"]) for t in data if isinstance(t, dict) and "id" in t] \
-                if isinstance(data, list) else []
+            newest = await self._newest_turn_ids(inc, session.threadId, turns)
             if len(newest) < turns:
                 raise InvalidRequest(
                     f"session {session_id} has {len(newest)} turn(s) to roll back, not {turns}",
                     field="$.turns", path="$.turns", turns=len(newest))
-            await _call(inc, inc.client.thread_revert(session.threadId, newest[turns - 1]))
+            try:
+                await _call(inc, inc.client.thread_revert(session.threadId, newest[turns - 1]))
+            except AppServerError as exc:
+                if exc.code != -32600:
+                    raise
+                # e.g. "turn … does not have a persisted start boundary": a turn that failed
+                # before Codex recorded its start cannot be reverted to.
+                raise InvalidRequest(
+                    f"Codex cannot roll back {turns} turn(s) of session {session_id}: "
+                    f"{exc.message}", field="$.turns", path="$.turns",
+                    jsonrpcMessage=exc.message) from exc
         finally:
             self.book.abort_turn(session_id)
         removed = newest[:turns][::-1]
@@ -278,6 +298,19 @@ class ThreadService:
         self.changed()
         await self.flush()
         return RollbackAnswer(session=self.book.get(session_id), removedTurnIds=removed)
+
+    async def _newest_turn_ids(self, inc: Incarnation, thread_id: str, limit: int) -> list[str]:
+        try:
+            result = await _call(inc, inc.client.thread_turns_list(
+                thread_id, limit=limit, sortDirection="desc"))
+        except AppServerError as exc:
+            if _NO_TURNS_YET in exc.message:
+                return []
+            raise
+        data = result.get("data")
+        if not isinstance(data, list):
+            return []
+        return [str(t["id"]) for t in data if isinstance(t, dict) and "id" in t]
 
     async def compact(self, inc: Incarnation, session_id: str) -> tuple[Session, str]:
         """Compact the thread's context; the compaction runs as a turn of the session."""

@@ -69,6 +69,18 @@ class Transcripts:
 
     # ---------------------------------------------------------------- folding
 
+    def follow(self, event_log: EventLog) -> None:
+        """Fold each batch the log makes durable, right after the hub (already installed as
+        ``on_durable``) has published it, in the same synchronous step."""
+        publish = event_log.on_durable
+
+        def publish_then_fold(batch: list[Event]) -> None:
+            if publish is not None:
+                publish(batch)
+            self.on_durable(batch)
+
+        event_log.on_durable = publish_then_fold
+
     def on_durable(self, batch: list[Event]) -> None:
         """Fold a durable batch (synchronous; called as the hub publishes it).
 

@@ -22,6 +22,7 @@ from codexd_trio.base.contracts import (
     TurnRequest,
 )
 from codexd_trio.base.transcript import (
+    CompactRequest,
     ForkRequest,
     ReviewRequest,
     RollbackAnswer,
@@ -127,7 +128,7 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
            "create a session (thread/start), or adopt a thread (threadId: thread/resume)",
            OneSession, 201, body=CreateSessionRequest, body_required=False,
            errors=("child_unavailable", "app_server_error", "shutting_down",
-                   "idempotency_mismatch", "store_unavailable", "thread_in_use")),
+                   "idempotency_mismatch", "store_unavailable", "thread_in_use", "not_found")),
         Op("GET", f"{prefix}/sessions/{{session_id}}", "one session and its recent events",
            SessionView),
         Op("POST", f"{prefix}/sessions/{{session_id}}/close", "close a session", OneSession,
@@ -188,7 +189,8 @@ def conversation_ops(prefix: str = "/v1/codexd") -> list[Op]:
            body=RollbackRequest, body_required=False,
            errors=(*write, "turn_in_progress", "session_closed")),
         Op("POST", f"{session}/compact", "compact the thread's context, as a turn",
-           TurnAnswer, 202, errors=(*write, "turn_in_progress", "session_closed")),
+           TurnAnswer, 202, body=CompactRequest, body_required=False,
+           errors=(*write, "turn_in_progress", "session_closed")),
         Op("POST", f"{session}/review", "review changes (review/start), as a turn",
            TurnAnswer, 202, body=ReviewRequest, body_required=False,
            errors=(*write, "turn_in_progress", "session_closed")),

@@ -16,7 +16,13 @@ from quart_trio import QuartTrio
 
 from codexd_trio.base.contracts import Session
 from codexd_trio.base.errors import InvalidRequest
-from codexd_trio.base.transcript import ForkRequest, ReviewRequest, RollbackRequest, TitleRequest
+from codexd_trio.base.transcript import (
+    CompactRequest,
+    ForkRequest,
+    ReviewRequest,
+    RollbackRequest,
+    TitleRequest,
+)
 from codexd_trio.core.service import Daemon
 from codexd_trio.web.envelope import (
     decode_body,
@@ -132,11 +138,11 @@ def install_conversation(app: QuartTrio, daemon: Daemon, post: Post,
 
     @app.post("/v1/codexd/sessions/<session_id>/compact")
     async def compact(session_id: str) -> Response:
-        async def handle(_body: _Empty) -> Response:
+        async def handle(_body: CompactRequest) -> Response:
             return _turn_answer(*await daemon.compact_session(session_id))
 
-        return await post_optional(f"POST /v1/codexd/sessions/{session_id}/compact", _Empty,
-                                   handle)
+        return await post_optional(f"POST /v1/codexd/sessions/{session_id}/compact",
+                                   CompactRequest, handle)
 
     @app.post("/v1/codexd/sessions/<session_id>/review")
     async def review(session_id: str) -> Response:
@@ -153,7 +159,3 @@ def install_conversation(app: QuartTrio, daemon: Daemon, post: Post,
             return envelope({"session": msgspec.to_builtins(session)})
 
         return await post(f"POST /v1/codexd/sessions/{session_id}/title", TitleRequest, handle)
-
-
-class _Empty(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A body with nothing in it (``{}``, or none)."""
