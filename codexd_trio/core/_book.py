@@ -329,6 +329,7 @@ class BookState:
         s = self.get(session_id)
         turn_id = s.currentTurnId
         self._starting.discard(session_id)
+        self._expecting.pop(session_id, None)
         if turn_id is None:
             return []
         self._agent_text.pop(turn_id, None)
