@@ -15,6 +15,7 @@ import trio.testing
 from codexd_trio.base.contracts import Session, SessionRegistry
 from codexd_trio.core.config import CodexdConfig
 from codexd_trio.core.domain import Emit
+from codexd_trio.core.recovery import replay_journal
 from codexd_trio.core.service import Daemon, UnsupportedServerRequest
 from codexd_trio.core.supervisor import Incarnation
 from codexd_trio.protocol.appserver import REPLIED, ServerRequest
@@ -319,7 +320,7 @@ async def test_a_snapshot_ahead_of_the_log_is_repaired_on_disk_before_new_events
     d = Daemon(CodexdConfig(local_api_base="http://127.0.0.1:0", logs_dir=tmp_path / "logs",
                             state_dir=tmp_path / "state"))
     try:
-        await d._replay_journal()
+        await replay_journal(d)
         on_disk = read_document(state / "session-registry.json", SessionRegistry)
         assert on_disk is not None
         assert on_disk.lastSeq == 0

@@ -88,5 +88,14 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
         assert observe[key]["n"] == 100
     assert {"p50_overhead_ms", "mean_overhead_ms"} <= set(observe)
 
+    transcript = await run_quick("bench.bench_transcript")
+    assert transcript["benchmark"] == "transcript"
+    assert transcript["turns"] == 30
+    assert transcript["log_bytes"] > 8_000_000
+    for key in ("last20_ms", "first20_ms", "item_ms"):
+        assert transcript[key]["n"] >= 5
+        assert transcript[key]["p50"] > 0
+    assert "goal_met" in transcript
+
     # Every script removed its working directory under var/bench/.
     assert set(BENCH_ROOT.glob("*")) <= before

@@ -213,3 +213,43 @@ def test_replay_recreates_sessions_missing_from_the_snapshot() -> None:
     restored = SessionBook()
     restored.replay(_as_events([created], 1))
     assert restored.get("session-1").threadId == "thread-1"
+
+
+def test_a_turn_codex_starts_for_a_compaction_becomes_the_sessions_turn() -> None:
+    book = SessionBook()
+    book.add(_session())
+    book.begin_turn("session-1")
+    book.expect_turn("session-1", "compaction")
+    with pytest.raises(TurnInProgress):
+        book.begin_turn("session-1")  # reserved until Codex names the turn
+    started = {"threadId": "thread-1", "turn": {"id": "turn-c", "status": "inProgress"}}
+    emits = book.on_notification("turn/started", started)
+    assert [e.type for e in emits] == ["app-server.turn.started", "turn.accepted"]
+    assert emits[1].detail["origin"] == "compaction"
+    assert book.get("session-1").currentTurnId == "turn-c"
+    assert not book.expecting("session-1")
+    book.on_notification("turn/completed", _completed("thread-1", "turn-c"))
+    # A turn/started nobody expects (a client's own turn) changes nothing by itself.
+    book.begin_turn("session-1")
+    assert len(book.on_notification("turn/started", started)) == 1
+    book.abort_turn("session-1")
+    # A child that dies before Codex named the turn releases the reservation for good.
+    book.begin_turn("session-1")
+    book.expect_turn("session-1", "compaction")
+    book.fail_all_current("child_exited", "gone")
+    assert not book.expecting("session-1")
+    assert len(book.on_notification("turn/started", started)) == 1
+
+
+def test_a_title_is_an_event_and_replays() -> None:
+    book = SessionBook()
+    created = book.add(_session())
+    titled = book.set_title("session-1", "my work", source="default")
+    assert (titled.type, titled.detail) == ("session.titled",
+                                          {"title": "my work", "source": "default"})
+    events = [Event(seq=n + 1, at=now_iso(), type=e.type, sessionId=e.session_id,
+                    threadId=e.thread_id, detail=e.detail) for n, e in enumerate([created,
+                                                                                titled])]
+    again = SessionBook()
+    again.replay(events)
+    assert again.get("session-1").title == "my work"

@@ -167,7 +167,7 @@ def queue_op(journal: Journal, kind: str, sid: str, variant: str,
                                              1 if variant == "failed" else 0))
     elif kind == "restart":
         # A new codexd over what the old one left: the snapshot as of now (the journal after
-        # it is empty here), then what Daemon._recover_after_restart settles.
+        # it is empty here), then what codexd_trio.core.recovery.recover_after_restart settles.
         again = SessionBook(book.all(), book.queue.snapshot())
         again.now = book.now
         journal.book = again

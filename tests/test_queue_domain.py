@@ -19,6 +19,7 @@ from codexd_trio.base.errors import (
 )
 from codexd_trio.core.config import CodexdConfig
 from codexd_trio.core.domain import Emit, SessionBook
+from codexd_trio.core.recovery import replay_journal
 from codexd_trio.core.service import Daemon
 from codexd_trio.store.sessiontable import SessionTable, open_registry
 from codexd_trio.web.routes import create_app
@@ -267,7 +268,9 @@ async def test_queue_routes_answer_in_envelopes_and_the_hold_is_durable(
     assert (await bad.get_json())["error"]["details"]["field"] == "$.whenBusy"
     view = (await (await client.get("/v1/codexd/sessions/session-1/queue")).get_json())["data"]
     assert [e["queueId"] for e in view["queue"]["entries"]] == [qid]
-    assert daemon.queue_for_transcript("session-1") == view["queue"]["entries"]
+    # The transcript shows the queued turns after the last turn (issue 22's Transcript.queue).
+    transcript = await client.get("/v1/codexd/sessions/session-1/transcript")
+    assert (await transcript.get_json())["data"]["queue"] == view["queue"]["entries"]
     missing = await client.get("/v1/codexd/sessions/nope/queue")
     assert missing.status_code == 404
     gone = await client.delete("/v1/codexd/sessions/session-1/queue/queue-nope")
@@ -317,7 +320,7 @@ async def test_a_restarted_codexd_replays_the_queue_from_the_journal(tmp_path: P
         first.close()  # the registry snapshot was never written: only the journal has them
     second = Daemon(config)
     try:
-        await second._replay_journal()
+        await replay_journal(second)
         assert [e.queueId for e in second.queue_view("session-1").entries] == [
             ids[2], ids[0], ids[1]]
         assert second.book.get("session-1").queueLength == 3

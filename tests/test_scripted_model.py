@@ -21,6 +21,8 @@ import trio.testing
 from codexd_trio.base import codexbin
 from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.testing import (
+    ApplyPatch,
+    Compaction,
     Drop,
     Echo,
     ExecCommand,
@@ -30,6 +32,7 @@ from codexd_trio.testing import (
     HttpError,
     Plain,
     Prompted,
+    Review,
     ScriptedModel,
     Streamed,
     codex_child_env,
@@ -261,6 +264,60 @@ async def test_exec_commands_are_one_response_with_distinct_calls(
     assert events[1]["item"]["content"][0]["text"] == "both done"
 
 
+async def test_apply_patch_is_an_exec_command_with_the_patch_in_a_heredoc(
+    scripted_model: ScriptedModel,
+) -> None:
+    # With mock-model Codex offers no apply_patch tool; it intercepts this command instead.
+    scripted_model.script(ApplyPatch("*** Add File: notes.txt\n+hello", then=Plain("made")))
+    with trio.fail_after(GUARD):
+        events = await post_events(scripted_model, user_body("patch it"))
+        (call,) = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+        assert json.loads(call["arguments"]) == {"cmd": (
+            "apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: notes.txt\n+hello\n"
+            "*** End Patch\nEOF\n")}
+        output = {"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}
+        events = await post_events(scripted_model, user_body("patch it", extra=[call, output]))
+    assert events[1]["item"]["content"][0]["text"] == "made"
+    # A body that brings its own markers is used as it is.
+    assert ApplyPatch("*** Begin Patch\n*** Delete File: x\n*** End Patch\n").command() == (
+        "apply_patch <<'EOF'\n*** Begin Patch\n*** Delete File: x\n*** End Patch\nEOF\n")
+
+
+async def post_as_codex(model: ScriptedModel, body: dict[str, Any],
+                        headers: dict[str, str]) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{model.base_url}/responses", json=body, headers=headers)
+    assert response.status_code == 200
+    return parse_sse(response.text)
+
+
+async def test_compaction_and_review_requests_get_their_answers_outside_the_fifo(
+    scripted_model: ScriptedModel,
+) -> None:
+    scripted_model.script(Plain("the scripted turn"))
+    compaction = {"x-codex-turn-metadata": json.dumps({"request_kind": "compaction",
+                                                       "turn_id": "t-1"})}
+    review = {"x-openai-subagent": "review",
+              "x-codex-turn-metadata": json.dumps({"request_kind": "turn"})}
+    with trio.fail_after(GUARD):
+        summary = await post_as_codex(scripted_model, user_body("compact please"), compaction)
+        findings = await post_as_codex(scripted_model, user_body("review please"), review)
+        turn = await post_events(scripted_model, user_body("a turn"))
+    assert summary[1]["item"]["content"][0]["text"] == Compaction().summary
+    text = findings[1]["item"]["content"][0]["text"]
+    assert json.loads(text)["findings"][0]["title"] == Review().title
+    assert json.loads(text) == json.loads(Review().text())
+    # Neither took the scripted scenario: the next ordinary turn did.
+    assert turn[1]["item"]["content"][0]["text"] == "the scripted turn"
+    assert [r.is_compaction for r in scripted_model.requests] == [True, False, False]
+    assert [r.is_review for r in scripted_model.requests] == [False, True, False]
+    # What answers them can be changed.
+    scripted_model.compaction = Compaction("short summary")
+    with trio.fail_after(GUARD):
+        summary = await post_as_codex(scripted_model, user_body("again"), compaction)
+    assert summary[1]["item"]["content"][0]["text"] == "short summary"
+
+
 async def test_explicit_call_id_is_used(scripted_model: ScriptedModel) -> None:
     scripted_model.script(ExecCommand("ls", call_id="call-mine"))
     with trio.fail_after(GUARD):
@@ -294,6 +351,23 @@ async def test_hang_stays_open_until_released(scripted_model: ScriptedModel) -> 
             await finished.wait()
         await scripted_model.wait_idle()
     assert types(parse_sse(sse_part(received[0]))) == ["response.created"]
+
+
+async def test_a_held_stream_waits_after_its_nth_delta_until_released(
+    scripted_model: ScriptedModel,
+) -> None:
+    scripted_model.script(Streamed(["a", "b", "c"], hold_after=2))
+    with trio.fail_after(GUARD):
+        async with open_raw_post(scripted_model, user_body("hold")) as stream:
+            seen = await read_until(stream, b'"delta":"b"')
+            await scripted_model.wait_held()
+            assert b'"delta":"c"' not in seen
+            scripted_model.release_hangs()
+            rest = seen + await read_to_eof(stream)
+    events = parse_sse(sse_part(rest))
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == [
+        "a", "b", "c"]
+    assert types(events)[-1] == "response.completed"
 
 
 async def test_hang_ends_when_the_client_goes_away(scripted_model: ScriptedModel) -> None:
@@ -344,6 +418,8 @@ async def test_fifo_then_default_echo(scripted_model: ScriptedModel) -> None:
         ("SLOW: ab", Streamed(["a", "b", *["."] * 8], delay=0.1)),
         ("STREAM 3: hi", Streamed(["hi0 ", "hi1 ", "hi2 "])),
         ("SHELL: touch a.txt", ExecCommand("touch a.txt", then=Plain("ran: touch a.txt"))),
+        ("PATCH: *** Add File: a.txt\n+hi", ApplyPatch("*** Add File: a.txt\n+hi")),
+        ("PATCH:", ApplyPatch("*** Add File: patched.txt\n+patched")),
         ("FAIL: boom", Failed("boom")),
         ("HTTP 429: slow down", HttpError(429, "slow down")),
         ("HTTP: x", HttpError(500, "x")),

@@ -98,3 +98,9 @@ class QueueEntryStarted(DomainError):
     it; interrupt the turn instead."""
 
     code = "queue_entry_started"
+
+
+class ThreadInUse(ApiError):
+    """A thread is already held by a codexd session (``details.sessionId``)."""
+
+    code = "thread_in_use"

@@ -7,20 +7,19 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import msgspec
 
 from codexd_trio.base.context import current_request_id
 from codexd_trio.base.contracts import (
-    Approval,
-    ApprovalRules,
-    ApprovalRulesView,
     Event,
     Session,
     TurnInput,
 )
+from codexd_trio.client._approvals import ApprovalCalls
+from codexd_trio.client._conversation import ConversationCalls
 from codexd_trio.client._queue import QueueCalls
 from codexd_trio.client._ws import (
     _TURN_END_TYPES,
@@ -43,8 +42,9 @@ async def _stamp_request(request: httpx.Request) -> None:
     request.extensions["baa.started"] = time.perf_counter()
 
 
-class CodexdClient(QueueCalls):
-    """An async client of one codexd (the turn queue's calls: :class:`QueueCalls`).
+class CodexdClient(ApprovalCalls, QueueCalls, ConversationCalls):
+    """An async client of one codexd (its calls by subject: :class:`ApprovalCalls`,
+    :class:`QueueCalls`, :class:`ConversationCalls`).
 
     Use as an async context manager (or call :meth:`aclose`)::
 
@@ -167,10 +167,6 @@ class CodexdClient(QueueCalls):
             ) from exc
         return env.data
 
-    @staticmethod
-    def _idem(key: str | None) -> dict[str, str] | None:
-        return {"Idempotency-Key": key} if key else None
-
     # ----------------------------------------------------------------------------------------
     # Probes
 
@@ -229,8 +225,11 @@ class CodexdClient(QueueCalls):
         sandbox: str | None = None,
         approvals: str | None = None,
         idempotency_key: str | None = None,
+        title: str | None = None,
+        thread_id: str | None = None,
     ) -> Session:
-        """``POST /v1/codexd/sessions``; returns the new session."""
+        """``POST /v1/codexd/sessions``; returns the new session (``thread_id``: adopt that
+        existing Codex thread instead of starting one, see :meth:`adopt_thread`)."""
         body: dict[str, Any] = {"purpose": purpose}
         for key, value in (
             ("cwd", cwd),
@@ -238,6 +237,8 @@ class CodexdClient(QueueCalls):
             ("approvalPolicy", approval_policy),
             ("sandbox", sandbox),
             ("approvals", approvals),
+            ("title", title),
+            ("threadId", thread_id),
         ):
             if value is not None:
                 body[key] = value
@@ -302,50 +303,6 @@ class CodexdClient(QueueCalls):
             "POST", "/v1/codexd/turn/interrupt", json=body, headers=self._idem(idempotency_key)
         )
         return data
-
-    # ----------------------------------------------------------------------------------------
-    # Approvals
-
-    async def list_approvals(self, state: str | None = None) -> list[Approval]:
-        """``GET /v1/codexd/approvals[?state=...]``."""
-        params = {"state": state} if state else None
-        data = await self._call("GET", "/v1/codexd/approvals", params=params)
-        return msgspec.convert(data["approvals"], list[Approval])
-
-    async def get_approval(self, approval_id: str) -> Approval:
-        """``GET /v1/codexd/approvals/{id}``."""
-        data = await self._call("GET", f"/v1/codexd/approvals/{approval_id}")
-        return msgspec.convert(data["approval"], Approval)
-
-    async def decide_approval(
-        self,
-        approval_id: str,
-        decision: str,
-        *,
-        decided_by: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Approval:
-        """``POST /v1/codexd/approvals/{id} {decision}``; 409 ``approval_resolved`` on a second."""
-        body: dict[str, Any] = {"decision": decision}
-        if decided_by is not None:
-            body["decidedBy"] = decided_by
-        data = await self._call(
-            "POST",
-            f"/v1/codexd/approvals/{approval_id}",
-            json=body,
-            headers=self._idem(idempotency_key),
-        )
-        return msgspec.convert(data["approval"], Approval)
-
-    async def approval_rules(self, session_id: str | None = None, *,
-                             replace: ApprovalRules | None = None) -> ApprovalRulesView:
-        """The node's (or a session's) approval rules and timeout and what is in force there;
-        with ``replace``, those settings replace the stored ones first (``POST``)."""
-        path = "/v1/codexd/approval-rules" if session_id is None else (
-            f"/v1/codexd/sessions/{quote(session_id, safe='')}/approval-rules")
-        data = await (self._call("GET", path) if replace is None else
-                      self._call("POST", path, json=msgspec.to_builtins(replace)))
-        return msgspec.convert(data, ApprovalRulesView)
 
     # ----------------------------------------------------------------------------------------
     # Events

@@ -3,13 +3,13 @@ private: import the client from :mod:`codexd_trio.client`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
 from codexd_trio.base.contracts import QueueEntry, QueueHold, QueueView, TurnInput
+from codexd_trio.client._calls import Calls
 
 __all__ = ["QueueCalls"]
 
@@ -19,23 +19,8 @@ def _queue_path(session_id: str, *rest: str) -> str:
     return "/v1/codexd/sessions/" + "/".join(parts)
 
 
-class QueueCalls:
-    """Mixed into :class:`~codexd_trio.client.CodexdClient` (which provides ``_call``)."""
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        raise NotImplementedError  # CodexdClient's
-
-    @staticmethod
-    def _key(key: str | None) -> dict[str, str] | None:
-        return {"Idempotency-Key": key} if key else None
+class QueueCalls(Calls):
+    """The turn queue's and the hold's calls."""
 
     async def queue_turn(
         self, session_id: str, input: TurnInput, *, idempotency_key: str | None = None
@@ -46,7 +31,7 @@ class QueueCalls:
         data: dict[str, Any] = await self._call(
             "POST", "/v1/codexd/turn",
             json={"sessionId": session_id, "input": input, "whenBusy": "queue"},
-            headers=self._key(idempotency_key),
+            headers=self._idem(idempotency_key),
         )
         return data
 
@@ -61,7 +46,7 @@ class QueueCalls:
         """``DELETE /v1/codexd/sessions/{id}/queue/{queueId}``: the removed entry; 404 when
         unknown, 409 ``queue_entry_started`` once it started."""
         data = await self._call("DELETE", _queue_path(session_id, queue_id),
-                                headers=self._key(idempotency_key))
+                                headers=self._idem(idempotency_key))
         return msgspec.convert(data["removed"], QueueEntry)
 
     async def move_queued(
@@ -70,7 +55,7 @@ class QueueCalls:
     ) -> QueueView:
         """``POST …/queue/{queueId}/move {position}`` (0 = next)."""
         data = await self._call("POST", _queue_path(session_id, queue_id, "move"),
-                                json={"position": position}, headers=self._key(idempotency_key))
+                                json={"position": position}, headers=self._idem(idempotency_key))
         return msgspec.convert(data["queue"], QueueView)
 
     async def resume_queue(
@@ -78,7 +63,7 @@ class QueueCalls:
     ) -> QueueView:
         """``POST …/queue/resume``: a stopped queue tries its head again."""
         data = await self._call("POST", _queue_path(session_id, "resume"), json={},
-                                headers=self._key(idempotency_key))
+                                headers=self._idem(idempotency_key))
         return msgspec.convert(data["queue"], QueueView)
 
     async def get_hold(self) -> QueueHold:

@@ -8,9 +8,6 @@ Every change publishes its events, and the answer waits until they are durable
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
 
 from codexd_trio.base.context import current_request_id
 from codexd_trio.base.contracts import (
@@ -105,14 +102,6 @@ class QueueOperations(DaemonOperations):
     async def resume_queue(self, session_id: str) -> QueueView:
         await self._record(self.book.resume_queue(session_id))
         return self.queue_view(session_id)
-
-    def queue_for_transcript(self, session_id: str) -> list[dict[str, Any]]:
-        """The session's queued turns, next first, as the transcript shows them after its
-        last turn (``Transcript.queue`` of the conversation issue, 22): the entries as
-        ``GET …/queue`` has them. Read it in the same synchronous step as the transcript's
-        ``lastSeq``, so the two agree."""
-        entries, _ = self.book.queue_of(session_id)
-        return [msgspec.to_builtins(entry) for entry in entries]
 
     def hold(self) -> QueueHold:
         return self.files.hold.value

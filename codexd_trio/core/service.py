@@ -44,6 +44,7 @@ from codexd_trio.core.dispatcher import QueueDispatcher
 from codexd_trio.core.domain import Emit, SessionBook
 from codexd_trio.core.hub import EventHub
 from codexd_trio.core.metrics import TURN_END_TYPES, CodexdMetrics
+from codexd_trio.core.recovery import recover_after_restart, replay_journal
 from codexd_trio.core.sessions import SessionService
 from codexd_trio.core.status import codexd_status, readiness
 from codexd_trio.core.supervisor import (
@@ -52,6 +53,8 @@ from codexd_trio.core.supervisor import (
     Incarnation,
     child_spec,
 )
+from codexd_trio.core.threads import ThreadService
+from codexd_trio.core.transcripts import Transcripts
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.protocol.child import ChildSpec, ExitStatus
 from codexd_trio.store.idempotency import IdempotencyStore
@@ -102,12 +105,20 @@ class Daemon(QueueOperations):
             self.log, self.files.recent,
             recent_size=config.event_cache_size, subscriber_queue=config.subscriber_queue,
         )
+        # Conversation records (issue 22): folded from each durable batch as the hub publishes
+        # it, in the same step, so a transcript and its lastSeq always agree.
+        self.transcripts = Transcripts(self.files.conversation, lambda: self.hub.published_seq,
+                                       lambda sid: self.book.queue_of(sid)[0])
+        self.transcripts.follow(self.log)
         self.book = SessionBook(self.files.registry_sessions, self.files.registry_queue)
         self.files.registry.capture = self._registry_job
         self.files.registry.before_write = self._registry_durable
         self._registry_seq = 0
         self.sessions = SessionService(self.book, self.publish, self._save_registry,
                                        self._acknowledge)
+        self.threads = ThreadService(self.book, self.sessions, self.publish, self._save_registry,
+                                     self._acknowledge, self._wait_book_changed,
+                                     timeout_s=config.request_timeout_s)
         self.ledger = ApprovalLedger(self.files.approvals)
         self.rules = RuleBook(self.files.approval_rules, config.approval_timeout_s)
         self.broker = ApprovalBroker(
@@ -192,6 +203,9 @@ class Daemon(QueueOperations):
         # A turn settled, a queue changed: the next queued turn may start.
         self.dispatcher.wake()
 
+    async def _wait_book_changed(self) -> None:
+        await self._book_changed.wait()
+
     def _save_state(self) -> None:
         self.files.daemon.set(
             DaemonState(
@@ -226,8 +240,9 @@ class Daemon(QueueOperations):
         **Cancellation:** a hard cancel still stops the child's process group (shielded,
         bounded) and flushes every document and the event log.
         """
-        await self._replay_journal()
-        self._recover_after_restart()
+        await replay_journal(self)
+        await self.transcripts.refold(self.log)
+        recover_after_restart(self)
         server_stop, server_done = trio.Event(), trio.Event()
         try:
             async with trio.open_nursery() as root:
@@ -235,6 +250,7 @@ class Daemon(QueueOperations):
                 for doc in self.files.documents:
                     await root.start(doc.run)
                 await root.start(self.files.idempotency.journal.run)
+                await root.start(self.files.conversation.run)
                 await root.start(self.log.run)
                 async with trio.open_nursery() as operations, trio.open_nursery() as services:
                     self._operations = operations
@@ -313,37 +329,6 @@ class Daemon(QueueOperations):
             self._streams.discard(token)
             self._streams_closed.set()
             self._streams_closed = trio.Event()
-
-    async def _replay_journal(self) -> None:
-        """Bring the registry snapshot up to date with the durable event log."""
-        snapshot_seq = self.files.registry.value.lastSeq
-        if snapshot_seq > self.log.last_seq:
-            # The log lost its torn tail after the snapshot was written: renumbering continues
-            # from the log, so the snapshot must not claim events it will never see again.
-            log.warning("registry snapshot is ahead of the event log (%d > %d)",
-                        snapshot_seq, self.log.last_seq)
-            self._save_registry()
-            # Durable before the first new event: those will reuse the seqs the snapshot
-            # claims, and a crash before a lazy rewrite would make the next start skip them.
-            await self.files.registry.flush()
-            return
-        events = await self.log.read_after(snapshot_seq)
-        if self.book.replay(events):
-            log.info("replayed %d logged events over the registry snapshot", len(events))
-            self._save_registry()
-
-    def _recover_after_restart(self) -> None:
-        """Settle what a previous codexd left unfinished (it may have been SIGKILLed)."""
-        emits = self.book.fail_all_current(
-            "daemon_restarted", "codexd restarted while the turn was running"
-        )
-        # A queued turn whose turn/start was on its way: Codex may have it; a person decides.
-        emits += self.book.recover_queues()
-        for emit in emits:
-            self.publish(emit)
-        if emits:
-            self._save_registry()
-        self.broker.expire_all("codexd restarted")
 
     # ------------------------------------------------------------------ the supervisor's host
 

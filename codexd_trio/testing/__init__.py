@@ -23,6 +23,8 @@ from codexd_trio.testing.codexhome import (
 from codexd_trio.testing.model import ScriptedModel, open_scripted_model, serve_scripted_model
 from codexd_trio.testing.plans import RecordedRequest
 from codexd_trio.testing.scenarios import (
+    ApplyPatch,
+    Compaction,
     Drop,
     Echo,
     ExecCommand,
@@ -32,12 +34,15 @@ from codexd_trio.testing.scenarios import (
     HttpError,
     Plain,
     Prompted,
+    Review,
     Scenario,
     Streamed,
     scenario_for_prompt,
 )
 
 __all__ = [
+    "ApplyPatch",
+    "Compaction",
     "Drop",
     "Echo",
     "ExecCommand",
@@ -48,6 +53,7 @@ __all__ = [
     "Plain",
     "Prompted",
     "RecordedRequest",
+    "Review",
     "Scenario",
     "ScriptedModel",
     "Streamed",

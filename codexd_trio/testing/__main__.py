@@ -43,7 +43,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--prompted",
         action="store_true",
-        help="let each prompt choose its scenario (SLOW, STREAM, SHELL, FAIL, HTTP, DROP, HANG)",
+        help="let each prompt choose its scenario "
+        "(SLOW, STREAM, SHELL, PATCH, FAIL, HTTP, DROP, HANG)",
     )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:

@@ -35,7 +35,7 @@ from codexd_trio.testing.plans import (
     json_plan,
     plan_response,
 )
-from codexd_trio.testing.scenarios import Echo, Scenario
+from codexd_trio.testing.scenarios import Compaction, Echo, Review, Scenario
 
 __all__ = [
     "ScriptedModel",
@@ -62,6 +62,8 @@ class ScriptedModel:
         request_count: How many requests were received in all.
         keep_requests: None (keep every request, the default) or how many to keep.
         default: Played when the FIFO is empty; :class:`Echo` unless changed.
+        compaction: Answers Codex's compaction requests (:class:`Compaction`).
+        review: Answers the review sub-agent's requests (:class:`Review`).
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -75,12 +77,16 @@ class ScriptedModel:
         self.request_count = 0
         self.keep_requests: int | None = None
         self.default: Scenario = Echo()
+        # What answers Codex's compaction and review requests (never taken from the FIFO).
+        self.compaction: Scenario = Compaction()
+        self.review: Scenario = Review()
         self._queue: list[Scenario] = []
         self._followups: dict[str, tuple[object, Scenario]] = {}
         self._ids = Ids()
         self._changed = trio.Event()
         self._streaming = 0
         self._release = trio.Event()
+        self._held = 0
 
     # -- scripting ------------------------------------------------------------------------
 
@@ -131,6 +137,15 @@ class ScriptedModel:
         while self._streaming:
             await self._changed.wait()
 
+    async def wait_held(self) -> None:
+        """Return once some response waits for :meth:`release_hangs` *now* (a :class:`Hang`,
+        or a :class:`Streamed` at its ``hold_after``): releasing it then cannot be missed.
+
+        **Cancellation:** safe at any point; wrap in ``trio.fail_after`` at the call site.
+        """
+        while self._held == 0:
+            await self._changed.wait()
+
     def release_hangs(self) -> None:
         """End every currently hanging :class:`Hang` response by closing its connection.
 
@@ -166,6 +181,11 @@ class ScriptedModel:
                 group, scenario = found
                 for key in [k for k, (g, _) in self._followups.items() if g is group]:
                     del self._followups[key]
+        if scenario is None and request.is_compaction:
+            # Not from the FIFO: a test scripts its turns, Codex adds these on its own.
+            scenario = self.compaction
+        elif scenario is None and request.is_review:
+            scenario = self.review
         if scenario is None:
             scenario = self._queue.pop(0) if self._queue else self.default
         plan, call_ids, then = plan_response(scenario, request, self._ids)
@@ -211,7 +231,13 @@ class ScriptedModel:
                             marked = True
                             self._set_streaming(+1)
                     else:
-                        await self._release.wait()
+                        release = self._release
+                        self._held += 1
+                        self._notify()
+                        try:
+                            await release.wait()
+                        finally:
+                            self._held -= 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # Handled here, not in _handle: out of a nursery it would be an ExceptionGroup.
                 pass

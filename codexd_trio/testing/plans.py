@@ -13,6 +13,8 @@ from typing import Any, TypeAlias
 import msgspec
 
 from codexd_trio.testing.scenarios import (
+    ApplyPatch,
+    Compaction,
     Drop,
     Echo,
     ExecCommand,
@@ -22,6 +24,7 @@ from codexd_trio.testing.scenarios import (
     HttpError,
     Plain,
     Prompted,
+    Review,
     Scenario,
     Streamed,
     scenario_for_prompt,
@@ -93,6 +96,24 @@ class RecordedRequest:
             if isinstance(item, dict)
             and item.get("type") in ("function_call_output", "custom_tool_call_output")
         ]
+
+    def turn_metadata(self) -> dict[str, Any]:
+        """Codex's ``x-codex-turn-metadata`` header, decoded (``{}`` without one)."""
+        try:
+            value = msgspec.json.decode(self.headers.get("x-codex-turn-metadata", "{}"))
+        except msgspec.DecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def is_compaction(self) -> bool:
+        """Codex asks for a compaction summary (``thread/compact/start``)."""
+        return self.turn_metadata().get("request_kind") == "compaction"
+
+    @property
+    def is_review(self) -> bool:
+        """A request of Codex's review sub-agent (``review/start``)."""
+        return self.headers.get("x-openai-subagent") == "review"
 
     @property
     def thread_id(self) -> str | None:
@@ -216,7 +237,8 @@ def _message_item(item_id: str, text: str) -> dict[str, Any]:
     }
 
 
-def _streamed_steps(ids: Ids, deltas: Sequence[str], delay: float) -> list[Step]:
+def _streamed_steps(ids: Ids, deltas: Sequence[str], delay: float,
+                    hold_after: int | None = None) -> list[Step]:
     item_id = ids.msg()
     steps: list[Step] = [
         Send(
@@ -249,6 +271,8 @@ def _streamed_steps(ids: Ids, deltas: Sequence[str], delay: float) -> list[Step]
         )
         if index == 0:
             steps.append(MarkStreaming())
+        if hold_after is not None and index + 1 == hold_after:
+            steps.append(HangUntilReleased())
     steps.append(
         Send(
             sse(
@@ -310,6 +334,12 @@ def plan_response(
         else:
             texts = request.user_texts()
             scenario = scenario_for_prompt(texts[-1] if texts else "")
+    if isinstance(scenario, Compaction):
+        scenario = Plain(scenario.summary)
+    elif isinstance(scenario, Review):
+        scenario = Plain(scenario.text())
+    elif isinstance(scenario, ApplyPatch):
+        scenario = ExecCommand(scenario.command(), then=scenario.then)
     if isinstance(scenario, HttpError):
         body = {
             "error": {
@@ -333,7 +363,8 @@ def plan_response(
         item = _message_item(ids.msg(), scenario.text)
         steps += [Send(sse({"type": "response.output_item.done", "item": item})), completed]
     elif isinstance(scenario, Streamed):
-        steps += [*_streamed_steps(ids, scenario.deltas, scenario.delay), completed]
+        steps += [*_streamed_steps(ids, scenario.deltas, scenario.delay, scenario.hold_after),
+                  completed]
     elif isinstance(scenario, Echo):
         texts = request.user_texts()
         text = scenario.prefix + (texts[-1] if texts else "")

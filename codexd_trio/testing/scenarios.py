@@ -4,6 +4,7 @@ directives a prompt can carry (:func:`scenario_for_prompt`). Import them from
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +26,14 @@ class Streamed:
     """An assistant message streamed as ``response.output_text.delta`` events.
 
     ``delay`` seconds are slept between deltas; a positive delay makes a "slow stream" that a test
-    can interrupt or steer (see :meth:`ScriptedModel.wait_streaming`).
+    can interrupt or steer (see :meth:`ScriptedModel.wait_streaming`). ``hold_after=N`` stops
+    after the N-th delta until :meth:`ScriptedModel.release_hangs`, then streams the rest: a
+    turn that is certainly still running while a test looks at it.
     """
 
     deltas: Sequence[str]
     delay: float = 0.0
+    hold_after: int | None = None
 
     def __post_init__(self) -> None:
         # Frozen dataclasses are hashable; a list field would make that a lie.
@@ -89,6 +93,67 @@ class ExecCommands:
 
 
 @dataclass(frozen=True)
+class ApplyPatch:
+    """Make Codex apply a patch: one ``exec_command`` whose command is
+    ``apply_patch <<'EOF' … EOF``, which Codex intercepts and applies itself, emitting a
+    ``fileChange`` item (with ``mock-model`` it offers no ``apply_patch`` tool).
+
+    ``patch`` is the patch's body (``*** Add File: x`` / ``+line`` / ``*** Update File: y`` /
+    ``@@`` / `` kept`` / ``-old`` / ``+new`` ...); the ``*** Begin Patch``/``*** End Patch``
+    lines are added when missing. The POST with the result is answered with ``then``.
+    """
+
+    patch: str
+    then: Scenario = Plain("patched")
+
+    def command(self) -> str:
+        body = self.patch.strip("\n")
+        if not body.startswith("*** Begin Patch"):
+            body = f"*** Begin Patch\n{body}\n*** End Patch"
+        return f"apply_patch <<'EOF'\n{body}\nEOF\n"
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """The answer to Codex's compaction request (``thread/compact/start``): a summary.
+
+    Played for every request Codex marks as a compaction (``x-codex-turn-metadata``
+    ``request_kind: compaction``), without taking a scenario from the FIFO.
+    """
+
+    summary: str = (
+        "Summary for the next turn: the user and the assistant talked; nothing is pending."
+    )
+
+
+@dataclass(frozen=True)
+class Review:
+    """The answer to a review request (``review/start``): Codex's review JSON, one finding.
+
+    Played for every request of Codex's review sub-agent (``x-openai-subagent: review``),
+    without taking a scenario from the FIFO; Codex renders it as the review's text.
+    """
+
+    title: str = "[P2] Scripted finding"
+    body: str = "The scripted model looked at the changes."
+    explanation: str = "The changes look reasonable."
+    path: str = "README.md"
+
+    def text(self) -> str:
+        return json.dumps({
+            "findings": [{
+                "title": self.title, "body": self.body, "confidence_score": 0.5,
+                "priority": 2,
+                "code_location": {"absolute_file_path": self.path,
+                                  "line_range": {"start": 1, "end": 1}},
+            }],
+            "overall_correctness": "patch is correct",
+            "overall_explanation": self.explanation,
+            "overall_confidence_score": 0.8,
+        })
+
+
+@dataclass(frozen=True)
 class Echo:
     """Streams ``prefix`` + the last user message text in deltas of ``chunk`` characters."""
 
@@ -108,12 +173,13 @@ class Prompted:
 
 Scenario: TypeAlias = (
     Plain | Streamed | Hang | HttpError | Drop | Failed | ExecCommand | ExecCommands | Echo
-    | Prompted
+    | Prompted | ApplyPatch | Compaction | Review
 )
 
 # ``WORD[ N[ N]]: text`` at the start of the prompt; the numbers are optional.
 _DIRECTIVE = re.compile(
-    r"\A(ECHO|SLOW|STREAM|SHELL|FAIL|HTTP|DROP|HANG)((?: \d{1,6}){0,2}):[ ]?(.*)\Z", re.DOTALL
+    r"\A(ECHO|SLOW|STREAM|SHELL|PATCH|FAIL|HTTP|DROP|HANG)((?: \d{1,6}){0,2}):[ ]?(.*)\Z",
+    re.DOTALL,
 )
 # Bounds, so a typo cannot make the model stream for an hour.
 _MAX_DELTAS = 10_000
@@ -131,6 +197,8 @@ def scenario_for_prompt(text: str) -> Scenario:
     * ``STREAM N: text`` — ``N`` deltas (default 100) at once: a burst of events.
     * ``SHELL: command`` — one ``exec_command`` call (an approval when the session's policy
       asks for one), then ``ran: command``.
+    * ``PATCH: body`` — :class:`ApplyPatch` of ``body`` (the lines of a patch, e.g.
+      ``*** Add File: notes.txt`` then ``+hello``), then ``patched``.
     * ``FAIL: message`` — ``response.failed``; ``HTTP STATUS: message`` — a non-200 answer
       (default 500); ``DROP:`` — the connection closes mid-response; ``HANG:`` — silence until
       the client goes away.
@@ -154,6 +222,8 @@ def scenario_for_prompt(text: str) -> Scenario:
     if word == "SHELL":
         command = rest.strip() or "true"
         return ExecCommand(command, then=Plain(f"ran: {command}"))
+    if word == "PATCH":
+        return ApplyPatch(rest or "*** Add File: patched.txt\n+patched")
     if word == "FAIL":
         return Failed(rest or "scripted failure")
     if word == "HTTP":

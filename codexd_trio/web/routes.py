@@ -44,6 +44,7 @@ from codexd_trio.web import CallerPolicy
 from codexd_trio.web.api_doc import codexd_openapi, codexd_ops, codexd_websockets
 from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.approval_rules import install_approval_rule_routes
+from codexd_trio.web.conversation import install_conversation
 from codexd_trio.web.envelope import (
     decode_body,
     decode_cursor,
@@ -317,6 +318,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
         return await _post(f"POST /v1/codexd/approvals/{approval_id}", DecisionRequest, handle)
 
     install_approval_rule_routes(app, daemon, _post)
+
+    # ---------------------------------------------------------------- the conversation
+
+    install_conversation(app, daemon, _post, _idempotent)
 
     # ---------------------------------------------------------------- events
 

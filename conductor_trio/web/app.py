@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote
 
 import msgspec
 import trio
@@ -49,28 +48,16 @@ from conductor_trio.web.access import (
 )
 from conductor_trio.web.actions import install_action_routes
 from conductor_trio.web.api_doc import conductor_openapi, conductor_ops, conductor_websockets
+from conductor_trio.web.codex_routes import install_codex_routes
 from conductor_trio.web.console import install_console
 from conductor_trio.web.devices import install_device_routes
-from conductor_trio.web.proxy import install_rule_proxy, proxy_http, relay_events
+from conductor_trio.web.proxy import install_rule_proxy
 from conductor_trio.web.status_page import render_page
 
 
 class ModeChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: str | None = None
     requested_by: str | None = None
-
-
-class _WhenBusy(msgspec.Struct, kw_only=True):
-    """The one member of a turn body the conductor reads (codexd checks the whole body)."""
-
-    whenBusy: str | None = None
-
-
-def _asks_to_queue(raw: bytes) -> bool:
-    try:
-        return msgspec.json.decode(raw, type=_WhenBusy).whenBusy == "queue"
-    except msgspec.DecodeError:  # ValidationError included: codexd answers the bad body
-        return False
 
 
 async def serve_conductor(
@@ -252,104 +239,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
             routes=codex_route_info,
         ))
 
-    def refuse_if(modes: tuple[Mode, ...]) -> Response | None:
-        record = conductor.modes.current
-        if record.mode not in modes:
-            return None
-        code = "system_paused" if record.mode == "paused" else "system_draining"
-        message = ("The system is paused: new work is refused." if record.mode == "paused"
-                   else "The system is draining: new turns are refused.")
-        return error(423, code, message, {"mode": record.mode, "reason": record.reason,
-                                          "requested_by": record.requested_by})
-
-    @app.route("/v1/codex/sessions", methods=["GET", "POST"])
-    async def sessions() -> Response:
-        if request.method == "POST" and (refused := refuse_if(("paused",))):
-            return refused
-        return await proxy_http(conductor, "/v1/codexd/sessions")
-
-    @app.get("/v1/codex/metrics")
-    async def codex_metrics() -> Response:
-        # codexd's own Prometheus text (turns, child, event log): the console's highlights, and
-        # a scraper that can reach only the conductor.
-        return await proxy_http(conductor, "/metrics")
-
-    @app.get("/v1/codex/sessions/<session_id>")
-    async def session(session_id: str) -> Response:
-        return await proxy_http(conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}")
-
-    @app.post("/v1/codex/sessions/<session_id>/close")
-    async def close_session(session_id: str) -> Response:
-        # Never refused by the mode: closing ends work, and a paused or draining node is
-        # exactly where someone winds sessions down.
-        return await proxy_http(
-            conductor, f"/v1/codexd/sessions/{quote(session_id, safe='')}/close")
-
-    @app.post("/v1/codex/turn")
-    async def turn() -> Response:
-        if refused := refuse_if(("paused", "draining")):
-            # A queued turn is accepted while paused or draining (a person hands over work to
-            # a held node; it starts on resume), once codexd confirms it holds the queues:
-            # asked every time, not taken from a cached status (codexd may have restarted).
-            raw = await request.get_data(as_text=False)
-            assert isinstance(raw, bytes)
-            if not _asks_to_queue(raw):
-                return refused
-            if not await conductor.hold.push():
-                return error(503, "codexd_unavailable",
-                             "codexd has not confirmed that it holds the turn queues; the turn "
-                             "was not queued.",
-                             {"target": cfg.codexd_base, "error": conductor.hold.last_error})
-        return await proxy_http(conductor, "/v1/codexd/turn")
-
-    # -- the turn queue (issue 23): allowed in every mode (they start nothing; the hold
-    # keeps queued turns from starting while paused or draining)
-
-    def queue_path(session_id: str, *rest: str) -> str:
-        parts = [quote(session_id, safe=""), "queue", *(quote(p, safe="") for p in rest)]
-        return "/v1/codexd/sessions/" + "/".join(parts)
-
-    @app.get("/v1/codex/sessions/<session_id>/queue")
-    async def read_queue(session_id: str) -> Response:
-        return await proxy_http(conductor, queue_path(session_id))
-
-    @app.post("/v1/codex/sessions/<session_id>/queue/resume")
-    async def resume_queue(session_id: str) -> Response:
-        return await proxy_http(conductor, queue_path(session_id, "resume"))
-
-    @app.delete("/v1/codex/sessions/<session_id>/queue/<queue_id>")
-    async def remove_queued(session_id: str, queue_id: str) -> Response:
-        return await proxy_http(conductor, queue_path(session_id, queue_id))
-
-    @app.post("/v1/codex/sessions/<session_id>/queue/<queue_id>/move")
-    async def move_queued(session_id: str, queue_id: str) -> Response:
-        return await proxy_http(conductor, queue_path(session_id, queue_id, "move"))
-
-    @app.post("/v1/codex/turn/steer")
-    async def steer() -> Response:
-        return await proxy_http(conductor, "/v1/codexd/turn/steer")
-
-    @app.post("/v1/codex/turn/interrupt")
-    async def interrupt() -> Response:
-        return await proxy_http(conductor, "/v1/codexd/turn/interrupt")
-
-    @app.get("/v1/codex/approvals")
-    async def approvals() -> Response:
-        return await proxy_http(conductor, "/v1/codexd/approvals")
-
-    @app.route("/v1/codex/approvals/<approval_id>", methods=["GET", "POST"])
-    async def approval(approval_id: str) -> Response:
-        # Quart decoded the id: encode it again, or a '?', '/' or control character in it
-        # would change (or break) the upstream URL.
-        return await proxy_http(conductor, f"/v1/codexd/approvals/{quote(approval_id, safe='')}")
-
-    @app.get("/v1/codex/events")
-    async def events_page() -> Response:
-        return await proxy_http(conductor, "/v1/codexd/events")
-
-    @app.websocket("/v1/codex/events")
-    async def events_ws() -> Response | None:
-        return await relay_events(conductor, device_id=g.get("device_id"))
+    install_codex_routes(app, conductor)
 
     # -- system mode -------------------------------------------------------------------------
 

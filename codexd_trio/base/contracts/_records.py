@@ -46,6 +46,10 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     # False until a turn has run: Codex persists a thread lazily, so until then it cannot be
     # resumed after a restart and codexd re-creates it instead.
     threadPersisted: bool = False
+    # The conversation (issue 22): the title (Codex's thread name, or by default the first
+    # prompt shortened), and the thread this session's thread was forked from.
+    title: str | None = None
+    forkedFrom: str | None = None
     # Turns waiting in the session's queue (``whenBusy: "queue"``), the one starting included.
     queueLength: int = 0
 

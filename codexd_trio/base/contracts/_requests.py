@@ -23,6 +23,14 @@ class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     approvalPolicy: ApprovalPolicy | None = None
     sandbox: SandboxMode | None = None
     approvals: ApprovalMode | None = None
+    # Adopt an existing Codex thread (started in the TUI, VS Code, `codex exec`, ...) instead of
+    # starting one: the session resumes it and its transcript shows the earlier turns.
+    threadId: str | None = None
+    title: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.threadId is not None and not self.threadId.strip():
+            raise ValueError("Expected a thread id, not empty text - at `$.threadId`")
 
 
 class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
