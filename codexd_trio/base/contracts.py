@@ -72,6 +72,10 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     # False until a turn has run: Codex persists a thread lazily, so until then it cannot be
     # resumed after a restart and codexd re-creates it instead.
     threadPersisted: bool = False
+    # The conversation (issue 22): the title (Codex's thread name, or by default the first
+    # prompt shortened), and the thread this session's thread was forked from.
+    title: str | None = None
+    forkedFrom: str | None = None
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -240,6 +244,10 @@ class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     approvalPolicy: ApprovalPolicy | None = None
     sandbox: SandboxMode | None = None
     approvals: ApprovalMode | None = None
+    # Adopt an existing Codex thread (started in the TUI, VS Code, `codex exec`, ...) instead of
+    # starting one: the session resumes it and its transcript shows the earlier turns.
+    threadId: str | None = None
+    title: str | None = None
 
 
 # A turn's input: plain text, or a list of app-server ``UserInput`` items passed through.

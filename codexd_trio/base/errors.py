@@ -85,3 +85,9 @@ class NoActiveTurn(DomainError):
 
 class TurnMismatch(DomainError):
     code = "turn_mismatch"
+
+
+class ThreadInUse(ApiError):
+    """A thread is already held by a codexd session (``details.sessionId``)."""
+
+    code = "thread_in_use"

@@ -14,6 +14,7 @@ import msgspec
 
 from codexd_trio.base.context import current_request_id
 from codexd_trio.base.contracts import Approval, Event, Session, TurnInput
+from codexd_trio.client._conversation import ConversationCalls
 from codexd_trio.client._ws import (
     _TURN_END_TYPES,
     CodexdError,
@@ -39,7 +40,7 @@ async def _stamp_request(request: httpx.Request) -> None:
     request.extensions["baa.started"] = time.perf_counter()
 
 
-class CodexdClient:
+class CodexdClient(ConversationCalls):
     """An async client of one codexd.
 
     Use as an async context manager (or call :meth:`aclose`)::
@@ -234,8 +235,11 @@ class CodexdClient:
         sandbox: str | None = None,
         approvals: str | None = None,
         idempotency_key: str | None = None,
+        title: str | None = None,
+        thread_id: str | None = None,
     ) -> Session:
-        """``POST /v1/codexd/sessions``; returns the new session."""
+        """``POST /v1/codexd/sessions``; returns the new session (``thread_id``: adopt that
+        existing Codex thread instead of starting one, see :meth:`adopt_thread`)."""
         body: dict[str, Any] = {"purpose": purpose}
         for key, value in (
             ("cwd", cwd),
@@ -243,6 +247,8 @@ class CodexdClient:
             ("approvalPolicy", approval_policy),
             ("sandbox", sandbox),
             ("approvals", approvals),
+            ("title", title),
+            ("threadId", thread_id),
         ):
             if value is not None:
                 body[key] = value

@@ -62,6 +62,9 @@ class BookState:
             OrderedDict()
         )
         self._agent_text: dict[str, str] = {}
+        # Sessions reserved for a turn Codex starts itself (a compaction): the next turn/started
+        # of the session is accepted as that turn, with this origin.
+        self._expecting: dict[str, str] = {}
         self.version = 0
         # The clock for updatedAt/lastTurn*At; replay sets it to each logged event's time.
         self.now: Callable[[], str] = now_iso
@@ -255,6 +258,28 @@ class BookState:
     def abort_turn(self, session_id: str) -> None:
         """The turn/start request failed: release the reservation."""
         self._starting.discard(session_id)
+        self._expecting.pop(session_id, None)
+
+    # ---------------------------------------------------------------- the conversation
+
+    def expect_turn(self, session_id: str, origin: str) -> None:
+        """After :meth:`begin_turn`: the session's next ``turn/started`` is its turn (a
+        request such as ``thread/compact/start`` answers without a turn id)."""
+        self._expecting[session_id] = origin
+
+    def expecting(self, session_id: str) -> bool:
+        return session_id in self._expecting
+
+    def set_title(self, session_id: str, title: str, *, source: str = "client") -> Emit:
+        """The session's title (``source``: ``client``, ``codex``, ``default``)."""
+        s = self._update(self.get(session_id), title=title)
+        return Emit(
+            "session.titled",
+            f"session {session_id} titled {title!r}",
+            session_id=session_id,
+            thread_id=s.threadId,
+            detail={"title": title, "source": source},
+        )
 
     def accept_turn(self, session_id: str, turn_id: str) -> tuple[Session, Emit]:
         self._starting.discard(session_id)

@@ -22,11 +22,22 @@ from codexd_trio.base.contracts import (
     TurnRequest,
 )
 from codexd_trio.base.errors import ChildUnavailable, ShuttingDown, StoreUnavailable
+from codexd_trio.base.transcript import (
+    ForkRequest,
+    ReviewRequest,
+    RollbackAnswer,
+    RollbackRequest,
+    ThreadPage,
+    ThreadView,
+    TitleRequest,
+)
 from codexd_trio.core.approvals import ApprovalBroker, ApprovalLedger
 from codexd_trio.core.config import CodexdConfig
 from codexd_trio.core.domain import SessionBook
 from codexd_trio.core.sessions import SessionService, check_cwd
 from codexd_trio.core.supervisor import ChildSupervisor, Incarnation, run_detached
+from codexd_trio.core.threads import ThreadService
+from codexd_trio.core.transcripts import Transcripts
 from codexd_trio.store.documents import StoreWriteError
 from codexd_trio.store.eventlog import EventLog
 from codexd_trio.store.statedir import StateDir
@@ -43,6 +54,8 @@ class DaemonOperations:
     log: EventLog
     book: SessionBook
     sessions: SessionService
+    threads: ThreadService
+    transcripts: Transcripts
     ledger: ApprovalLedger
     broker: ApprovalBroker
     supervisor: ChildSupervisor
@@ -79,7 +92,41 @@ class DaemonOperations:
 
     async def create_session(self, req: CreateSessionRequest) -> Session:
         check_cwd(req.cwd)  # 400 before the child is even asked
+        if req.threadId is not None:
+            return await self.submit(lambda inc: self.threads.adopt(inc, req))
         return await self.submit(lambda inc: self.sessions.create(inc, req))
+
+    # ------------------------------------------------------------ the conversation (issue 22)
+
+    async def list_threads(self, *, cursor: str | None, limit: int, cwd: str | None,
+                           search: str | None, archived: bool | None) -> ThreadPage:
+        return await self._on_child(lambda inc: self.threads.list_threads(
+            inc, cursor=cursor, limit=limit, cwd=cwd, search=search, archived=archived))
+
+    async def read_thread(self, thread_id: str, *, cursor: str | None,
+                          limit: int) -> ThreadView:
+        return await self._on_child(
+            lambda inc: self.threads.read(inc, thread_id, cursor=cursor, limit=limit))
+
+    async def fork_session(self, session_id: str, req: ForkRequest) -> Session:
+        self.book.get(session_id)
+        return await self.submit(lambda inc: self.threads.fork(inc, session_id, req.title))
+
+    async def rollback_session(self, session_id: str, req: RollbackRequest) -> RollbackAnswer:
+        self.book.check_can_start(session_id)
+        return await self.submit(lambda inc: self.threads.rollback(inc, session_id, req.turns))
+
+    async def compact_session(self, session_id: str) -> tuple[Session, str]:
+        self.book.check_can_start(session_id)
+        return await self.submit(lambda inc: self.threads.compact(inc, session_id))
+
+    async def review_session(self, session_id: str, req: ReviewRequest) -> tuple[Session, str]:
+        self.book.check_can_start(session_id)
+        return await self.submit(lambda inc: self.threads.review(inc, session_id, req))
+
+    async def set_title(self, session_id: str, req: TitleRequest) -> Session:
+        self.book.get(session_id)
+        return await self.submit(lambda inc: self.threads.set_title(inc, session_id, req.title))
 
     async def start_turn(self, req: TurnRequest) -> tuple[Session, str]:
         self.book.check_can_start(req.sessionId)  # 404/409 before the child is needed

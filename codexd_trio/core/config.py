@@ -53,6 +53,10 @@ class CodexdConfig:
     # events.jsonl retention: segments of this size, this many sealed ones kept (~1 GiB).
     event_log_segment_mb: int = 64
     event_log_segments: int = 16
+    # Conversation records (transcripts): segments of this size, this many kept (~4 GiB); they
+    # hold no deltas, so they outlive the event log's segments by far (docs/design-notes.md).
+    conversation_segment_mb: int = 64
+    conversation_segments: int = 64
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # Who may call (CONTRACT.md): origins besides codexd's own, and the optional bearer token.
     allowed_origins: tuple[str, ...] = ()
@@ -145,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-backoff-max")
     p.add_argument("--event-log-segment-mb")
     p.add_argument("--event-log-segments")
+    p.add_argument("--conversation-segment-mb")
+    p.add_argument("--conversation-segments")
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins")
     p.add_argument("--allowed-host", action="append", dest="allowed_hosts")
     p.add_argument("--token-file")
@@ -176,6 +182,8 @@ configuration (flag / environment variable / default):
   --restart-backoff-max S BAA_CODEXD_RESTART_BACKOFF_MAX_S 30
   --event-log-segment-mb N BAA_CODEXD_EVENT_LOG_SEGMENT_MB 64 (events.jsonl is sealed at this size)
   --event-log-segments N BAA_CODEXD_EVENT_LOG_SEGMENTS     16 (sealed segments kept)
+  --conversation-segment-mb N BAA_CODEXD_CONVERSATION_SEGMENT_MB 64 (transcript records)
+  --conversation-segments N BAA_CODEXD_CONVERSATION_SEGMENTS  64 (record segments kept)
   --allowed-origin O    BAA_CODEXD_ALLOWED_ORIGINS       none (repeatable; env: comma-separated)
   --allowed-host H      BAA_CODEXD_ALLOWED_HOSTS         none (a further Host name; repeatable;
                                                          env: comma-separated)
@@ -207,6 +215,8 @@ _ENV = {
     "restart_backoff_max": "BAA_CODEXD_RESTART_BACKOFF_MAX_S",
     "event_log_segment_mb": "BAA_CODEXD_EVENT_LOG_SEGMENT_MB",
     "event_log_segments": "BAA_CODEXD_EVENT_LOG_SEGMENTS",
+    "conversation_segment_mb": "BAA_CODEXD_CONVERSATION_SEGMENT_MB",
+    "conversation_segments": "BAA_CODEXD_CONVERSATION_SEGMENTS",
     "allowed_origins": "BAA_CODEXD_ALLOWED_ORIGINS",
     "allowed_hosts": "BAA_CODEXD_ALLOWED_HOSTS",
     "log_format": "BAA_LOG_FORMAT",
@@ -226,6 +236,9 @@ _NUMBERS: dict[str, tuple[str, str, float, bool]] = {
     "restart_backoff_max": ("restart_backoff_max_s", "restart backoff max", 0.001, False),
     "event_log_segment_mb": ("event_log_segment_mb", "event log segment size (MiB)", 1, True),
     "event_log_segments": ("event_log_segments", "event log segments kept", 1, True),
+    "conversation_segment_mb": ("conversation_segment_mb",
+                                "conversation segment size (MiB)", 1, True),
+    "conversation_segments": ("conversation_segments", "conversation segments kept", 1, True),
 }
 
 

@@ -99,6 +99,13 @@ class SessionBook(BookState):
                 message += f": {error.message if error else ''}"
             if session is not None:
                 follow = self._complete(session, turn_id, status, error, output)
+        elif method == "turn/started" and session is not None and isinstance(turn_id, str):
+            origin = self._expecting.pop(session.sessionId, None)
+            if origin is not None:
+                # A turn Codex started for a request that named none (a compaction).
+                _, accepted = self.accept_turn(session.sessionId, turn_id)
+                accepted.detail["origin"] = origin
+                follow = [accepted]
         elif method == "error":
             will_retry = bool(params.get("willRetry"))
             level = "warn" if will_retry else "error"
@@ -157,6 +164,8 @@ class SessionBook(BookState):
                 self.rethread(sid, event.threadId, str(event.detail.get("reason", "")))
             elif kind == "session.closed":
                 self.close(sid)
+            elif kind == "session.titled" and isinstance(event.detail.get("title"), str):
+                self.set_title(sid, event.detail["title"])
             elif kind == "turn.accepted" and event.turnId:
                 if self._sessions[sid].lastTurnId != event.turnId:
                     settled = event.detail.get("settled")

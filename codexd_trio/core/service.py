@@ -49,6 +49,8 @@ from codexd_trio.core.supervisor import (
     Incarnation,
     child_spec,
 )
+from codexd_trio.core.threads import ThreadService
+from codexd_trio.core.transcripts import Transcripts
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.protocol.child import ChildSpec, ExitStatus
 from codexd_trio.store.idempotency import IdempotencyStore
@@ -99,12 +101,19 @@ class Daemon(DaemonOperations):
             self.log, self.files.recent,
             recent_size=config.event_cache_size, subscriber_queue=config.subscriber_queue,
         )
+        # Conversation records (issue 22): folded from each durable batch as the hub publishes
+        # it, in the same step, so a transcript and its lastSeq always agree.
+        self.transcripts = Transcripts(self.files.conversation, lambda: self.hub.published_seq)
+        self.log.on_durable = _then(self.log.on_durable, self.transcripts.on_durable)
         self.book = SessionBook(self.files.registry_sessions)
         self.files.registry.capture = self._registry_job
         self.files.registry.before_write = self._registry_durable
         self._registry_seq = 0
         self.sessions = SessionService(self.book, self.publish, self._save_registry,
                                        self._acknowledge)
+        self.threads = ThreadService(self.book, self.sessions, self.publish, self._save_registry,
+                                     self._acknowledge, self._wait_book_changed,
+                                     timeout_s=config.request_timeout_s)
         self.ledger = ApprovalLedger(self.files.approvals)
         self.broker = ApprovalBroker(
             self.ledger, self.publish, timeout_s=config.approval_timeout_s
@@ -178,6 +187,9 @@ class Daemon(DaemonOperations):
         self._book_changed.set()
         self._book_changed = trio.Event()
 
+    async def _wait_book_changed(self) -> None:
+        await self._book_changed.wait()
+
     def _save_state(self) -> None:
         self.files.daemon.set(
             DaemonState(
@@ -213,6 +225,7 @@ class Daemon(DaemonOperations):
         bounded) and flushes every document and the event log.
         """
         await self._replay_journal()
+        await self.transcripts.refold(self.log)
         self._recover_after_restart()
         server_stop, server_done = trio.Event(), trio.Event()
         try:
@@ -221,6 +234,7 @@ class Daemon(DaemonOperations):
                 for doc in self.files.documents:
                     await root.start(doc.run)
                 await root.start(self.files.idempotency.journal.run)
+                await root.start(self.files.conversation.run)
                 await root.start(self.log.run)
                 async with trio.open_nursery() as operations, trio.open_nursery() as services:
                     self._operations = operations
@@ -407,6 +421,19 @@ class Daemon(DaemonOperations):
     def status(self) -> CodexdStatus:
         """``GET /v1/codexd/status`` (built by :func:`codexd_trio.core.status.codexd_status`)."""
         return codexd_status(self)
+
+
+def _then(
+    first: Callable[[list[Event]], None] | None, second: Callable[[list[Event]], None]
+) -> Callable[[list[Event]], None]:
+    """One ``on_durable`` callback that calls ``first`` (the hub's publish) then ``second``."""
+
+    def both(batch: list[Event]) -> None:
+        if first is not None:
+            first(batch)
+        second(batch)
+
+    return both
 
 
 async def _until_done(

@@ -81,6 +81,7 @@ class SessionService:
             approvals=req.approvals or "decline",
             createdAt=now,
             updatedAt=now,
+            title=req.title,
         )
         inc.loaded_threads.add(session.threadId)
         self.publish(self.book.add(session))
@@ -144,7 +145,14 @@ class SessionService:
             self.book.abort_turn(req.sessionId)
             raise
         session, emit = self.book.accept_turn(req.sessionId, turn_id)
+        # What was sent, for the transcript (Codex's userMessage item says it too, but only
+        # once the turn got that far).
+        emit.detail["input"] = input_items(req.input)
         self.publish(emit)
+        if session.title is None and (text := _input_text(req.input)):
+            self.publish(self.book.set_title(req.sessionId, default_title(text),
+                                             source="default"))
+            session = self.book.get(req.sessionId)
         self.changed()
         await self.flush()
         return session, turn_id
@@ -191,6 +199,23 @@ class SessionService:
             self.changed()
             await self.flush()
         return self.book.get(session_id)
+
+
+def default_title(text: str, chars: int = 80) -> str:
+    """The first prompt as a title: one line, at most ``chars`` characters, cut at a word."""
+    line = " ".join(text.split())
+    if len(line) <= chars:
+        return line
+    cut = line[: chars - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > chars // 2 else cut).rstrip() + "…"
+
+
+def _input_text(value: str | list[dict[str, Any]]) -> str:
+    if isinstance(value, str):
+        return value
+    return " ".join(str(i["text"]) for i in value
+                    if isinstance(i, dict) and isinstance(i.get("text"), str))
 
 
 def check_cwd(cwd: str | None) -> None:

@@ -102,3 +102,37 @@ class CodexCalls:
         return await self._request_object(
             "turn/interrupt", {"threadId": thread_id, "turnId": turn_id}
         )
+
+    # ---------------------------------------------------------------- threads (issue 22)
+
+    async def thread_list(self, **params: Any) -> dict[str, Any]:
+        """``thread/list`` (``cursor``, ``limit``, ``cwd``, ``searchTerm``, ``archived``,
+        ``sourceKinds`` ...): ``{data, nextCursor}``."""
+        return await self._request_object("thread/list", params)
+
+    async def thread_turns_list(self, thread_id: str, **params: Any) -> dict[str, Any]:
+        """``thread/turns/list`` (``cursor``, ``limit``, ``sortDirection``, ``itemsView``):
+        ``{data, nextCursor}``; works on a thread that is not loaded."""
+        return await self._request_object("thread/turns/list", {"threadId": thread_id, **params})
+
+    async def thread_fork(self, thread_id: str, **params: Any) -> dict[str, Any]:
+        """``thread/fork``: a new thread with the same history (``excludeTurns`` to page it)."""
+        return await self._request_object("thread/fork", {"threadId": thread_id, **params})
+
+    async def thread_revert(self, thread_id: str, before_turn_id: str) -> dict[str, Any]:
+        """``thread/revert``: drop ``before_turn_id`` and every later turn from the history."""
+        return await self._request_object(
+            "thread/revert", {"threadId": thread_id, "beforeTurnId": before_turn_id})
+
+    async def thread_compact_start(self, thread_id: str) -> dict[str, Any]:
+        """``thread/compact/start``: the compaction runs as a turn (``turn/started`` …)."""
+        return await self._request_object("thread/compact/start", {"threadId": thread_id})
+
+    async def review_start(self, thread_id: str, target: dict[str, Any]) -> dict[str, Any]:
+        """``review/start`` inline on the thread: ``{turn, reviewThreadId}``."""
+        return await self._request_object(
+            "review/start", {"threadId": thread_id, "target": target})
+
+    async def thread_name_set(self, thread_id: str, name: str) -> dict[str, Any]:
+        """``thread/name/set``."""
+        return await self._request_object("thread/name/set", {"threadId": thread_id, "name": name})

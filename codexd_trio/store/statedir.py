@@ -18,6 +18,7 @@ from codexd_trio.base.contracts import (
     SessionRegistry,
     now_iso,
 )
+from codexd_trio.store.conversation import ConversationStore
 from codexd_trio.store.documents import JsonDocument, read_document
 from codexd_trio.store.eventlog import EventLog
 from codexd_trio.store.idempotency import IdempotencyStore
@@ -40,6 +41,10 @@ class StateConfig(Protocol):
     def event_log_segment_mb(self) -> int: ...
     @property
     def event_log_segments(self) -> int: ...
+    @property
+    def conversation_segment_mb(self) -> int: ...
+    @property
+    def conversation_segments(self) -> int: ...
 
 
 class StateDir:
@@ -108,6 +113,17 @@ class StateDir:
         except BaseException:
             self.idempotency.journal.close()
             raise
+        try:
+            # Beside the event log: one record per settled turn, folded from the log.
+            self.conversation = ConversationStore.open(
+                logs / "conversation",
+                segment_bytes=config.conversation_segment_mb * 1024 * 1024,
+                retain_segments=config.conversation_segments,
+            )
+        except BaseException:
+            self.idempotency.journal.close()
+            self.log.close()
+            raise
 
     @property
     def documents(self) -> list[JsonDocument[Any]]:
@@ -120,4 +136,7 @@ class StateDir:
         try:
             self.idempotency.journal.close()
         finally:
-            self.log.close()
+            try:
+                self.log.close()
+            finally:
+                self.conversation.close()

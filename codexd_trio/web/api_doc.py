@@ -21,6 +21,17 @@ from codexd_trio.base.contracts import (
     SteerRequest,
     TurnRequest,
 )
+from codexd_trio.base.transcript import (
+    ForkRequest,
+    ReviewRequest,
+    RollbackAnswer,
+    RollbackRequest,
+    ThreadPage,
+    ThreadView,
+    TitleRequest,
+    Transcript,
+    TranscriptItemView,
+)
 from codexd_trio.web.openapi import Op, build, query
 
 __all__ = ["codexd_openapi", "codexd_ops", "codexd_websockets"]
@@ -112,10 +123,11 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
                    query("order", {"enum": ["created", "activity"]},
                          "created (default, oldest first) or activity (updatedAt, newest "
                          "first)"))),
-        Op("POST", f"{prefix}/sessions", "create a session (thread/start)", OneSession, 201,
-           body=CreateSessionRequest, body_required=False,
+        Op("POST", f"{prefix}/sessions",
+           "create a session (thread/start), or adopt a thread (threadId: thread/resume)",
+           OneSession, 201, body=CreateSessionRequest, body_required=False,
            errors=("child_unavailable", "app_server_error", "shutting_down",
-                   "idempotency_mismatch", "store_unavailable")),
+                   "idempotency_mismatch", "store_unavailable", "thread_in_use")),
         Op("GET", f"{prefix}/sessions/{{session_id}}", "one session and its recent events",
            SessionView),
         Op("POST", f"{prefix}/sessions/{{session_id}}/close", "close a session", OneSession,
@@ -133,6 +145,7 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
         Op("POST", f"{prefix}/approvals/{{approval_id}}", "decide an approval", OneApproval,
            body=DecisionRequest,
            errors=("approval_resolved", "idempotency_mismatch", "store_unavailable")),
+        *conversation_ops(prefix),
         Op("GET", events_path, "a page of the durable event log", EventPage,
            params=(query("after", _INT0, "events after this seq"),
                    query("limit", _INT1, "page size (max 1000)"),
@@ -140,6 +153,47 @@ def codexd_ops(prefix: str = "/v1/codexd", events_path: str = "/v1/codexd/events
         Op("GET", "/metrics", "Prometheus metrics", media="text/plain"),
         Op("GET", "/openapi.json", "this document (OpenAPI 3.1, not an envelope)",
            envelope=False),
+    ]
+
+
+def conversation_ops(prefix: str = "/v1/codexd") -> list[Op]:
+    """The conversation's operations (issue 22): transcripts, threads, thread verbs."""
+    session = f"{prefix}/sessions/{{session_id}}"
+    child = ("child_unavailable", "app_server_error", "shutting_down")
+    write = (*child, "idempotency_mismatch", "store_unavailable")
+    paging = (query("limit", _INT1, "turns per page (default 50, max 1000)"),
+              query("cursor", {"type": "string"}, "nextCursor of the previous page"))
+    return [
+        Op("GET", f"{session}/transcript",
+           "the session's turns, oldest first (order=desc: newest first); lastSeq is where "
+           "the event stream picks up", Transcript,
+           params=(*paging, query("order", {"enum": ["asc", "desc"]}))),
+        Op("GET", f"{session}/transcript/items/{{item_id}}",
+           "one transcript item whole (nothing cut)", TranscriptItemView),
+        Op("GET", f"{prefix}/threads", "Codex's threads, newest first (thread/list)",
+           ThreadPage,
+           params=(query("limit", _INT1, "page size (default 50, max 200)"),
+                   query("cursor", {"type": "string"}, "nextCursor of the previous page"),
+                   query("cwd", {"type": "string"}, "only threads of this working directory"),
+                   query("search", {"type": "string"}, "a substring of the title"),
+                   query("archived", {"type": "boolean"}, "true: only archived threads")),
+           errors=child),
+        Op("GET", f"{prefix}/threads/{{thread_id}}",
+           "one thread and a page of its turns, read-only (thread/read)", ThreadView,
+           params=paging, errors=child),
+        Op("POST", f"{session}/fork", "a new session on a copy of the thread (thread/fork)",
+           OneSession, 201, body=ForkRequest, body_required=False, errors=write),
+        Op("POST", f"{session}/rollback",
+           "take the last N turns out of the history (thread/revert)", RollbackAnswer,
+           body=RollbackRequest, body_required=False,
+           errors=(*write, "turn_in_progress", "session_closed")),
+        Op("POST", f"{session}/compact", "compact the thread's context, as a turn",
+           TurnAnswer, 202, errors=(*write, "turn_in_progress", "session_closed")),
+        Op("POST", f"{session}/review", "review changes (review/start), as a turn",
+           TurnAnswer, 202, body=ReviewRequest, body_required=False,
+           errors=(*write, "turn_in_progress", "session_closed")),
+        Op("POST", f"{session}/title", "set the title (thread/name/set)", OneSession,
+           body=TitleRequest, errors=write),
     ]
 
 

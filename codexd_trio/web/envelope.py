@@ -40,6 +40,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     "no_active_turn": 409,
     "turn_mismatch": 409,
     "approval_resolved": 409,
+    "thread_in_use": 409,
     "idempotency_mismatch": 422,
     "app_server_error": 502,
     "child_unavailable": 503,
@@ -160,6 +161,20 @@ def decode_key_cursor(raw: str | None) -> tuple[float, str] | None:
     if not raw:
         return None
     return _unwrap(raw, "a", _key,
+                   "cursor is not one this API handed out for this order (use nextCursor)")
+
+
+def encode_turn_cursor(order: str, ordinal: int | None) -> str | None:
+    """An opaque transcript cursor: the turn ordinal to continue from, in its order."""
+    return None if ordinal is None else _wrap(f"t{order[0]}{ordinal}")
+
+
+def decode_turn_cursor(raw: str | None, order: str) -> int | None:
+    """The ordinal of a cursor from :func:`encode_turn_cursor` for ``order``; 400 if it is not
+    one (or belongs to the other order)."""
+    if not raw:
+        return None
+    return _unwrap(raw, "t" + order[0], _position,
                    "cursor is not one this API handed out for this order (use nextCursor)")
 
 

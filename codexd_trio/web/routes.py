@@ -43,6 +43,7 @@ from codexd_trio.store.idempotency import Answer
 from codexd_trio.web import CallerPolicy
 from codexd_trio.web.api_doc import codexd_openapi, codexd_ops, codexd_websockets
 from codexd_trio.web.app import WebSetup, install, serve_app
+from codexd_trio.web.conversation import install_conversation
 from codexd_trio.web.envelope import (
     decode_body,
     decode_cursor,
@@ -308,6 +309,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
             return envelope({"approval": msgspec.to_builtins(approval)})
 
         return await _post(f"POST /v1/codexd/approvals/{approval_id}", DecisionRequest, handle)
+
+    # ---------------------------------------------------------------- the conversation
+
+    install_conversation(app, daemon, _post, _idempotent)
 
     # ---------------------------------------------------------------- events
 

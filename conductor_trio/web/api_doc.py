@@ -40,6 +40,9 @@ _NOT_PROXIED = frozenset({"/v1/codex/status"})
 _MODE_REFUSALS = {
     ("POST", "/v1/codex/sessions"): ("system_paused",),
     ("POST", "/v1/codex/turn"): ("system_paused", "system_draining"),
+    ("POST", "/v1/codex/sessions/{session_id}/fork"): ("system_paused",),
+    ("POST", "/v1/codex/sessions/{session_id}/compact"): ("system_paused", "system_draining"),
+    ("POST", "/v1/codex/sessions/{session_id}/review"): ("system_paused", "system_draining"),
 }
 
 

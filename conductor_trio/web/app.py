@@ -283,6 +283,55 @@ def create_app(conductor: Conductor) -> QuartTrio:
         # would change (or break) the upstream URL.
         return await proxy_http(conductor, f"/v1/codexd/approvals/{quote(approval_id, safe='')}")
 
+    # -- the conversation (issue 22): codexd's routes, relayed --------------------------------
+
+    def _sid(session_id: str) -> str:
+        return f"/v1/codexd/sessions/{quote(session_id, safe='')}"
+
+    @app.get("/v1/codex/sessions/<session_id>/transcript")
+    async def transcript(session_id: str) -> Response:
+        return await proxy_http(conductor, f"{_sid(session_id)}/transcript")
+
+    @app.get("/v1/codex/sessions/<session_id>/transcript/items/<item_id>")
+    async def transcript_item(session_id: str, item_id: str) -> Response:
+        return await proxy_http(
+            conductor, f"{_sid(session_id)}/transcript/items/{quote(item_id, safe='')}")
+
+    @app.get("/v1/codex/threads")
+    async def threads() -> Response:
+        return await proxy_http(conductor, "/v1/codexd/threads")
+
+    @app.get("/v1/codex/threads/<thread_id>")
+    async def thread(thread_id: str) -> Response:
+        return await proxy_http(conductor, f"/v1/codexd/threads/{quote(thread_id, safe='')}")
+
+    @app.post("/v1/codex/sessions/<session_id>/fork")
+    async def fork(session_id: str) -> Response:
+        if refused := refuse_if(("paused",)):
+            return refused
+        return await proxy_http(conductor, f"{_sid(session_id)}/fork")
+
+    @app.post("/v1/codex/sessions/<session_id>/rollback")
+    async def rollback(session_id: str) -> Response:
+        return await proxy_http(conductor, f"{_sid(session_id)}/rollback")
+
+    @app.post("/v1/codex/sessions/<session_id>/compact")
+    async def compact(session_id: str) -> Response:
+        # A compaction and a review are turns: refused like a turn while paused or draining.
+        if refused := refuse_if(("paused", "draining")):
+            return refused
+        return await proxy_http(conductor, f"{_sid(session_id)}/compact")
+
+    @app.post("/v1/codex/sessions/<session_id>/review")
+    async def review(session_id: str) -> Response:
+        if refused := refuse_if(("paused", "draining")):
+            return refused
+        return await proxy_http(conductor, f"{_sid(session_id)}/review")
+
+    @app.post("/v1/codex/sessions/<session_id>/title")
+    async def title(session_id: str) -> Response:
+        return await proxy_http(conductor, f"{_sid(session_id)}/title")
+
     @app.get("/v1/codex/events")
     async def events_page() -> Response:
         return await proxy_http(conductor, "/v1/codexd/events")
