@@ -179,23 +179,19 @@ class CodexdClient(ConversationCalls):
 
     async def healthz(self) -> dict[str, Any]:
         """``GET /healthz``: ``{status, pid, uptimeS}``."""
-        data: dict[str, Any] = await self._call("GET", "/healthz")
-        return data
+        return dict(await self._call("GET", "/healthz"))
 
     async def readyz(self) -> dict[str, Any]:
         """``GET /readyz``: ``{ready: true}``; raises :class:`CodexdError` (503) when not ready."""
-        data: dict[str, Any] = await self._call("GET", "/readyz")
-        return data
+        return dict(await self._call("GET", "/readyz"))
 
     async def describe(self) -> dict[str, Any]:
         """``GET /describe``: name, version, routes, event stream."""
-        data: dict[str, Any] = await self._call("GET", "/describe")
-        return data
+        return dict(await self._call("GET", "/describe"))
 
     async def status(self) -> dict[str, Any]:
         """``GET /v1/codexd/status``: ``{service, snapshot}``."""
-        data: dict[str, Any] = await self._call("GET", "/v1/codexd/status")
-        return data
+        return dict(await self._call("GET", "/v1/codexd/status"))
 
     # ----------------------------------------------------------------------------------------
     # Sessions and turns
