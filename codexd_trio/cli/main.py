@@ -1,5 +1,6 @@
-"""The ``codexd`` command line: the everyday commands (sessions, new, send, interrupt,
-approvals, approve, decline, events) and the operator's (start, status, config, smoke, console).
+"""The ``codexd`` command line: the everyday commands (sessions, new, send, interrupt, show,
+threads, approvals, approve, decline, events) and the operator's (start, status, config, smoke,
+console).
 
 Bad input is one line on stderr and exit status 2 — never a traceback. ``status`` exits 0 when
 codexd answers and 3 when it does not (as ``systemctl status`` and the conductor's ``status``);
@@ -30,6 +31,7 @@ from codexd_trio.cli.approvals import (
     decline_parser,
 )
 from codexd_trio.cli.connect import CliFailure
+from codexd_trio.cli.conversation import cmd_show, cmd_threads, show_parser, threads_parser
 from codexd_trio.cli.events import cmd_events, events_parser
 from codexd_trio.cli.parsers import (
     PARSERS,
@@ -177,6 +179,8 @@ HANDLERS: dict[str, Handler] = {
     "new": cmd_new,
     "send": cmd_send,
     "interrupt": cmd_interrupt,
+    "show": cmd_show,
+    "threads": cmd_threads,
     "approvals": cmd_approvals,
     "approve": cmd_approve,
     "decline": cmd_decline,
@@ -193,6 +197,8 @@ ALL_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "new": new_parser,
     "send": send_parser,
     "interrupt": interrupt_parser,
+    "show": show_parser,
+    "threads": threads_parser,
     "approvals": approvals_parser,
     "approve": approve_parser,
     "decline": decline_parser,

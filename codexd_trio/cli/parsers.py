@@ -16,11 +16,14 @@ usage: codexd <command> [options]
 
 every day (codexd on this machine, or through a conductor with --via-conductor URL):
   sessions [--all]           the sessions, the most recently active first
-  new [--cwd DIR] [--full-auto] [-s SANDBOX] [-a POLICY] [--approvals clients]
-                             create a session (a Codex thread codexd keeps); prints its id
+  new [--cwd DIR] [--title T] [--full-auto] [-s SANDBOX] [-a POLICY] [--approvals clients]
+                             create a session (a Codex thread codexd keeps); prints its id;
+                             --thread THREAD adopts one of Codex's threads instead
   send SESSION TEXT|-        send a prompt as a new turn and stream the answer until the turn
                              settles (--no-wait, --json); '-' reads the prompt from stdin
   interrupt SESSION          interrupt the session's running turn
+  show SESSION [--last N]    the conversation so far, readable (--json: the transcript)
+  threads [--search TEXT]    Codex's own threads (TUI, VS Code, codex exec, codexd)
   approvals [--all]          what Codex waits for you to approve
   approve ID [--for-session] let it go ahead
   decline ID [--cancel]      refuse (--cancel: and interrupt the turn)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
@@ -80,6 +81,18 @@ def as_str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def unwrap_shell(command: str) -> str:
+    """``/bin/bash -lc 'echo hi'`` → ``echo hi``: the command as written, not its wrapper."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return command
+    shells = ("sh", "bash", "zsh", "dash")
+    if len(argv) == 3 and argv[0].rsplit("/", 1)[-1] in shells and argv[1] in ("-c", "-lc"):
+        return argv[2]
+    return command
+
+
 def command_text(item: dict[str, Any]) -> str:
     """The command as the model wrote it (``commandActions``), else as Codex ran it
     (``/bin/bash -lc '…'``)."""
@@ -91,7 +104,7 @@ def command_text(item: dict[str, Any]) -> str:
     command = item.get("command")
     if isinstance(command, list):
         return " ".join(str(part) for part in command)
-    return as_str(command)
+    return unwrap_shell(as_str(command))
 
 
 def change_kind(change: dict[str, Any]) -> str:
@@ -110,24 +123,36 @@ def relative(path: str, cwd: str | None) -> str:
     return path
 
 
-def diff_lines(change: dict[str, Any], style: Style, cwd: str | None = None) -> list[str]:
-    """One file change as a coloured unified diff. Codex sends an added file's content and a
-    deleted file's old content whole, an update as hunks without file headers."""
+def codex_diff(change: dict[str, Any], cwd: str | None = None) -> str:
+    """One of Codex's file changes as a unified diff. Codex sends an added file's content and a
+    deleted file's old content whole, an update as hunks without file headers (a transcript's
+    changes are unified diffs already)."""
     path = relative(as_str(change.get("path")), cwd)
     kind = change_kind(change)
     body = as_str(change.get("diff"))
     lines = body.splitlines()
     if kind == "add":
-        head = [style.bold("--- /dev/null"), style.bold(f"+++ b/{path}  (new file)")]
-        return head + [style.green(f"+{line}") for line in lines]
+        return "".join([f"--- /dev/null\n+++ b/{path}\n", f"@@ -0,0 +1,{len(lines)} @@\n",
+                        *(f"+{line}\n" for line in lines)])
     if kind == "delete":
-        head = [style.bold(f"--- a/{path}  (deleted)"), style.bold("+++ /dev/null")]
-        return head + [style.red(f"-{line}") for line in lines]
-    target = as_str(as_dict(change.get("kind")).get("move_path")) or path
-    out = [] if body.startswith("--- ") else [
-        style.bold(f"--- a/{path}"), style.bold(f"+++ b/{relative(target, cwd)}")]
-    for line in lines:
+        return "".join([f"--- a/{path}\n+++ /dev/null\n", f"@@ -1,{len(lines)} +0,0 @@\n",
+                        *(f"-{line}\n" for line in lines)])
+    if body.startswith("--- "):
+        return body
+    kind_info = as_dict(change.get("kind"))
+    target = as_str(kind_info.get("move_path")) or as_str(kind_info.get("movePath")) or path
+    return f"--- a/{path}\n+++ b/{relative(target, cwd)}\n{body}"
+
+
+def colour_diff(text: str, style: Style, cwd: str | None = None) -> list[str]:
+    """A unified diff's lines, coloured as git colours them; file paths under ``cwd`` are
+    shown relative to it."""
+    out: list[str] = []
+    root = (cwd or "").rstrip("/")
+    for line in text.splitlines():
         if line.startswith(("+++", "---")):
+            if root:
+                line = line.replace(f" a{root}/", " a/").replace(f" b{root}/", " b/")
             out.append(style.bold(line))
         elif line.startswith("@@"):
             out.append(style.cyan(line))
@@ -138,6 +163,11 @@ def diff_lines(change: dict[str, Any], style: Style, cwd: str | None = None) -> 
         else:
             out.append(line)
     return out
+
+
+def diff_lines(change: dict[str, Any], style: Style, cwd: str | None = None) -> list[str]:
+    """One of Codex's file changes as coloured unified-diff lines."""
+    return colour_diff(codex_diff(change, cwd), style)
 
 
 def user_text(item: dict[str, Any]) -> str:

@@ -21,8 +21,8 @@ from codexd_trio.core.config import CodexdConfig
 def sessions_parser() -> Parser:
     parser = client_parser(
         "sessions", "List the sessions, the most recently active first: id (a unique prefix "
-        "any command takes), state, turns, the last turn's outcome, when, and the working "
-        "directory. Closed sessions only with --all.")
+        "any command takes), state, turns, the last turn's outcome, when, the working "
+        "directory and the title. Closed sessions only with --all.")
     parser.add_argument("--all", "-a", action="store_true", help="closed sessions too")
     add_json(parser, "the sessions as JSON ({\"sessions\": [...]}, codexd's Session objects)")
     return parser
@@ -36,6 +36,13 @@ def new_parser() -> Parser:
         "  codexd send \"$id\" \"add a README\"")
     parser.add_argument("--cwd", metavar="DIR", default=None,
                         help="the working directory (default: the current one)")
+    parser.add_argument("--title", metavar="TEXT", default=None,
+                        help="the session's title (Codex's thread name; default: the first "
+                        "prompt, shortened)")
+    parser.add_argument("--thread", metavar="THREAD", default=None,
+                        help="adopt one of Codex's threads (codexd threads lists them; an id "
+                        "or a unique prefix) instead of starting one: the session resumes it "
+                        "and codexd show shows its earlier turns")
     parser.add_argument("--model", "-m", default=None, help="the model (default: Codex's)")
     parser.add_argument("--sandbox", "-s", default=None,
                         choices=("read-only", "workspace-write", "danger-full-access"),
@@ -94,13 +101,14 @@ def table(rows: list[list[str]]) -> list[str]:
 
 def session_rows(sessions: list[Session]) -> list[str]:
     short = abbreviations(s.sessionId for s in sessions)
-    rows = [["SESSION", "STATE", "TURNS", "LAST TURN", "ACTIVE", "CWD"]]
+    rows = [["SESSION", "STATE", "TURNS", "LAST TURN", "ACTIVE", "CWD", "TITLE"]]
     for s in sessions:
         last: str = s.lastTurnStatus or "-"
         if s.lastTurnError is not None and last == "failed":
             last = f"failed ({s.lastTurnError.code})"
+        title = (s.title or "").splitlines()[0] if s.title else ""
         rows.append([short[s.sessionId], state(s), str(s.turnCount), last, age(s.updatedAt),
-                     home_path(s.cwd)])
+                     home_path(s.cwd), title[:50] + ("…" if len(title) > 50 else "")])
     return table(rows)
 
 
@@ -136,11 +144,22 @@ def cmd_new(config: CodexdConfig, extra: list[str]) -> int:
     if opts.full_auto:
         sandbox, policy = sandbox or "workspace-write", policy or "on-request"
 
+    if opts.thread is not None and (opts.cwd or opts.model or sandbox or policy):
+        raise UsageError("--thread adopts the thread as it is: no --cwd, --model, --sandbox, "
+                         "--ask-for-approval or --full-auto")
+
     async def run(client: CodexdClient) -> int:
-        session = await client.create_session(
-            cwd=cwd, model=opts.model, sandbox=sandbox,
-            approval_policy=policy, approvals=opts.approvals,
-            idempotency_key=f"cli-{uuid.uuid4()}")
+        key = f"cli-{uuid.uuid4()}"
+        if opts.thread is not None:
+            from codexd_trio.cli.conversation import find_thread
+
+            session = await client.adopt_thread(
+                await find_thread(client, opts.thread), title=opts.title,
+                approvals=opts.approvals, idempotency_key=key)
+        else:
+            session = await client.create_session(
+                cwd=cwd, model=opts.model, sandbox=sandbox, approval_policy=policy,
+                approvals=opts.approvals, title=opts.title, idempotency_key=key)
         # Only the id on stdout (as `docker create`), so `id=$(codexd new)` works.
         sys.stdout.write(
             (json.dumps(msgspec.to_builtins(session), indent=2) if opts.json
