@@ -1,16 +1,23 @@
-"""``conductor start|status|config`` (console script, or ``python -m conductor_trio``).
+"""``conductor start|status|pause|resume|drain|config`` (console script, or
+``python -m conductor_trio``).
 
 ``start`` prints one ready line on stdout once it serves
 (``{"ready": true, "service": "conductor", "url": ..., "pid": ...}``) and stops gracefully on
-SIGTERM/SIGINT with exit status 0. A bad setting is one line on stderr and exit status 2.
+SIGTERM/SIGINT with exit status 0. ``status``, ``pause``, ``resume`` and ``drain`` talk to the
+running conductor (``--public-api-base``, else ``--local-api``) and print a summary for a
+person, or its JSON envelope with ``--json``. A bad setting or usage is one line on stderr and
+exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import socket
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import httpx
 import trio
@@ -28,18 +35,44 @@ from conductor_trio.service import Conductor
 from conductor_trio.web.app import serve_conductor
 
 PROG = "conductor"
+EXIT_STATUS = ("exit status: 0 when the conductor answers, 3 when it does not (as codexd "
+               "status and systemctl status), 1 when it answers with an error (401 without "
+               "the shared token, BAA_SHARED_TOKEN_FILE), 2 bad usage")
+_MODE_VERBS = {
+    "pause": ("paused", "pause the node: new sessions and turns are refused (423) until resume; "
+                        "running turns go on"),
+    "resume": ("running", "resume the node: new sessions and turns are accepted again"),
+    "drain": ("draining", "drain the node: new turns are refused (423), running turns finish; "
+                          "'conductor status' says when it is drained"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other refusal of the command line (not argparse's usage block).
+        sys.stderr.write(f"{PROG}: {message}\n")
+        raise SystemExit(2)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="The node's local API over codexd.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("start", "run the conductor in the foreground"),
-        ("status", "print the running conductor's /v1/status; exit status 0 when it answers, "
-                   "3 when it does not (as codexd status), 1 when it answers with an error"),
-        ("config", "print the resolved configuration (no secrets)"),
-    ):
-        add_conductor_flags(sub.add_parser(name, help=text, description=text))
+    parser = _Parser(prog=PROG, description="The node's local API over codexd.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {
+        "start": "run the conductor in the foreground",
+        "status": "the running conductor's status: role, mode, codexd, sessions, turns",
+        **{verb: text for verb, (_, text) in _MODE_VERBS.items()},
+        "config": "print the resolved configuration (no secrets)",
+    }
+    for name, text in commands.items():
+        talks = name in ("status", *_MODE_VERBS)
+        cmd = sub.add_parser(name, help=text, description=text,
+                             epilog=EXIT_STATUS if talks else None)
+        add_conductor_flags(cmd)
+        if talks:
+            cmd.add_argument("--json", action="store_true",
+                             help="print the conductor's JSON answer (the envelope) as is")
+        if name in _MODE_VERBS:
+            cmd.add_argument("--reason", default=None, help="why (recorded with the mode)")
     return parser
 
 
@@ -61,15 +94,137 @@ async def run_conductor(config: ConductorConfig) -> None:
         print_ready("conductor", url)
 
 
-def _status(config: ConductorConfig) -> int:
-    url = (config.public_api_base or config.local_api).rstrip("/") + "/v1/status"
+def _conductor_url(config: ConductorConfig) -> str:
+    return (config.public_api_base or config.local_api).rstrip("/")
+
+
+def _call(config: ConductorConfig, method: str, path: str, body: dict[str, Any] | None = None,
+          ) -> tuple[int, dict[str, Any]] | int:
+    """``(status, envelope)``, or the exit status after a one-line error."""
+    url = _conductor_url(config) + path
+    headers = {"Authorization": f"Bearer {config.shared_token}"} if config.shared_token else {}
     try:
-        response = httpx.get(url, timeout=5.0)
+        response = httpx.request(method, url, json=body, headers=headers, timeout=10.0)
     except httpx.TransportError as exc:
         # 3, as systemctl status and codexd status: not running (1 is an error answer).
         return fail(PROG, f"cannot reach the conductor at {url}: {exc}", 3)
-    sys.stdout.write(json.dumps(response.json(), indent=2) + "\n")
-    return 0 if response.status_code == 200 else 1
+    try:
+        envelope = response.json()
+    except ValueError:
+        return fail(PROG, f"the conductor answered {url} with HTTP {response.status_code} and "
+                    "no JSON", 1)
+    return response.status_code, envelope if isinstance(envelope, dict) else {}
+
+
+def _talk(config: ConductorConfig, method: str, path: str, as_json: bool,
+          body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]] | int:
+    answer = _call(config, method, path, body)
+    if isinstance(answer, int):
+        return answer
+    status, envelope = answer
+    if as_json:
+        sys.stdout.write(json.dumps(envelope, indent=2) + "\n")
+        return 0 if status < 400 else 1
+    if status >= 400 or not envelope.get("ok"):
+        error = envelope.get("error") or {}
+        hint = " (send the shared token: BAA_SHARED_TOKEN_FILE)" if status == 401 else ""
+        return fail(PROG, f"{error.get('message') or f'HTTP {status}'} "
+                    f"({error.get('code', status)}){hint}", 1)
+    return status, envelope.get("data") or {}
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    width = max(len(key) for key, _ in rows)
+    return "".join(f"{key.ljust(width)}  {value}\n" for key, value in rows)
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or "0s"
+
+
+def _mode_text(mode: dict[str, Any]) -> str:
+    text = str(mode.get("mode", "?"))
+    extras = [f"reason {mode['reason']!r}" if mode.get("reason") else "",
+              f"by {mode['requested_by']}" if mode.get("requested_by") else "",
+              f"since {mode['updated_at']}" if mode.get("updated_at") else ""]
+    extra = ", ".join(e for e in extras if e)
+    return f"{text} ({extra})" if extra else text
+
+
+def _turns_text(turns: list[dict[str, Any]] | None, count: int | None) -> str:
+    if turns is None:
+        return "unknown (codexd not reachable)"
+    if not turns:
+        return "none running"
+    listed = ", ".join(f"{t.get('sessionId')} (turn {t.get('turnId')})" for t in turns[:3])
+    return f"{count if count is not None else len(turns)} running: {listed}" + (
+        ", ..." if len(turns) > 3 else "")
+
+
+def status_text(data: dict[str, Any]) -> str:
+    """``GET /v1/status`` for a person (the same facts as the status page)."""
+    node, lease, codexd = data.get("node") or {}, data.get("lease") or {}, data.get("codexd") or {}
+    child = codexd.get("child") or {}
+    sessions = data.get("sessions") or {}
+    role = f"{data.get('role')} ({lease.get('store')} lease, term {lease.get('term')}, " \
+           f"held by {lease.get('holder_id') or 'nobody'})"
+    reach = "up" if codexd.get("reachable") else f"down ({codexd.get('error') or 'no answer'})"
+    if child:
+        reach += f", child {child.get('status')} (pid {child.get('pid')}, " \
+                 f"restarts {child.get('restarts')})"
+    rows = [
+        ("conductor", f"{node.get('local_api')} (node {node.get('node_id')}, pid "
+                      f"{node.get('pid')}, up {_uptime(float(node.get('uptime_s') or 0))}, "
+                      f"version {node.get('version')})"),
+        ("role", role),
+        ("mode", _mode_text(data.get("mode") or {})),
+        ("codexd", f"{codexd.get('base_url')} {reach}"),
+        ("sessions", f"{sessions.get('count')} ({sessions.get('active_count')} active)"
+                     if sessions.get("count") is not None else "unknown"),
+        ("turns", _turns_text(data.get("active_turns"), None)),
+        ("last event", str(data.get("last_event_seq") if data.get("last_event_seq") is not None
+                           else "-")),
+    ]
+    rows += [("warning", w) for w in data.get("warnings") or []]
+    return _rows(rows)
+
+
+def mode_text(data: dict[str, Any]) -> str:
+    """A ``/v1/system/*`` answer for a person: the mode now and what it means for the turns."""
+    rows = [("mode", _mode_text(data)), ("role", str(data.get("role"))),
+            ("turns", _turns_text(data.get("active_turns"), data.get("active_turn_count")))]
+    if data.get("mode") == "draining":
+        rows.append(("drained", "yes: no turn is running" if data.get("drained")
+                     else "not yet: running turns finish first (conductor status)"))
+    if not data.get("codexd_reachable"):
+        rows.append(("codexd", "not reachable"))
+    return _rows(rows)
+
+
+def _status(config: ConductorConfig, as_json: bool) -> int:
+    answer = _talk(config, "GET", "/v1/status", as_json)
+    if isinstance(answer, int):
+        return answer
+    sys.stdout.write(status_text(answer[1]))
+    return 0
+
+
+def _change_mode(config: ConductorConfig, verb: str, reason: str | None, as_json: bool) -> int:
+    try:
+        who = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        who = f"cli@{socket.gethostname()}"
+    body: dict[str, Any] = {"requested_by": who}
+    if reason:
+        body["reason"] = reason
+    answer = _talk(config, "POST", f"/v1/system/{verb}", as_json, body)
+    if isinstance(answer, int):
+        return answer
+    sys.stdout.write(mode_text(answer[1]))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(config.as_json(), indent=2) + "\n")
         return 0
     if args.command == "status":
-        return _status(config)
+        return _status(config, args.json)
+    if args.command in _MODE_VERBS:
+        return _change_mode(config, args.command, args.reason, args.json)
     try:
         setup_logging(log_format, log_file=log_file)
     except OSError as exc:
