@@ -186,7 +186,9 @@ async def test_status_events_and_console_against_a_running_daemon(
             assert events.returncode == 0
             assert "turn.accepted" in events.stdout
             assert "app-server.turn.completed" in events.stdout
-            assert all(session.sessionId in line for line in events.stdout.splitlines())
+            # Each line names the session by its short id (a prefix every command takes).
+            short = session.sessionId.removeprefix("session-")[:8]
+            assert all(f" {short} " in line for line in events.stdout.splitlines())
             # A session codexd does not know: one line, exit 2 (it used to print nothing, 0).
             for follow in ([], ["--follow"]):
                 missing = await run_codexd("events", *follow, "--session", "nope", *common)
