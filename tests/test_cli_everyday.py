@@ -123,7 +123,7 @@ async def test_send_streams_the_answer_commands_and_diffs_and_show_reads_them_ba
         assert lines[0] == "$ echo out-one; echo out-two >&2; exit 3"
         assert "out-one" in lines
         assert "out-two" in lines
-        assert [line for line in lines if line.startswith("exit ")][0].startswith("exit 3 · ")
+        assert next(line for line in lines if line.startswith("exit ")).startswith("exit 3 · ")
         assert lines[-1] == "ran: echo out-one; echo out-two >&2; exit 3"
 
         patched = await cli("send", *base, session_id, "-", stdin=PATCH)

@@ -41,7 +41,8 @@ def item_event(kind: str, item: dict[str, Any]) -> Event:
 
 
 def printed(printer: TurnPrinter, events: list[Event]) -> tuple[str, str]:
-    out, err = [], []
+    out: list[str] = []
+    err: list[str] = []
     for event in events:
         for stream, text in printer.feed(event):
             (out if stream == "out" else err).append(text)
@@ -157,7 +158,8 @@ def test_retried_errors_go_to_stderr_and_a_final_one_only_once() -> None:
 def test_colour_only_when_asked_or_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Style(True).red("x") == "\x1b[31mx\x1b[0m"
     assert Style(False).red("x") == "x"
-    assert use_color("always", sys.stdout) and not use_color("never", sys.stdout)
+    assert use_color("always", sys.stdout)
+    assert not use_color("never", sys.stdout)
 
     class Tty:
         def isatty(self) -> bool:
