@@ -20,7 +20,7 @@ import trio
 from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.cli.connect import short_id
 from codexd_trio.client import CodexdClient
-from codexd_trio.testing import Prompted, ScriptedModel
+from codexd_trio.testing import Plain, Prompted, ScriptedModel, codex_child_env
 from codexd_trio.testing.daemon import CodexdProcess, running_codexd
 from tests.fake_codexd import spawn_daemon
 
@@ -386,3 +386,42 @@ async def test_through_the_conductor_with_its_token_and_the_node_modes(
             assert draining.returncode == 2
             assert "(system_draining)" in one_line(draining)
             assert (await conductor("resume", *own, "--json")).returncode == 0
+
+
+async def test_a_thread_started_by_codex_exec_is_listed_read_and_adopted(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path, codex_binary: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    scripted_model.script(Plain("exec says PAPAYA"))
+    with trio.fail_after(150):
+        ran = await trio.run_process(
+            [str(codex_binary), "exec", "--skip-git-repo-check", "-C", str(work),
+             "remember the word PAPAYA"],
+            env=codex_child_env(codex_home, codex_binary), stdin=subprocess.DEVNULL,
+            capture_stdout=True, capture_stderr=True, check=False)
+    assert ran.returncode == 0, ran.stderr.decode()[-2000:]
+    async with prompted_codexd(tmp_path, scripted_model, codex_home) as daemon:
+        base = ["--local-api-base", daemon.url]
+        listed = await cli("threads", *base)
+        assert listed.returncode == 0, listed.stderr
+        (row,) = listed.stdout.splitlines()[1:]
+        thread, session, source = row.split()[:3]
+        assert (session, source) == ("-", "exec")
+        assert row.endswith("remember the word PAPAYA")
+        read = await cli("show", *base, "--thread", thread)
+        assert read.returncode == 0, read.stderr
+        assert "> remember the word PAPAYA\n\nexec says PAPAYA" in read.stdout
+        adopted = await cli("new", *base, "--thread", thread, "--title", "adopted")
+        assert adopted.returncode == 0, adopted.stderr
+        session_id = adopted.stdout.strip()
+        shown = await cli("show", *base, session_id)
+        assert shown.stdout.startswith(f"session {session_id} · adopted · ")
+        assert " · imported · " in shown.stdout
+        assert "exec says PAPAYA" in shown.stdout
+        again = await cli("threads", *base, "--search", "PAPAYA", "--json")
+        (held,) = json.loads(again.stdout)["threads"]
+        assert held["sessionId"] == session_id
+        refused = await cli("new", *base, "--thread", thread, "--cwd", str(work))
+        assert refused.returncode == 2
+        assert "--thread adopts the thread as it is" in one_line(refused)
