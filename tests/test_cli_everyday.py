@@ -225,8 +225,11 @@ async def test_send_no_wait_busy_interrupted_and_colour_on_a_terminal(
             assert (await cli("interrupt", *base, session_id)).returncode == 0
         status, out, err = decoded(result)
         assert status == 4
-        assert out.strip()
-        assert "stop me".ljust(200, ".").startswith(out.strip())  # as far as it got
+        streamed, *notes = out.splitlines()
+        assert streamed
+        assert "stop me".ljust(200, ".").startswith(streamed)  # as far as it got
+        # codexd journals the request before or after Codex's turn/completed, as they race.
+        assert notes in ([], ["(interrupt requested)"])
         assert err.endswith("was interrupted\n")
 
         argv = [*CODEXD, "send", *base, session_id, "SHELL: echo coloured"]

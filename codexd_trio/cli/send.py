@@ -16,6 +16,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import msgspec
 
@@ -76,7 +77,7 @@ def send_parser() -> Parser:
     add_json(parser, "the turn's events as JSON lines (codexd's event objects); with "
              "--no-wait, codexd's 202 answer")
     add_color(parser)
-    # Issue 23 adds --queue here ("whenBusy": "queue" in the turn request, see _turn).
+    # Issue 23 adds --queue here ("whenBusy": "queue" in the turn request, see _post).
     return parser
 
 
@@ -128,10 +129,11 @@ def _write(stream: str, text: str) -> None:
     out.flush()
 
 
-async def _turn(client: CodexdClient, session_id: str, text: str) -> str:
+async def _post(client: CodexdClient, session_id: str, text: str) -> dict[str, Any]:
+    """Post the turn (issue 23's ``--queue`` goes here: ``whenBusy: "queue"``, and a queued
+    answer's turn id comes later, with the ``turn.accepted`` that names its queue entry)."""
     # A fresh key per send: a retry of this very request is answered, never run twice.
-    accepted = await client.start_turn(session_id, text, idempotency_key=f"cli-{uuid.uuid4()}")
-    return str(accepted["turnId"])
+    return await client.start_turn(session_id, text, idempotency_key=f"cli-{uuid.uuid4()}")
 
 
 async def _send(opts: argparse.Namespace, text: str, style: Style, following: _Following,
@@ -139,8 +141,7 @@ async def _send(opts: argparse.Namespace, text: str, style: Style, following: _F
     session = await find_session(client, opts.session)
     following.session_id = session.sessionId
     if opts.no_wait:
-        accepted = await client.start_turn(session.sessionId, text,
-                                           idempotency_key=f"cli-{uuid.uuid4()}")
+        accepted = await _post(client, session.sessionId, text)
         print(msgspec.json.encode(accepted).decode() if opts.json else accepted["turnId"])
         return EXIT_OK
     printer = TurnPrinter(style, "", cwd=session.cwd, approvals=session.approvals)
@@ -152,8 +153,8 @@ async def _send(opts: argparse.Namespace, text: str, style: Style, following: _F
             async with client.events(after=after, session_id=session.sessionId) as stream:
                 if turn_id is None:
                     after = stream.hello.lastSeq
-                    turn_id = following.turn_id = printer.turn_id = await _turn(
-                        client, session.sessionId, text)
+                    accepted = await _post(client, session.sessionId, text)
+                    turn_id = following.turn_id = printer.turn_id = str(accepted["turnId"])
                 async for event in stream:
                     after = event.seq
                     if opts.json:
