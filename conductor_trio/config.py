@@ -20,6 +20,7 @@ from codexd_trio.base.settings import (
     ConfigError,
     parse_origins,
     resolve_codexd_token,
+    resolve_shared_token,
     split_base,
 )
 from conductor_trio.sinks import NotifySink, notify_sinks
@@ -253,7 +254,7 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
     if not is_loopback(codexd_host):
         raise ConfigError(f"BAA_CODEXD_LOCAL_API_BASE must be a loopback address, got {codexd!r}")
     state_dir = Path(pick(args.state_dir, "BAA_CONDUCTOR_STATE_DIR") or d.state_dir)
-    token, source = _token(args.token_file, env)
+    token, source = resolve_shared_token(env, token_file=args.token_file)
     codexd_token, _ = resolve_codexd_token(env, token_file=args.codexd_token_file)
     origins = parse_origins(
         args.allowed_origins or [env.get("BAA_CONDUCTOR_ALLOWED_ORIGINS", "")],
@@ -339,37 +340,6 @@ def parse_lease_store(value: str) -> tuple[str, ...]:
                 f"BAA_CONDUCTOR_LEASE_STORE: {part.strip()!r} is not HOST:PORT in {value!r}")
         endpoints.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return tuple(endpoints)
-
-
-def resolve_shared_token(
-    env: Mapping[str, str] | None = None, *, token_file: str | None = None
-) -> tuple[str | None, str]:
-    """The conductor's shared token and where it came from (``file``, ``env`` or ``none``).
-
-    Read the same way by the conductor and by whatever calls it (``scripts/up.sh``'s demo turn
-    must send it on ``/v1/codex/*`` when codexd has a token): ``token_file`` (a flag), else
-    ``$BAA_SHARED_TOKEN_FILE``, else ``$BAA_SHARED_TOKEN``.
-
-    Raises:
-        ConfigError: the file cannot be read or is empty.
-    """
-    return _token(token_file, os.environ if env is None else env)
-
-
-def _token(flag_file: str | None, env: Mapping[str, str]) -> tuple[str | None, str]:
-    path = flag_file or env.get("BAA_SHARED_TOKEN_FILE")
-    if path:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the shared token file {path}: {exc.strerror}") from None
-        if not token:
-            raise ConfigError(f"the shared token file {path} is empty")
-        return token, "file"
-    token = env.get("BAA_SHARED_TOKEN", "").strip()
-    if token:
-        return token, "env"
-    return None, "none"
 
 
 def add_status_api_flags(parser: argparse.ArgumentParser) -> None:

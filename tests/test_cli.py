@@ -16,7 +16,7 @@ import trio
 from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.base.settings import ConfigError
 from codexd_trio.client import CodexdClient
-from codexd_trio.core.config import resolve_config
+from codexd_trio.core.config import CodexdConfig, resolve_config
 from codexd_trio.testing import Plain, ScriptedModel
 from codexd_trio.testing.daemon import running_codexd
 
@@ -186,7 +186,9 @@ async def test_status_events_and_console_against_a_running_daemon(
             assert events.returncode == 0
             assert "turn.accepted" in events.stdout
             assert "app-server.turn.completed" in events.stdout
-            assert all(session.sessionId in line for line in events.stdout.splitlines())
+            # Each line names the session by its short id (a prefix every command takes).
+            short = session.sessionId.removeprefix("session-")[:8]
+            assert all(f" {short} " in line for line in events.stdout.splitlines())
             # A session codexd does not know: one line, exit 2 (it used to print nothing, 0).
             for follow in ([], ["--follow"]):
                 missing = await run_codexd("events", *follow, "--session", "nope", *common)
@@ -332,3 +334,17 @@ def test_damaged_files_stop_start_with_one_line(tmp_path: Path) -> None:
     assert "codexd: the event log is damaged" in result.stderr
     assert "Traceback" not in result.stderr
     assert log.read_text().count("garbage") == 80  # nothing was cut or lost
+
+
+def test_configuration_flags_are_never_guessed_from_a_prefix() -> None:
+    # argparse's abbreviations let `--state` (a command's own option) become `--state-dir` and
+    # made `--all` an "ambiguous option" printed as a whole usage block (exit 2, many lines).
+    config, rest = resolve_config(["--state", "pending", "--all", "--log", "x"], {})
+    assert rest == ["--state", "pending", "--all", "--log", "x"]
+    assert config.state_dir == CodexdConfig().state_dir
+    with pytest.raises(ConfigError, match="--node-id"):
+        resolve_config(["--node-id"], {})
+    missing = codexd("config", "--node-id")
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith("codexd: ")

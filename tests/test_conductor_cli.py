@@ -80,9 +80,13 @@ async def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
                     created = await http.post("/v1/codex/sessions", json={})
                     assert created.status_code == 201
                 status = await trio.run_process(
-                    [*CONDUCTOR, "status", "--local-api", daemon.url],
+                    [*CONDUCTOR, "status", "--json", "--local-api", daemon.url],
                     env=_env(), capture_stdout=True)
                 assert json.loads(status.stdout)["data"]["node"]["node_id"] == "proc"
+                human = await trio.run_process(
+                    [*CONDUCTOR, "status", "--local-api", daemon.url],
+                    env=_env(), capture_stdout=True)
+                assert "(node proc, pid " in human.stdout.decode()
                 assert await terminate(daemon) == 0
             lease = json.loads((tmp_path / "conductor" / "lease.json").read_text())
             # Released on the graceful stop, so a standby may take over at once.

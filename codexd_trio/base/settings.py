@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from codexd_trio.base import tokenfile
 from codexd_trio.base.addresses import normalize_origin, split_host_header
 
 __all__ = [
+    "SHARED_TOKEN_ENV",
+    "SHARED_TOKEN_FILE_ENV",
     "TOKEN_ENV",
     "TOKEN_FILE_ENV",
     "ConfigError",
@@ -23,6 +26,7 @@ __all__ = [
     "parse_origins",
     "read_token_file",
     "resolve_codexd_token",
+    "resolve_shared_token",
     "split_base",
 ]
 
@@ -79,6 +83,36 @@ def resolve_codexd_token(
     if path:
         return read_token_file(path, what="codexd token"), "file"
     token = environ.get(TOKEN_ENV, "").strip()
+    return (token, "env") if token else (None, "none")
+
+
+SHARED_TOKEN_ENV = "BAA_SHARED_TOKEN"
+SHARED_TOKEN_FILE_ENV = "BAA_SHARED_TOKEN_FILE"
+
+
+def resolve_shared_token(
+    env: Mapping[str, str] | None = None, *, token_file: str | None = None
+) -> tuple[str | None, str]:
+    """The conductor's shared token and where it came from (``file``, ``env`` or ``none``).
+
+    Read the same way by the conductor and by whatever calls it (the ``codexd`` and
+    ``conductor`` commands, ``scripts/up.sh``'s demo turn): ``token_file`` (a flag), else
+    ``$BAA_SHARED_TOKEN_FILE``, else ``$BAA_SHARED_TOKEN``.
+
+    Raises:
+        ConfigError: the file cannot be read or is empty.
+    """
+    environ = os.environ if env is None else env
+    path = token_file or environ.get(SHARED_TOKEN_FILE_ENV)
+    if path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the shared token file {path}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"the shared token file {path} is empty")
+        return token, "file"
+    token = environ.get(SHARED_TOKEN_ENV, "").strip()
     return (token, "env") if token else (None, "none")
 
 

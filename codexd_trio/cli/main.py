@@ -1,16 +1,20 @@
-"""The ``codexd`` command line: start, status, config, events, smoke, console.
+"""The ``codexd`` command line: the everyday commands (sessions, new, send, interrupt, show,
+threads, approvals, approve, decline, events) and the operator's (start, status, config, smoke,
+console).
 
 Bad input is one line on stderr and exit status 2 — never a traceback. ``status`` exits 0 when
-codexd answers and 3 when it does not (as ``systemctl status`` and the conductor's ``status``).
+codexd answers and 3 when it does not (as ``systemctl status`` and the conductor's ``status``);
+the everyday commands exit 3 when codexd (or the conductor) cannot be reached (docs/cli.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +22,17 @@ import trio
 
 from codexd_trio import __version__
 from codexd_trio.base.settings import ConfigError
+from codexd_trio.cli.approvals import (
+    approvals_parser,
+    approve_parser,
+    cmd_approvals,
+    cmd_approve,
+    cmd_decline,
+    decline_parser,
+)
+from codexd_trio.cli.connect import CliFailure
+from codexd_trio.cli.conversation import cmd_show, cmd_threads, show_parser, threads_parser
+from codexd_trio.cli.events import cmd_events, events_parser
 from codexd_trio.cli.parsers import (
     PARSERS,
     USAGE,
@@ -26,7 +41,9 @@ from codexd_trio.cli.parsers import (
     fail,
     smoke_parser,
 )
-from codexd_trio.cli.status import cmd_events, cmd_status
+from codexd_trio.cli.send import cmd_interrupt, cmd_send, interrupt_parser, send_parser
+from codexd_trio.cli.sessions import cmd_new, cmd_sessions, new_parser, sessions_parser
+from codexd_trio.cli.status import cmd_status
 from codexd_trio.core.config import CodexdConfig, resolve_config
 
 
@@ -39,25 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"codexd {__version__}")
         return 0
     command, rest = args[0], args[1:]
-    handlers = {
-        "start": cmd_start,
-        "status": cmd_status,
-        "config": cmd_config,
-        "events": cmd_events,
-        "smoke": cmd_smoke,
-        "console": cmd_console,
-    }
-    handler = handlers.get(command)
+    handler = HANDLERS.get(command)
     if handler is None:
         return fail(f"unknown command {command!r}; see 'codexd --help'")
     if "-h" in rest or "--help" in rest:
-        print(PARSERS[command]().format_help(), end="")
+        print(ALL_PARSERS[command]().format_help(), end="")
         return 0
     try:
         config, extra = resolve_config(rest)
         return handler(config, extra)
     except (ConfigError, UsageError) as exc:
         return fail(str(exc))
+    except CliFailure as exc:
+        return fail(exc.message, exc.status)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -65,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+Handler = Callable[[CodexdConfig, list[str]], int]
 
 
 def _setup_logging(log_format: str, log_file: Path | None = None) -> None:
@@ -158,3 +172,35 @@ def cmd_console(config: CodexdConfig, extra: list[str]) -> int:
     from codexd_trio.cli.console import run_console
 
     return run_console(config)
+
+
+HANDLERS: dict[str, Handler] = {
+    "sessions": cmd_sessions,
+    "new": cmd_new,
+    "send": cmd_send,
+    "interrupt": cmd_interrupt,
+    "show": cmd_show,
+    "threads": cmd_threads,
+    "approvals": cmd_approvals,
+    "approve": cmd_approve,
+    "decline": cmd_decline,
+    "events": cmd_events,
+    "start": cmd_start,
+    "status": cmd_status,
+    "config": cmd_config,
+    "smoke": cmd_smoke,
+    "console": cmd_console,
+}
+ALL_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    **PARSERS,
+    "sessions": sessions_parser,
+    "new": new_parser,
+    "send": send_parser,
+    "interrupt": interrupt_parser,
+    "show": show_parser,
+    "threads": threads_parser,
+    "approvals": approvals_parser,
+    "approve": approve_parser,
+    "decline": decline_parser,
+    "events": events_parser,
+}

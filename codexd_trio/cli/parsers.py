@@ -14,18 +14,34 @@ from codexd_trio.core.config import CONFIG_FLAGS_HELP
 USAGE = f"""\
 usage: codexd <command> [options]
 
-commands:
+every day (codexd on this machine, or through a conductor with --via-conductor URL):
+  sessions [--all]           the sessions, the most recently active first
+  new [--cwd DIR] [--title T] [--full-auto] [-s SANDBOX] [-a POLICY] [--approvals clients]
+                             create a session (a Codex thread codexd keeps); prints its id;
+                             --thread THREAD adopts one of Codex's threads instead
+  send SESSION TEXT|-        send a prompt as a new turn and stream the answer until the turn
+                             settles (--no-wait, --json); '-' reads the prompt from stdin
+  interrupt SESSION          interrupt the session's running turn
+  show SESSION [--last N]    the conversation so far, readable (--json: the transcript)
+  threads [--search TEXT]    Codex's own threads (TUI, VS Code, codex exec, codexd)
+  approvals [--all]          what Codex waits for you to approve
+  approve ID [--for-session] let it go ahead
+  decline ID [--cancel]      refuse (--cancel: and interrupt the turn)
+  events [--follow] [--last N] [--after N] [--session SESSION] [--json]
+                             codexd's events, one line each with what it says
+
+operating codexd:
   start                      run codexd in the foreground (for launchd/systemd)
   status [--json]            daemon status from its files and its API (works when it is down)
   config [--json]            the resolved configuration
-  events [--follow] [--after N] [--session ID] [--json]
-                             print events from the durable log; --follow tails the live stream
   smoke [--keep]             start a throw-away codexd with the scripted model, run a session
                              and a turn, check the files; exit 0 on success, 1 on failure
   console                    a Trio REPL with `client` (a connected CodexdClient) in scope
 
-codexd <command> --help shows one command's options. Exit status: 0 done, 2 bad input (one line
-on stderr), 1 failed; `status` exits 3 when codexd does not answer.
+SESSION and ID take a unique prefix of the id, as git takes commit ids (8f3a for
+session-8f3a2c1d-...). codexd <command> --help shows one command's options; docs/cli.md has
+them all. Exit status: 0 done, 1 failed, 2 bad input (one line on stderr), 3 codexd (or the
+conductor) not reachable; send also 1 when the turn failed and 4 when it was interrupted.
 
 {CONFIG_FLAGS_HELP}"""
 
@@ -53,6 +69,35 @@ def command_parser(command: str, description: str, epilog: str | None = None) ->
     )
 
 
+def client_parser(command: str, description: str, epilog: str | None = None) -> Parser:
+    """An everyday command's parser: its options, ``--via-conductor``, and the connection
+    settings in its help (not every daemon setting)."""
+    from codexd_trio.cli.connect import CONNECTION_HELP
+
+    parser = Parser(
+        prog=f"codexd {command}", add_help=False, description=textwrap.fill(description, 79),
+        epilog="\n\n".join(filter(None, [epilog, CONNECTION_HELP])),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--via-conductor", metavar="URL", default=None,
+                        help="go through the conductor at URL (see connection below)")
+    return parser
+
+
+def add_json(parser: Parser, what: str = "codexd's JSON answer") -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what}")
+
+
+def add_color(parser: Parser) -> None:
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        metavar="WHEN", help="auto (the default: when stdout is a terminal and "
+                        "NO_COLOR is unset), always or never")
+
+
+SESSION_HELP = ("the session's id, or a unique prefix of it (as git takes commit ids): "
+                "session-8f3a2c1d-..., 8f3a2c1d and 8f3a all do")
+
+
 def start_parser() -> Parser:
     return command_parser(
         "start", "Run codexd in the foreground (for launchd/systemd); it prints one JSON ready "
@@ -74,21 +119,6 @@ def config_parser() -> Parser:
     return parser
 
 
-def events_parser() -> Parser:
-    parser = command_parser(
-        "events", "Print events from the durable log, oldest first; --follow tails the live "
-        "stream. An unknown --session is one line on stderr and exit status 2.")
-    parser.add_argument("--follow", "-f", action="store_true",
-                        help="keep printing live events until Ctrl-C")
-    parser.add_argument("--after", type=int, default=None, metavar="N",
-                        help="only events with a seq above N")
-    parser.add_argument("--session", default=None, metavar="ID", help="only this session's")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="stop after N events (without --follow)")
-    return parser
-
-
 def smoke_parser() -> Parser:
     parser = command_parser(
         "smoke", "Start a throw-away codexd with the real Codex and the scripted model, run a "
@@ -107,7 +137,6 @@ PARSERS = {
     "start": start_parser,
     "status": status_parser,
     "config": config_parser,
-    "events": events_parser,
     "smoke": smoke_parser,
     "console": console_parser,
 }

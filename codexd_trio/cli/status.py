@@ -1,5 +1,5 @@
-"""``codexd status`` and ``codexd events``: what codexd is (from its files and its API, up or
-down) and what it did (the durable event log, or the live stream)."""
+"""``codexd status``: what codexd is, from its files and its API, up or down (what it did is
+``codexd events``, :mod:`.events`)."""
 
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from codexd_trio.base.contracts import (
     RecentEventsView,
     SessionRegistry,
 )
-from codexd_trio.cli.parsers import UsageError, events_parser, fail, status_parser
+from codexd_trio.cli.parsers import status_parser
 from codexd_trio.core.config import CodexdConfig
 
 # --------------------------------------------------------------------------- status
@@ -145,63 +145,3 @@ def cmd_status(config: CodexdConfig, extra: list[str]) -> int:
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     return _status_exit(data)
-
-
-# --------------------------------------------------------------------------- events
-
-
-def format_event(event: Event) -> str:
-    who = event.sessionId or "-"
-    return f"{event.seq:>7} {event.at} {event.level:<5} {event.type:<36} {who} {event.message}"
-
-
-def cmd_events(config: CodexdConfig, extra: list[str]) -> int:
-    opts = events_parser().parse_args(extra)
-    if opts.after is not None and opts.after < 0:
-        raise UsageError("--after must be 0 or more")
-
-    def show(event: Event) -> None:
-        line = msgspec.json.encode(event).decode() if opts.json else format_event(event)
-        print(line, flush=True)
-
-    async def run() -> int:
-        from codexd_trio.client import CodexdClient, StreamOverflow
-
-        async with CodexdClient(config.local_api_base, token=config.token) as client:
-            if opts.session is not None:
-                # An unknown session is a mistake to say, not an empty list (404 -> exit 2).
-                await client.get_session(opts.session)
-            if not opts.follow:
-                after = opts.after or 0
-                shown = 0
-                while True:
-                    page = await client.events_page(after=after, limit=500)
-                    page = [e for e in page if opts.session in (None, e.sessionId)]
-                    for event in page:
-                        show(event)
-                        after = event.seq
-                        shown += 1
-                        if opts.limit and shown >= opts.limit:
-                            return 0
-                    if not page:
-                        return 0
-            after = opts.after
-            while True:
-                try:
-                    async with client.events(after=after, session_id=opts.session) as stream:
-                        async for event in stream:
-                            show(event)
-                            after = event.seq
-                    return 0
-                except StreamOverflow as exc:
-                    # We fell behind; resume exactly where the server stopped delivering.
-                    after = exc.last_delivered_seq
-
-    from codexd_trio.client import CodexdError, CodexdUnavailable
-
-    try:
-        return trio.run(run)
-    except CodexdUnavailable as exc:
-        return fail(f"codexd is not reachable at {config.local_api_base}: {exc}", 1)
-    except CodexdError as exc:
-        return fail(f"{exc.code}: {exc.message}", 2 if exc.status == 404 else 1)

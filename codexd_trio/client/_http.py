@@ -34,6 +34,10 @@ from codexd_trio.client._ws import (
 
 __all__ = ["CodexdClient"]
 
+# The typed calls name codexd's own paths; a client with another api_root maps them onto it.
+_CODEXD_ROOT = "/v1/codexd"
+
+
 async def _stamp_request(request: httpx.Request) -> None:
     # The id of the request being served (the conductor proxying one) follows it to codexd.
     request_id = current_request_id()
@@ -60,14 +64,18 @@ class CodexdClient(ApprovalCalls, QueueCalls, ConversationCalls):
             their own ``trio.fail_after`` scopes.
         token: codexd's bearer token when one is configured (``BAA_CODEXD_TOKEN[_FILE]``, see
             :func:`codexd_trio.base.settings.resolve_codexd_token`); sent on every request and
-            upgrade.
+            upgrade. Through the conductor: its shared token (``BAA_SHARED_TOKEN[_FILE]``).
+        api_root: where codexd's routes live: ``/v1/codexd`` (codexd itself) or ``/v1/codex``
+            (a conductor's ``base_url``, which proxies them; ``status()`` is then not there).
 
     **Resource handling:** owns one ``httpx.AsyncClient`` (connection pool), closed by
     :meth:`aclose`; each :meth:`events` stream owns its websocket and closes it on exit.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None,
+                 api_root: str = "/v1/codexd") -> None:
         self.base_url = base_url.rstrip("/")
+        self.api_root = api_root.rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"codexd base URL must look like http://127.0.0.1:4319: {base_url!r}")
@@ -152,6 +160,8 @@ class CodexdClient(ApprovalCalls, QueueCalls, ConversationCalls):
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
+        if self.api_root != _CODEXD_ROOT and path.startswith(_CODEXD_ROOT + "/"):
+            path = self.api_root + path[len(_CODEXD_ROOT):]
         response = await self.request(method, path, json=json, params=params, headers=headers)
         if response.status_code >= 400:
             raise error_from_response(response)
@@ -172,46 +182,45 @@ class CodexdClient(ApprovalCalls, QueueCalls, ConversationCalls):
 
     async def healthz(self) -> dict[str, Any]:
         """``GET /healthz``: ``{status, pid, uptimeS}``."""
-        data: dict[str, Any] = await self._call("GET", "/healthz")
-        return data
+        return dict(await self._call("GET", "/healthz"))
 
     async def readyz(self) -> dict[str, Any]:
         """``GET /readyz``: ``{ready: true}``; raises :class:`CodexdError` (503) when not ready."""
-        data: dict[str, Any] = await self._call("GET", "/readyz")
-        return data
+        return dict(await self._call("GET", "/readyz"))
 
     async def describe(self) -> dict[str, Any]:
         """``GET /describe``: name, version, routes, event stream."""
-        data: dict[str, Any] = await self._call("GET", "/describe")
-        return data
+        return dict(await self._call("GET", "/describe"))
 
     async def status(self) -> dict[str, Any]:
         """``GET /v1/codexd/status``: ``{service, snapshot}``."""
-        data: dict[str, Any] = await self._call("GET", "/v1/codexd/status")
-        return data
+        return dict(await self._call("GET", "/v1/codexd/status"))
 
     # ----------------------------------------------------------------------------------------
     # Sessions and turns
 
-    async def list_sessions(self, *, status: str | None = None) -> list[Session]:
+    async def list_sessions(self, *, status: str | None = None,
+                            order: str | None = None) -> list[Session]:
         """Every session (``GET /v1/codexd/sessions``, following ``nextCursor``)."""
         out: list[Session] = []
         cursor: str | None = None
         while True:
-            page, cursor = await self.sessions_page(limit=1000, cursor=cursor, status=status)
+            page, cursor = await self.sessions_page(
+                limit=1000, cursor=cursor, status=status, order=order)
             out.extend(page)
             if cursor is None:
                 return out
 
     async def sessions_page(
-        self, *, limit: int = 500, cursor: str | None = None, status: str | None = None
+        self, *, limit: int = 500, cursor: str | None = None, status: str | None = None,
+        order: str | None = None,
     ) -> tuple[list[Session], str | None]:
-        """One page of sessions, oldest first, and the cursor of the next (``None``: last)."""
+        """One page of sessions (oldest first; ``order="activity"``: newest ``updatedAt``
+        first) and the cursor of the next (``None``: last)."""
         params = {"limit": str(limit)}
-        if cursor is not None:
-            params["cursor"] = cursor
-        if status is not None:
-            params["status"] = status
+        for key, value in (("cursor", cursor), ("status", status), ("order", order)):
+            if value is not None:
+                params[key] = value
         data = await self._call("GET", "/v1/codexd/sessions", params=params)
         return msgspec.convert(data["sessions"], list[Session]), data.get("nextCursor")
 
@@ -307,27 +316,33 @@ class CodexdClient(ApprovalCalls, QueueCalls, ConversationCalls):
     # ----------------------------------------------------------------------------------------
     # Events
 
-    async def events_page(self, *, after: int = 0, limit: int = 100) -> list[Event]:
+    async def events_page(
+        self, *, after: int = 0, limit: int = 100, session_id: str | None = None
+    ) -> list[Event]:
         """``GET /v1/codexd/events?after=N&limit=M``: retained events with ``seq > after``."""
-        data = await self._call(
-            "GET", "/v1/codexd/events", params={"after": str(after), "limit": str(limit)}
-        )
-        return msgspec.convert(data["events"], list[Event])
+        return (await self.events_window(after=after, limit=limit, session_id=session_id))[0]
+
+    async def events_window(
+        self, *, after: int = 0, limit: int = 100, session_id: str | None = None
+    ) -> tuple[list[Event], int]:
+        """One page of the durable log (only ``session_id``'s events, when given) and the
+        log's ``lastSeq`` (the newest event's seq, whatever the filter)."""
+        params = {"after": str(after), "limit": str(limit)}
+        if session_id is not None:
+            params["sessionId"] = session_id
+        data = await self._call("GET", "/v1/codexd/events", params=params)
+        return msgspec.convert(data["events"], list[Event]), int(data.get("lastSeq") or 0)
 
     def events_url(self, *, after: int | None = None, session_id: str | None = None,
                    batch: bool = False) -> str:
         """The websocket URL of the event stream with the given query (``batch``: ``batch=1``,
         a JSON array of events per frame)."""
-        query: dict[str, str] = {}
-        if after is not None:
-            query["after"] = str(after)
-        if session_id is not None:
-            query["sessionId"] = session_id
-        if batch:
-            query["batch"] = "1"
+        pairs = (("after", None if after is None else str(after)), ("sessionId", session_id),
+                 ("batch", "1" if batch else None))
+        query = {key: value for key, value in pairs if value is not None}
         scheme = "wss" if self.base_url.startswith("https") else "ws"
         base = scheme + self.base_url[self.base_url.index(":") :]
-        return f"{base}/v1/codexd/events" + (f"?{urlencode(query)}" if query else "")
+        return f"{base}{self.api_root}/events" + (f"?{urlencode(query)}" if query else "")
 
     def events(
         self, *, after: int | None = None, session_id: str | None = None, batch: bool = True

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from codexd_trio.base.addresses import is_loopback
 from codexd_trio.base.codexbin import REPO_ROOT
@@ -118,8 +118,16 @@ def _check_external_endpoint(endpoint: str) -> None:
         raise ConfigError(f"an external ws:// endpoint must be on loopback, got {endpoint!r}")
 
 
+class _FlagParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line for the CLI (exit 2), never argparse's usage block and SystemExit.
+        raise ConfigError(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    # No abbreviations: the commands' own options (``--state``, ``--all``, ``--last``) pass
+    # through to their parsers instead of being taken for a prefix of a configuration flag.
+    p = _FlagParser(add_help=False, allow_abbrev=False)
     p.add_argument("--node-id")
     p.add_argument("--local-api-base")
     p.add_argument("--repo-root")
