@@ -20,7 +20,7 @@ import trio
 from codexd_trio.base.codexbin import REPO_ROOT
 from codexd_trio.cli.connect import short_id
 from codexd_trio.client import CodexdClient
-from codexd_trio.testing import Plain, Prompted, ScriptedModel, codex_child_env
+from codexd_trio.testing import Plain, Prompted, ScriptedModel, Streamed, codex_child_env
 from codexd_trio.testing.daemon import CodexdProcess, running_codexd
 from tests.fake_codexd import spawn_daemon
 
@@ -428,3 +428,50 @@ async def test_a_thread_started_by_codex_exec_is_listed_read_and_adopted(
         refused = await cli("new", *base, "--thread", thread, "--cwd", str(work))
         assert refused.returncode == 2
         assert "--thread adopts the thread as it is" in one_line(refused)
+
+
+async def test_send_queue_waits_for_the_running_turn_then_streams_its_own(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    async with (
+        prompted_codexd(tmp_path, scripted_model, codex_home) as daemon,
+        CodexdClient(daemon.url) as client,
+    ):
+        base = ["--local-api-base", daemon.url]
+        session_id = await new_session(base, tmp_path / "work")
+        # The running turn is held by the model until released: the queued send surely meets a
+        # busy session, whatever the machine's speed.
+        scripted_model.script(Streamed(["first ", "answer"], hold_after=1))
+        started = await cli("send", *base, session_id, "--no-wait", "first")
+        assert started.returncode == 0, started.stderr
+        with trio.fail_after(60):
+            await scripted_model.wait_held()
+        refused = await cli("send", *base, session_id, "plain")
+        assert refused.returncode == 2
+        assert "(turn_in_progress)" in one_line(refused)
+
+        async with trio.open_nursery() as nursery:
+            result, _ = await follow_send(nursery, client, session_id,
+                                          ["send", *base, session_id, "--queue", "second one"],
+                                          "turn.queued")
+            later = await cli("send", *base, session_id, "--queue", "--no-wait", "third")
+            assert later.returncode == 0, later.stderr
+            third = later.stdout.strip()
+            assert third.startswith("queue-")
+            scripted_model.release_hangs()
+        status, out, err = decoded(result)
+        assert status == 0, err
+        assert out == "echo: second one\n"  # its own turn's answer, not the first turn's
+        assert err.startswith("queued as queue-") and "position 0" in err
+        # The third starts only after the second settled, and runs to its end.
+        order: list[str] = []
+        with trio.fail_after(60):
+            async with client.events(after=0, session_id=session_id) as stream:
+                async for event in stream:
+                    if event.type == "turn.dequeued":
+                        order.append(f"start {event.detail['queueId']}")
+                    elif event.type == "app-server.turn.completed":
+                        order.append("settled")
+                        if order[-2:] == [f"start {third}", "settled"]:
+                            break
+        assert order == ["settled", order[1], "settled", f"start {third}", "settled"], order

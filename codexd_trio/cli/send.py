@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import msgspec
 
+from codexd_trio.base.contracts import Event
 from codexd_trio.cli.connect import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -45,6 +47,9 @@ from codexd_trio.cli.render import Style, TurnEnd, settlement, use_color
 from codexd_trio.cli.turnprint import TurnPrinter
 from codexd_trio.client import CodexdClient, StreamOverflow
 from codexd_trio.core.config import CodexdConfig
+
+# Events kept while a queued entry waits (one turn's worth is plenty: they are this session's).
+_WAITING_EVENTS = 10_000
 
 SEND_EXIT = """\
 exit status (like codex exec, it says how the turn ended):
@@ -77,7 +82,10 @@ def send_parser() -> Parser:
     add_json(parser, "the turn's events as JSON lines (codexd's event objects); with "
              "--no-wait, codexd's 202 answer")
     add_color(parser)
-    # Issue 23 adds --queue here ("whenBusy": "queue" in the turn request, see _post).
+    parser.add_argument("--queue", action="store_true",
+                        help="when the session is busy, wait in its queue instead of being "
+                        "refused: the turn starts after the ones before it (durable; held "
+                        "while the node is paused or draining), and send follows it then")
     return parser
 
 
@@ -129,11 +137,33 @@ def _write(stream: str, text: str) -> None:
     out.flush()
 
 
-async def _post(client: CodexdClient, session_id: str, text: str) -> dict[str, Any]:
-    """Post the turn (issue 23's ``--queue`` goes here: ``whenBusy: "queue"``, and a queued
-    answer's turn id comes later, with the ``turn.accepted`` that names its queue entry)."""
+async def _post(client: CodexdClient, session_id: str, text: str, queue: bool
+                ) -> dict[str, Any]:
+    """Post the turn; with ``queue``, ``whenBusy: "queue"`` (the answer is then either a started
+    turn or ``{queued: true, queueId, position}``)."""
     # A fresh key per send: a retry of this very request is answered, never run twice.
-    return await client.start_turn(session_id, text, idempotency_key=f"cli-{uuid.uuid4()}")
+    key = f"cli-{uuid.uuid4()}"
+    if queue:
+        return await client.queue_turn(session_id, text, idempotency_key=key)
+    return await client.start_turn(session_id, text, idempotency_key=key)
+
+
+def _dequeued(event: Event, queue_id: str) -> str | None:
+    """The turn id a queued entry became, from its ``turn.dequeued``; a one-line failure when the
+    entry was removed or its queue stopped at it (it then waits for a person)."""
+    if event.detail.get("queueId") != queue_id:
+        return None
+    if event.type == "turn.dequeued" and event.turnId:
+        return event.turnId
+    if event.type == "turn.queue.removed":
+        raise CliFailure(f"queued turn {queue_id} was removed "
+                         f"({event.detail.get('reason', 'removed')})", EXIT_FAILED)
+    if event.type == "turn.queue.stopped":
+        raise CliFailure(
+            f"the session's queue stopped at {queue_id}: {event.detail.get('message')}; it "
+            "waits until the queue is resumed or the entry removed (the console, or "
+            "POST …/queue/resume)", EXIT_FAILED)
+    return None
 
 
 async def _send(opts: argparse.Namespace, text: str, style: Style, following: _Following,
@@ -141,30 +171,56 @@ async def _send(opts: argparse.Namespace, text: str, style: Style, following: _F
     session = await find_session(client, opts.session)
     following.session_id = session.sessionId
     if opts.no_wait:
-        accepted = await _post(client, session.sessionId, text)
-        print(msgspec.json.encode(accepted).decode() if opts.json else accepted["turnId"])
+        accepted = await _post(client, session.sessionId, text, opts.queue)
+        print(msgspec.json.encode(accepted).decode() if opts.json
+              else accepted["queueId"] if accepted.get("queued") else accepted["turnId"])
         return EXIT_OK
     printer = TurnPrinter(style, "", cwd=session.cwd, approvals=session.approvals)
     after: int | None = None  # None: live only, for the first subscription
+    posted = False
     turn_id: str | None = None
+    queue_id: str | None = None
+    # While a queued entry waits: its turn's first events may be published before the
+    # ``turn.dequeued`` that names the turn, so they are kept and shown once it is known.
+    waiting: deque[Event] = deque(maxlen=_WAITING_EVENTS)
     end: TurnEnd | None = None
     while end is None:
         try:
             async with client.events(after=after, session_id=session.sessionId) as stream:
-                if turn_id is None:
+                if not posted:
                     after = stream.hello.lastSeq
-                    accepted = await _post(client, session.sessionId, text)
-                    turn_id = following.turn_id = printer.turn_id = str(accepted["turnId"])
-                async for event in stream:
-                    after = event.seq
-                    if opts.json:
-                        if event.turnId in (None, turn_id):
-                            _write("out", msgspec.json.encode(event).decode() + "\n")
-                        end = settlement(event, turn_id)
+                    accepted = await _post(client, session.sessionId, text, opts.queue)
+                    posted = True
+                    if accepted.get("queued"):
+                        queue_id = str(accepted["queueId"])
+                        _write("err", f"queued as {queue_id} (position "
+                                      f"{accepted.get('position')}): it starts after the turns "
+                                      "before it\n")
                     else:
-                        for chunk_stream, chunk in printer.feed(event):
-                            _write(chunk_stream, chunk)
-                        end = printer.end
+                        turn_id = following.turn_id = printer.turn_id = str(accepted["turnId"])
+                async for stream_event in stream:
+                    after = stream_event.seq
+                    if turn_id is None:
+                        assert queue_id is not None
+                        waiting.append(stream_event)
+                        turn_id = _dequeued(stream_event, queue_id)
+                        if turn_id is None:
+                            continue
+                        following.turn_id = printer.turn_id = turn_id
+                        backlog = list(waiting)
+                    else:
+                        backlog = [stream_event]
+                    for event in backlog:
+                        if end is not None:
+                            break
+                        if opts.json:
+                            if event.turnId in (None, turn_id):
+                                _write("out", msgspec.json.encode(event).decode() + "\n")
+                            end = settlement(event, turn_id)
+                        else:
+                            for chunk_stream, chunk in printer.feed(event):
+                                _write(chunk_stream, chunk)
+                            end = printer.end
                     if end is not None:
                         break
                 else:
