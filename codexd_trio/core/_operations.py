@@ -27,7 +27,6 @@ from codexd_trio.core.config import CodexdConfig
 from codexd_trio.core.domain import SessionBook
 from codexd_trio.core.sessions import SessionService, check_cwd
 from codexd_trio.core.supervisor import ChildSupervisor, Incarnation, run_detached
-from codexd_trio.store.documents import StoreWriteError
 from codexd_trio.store.eventlog import EventLog
 from codexd_trio.store.statedir import StateDir
 
@@ -111,15 +110,10 @@ class DaemonOperations:
             exc.details.setdefault("child", msgspec.to_builtins(self.child))
             raise
         finally:
-            # Durable before the answer either way: resolved, or expired undelivered.
-            try:
-                await self.files.approvals.flush()
-            except StoreWriteError as exc:
-                # Decided and sent to Codex; only its record waits for the disk (its writer
-                # keeps retrying). Not a 500: the caller learns the record is not durable yet.
-                raise StoreUnavailable(
-                    f"approval {approval_id} was decided but its record cannot be written yet: "
-                    f"{exc}", approvalId=approval_id) from exc
+            # Durable before the answer either way: resolved, or expired undelivered. The
+            # approval's event is the record (approvals.json is a snapshot of those events,
+            # replayed at start); when the disk refuses, 503 after the bound, never a 500.
+            await self._acknowledge()
         return approval
 
     async def _acknowledge(self) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import trio
 
 from codexd_trio import __version__
@@ -51,6 +52,7 @@ from codexd_trio.core.supervisor import (
 )
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.protocol.child import ChildSpec, ExitStatus
+from codexd_trio.store.documents import encode_document
 from codexd_trio.store.idempotency import IdempotencyStore
 from codexd_trio.store.statedir import StateDir
 
@@ -58,6 +60,8 @@ log = logging.getLogger("codexd")
 
 # How many sessions the registry snapshot may hold per second of its rewrite interval.
 REGISTRY_SESSIONS_PER_S = 25_000
+# How far approvals.json's stamp may lag the registry's before it is rewritten to catch up.
+APPROVALS_RESTAMP_EVENTS = 10_000
 
 __all__ = ["Daemon", "UnsupportedServerRequest"]
 
@@ -106,6 +110,9 @@ class Daemon(DaemonOperations):
         self.sessions = SessionService(self.book, self.publish, self._save_registry,
                                        self._acknowledge)
         self.ledger = ApprovalLedger(self.files.approvals)
+        self.files.approvals.capture = self._approvals_job
+        self.files.approvals.before_write = self._approvals_durable
+        self._approvals_seq = 0
         self.broker = ApprovalBroker(
             self.ledger, self.publish, timeout_s=config.approval_timeout_s
         )
@@ -165,6 +172,7 @@ class Daemon(DaemonOperations):
         # It claims every event emitted so far; the write waits until they are durable
         # (_registry_durable), so a snapshot is never ahead of the journal it shortens.
         self._registry_seq = self.hub.last_seq
+        self._restamp_approvals()
         return functools.partial(self.book.freeze().registry_json, self._registry_seq)
 
     async def _registry_durable(self) -> None:
@@ -172,6 +180,28 @@ class Daemon(DaemonOperations):
         # SIGKILL: the next start keeps the snapshot and those events (a turn's end, say) are
         # never journaled. Found by the chaos harness on a disk that refused the log's commits.
         await self.log.wait_durable(self._registry_seq)
+
+    # approvals.json is a snapshot of the approval events, as the registry is of the session
+    # events (issue 26): stamped with the seq it reflects, written once that seq is durable,
+    # and the approval events after the stamp are replayed at start (_replay_journal).
+
+    def _approvals_job(self) -> Callable[[], bytes]:
+        self._approvals_seq = self.hub.last_seq
+        book = msgspec.structs.replace(self.files.approvals.value, lastSeq=self._approvals_seq)
+        return functools.partial(encode_document, book, pretty=False)
+
+    async def _approvals_durable(self) -> None:
+        await self.log.wait_durable(self._approvals_seq)
+
+    def _restamp_approvals(self) -> None:
+        # Approvals change rarely; a stamp left far behind would make the next start read a
+        # long stretch of log for nothing. Whenever the registry snapshot is written and the
+        # approvals' stamp lags it by more than APPROVALS_RESTAMP_EVENTS, rewrite that file
+        # too, so a start never reads more than that many events beyond the registry's replay.
+        stamp = self.files.approvals.value.lastSeq
+        if stamp is None or stamp < self._registry_seq - APPROVALS_RESTAMP_EVENTS:
+            self.files.approvals.set(
+                msgspec.structs.replace(self.files.approvals.value, lastSeq=self._registry_seq))
 
     def _save_registry(self) -> None:
         self.files.registry.touch()
@@ -300,8 +330,14 @@ class Daemon(DaemonOperations):
             self._streams_closed = trio.Event()
 
     async def _replay_journal(self) -> None:
-        """Bring the registry snapshot up to date with the durable event log."""
+        """Bring the registry and approvals snapshots up to date with the durable event log."""
         snapshot_seq = self.files.registry.value.lastSeq
+        approvals_seq = self.files.approvals.value.lastSeq
+        if approvals_seq is not None and approvals_seq > self.log.last_seq:
+            # As for the registry below: the next events reuse those seqs.
+            self.files.approvals.touch()
+            await self.files.approvals.flush()
+            approvals_seq = self.log.last_seq
         if snapshot_seq > self.log.last_seq:
             # The log lost its torn tail after the snapshot was written: renumbering continues
             # from the log, so the snapshot must not claim events it will never see again.
@@ -311,11 +347,19 @@ class Daemon(DaemonOperations):
             # Durable before the first new event: those will reuse the seqs the snapshot
             # claims, and a crash before a lazy rewrite would make the next start skip them.
             await self.files.registry.flush()
-            return
-        events = await self.log.read_after(snapshot_seq)
-        if self.book.replay(events):
-            log.info("replayed %d logged events over the registry snapshot", len(events))
+            snapshot_seq = self.log.last_seq
+        # One read for both: from the older stamp (a file without a stamp, written before
+        # stamps existed, is not replayed; its first rewrite stamps it).
+        start = snapshot_seq if approvals_seq is None else min(snapshot_seq, approvals_seq)
+        events = await self.log.read_after(start) if start < self.log.last_seq else []
+        if self.book.replay(e for e in events if e.seq > snapshot_seq):
+            log.info("replayed the logged events after seq %d over the registry snapshot",
+                     snapshot_seq)
             self._save_registry()
+        if approvals_seq is not None and self.ledger.replay(
+                e for e in events if e.seq > approvals_seq):
+            log.info("replayed the logged approval events after seq %d over approvals.json",
+                     approvals_seq)
 
     def _recover_after_restart(self) -> None:
         """Settle what a previous codexd left unfinished (it may have been SIGKILLed)."""

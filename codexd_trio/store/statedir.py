@@ -85,9 +85,12 @@ class StateDir:
             state / "recent-events.json", RecentEvents, recent or RecentEvents(),
             coalesce_s=1.0, pretty=False,
         )
+        # A snapshot of the approval events, stamped with the seq it reflects (no file yet:
+        # every approval event in the log is after it).
         approvals = read_document(state / "approvals.json", ApprovalBook)
         self.approvals = JsonDocument(
-            state / "approvals.json", ApprovalBook, approvals or ApprovalBook(), pretty=False
+            state / "approvals.json", ApprovalBook, approvals or ApprovalBook(lastSeq=0),
+            pretty=False,
         )
         # Append-only journal; its first open imports and removes the old idempotency.json.
         self.idempotency = IdempotencyStore.open(state / "idempotency.jsonl")
