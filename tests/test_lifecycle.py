@@ -141,8 +141,9 @@ async def test_a_client_that_goes_away_never_orphans_a_turn(
 ) -> None:
     """A client gives up at known points of ``POST /turn`` — before sending, once the model
     has the prompt (Codex accepted the turn, codexd may not have recorded it yet), once the
-    turn is accepted but before the answer is read — and then at 0…20 ms into it. Wherever it lands, every turn Codex started is a turn codexd recorded, and
-    it completes. The known points do not depend on the machine's speed; the sweep adds
+    turn is accepted but before the answer is read — and then at 0…20 ms into it. Wherever
+    it lands, every turn Codex started is a turn codexd recorded, and it completes. The known
+    points do not depend on the machine's speed; the sweep adds
     whatever points a given machine's timing reaches."""
     with trio.fail_after(GUARD * 2):
         async with (
