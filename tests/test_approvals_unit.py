@@ -333,3 +333,75 @@ async def test_received_shapes_that_are_not_strings_are_not_recorded_as_ids(
     (record,) = h.ledger.list()
     assert (record.threadId, record.turnId, record.itemId) == (None, None, None)
     assert record.params == {"threadId": 1, "turnId": 2, "itemId": ["x"]}
+
+
+class HeldClient(FakeClient):
+    """A child that takes its time to read the answer: ``reply`` waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = trio.Event()
+        self.replying = trio.Event()
+
+    async def reply(self, request: ServerRequest, result: Any) -> None:
+        self.replying.set()
+        await self.release.wait()
+        await super().reply(request, result)
+
+
+async def test_a_second_decision_while_the_first_is_being_delivered_is_refused(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    held = h.incarnation.client = HeldClient()
+    async with trio.open_nursery() as nursery:
+        approval = await _asked(h, nursery, 1, h.session())
+        nursery.start_soon(h.broker.decide, approval.approvalId, "accept", "first")
+        await held.replying.wait()
+        with pytest.raises(ApprovalResolved) as second:
+            await h.broker.decide(approval.approvalId, "decline", "second")
+        assert str(second.value) == f"approval {approval.approvalId} is already decided"
+        assert second.value.details == {"approvalId": approval.approvalId, "state": "pending",
+                                        "decision": None}
+        held.release.set()
+    record = h.ledger.get(approval.approvalId)
+    assert (record.decision, record.decidedBy) == ("accept", "first")
+    with pytest.raises(ApprovalResolved) as third:
+        await h.broker.decide(approval.approvalId, "decline", "third")
+    assert str(third.value) == f"approval {approval.approvalId} is already resolved"
+
+
+async def test_a_request_withdrawn_while_its_decision_is_delivered_stays_expired(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    held = h.incarnation.client = HeldClient()
+    async with trio.open_nursery() as nursery:
+        approval = await _asked(h, nursery, 1, h.session())
+
+        async def decide() -> None:
+            with pytest.raises(ApprovalResolved) as late:
+                await h.broker.decide(approval.approvalId, "accept", "client")
+            assert str(late.value) == f"approval {approval.approvalId} is already expired"
+            assert late.value.details["state"] == "expired"
+
+        nursery.start_soon(decide)
+        await held.replying.wait()
+        h.broker.withdrawn(h.incarnation, 1)  # type: ignore[arg-type]
+        held.release.set()
+    # The expiry stands; the late delivery does not turn it into a resolution.
+    assert h.ledger.get(approval.approvalId).state == "expired"
+    assert [e.type for e in h.emits] == ["approval.requested", "approval.resolved"]
+
+
+async def test_an_undelivered_decision_says_so(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.incarnation.client.gone = True
+    async with trio.open_nursery() as nursery:
+        approval = await _asked(h, nursery, 4, h.session())
+        with pytest.raises(ChildUnavailable) as gone:
+            await h.broker.decide(approval.approvalId, "accept", "client")
+    assert str(gone.value) == (
+        f"approval {approval.approvalId} could not be delivered: the codex app-server that "
+        "asked is gone; the approval expired")
+    assert gone.value.details == {"approvalId": approval.approvalId, "state": "expired"}
