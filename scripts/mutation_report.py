@@ -20,7 +20,7 @@ DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
 def main() -> int:
     survivors = "--survivors" in sys.argv
     rows = []
-    for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
+    for meta in sorted(set((ROOT / "mutants").rglob("*.py.meta"))):
         module = str(meta.relative_to(ROOT / "mutants"))[: -len(".meta")]
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         statuses = {key: status_by_exit_code[code] for key, code in codes.items()}

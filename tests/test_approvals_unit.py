@@ -63,6 +63,7 @@ def test_put_get_list_and_not_found(tmp_path: Path) -> None:
     with pytest.raises(ApprovalNotFound) as missing:
         ledger.get("approval-9")
     assert missing.value.details == {"approvalId": "approval-9"}
+    assert str(missing.value) == "no approval 'approval-9'"
     assert ledger.doc.dirty
 
 
@@ -271,7 +272,9 @@ async def test_a_withdrawn_request_expires_and_gets_no_answer(tmp_path: Path) ->
     assert h.emits[-1].detail["reason"] == "the app-server withdrew the request"
     assert h.types() == ["approval.requested", "approval.resolved"]
     assert h.incarnation.client.replies == []
+    # The child is told with an error reply (it no longer waits for one).
     assert isinstance(h.outcomes[3], UnsupportedServerRequest)
+    assert str(h.outcomes[3]) == "approval expired"
     with pytest.raises(ApprovalResolved) as late:
         await h.broker.decide(approval.approvalId, "accept", "client")
     assert late.value.details["state"] == "expired"
@@ -311,9 +314,11 @@ async def test_an_unsupported_request_is_refused_and_recorded(tmp_path: Path) ->
     await h.ask(5, h.session(), method="item/tool/requestUserInput",
                 params={"threadId": "thread-1", "question": "?"})
     assert isinstance(h.outcomes[5], UnsupportedServerRequest)
+    assert str(h.outcomes[5]) == "codexd does not handle item/tool/requestUserInput"
     assert h.ledger.list() == []
     (emit,) = h.emits
     assert emit.type == "app-server.request.declined"
+    assert emit.message == "declined unsupported app-server request item/tool/requestUserInput"
     assert emit.level == "warn"
     assert emit.session_id == "session-1"
     assert emit.thread_id == "thread-1"
@@ -383,7 +388,8 @@ async def test_a_request_withdrawn_while_its_decision_is_delivered_stays_expired
             with pytest.raises(ApprovalResolved) as late:
                 await h.broker.decide(approval.approvalId, "accept", "client")
             assert str(late.value) == f"approval {approval.approvalId} is already expired"
-            assert late.value.details["state"] == "expired"
+            assert late.value.details == {"approvalId": approval.approvalId,
+                                          "state": "expired", "decision": None}
 
         nursery.start_soon(decide)
         await held.replying.wait()

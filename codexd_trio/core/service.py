@@ -188,6 +188,8 @@ class Daemon(DaemonOperations):
     def _approvals_job(self) -> Callable[[], bytes]:
         self._approvals_seq = self.hub.last_seq
         book = msgspec.structs.replace(self.files.approvals.value, lastSeq=self._approvals_seq)
+        # The value carries the stamp it will have on disk (no new version: nothing changed).
+        self.files.approvals.value = book
         return functools.partial(encode_document, book, pretty=False)
 
     async def _approvals_durable(self) -> None:
