@@ -205,6 +205,7 @@ class Recorder:
 
     async def app(self, scope: Any, receive: Any, send: Any) -> None:
         self.reached = True
+        self.called_with = (scope, receive, send)
 
     async def receive(self) -> MutableMapping[str, Any]:
         return self.incoming.pop(0)
@@ -218,6 +219,7 @@ async def test_an_allowed_request_and_lifespan_reach_the_app() -> None:
         rec = Recorder()
         await CallerGuard(rec.app, CODEXD)(scope, rec.receive, rec.send)
         assert rec.reached
+        assert rec.called_with == (scope, rec.receive, rec.send)
         assert rec.sent == []
 
 
@@ -268,3 +270,52 @@ def test_guard_installs_itself_in_front_of_the_app() -> None:
     assert isinstance(app.asgi_app, CallerGuard)
     assert app.asgi_app.app is _never
     assert app.asgi_app.policy is CODEXD
+
+
+def test_each_refusal_says_which_daemon_and_why() -> None:
+    policy = CallerPolicy(daemon="conductor", listen_host="127.0.0.1", token="tok")
+    host = {"host": f"127.0.0.1:{PORT}"}
+    messages = []
+    for headers, method in (({"host": "evil.example"}, "GET"),
+                            ({**host, "origin": "https://evil.example"}, "GET"),
+                            (host, "GET"),
+                            ({**host, "authorization": "Bearer tok"}, "POST")):
+        refusal = _refusal(policy, _scope(method=method, headers=headers))
+        assert refusal is not None
+        assert str(refusal) == refusal.message
+        messages.append(refusal.message)
+    assert messages == [
+        "conductor does not answer to the host 'evil.example'",
+        "conductor does not serve requests from the origin 'https://evil.example'",
+        "conductor needs Authorization: Bearer <token> (a token is configured)",
+        "request bodies must be sent as Content-Type: application/json",
+    ]
+
+
+def test_host_names_are_compared_lowercase_and_without_brackets() -> None:
+    policy = CallerPolicy(daemon="conductor", listen_host="Mini.Local",
+                          allowed_hosts=("[fd00::7]",))
+    assert {"mini.local", "fd00::7"} <= policy.host_names(None)
+    assert "myhost" in policy.host_names("MyHost")
+    assert "fd00::9" in policy.host_names("[fd00::9]")
+    for host in (f"mini.local:{PORT}", f"MINI.local:{PORT}", f"[fd00::7]:{PORT}"):
+        assert _refusal(policy, _scope(headers={"host": host})) is None, host
+    # The address the daemon is bound to is a name it answers to.
+    bound = _scope(headers={"host": f"10.0.0.7:{PORT}"}, server=("10.0.0.7", PORT))
+    assert _refusal(policy, bound) is None
+    assert _refusal(policy, _scope(headers={"host": f"10.0.0.7:{PORT}"})) is not None
+
+
+def test_only_the_media_type_of_a_content_type_counts() -> None:
+    headers = {"host": f"127.0.0.1:{PORT}",
+               "content-type": "application/json; charset=utf-8; profile=x"}
+    assert _refusal(CODEXD, _scope(method="POST", headers=headers)) is None
+
+
+def test_a_websocket_scope_without_a_query_string_needs_the_header() -> None:
+    policy = CallerPolicy(daemon="codexd", listen_host="127.0.0.1", token="tok")
+    scope = _scope("websocket")
+    del scope["query_string"]
+    refusal = _refusal(policy, scope)
+    assert refusal is not None
+    assert refusal.code == "unauthorized"
