@@ -4,10 +4,12 @@ Starts the scripted model, a real codexd (with the real codex child) and a condu
 port 0, then times ``GET /v1/codexd/sessions`` (direct) against ``GET /v1/codex/sessions``
 (through the conductor), interleaved, over one keep-alive connection each.
 
-    .venv/bin/python bench/bench_conductor_proxy.py [--requests 2000]
+    .venv/bin/python -m bench.bench_conductor_proxy [--requests 2000] [--quick] [--json]
 
-Prints one JSON object: median and p99 (ms) of each, the added median/p99, and the conductor's
-RSS (MiB) when idle after the run.
+Reports the percentiles (ms) of each path and of the **paired differences**: request i through
+the conductor minus request i direct, taken back to back. A difference of two p99s says little
+(the two tails need not come from the same moments); the distribution of paired differences is
+what the proxy adds to one request. Also the conductor's RSS (MiB) when idle after the run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench.common import add_common_args, fmt_ms, machine_facts, percentiles, print_result
 from codexd_trio.base.codexbin import resolve_server_command
 from codexd_trio.testing import codex_child_env, open_scripted_model, temporary_codex_home
 
@@ -61,11 +63,6 @@ async def daemon(argv: list[str], env: dict[str, str]) -> AsyncIterator[dict[str
             await proc.stdout.aclose()
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -73,16 +70,16 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def main(requests: int) -> dict[str, Any]:
+async def measure(requests: int, warmup: int) -> dict[str, Any]:
     binary = resolve_server_command()
     work = Path(tempfile.mkdtemp(prefix="bench-conductor-"))
     try:
-        return await _run(binary, work, requests)
+        return await _run(binary, work, requests, warmup)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _run(binary: Path, work: Path, requests: int) -> dict[str, Any]:
+async def _run(binary: Path, work: Path, requests: int, warmup: int) -> dict[str, Any]:
     async with open_scripted_model() as model:
         with temporary_codex_home(model.base_url) as home:
             env = {
@@ -123,7 +120,7 @@ async def _run(binary: Path, work: Path, requests: int) -> dict[str, Any]:
                     for _ in range(3):
                         await direct.post("/v1/codexd/sessions", json={})
                     times: dict[str, list[float]] = {"direct": [], "proxied": []}
-                    for i in range(requests + 100):
+                    for i in range(requests + warmup):
                         for name, client, path in (
                             ("direct", direct, "/v1/codexd/sessions"),
                             ("proxied", proxied, "/v1/codex/sessions"),
@@ -132,23 +129,45 @@ async def _run(binary: Path, work: Path, requests: int) -> dict[str, Any]:
                             response = await client.get(path)
                             elapsed = (time.perf_counter() - start) * 1000
                             assert response.status_code == 200
-                            if i >= 100:  # warm-up
+                            if i >= warmup:
                                 times[name].append(elapsed)
                     await trio.sleep(2)  # let the conductor go idle before reading its RSS
                     rss = _rss_mib(conductor["pid"])
-    out: dict[str, Any] = {"requests": requests}
-    for name, values in times.items():
-        out[name] = {
-            "median_ms": round(statistics.median(values), 3),
-            "p99_ms": round(_pct(values, 0.99), 3),
-        }
-    out["added_median_ms"] = round(out["proxied"]["median_ms"] - out["direct"]["median_ms"], 3)
-    out["added_p99_ms"] = round(out["proxied"]["p99_ms"] - out["direct"]["p99_ms"], 3)
-    out["conductor_idle_rss_mib"] = round(rss, 1)
-    return out
+    # Pair i: the proxied request i right after the direct request i, on the same machine
+    # state; the difference is what the conductor added to that one request.
+    paired = [p - d for d, p in zip(times["direct"], times["proxied"], strict=True)]
+    return {
+        "benchmark": "conductor_proxy",
+        "requests": requests,
+        "direct_ms": percentiles(times["direct"]),
+        "proxied_ms": percentiles(times["proxied"]),
+        "added_ms": percentiles(paired),
+        "conductor_idle_rss_mib": round(rss, 1),
+    }
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    keys = ("p50", "p90", "p99", "max")
+    return [
+        f"conductor proxy, {result['requests']} GET /sessions per path, interleaved",
+        f"  direct to codexd      : {fmt_ms(result['direct_ms'], *keys)}",
+        f"  through the conductor : {fmt_ms(result['proxied_ms'], *keys)}",
+        f"  added (paired, i - i) : {fmt_ms(result['added_ms'], *keys)}",
+        f"  conductor idle RSS {result['conductor_idle_rss_mib']} MiB",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=100)
+    add_common_args(parser)
+    args = parser.parse_args()
+    requests, warmup = (30, 5) if args.quick else (args.requests, args.warmup)
+    result = trio.run(measure, requests, warmup)
+    result["machine"] = machine_facts()
+    print_result(result, summary(result), as_json=args.json)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
-    print(json.dumps(trio.run(main, parser.parse_args().requests), indent=2))
+    main()

@@ -3,7 +3,8 @@
 Same scripted model, same run, interleaved. Path A opens its own ``codex app-server`` child
 with :func:`~codexd_trio.protocol.spawn.open_app_server`, starts one thread, and times
 ``turn/start`` → the ``turn/completed`` notification of that turn. Path B is a codexd
-subprocess: one session, then ``POST /v1/codexd/turn`` (202) → ``app-server.turn.completed`` for
+subprocess: one session, then ``POST /v1/codexd/turn`` with a string ``input``, as users send
+it (202) → ``app-server.turn.completed`` for
 that turn on one long-lived websocket subscription. Each path gets its own Codex home pointing
 at the same scripted model. Rounds alternate which path goes first.
 
@@ -45,7 +46,10 @@ from codexd_trio.testing import (
 
 # Generous bound for one turn (two shared cores; a turn normally takes ~100 ms).
 TURN_TIMEOUT_S = 60.0
-PROMPT = [{"type": "text", "text": "say ok"}]
+# What users send: codexd's path gets the plain string (codexd turns it into a text item, and
+# that conversion is part of its cost); the direct path sends the item app-server expects.
+PROMPT_TEXT = "say ok"
+PROMPT_ITEMS = [{"type": "text", "text": PROMPT_TEXT}]
 
 
 class TurnWaiter:
@@ -74,7 +78,7 @@ async def direct_turn(
     client: AppServerClient, thread_id: str, waiter: TurnWaiter
 ) -> dict[str, float]:
     t0 = time.perf_counter()
-    result = await client.turn_start(thread_id, PROMPT)
+    result = await client.turn_start(thread_id, PROMPT_ITEMS)
     t_ack = time.perf_counter()
     ended = await waiter.wait(str(result["turn"]["id"]))
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
@@ -84,7 +88,7 @@ async def codexd_turn(
     client: CodexdClient, session_id: str, waiter: TurnWaiter
 ) -> dict[str, float]:
     t0 = time.perf_counter()
-    accepted = await client.start_turn(session_id, PROMPT)
+    accepted = await client.start_turn(session_id, PROMPT_TEXT)
     t_ack = time.perf_counter()
     ended = await waiter.wait(str(accepted["turnId"]))
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
