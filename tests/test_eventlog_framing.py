@@ -267,7 +267,7 @@ def test_a_full_fsync_is_the_sync_where_the_platform_has_one(
         return 0
 
     monkeypatch.setattr(segment, "_FULLFSYNC", 51)
-    monkeypatch.setattr(segment.fcntl, "fcntl", fcntl)
+    monkeypatch.setattr("fcntl.fcntl", fcntl)
     with open(tmp_path / "f", "wb") as f:
         segment._sync_data(f.fileno())
         segment._sync_file(f.fileno())
@@ -281,10 +281,18 @@ async def test_rotation_seals_the_data_only_and_reserves_the_next_segment(
     order: list[str] = []
     log = EventLog.open(path, segment_bytes=4096, retain_segments=2)
     Syncs(monkeypatch, order)
-    real_rename = os.rename
-    monkeypatch.setattr(os, "rename", lambda a, b: (order.append("rename"), real_rename(a, b)))
-    monkeypatch.setattr(segment, "_sync_dir",
-                        lambda d: (order.append("dir"), segment.fsync_dir(d)))
+    real_rename, real_sync_dir = os.rename, segment._sync_dir
+
+    def rename(src: Path, dst: Path) -> None:
+        order.append("rename")
+        real_rename(src, dst)
+
+    def sync_dir(directory: Path) -> None:
+        order.append("dir")
+        real_sync_dir(directory)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(segment, "_sync_dir", sync_dir)
     try:
         seq = 0
         while not list(tmp_path.glob("events-*.jsonl")):
