@@ -7,14 +7,27 @@ subprocess: one session, then ``POST /v1/codexd/turn`` (202) → ``app-server.tu
 that turn on one long-lived websocket subscription. Each path gets its own Codex home pointing
 at the same scripted model. Rounds alternate which path goes first.
 
+``--baseline DIR`` adds a third path, side by side in the same run: a second codexd whose
+``codexd_trio`` is imported from ``DIR`` (another version, e.g.
+``git archive main codexd_trio codex-version.txt | tar -x -C DIR``), so a change is measured
+against what it replaces under the same load (rounds rotate the order of all three).
+``--metrics`` adds each codexd's event-log commit histogram (``codexd_event_log_sync_seconds``)
+to the result.
+
     .venv/bin/python -m bench.bench_turn_roundtrip [--turns 50] [--warmup 5] [--streamed]
-        [--quick] [--json]
+        [--baseline DIR] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -90,24 +103,87 @@ async def codexd_turn(
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
 
 
+def baseline_env(directory: Path) -> dict[str, str]:
+    """The environment of a codexd importing ``codexd_trio`` from ``directory``: first on the
+    path, and the working directory (the checkout) off it."""
+    return {"PYTHONPATH": str(directory), "PYTHONSAFEPATH": "1"}
+
+
+def check_baseline(directory: Path) -> str:
+    """Where a baseline codexd's ``codexd_trio`` really comes from (fails unless ``directory``)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import codexd_trio; print(codexd_trio.__file__)"],
+        env={**os.environ, **baseline_env(directory)}, capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(directory.resolve()):
+        raise SystemExit(f"--baseline {directory}: codexd_trio comes from {found}")
+    return found
+
+
+@asynccontextmanager
+async def codexd_path(work: Path, name: str, model_url: str, registry_sessions: int,
+                      env: dict[str, str] | None) -> AsyncIterator[tuple[CodexdClient, str,
+                                                                        TurnWaiter]]:
+    """One codexd with its own Codex home, a session and a websocket following its turns."""
+    async with AsyncExitStack() as stack:
+        home = stack.enter_context(temporary_codex_home(model_url))
+        if registry_sessions:
+            registry = work / name / "state" / "codexd" / "session-registry.json"
+            make_registry(registry, registry_sessions, str(work))
+        # The binary named: a baseline's package may not sit next to the vendored Codex.
+        codexd = await stack.enter_async_context(running_codexd(
+            work / name, home, "--server-command", str(codex_binary()), env=env))
+        client = await stack.enter_async_context(
+            CodexdClient(codexd.url, timeout=TURN_TIMEOUT_S))
+        session = await client.create_session(cwd=str(work))
+        waiter = TurnWaiter()
+        stream = await stack.enter_async_context(client.events(session_id=session.sessionId))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+
+        async def follow() -> None:
+            async for event in stream:
+                if event.type == "app-server.turn.completed" and event.turnId:
+                    waiter.end(event.turnId)
+
+        nursery.start_soon(follow)
+        yield client, session.sessionId, waiter
+        nursery.cancel_scope.cancel(reason="benchmark done")
+
+
+async def sync_histogram(client: CodexdClient) -> dict[str, float]:
+    """The event log's commit histogram from codexd's ``/metrics``: count, mean and the upper
+    bound of the bucket holding the median (seconds)."""
+    text = (await client.request("GET", "/metrics")).text
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("codexd_event_log_sync_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("codexd_event_log_sync_seconds_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("codexd_event_log_sync_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+    median_bucket = next((bound for bound, n in buckets if n >= count / 2), float("nan"))
+    return {"count": count, "mean_s": total / count if count else float("nan"),
+            "p50_bucket_le_s": median_bucket}
+
+
 async def run(
-    turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool
+    turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool,
+    baseline: Path | None = None, metrics: bool = False,
 ) -> dict[str, Any]:
     binary = codex_binary()
-    samples: dict[str, dict[str, list[float]]] = {
-        "direct": {"total": [], "ack": []},
-        "codexd": {"total": [], "ack": []},
-    }
+    paths = ["direct", "codexd"] + (["baseline"] if baseline is not None else [])
+    samples: dict[str, dict[str, list[float]]] = {p: {"total": [], "ack": []} for p in paths}
+    histograms: dict[str, dict[str, float]] = {}
     async with open_scripted_model() as model:
         model.default = scenario
         with (
             bench_dir("roundtrip", keep=keep) as work,
             temporary_codex_home(model.base_url) as home_a,
-            temporary_codex_home(model.base_url) as home_b,
         ):
-            if registry_sessions:
-                registry = work / "codexd" / "state" / "codexd" / "session-registry.json"
-                make_registry(registry, registry_sessions, str(work))
             direct_waiter = TurnWaiter()
 
             def on_notification(note: Notification) -> None:
@@ -120,45 +196,36 @@ async def run(
                 env=codex_child_env(home_a, binary),
                 stderr_log=work / "direct-stderr.log",
             )
-            async with (
-                open_app_server(spec, on_notification=on_notification) as direct,
-                running_codexd(work / "codexd", home_b) as codexd,
-                CodexdClient(codexd.url, timeout=TURN_TIMEOUT_S) as client,
-            ):
+            async with AsyncExitStack() as stack:
+                direct = await stack.enter_async_context(
+                    open_app_server(spec, on_notification=on_notification))
                 thread = await direct.thread_start(cwd=str(work))
                 thread_id = str(thread["thread"]["id"])
-                session = await client.create_session(cwd=str(work))
-                codexd_waiter = TurnWaiter()
-                async with (
-                    client.events(session_id=session.sessionId) as stream,
-                    trio.open_nursery() as nursery,
-                ):
-
-                    async def follow() -> None:
-                        async for event in stream:
-                            if event.type == "app-server.turn.completed" and event.turnId:
-                                codexd_waiter.end(event.turnId)
-
-                    nursery.start_soon(follow)
-                    for index in range(warmup + turns):
-                        order = ("direct", "codexd") if index % 2 == 0 else ("codexd", "direct")
-                        for path in order:
-                            with trio.fail_after(TURN_TIMEOUT_S):
-                                if path == "direct":
-                                    got = await direct_turn(direct, thread_id, direct_waiter)
-                                else:
-                                    got = await codexd_turn(
-                                        client, session.sessionId, codexd_waiter
-                                    )
-                            if index >= warmup:
-                                for key, value in got.items():
-                                    samples[path][key].append(value)
-                    nursery.cancel_scope.cancel(reason="benchmark done")
+                daemons = {"codexd": await stack.enter_async_context(
+                    codexd_path(work, "codexd", model.base_url, registry_sessions, None))}
+                if baseline is not None:
+                    daemons["baseline"] = await stack.enter_async_context(
+                        codexd_path(work, "baseline", model.base_url, registry_sessions,
+                                    baseline_env(baseline)))
+                for index in range(warmup + turns):
+                    shift = index % len(paths)
+                    for path in paths[shift:] + paths[:shift]:
+                        with trio.fail_after(TURN_TIMEOUT_S):
+                            if path == "direct":
+                                got = await direct_turn(direct, thread_id, direct_waiter)
+                            else:
+                                got = await codexd_turn(*daemons[path])
+                        if index >= warmup:
+                            for key, value in got.items():
+                                samples[path][key].append(value)
+                if metrics:
+                    for name, (client, _, _) in daemons.items():
+                        histograms[name] = await sync_histogram(client)
     direct_total = percentiles(samples["direct"]["total"])
     codexd_total = percentiles(samples["codexd"]["total"])
     ratio = codexd_total["p50"] / direct_total["p50"]
     added = codexd_total["p50"] - direct_total["p50"]
-    return {
+    result: dict[str, Any] = {
         "benchmark": "turn_roundtrip",
         "turns": turns,
         "warmup": warmup,
@@ -172,10 +239,20 @@ async def run(
         "added_p50_ms": added,
         "goal_met": ratio <= 1.05 or added <= 3.0,
     }
+    if baseline is not None:
+        base_total = percentiles(samples["baseline"]["total"])
+        result["baseline"] = str(baseline)
+        result["baseline_ms"] = base_total
+        result["baseline_ack_ms"] = percentiles(samples["baseline"]["ack"])
+        result["baseline_ratio_p50"] = base_total["p50"] / direct_total["p50"]
+        result["baseline_added_p50_ms"] = base_total["p50"] - direct_total["p50"]
+    if histograms:
+        result["event_log_commits"] = histograms
+    return result
 
 
 def summary(result: dict[str, Any]) -> list[str]:
-    return [
+    lines = [
         f"turn round trip, {result['turns']} turns per path after {result['warmup']} warm-up "
         f"({result['scenario']}; {result['registry_sessions']} other sessions in the registry)",
         f"  A direct stdio  : {fmt_ms(result['direct_ms'])}  "
@@ -185,6 +262,17 @@ def summary(result: dict[str, Any]) -> list[str]:
         f"  ratio of medians B/A {result['ratio_p50']:.3f}, added {result['added_p50_ms']:.2f} ms "
         f"(goal <= 1.05 or <= 3 ms: {'met' if result['goal_met'] else 'NOT met'})",
     ]
+    if "baseline_ms" in result:
+        lines += [
+            f"  C baseline codexd ({result['baseline']}): {fmt_ms(result['baseline_ms'])}  "
+            f"(202 answer {fmt_ms(result['baseline_ack_ms'], 'p50')})",
+            f"  ratio of medians C/A {result['baseline_ratio_p50']:.3f}, added "
+            f"{result['baseline_added_p50_ms']:.2f} ms",
+        ]
+    for name, h in result.get("event_log_commits", {}).items():
+        lines.append(f"  {name} event-log commits: {h['count']:.0f}, mean "
+                     f"{h['mean_s'] * 1000:.2f} ms, median <= {h['p50_bucket_le_s'] * 1000:g} ms")
+    return lines
 
 
 def main() -> None:
@@ -200,11 +288,20 @@ def main() -> None:
         default=0,
         help="pre-write this many (idle) sessions into codexd's registry first",
     )
+    parser.add_argument(
+        "--baseline", type=Path, default=None,
+        help="a directory holding another codexd_trio: a third path, side by side",
+    )
+    parser.add_argument("--metrics", action="store_true",
+                        help="add each codexd's event-log commit histogram")
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)
     scenario: Scenario = Streamed(["o", "k", " ", "fine"]) if args.streamed else Plain("ok")
-    result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep)
+    if args.baseline is not None:
+        check_baseline(args.baseline)
+    result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep,
+                      args.baseline, args.metrics)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
 
