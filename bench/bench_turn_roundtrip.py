@@ -12,7 +12,7 @@ at the same scripted model. Rounds alternate which path goes first.
 ``git archive main codexd_trio codex-version.txt | tar -x -C DIR``), so a change is measured
 against what it replaces under the same load (rounds rotate the order of all three).
 ``--metrics`` adds each codexd's event-log commit histogram (``codexd_event_log_sync_seconds``)
-to the result.
+to the result; ``--keyed`` sends every codexd turn with an ``Idempotency-Key``.
 
     .venv/bin/python -m bench.bench_turn_roundtrip [--turns 50] [--warmup 5] [--streamed]
         [--baseline DIR] [--quick] [--json]
@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ from bench.common import (
     add_common_args,
     bench_dir,
     codex_binary,
+    cpu_seconds,
     fmt_ms,
     machine_facts,
     percentiles,
@@ -94,10 +96,11 @@ async def direct_turn(
 
 
 async def codexd_turn(
-    client: CodexdClient, session_id: str, waiter: TurnWaiter
+    client: CodexdClient, session_id: str, waiter: TurnWaiter, *, keyed: bool = False
 ) -> dict[str, float]:
     t0 = time.perf_counter()
-    accepted = await client.start_turn(session_id, PROMPT)
+    accepted = await client.start_turn(session_id, PROMPT,
+                                       idempotency_key=uuid.uuid4().hex if keyed else None)
     t_ack = time.perf_counter()
     ended = await waiter.wait(str(accepted["turnId"]))
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
@@ -123,8 +126,8 @@ def check_baseline(directory: Path) -> str:
 
 @asynccontextmanager
 async def codexd_path(work: Path, name: str, model_url: str, registry_sessions: int,
-                      env: dict[str, str] | None) -> AsyncIterator[tuple[CodexdClient, str,
-                                                                        TurnWaiter]]:
+                      env: dict[str, str] | None
+                      ) -> AsyncIterator[tuple[CodexdClient, str, TurnWaiter, int]]:
     """One codexd with its own Codex home, a session and a websocket following its turns."""
     async with AsyncExitStack() as stack:
         home = stack.enter_context(temporary_codex_home(model_url))
@@ -147,7 +150,7 @@ async def codexd_path(work: Path, name: str, model_url: str, registry_sessions: 
                     waiter.end(event.turnId)
 
         nursery.start_soon(follow)
-        yield client, session.sessionId, waiter
+        yield client, session.sessionId, waiter, codexd.pid
         nursery.cancel_scope.cancel(reason="benchmark done")
 
 
@@ -172,7 +175,7 @@ async def sync_histogram(client: CodexdClient) -> dict[str, float]:
 
 async def run(
     turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool,
-    baseline: Path | None = None, metrics: bool = False,
+    baseline: Path | None = None, metrics: bool = False, keyed: bool = False,
 ) -> dict[str, Any]:
     binary = codex_binary()
     paths = ["direct", "codexd"] + (["baseline"] if baseline is not None else [])
@@ -207,19 +210,26 @@ async def run(
                     daemons["baseline"] = await stack.enter_async_context(
                         codexd_path(work, "baseline", model.base_url, registry_sessions,
                                     baseline_env(baseline)))
+                cpu_before: dict[str, float | None] = {}
                 for index in range(warmup + turns):
+                    if index == warmup:
+                        cpu_before = {n: cpu_seconds(d[3]) for n, d in daemons.items()}
                     shift = index % len(paths)
                     for path in paths[shift:] + paths[:shift]:
                         with trio.fail_after(TURN_TIMEOUT_S):
                             if path == "direct":
                                 got = await direct_turn(direct, thread_id, direct_waiter)
                             else:
-                                got = await codexd_turn(*daemons[path])
+                                got = await codexd_turn(*daemons[path][:3], keyed=keyed)
                         if index >= warmup:
                             for key, value in got.items():
                                 samples[path][key].append(value)
+                cpu_ms = {n: (1000 * (after - before) / turns
+                              if (after := cpu_seconds(d[3])) is not None
+                              and (before := cpu_before.get(n)) is not None else None)
+                          for n, d in daemons.items()}
                 if metrics:
-                    for name, (client, _, _) in daemons.items():
+                    for name, (client, _, _, _) in daemons.items():
                         histograms[name] = await sync_histogram(client)
     direct_total = percentiles(samples["direct"]["total"])
     codexd_total = percentiles(samples["codexd"]["total"])
@@ -231,6 +241,7 @@ async def run(
         "warmup": warmup,
         "scenario": repr(scenario),
         "registry_sessions": registry_sessions,
+        "keyed": keyed,
         "direct_ms": direct_total,
         "codexd_ms": codexd_total,
         "direct_ack_ms": percentiles(samples["direct"]["ack"]),
@@ -238,6 +249,8 @@ async def run(
         "ratio_p50": ratio,
         "added_p50_ms": added,
         "goal_met": ratio <= 1.05 or added <= 3.0,
+        # codexd's own CPU per measured turn (the websocket follower and the turn itself).
+        "cpu_ms_per_turn": cpu_ms,
     }
     if baseline is not None:
         base_total = percentiles(samples["baseline"]["total"])
@@ -269,6 +282,9 @@ def summary(result: dict[str, Any]) -> list[str]:
             f"  ratio of medians C/A {result['baseline_ratio_p50']:.3f}, added "
             f"{result['baseline_added_p50_ms']:.2f} ms",
         ]
+    lines.append("  codexd CPU per turn (ms): "
+                 + ", ".join(f"{n} {v:.2f}" for n, v in result["cpu_ms_per_turn"].items()
+                             if v is not None))
     for name, h in result.get("event_log_commits", {}).items():
         lines.append(f"  {name} event-log commits: {h['count']:.0f}, mean "
                      f"{h['mean_s'] * 1000:.2f} ms, median <= {h['p50_bucket_le_s'] * 1000:g} ms")
@@ -294,6 +310,9 @@ def main() -> None:
     )
     parser.add_argument("--metrics", action="store_true",
                         help="add each codexd's event-log commit histogram")
+    parser.add_argument("--keyed", action="store_true",
+                        help="every codexd turn carries an Idempotency-Key (its journal's "
+                             "append is then part of the 202)")
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)
@@ -301,7 +320,7 @@ def main() -> None:
     if args.baseline is not None:
         check_baseline(args.baseline)
     result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep,
-                      args.baseline, args.metrics)
+                      args.baseline, args.metrics, args.keyed)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
 

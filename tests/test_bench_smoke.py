@@ -88,5 +88,17 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
         assert observe[key]["n"] == 100
     assert {"p50_overhead_ms", "mean_overhead_ms"} <= set(observe)
 
+    proxy = await run_quick("bench.bench_conductor_proxy")
+    assert proxy["benchmark"] == "conductor_proxy"
+    for kind in ("get", "post"):
+        for key in ("direct", "conductor", "conductor_added"):
+            assert proxy[kind][key]["n"] == 20
+    assert {"cpu_ms_per_request", "conductor_idle_rss_mib", "goal_met"} <= set(proxy)
+
+    syncs = await run_quick("bench.bench_sync_strategies")
+    assert syncs["benchmark"] == "sync_strategies"
+    assert set(syncs["ms"]) == {"fsync", "fdatasync", "fallocate", "zeroed"}
+    assert all(stats["n"] == 20 for stats in syncs["ms"].values())
+
     # Every script removed its working directory under var/bench/.
     assert set(BENCH_ROOT.glob("*")) <= before
