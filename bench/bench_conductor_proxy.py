@@ -7,7 +7,9 @@ connection per path, for two kinds of request:
 
 * ``get``: ``GET /v1/codexd/sessions/{id}`` (a small JSON answer, ~1 kB);
 * ``post``: ``POST /v1/codexd/sessions/{id}/close`` of a closed session (a POST with a JSON
-  body that codexd answers from memory: no child, no disk).
+  body that codexd answers from memory: no child, no disk);
+* ``page`` (with ``--page-sessions N``): ``GET /v1/codexd/sessions?limit=500`` over a registry
+  of N sessions written before codexd starts (a large answer: ~300 kB for 500 sessions).
 
 The figure is the distribution of the **paired differences** (through the conductor minus
 direct, same round): a difference of two medians or two p99s hides how the two move together
@@ -37,6 +39,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench.bench_idle_and_status import make_registry
 from bench.bench_turn_roundtrip import baseline_env, check_baseline
 from bench.common import (
     add_common_args,
@@ -100,6 +103,8 @@ async def _timed(client: httpx.AsyncClient, kind: str, prefix: str, session_id: 
     start = time.perf_counter()
     if kind == "get":
         response = await client.get(f"{prefix}/sessions/{session_id}")
+    elif kind == "page":
+        response = await client.get(f"{prefix}/sessions", params={"limit": "500"})
     else:
         response = await client.post(f"{prefix}/sessions/{session_id}/close", json={})
     elapsed = (time.perf_counter() - start) * 1000
@@ -108,15 +113,19 @@ async def _timed(client: httpx.AsyncClient, kind: str, prefix: str, session_id: 
 
 
 async def run(requests: int, warmup: int, baseline: Path | None, profile: Path | None,
-              keep: bool) -> dict[str, Any]:
+              keep: bool, page_sessions: int = 0) -> dict[str, Any]:
     binary = codex_binary()
     paths = ["direct", "conductor"] + (["baseline"] if baseline is not None else [])
-    times: dict[str, dict[str, list[float]]] = {k: {p: [] for p in paths} for k in KINDS}
+    kinds = KINDS + (("page",) if page_sessions else ())
+    times: dict[str, dict[str, list[float]]] = {k: {p: [] for p in paths} for k in kinds}
     rss: dict[str, float | None] = {}
     async with open_scripted_model() as model:
         with bench_dir("proxy", keep=keep) as work, temporary_codex_home(model.base_url) as home:
             env = {k: v for k, v in codex_child_env(home, binary).items()
                    if not k.startswith("BAA_")}
+            if page_sessions:
+                make_registry(work / "state" / "codexd" / "session-registry.json",
+                              page_sessions, str(work))
             async with AsyncExitStack() as stack:
                 codexd = await stack.enter_async_context(daemon(
                     [sys.executable, "-m", "codexd_trio", "start", "--local-api-base",
@@ -149,7 +158,7 @@ async def run(requests: int, warmup: int, baseline: Path | None, profile: Path |
                         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                         if profile is not None:
                             spy = _profiler(pids["conductor"], profile)
-                    for kind in KINDS:
+                    for kind in kinds:
                         shift = index % len(paths)
                         for name in paths[shift:] + paths[:shift]:
                             client, prefix = clients[name]
@@ -164,7 +173,7 @@ async def run(requests: int, warmup: int, baseline: Path | None, profile: Path |
                 rss = {name: rss_mb(pid) for name, pid in pids.items()}
     out: dict[str, Any] = {"benchmark": "conductor_proxy", "requests": requests,
                            "baseline": str(baseline) if baseline else None}
-    for kind in KINDS:
+    for kind in kinds:
         measured = times[kind]
         out[kind] = {name: percentiles(values) for name, values in measured.items()}
         for name in paths[1:]:
@@ -174,7 +183,7 @@ async def run(requests: int, warmup: int, baseline: Path | None, profile: Path |
     # CPU per proxied request: what a shared machine's load cannot blur (clock ticks: ~10 ms
     # resolution, hence the many requests).
     out["cpu_ms_per_request"] = {
-        name: ((after - before) * 1000 / (requests * len(KINDS))
+        name: ((after - before) * 1000 / (requests * len(kinds))
                if (after := cpu_after.get(name)) is not None
                and (before := cpu_before.get(name)) is not None else None)
         for name in paths[1:]
@@ -186,7 +195,7 @@ async def run(requests: int, warmup: int, baseline: Path | None, profile: Path |
 def summary(result: dict[str, Any]) -> list[str]:
     lines = [f"the conductor's proxy, {result['requests']} rounds, each path per round "
              "(paired: through a conductor minus direct, same round)"]
-    for kind in KINDS:
+    for kind in (k for k in (*KINDS, "page") if k in result):
         got = result[kind]
         direct = got["direct"]
         lines.append(f"  {kind}: direct p50 {direct['p50']:.2f} / p99 {direct['p99']:.2f} ms")
@@ -210,12 +219,15 @@ def main() -> None:
                              "conductor, side by side")
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy the conductor into this file (raw collapsed stacks)")
+    parser.add_argument("--page-sessions", type=int, default=0,
+                        help="also time a 500-session page over a registry of this many")
     add_common_args(parser)
     args = parser.parse_args()
     requests, warmup = (20, 5) if args.quick else (args.requests, 100)
     if args.baseline is not None:
         check_baseline(args.baseline)
-    result = trio.run(run, requests, warmup, args.baseline, args.profile, args.keep)
+    result = trio.run(run, requests, warmup, args.baseline, args.profile, args.keep,
+                      args.page_sessions)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
 
