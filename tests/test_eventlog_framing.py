@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from codexd_trio.base.contracts import Event
 from codexd_trio.store import _eventlog_segment as segment
 from codexd_trio.store._eventlog_files import INDEX_EVERY, _encode_line
 from codexd_trio.store.eventlog import EventLog
@@ -325,5 +326,28 @@ async def test_rotation_seals_the_data_only_and_reserves_the_next_segment(
     reopened = EventLog.open(path, segment_bytes=4096, retain_segments=2)
     try:
         assert reopened.last_seq == seq + 299
+    finally:
+        reopened.close()
+
+
+async def test_an_event_holding_zero_characters_is_written_without_a_zero_byte(
+    tmp_path: Path,
+) -> None:
+    # The framing's premise: JSON escapes U+0000, so a raw zero byte is never data.
+    path = tmp_path / "events.jsonl"
+    strange = Event(seq=1, at="2026-01-01T00:00:00.000Z", type="test.event", message="a\0b",
+                    detail={"k\0": ["\0" * 5]})
+    log = EventLog.open(path, segment_bytes=SMALL)
+    try:
+        log.append(strange)
+        log.append(make_event(2))
+        await log.flush()
+        assert b"\0" not in data_on_disk(path)
+    finally:
+        log._file.close()  # killed: the reserved zeros stay
+        log._closed = True
+    reopened = EventLog.open(path, segment_bytes=SMALL)
+    try:
+        assert await reopened.read_after(0) == [strange, make_event(2)]
     finally:
         reopened.close()
