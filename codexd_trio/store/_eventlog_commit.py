@@ -29,7 +29,7 @@ logger = logging.getLogger("codexd_trio.store.eventlog")
 
 
 class _Commit:
-    """One write + ``fsync`` of the buffered events, in a worker thread the log owns.
+    """One write + sync (``fdatasync``) of the buffered events, in a worker thread the log owns.
 
     Why not ``trio.to_thread.run_sync(..., abandon_on_cancel=True)``: an abandoned thread's
     result was lost, so a later commit wrote the same events again and a rotation could follow;
@@ -138,7 +138,7 @@ class GroupCommit:
             self._reserve_failed = False
 
     async def flush(self) -> None:
-        """Write and fsync everything appended so far, now.
+        """Write and sync everything appended so far, now.
 
         Concurrent flushes share commits: each waits for the commit in flight, then starts the
         next one if its own events were not in it.
@@ -150,7 +150,7 @@ class GroupCommit:
             Cancelling a flush abandons only its *wait*, never the commit: the commit's worker
             thread goes on and is settled on the Trio thread when it returns, whoever is still
             waiting (see :class:`_Commit`). So a flush returns at once even while the thread is
-            stuck in a hung ``fsync``, and every deadline on a commit (the final flush's ~5 s)
+            stuck in a hung sync, and every deadline on a commit (the final flush's ~5 s)
             really bounds it.
         """
         target = self.last_seq

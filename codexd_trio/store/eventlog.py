@@ -2,9 +2,9 @@
 
 One compact JSON object per line (:class:`~codexd_trio.base.contracts.Event`), ``\\n`` terminated,
 strictly increasing ``seq``. :meth:`EventLog.append` only buffers; the :meth:`EventLog.run` task
-writes and fsyncs everything buffered in one worker-thread call as soon as the appending tasks
+writes and syncs everything buffered in one worker-thread call as soon as the appending tasks
 have yielded (group commit without a fixed window): an idle log commits at once, and under load
-the events appended while one commit is in the worker thread share the next ``fsync``. Each
+the events appended while one commit is in the worker thread share the next sync. Each
 committed batch is handed to :attr:`EventLog.on_durable`: subscribers only ever see durable
 events, so a seq a client has seen is never taken back or reused by a crash.
 
@@ -91,7 +91,7 @@ class EventLog(GroupCommit):
     Attributes:
         path: The log file.
         last_seq: The seq of the last appended event (durable or still buffered); 0 when empty.
-        durable_seq: The seq of the last event known to be fsynced.
+        durable_seq: The seq of the last event known to be synced.
     """
 
     def __init__(self, path: Path, file: BinaryIO, *, last_seq: int, end: int,
@@ -112,9 +112,9 @@ class EventLog(GroupCommit):
         self.durable_seq = last_seq
         # The last commit's failure while it lasts (the disk is full, say), else None.
         self.write_error: str | None = None
-        # Called with each batch once it is fsynced (the hub publishes durable events only).
+        # Called with each batch once it is synced (the hub publishes durable events only).
         self.on_durable: Callable[[list[Event]], None] | None = None
-        # Called with each commit's duration in seconds (write + fsync, thread hop included).
+        # Called with each commit's duration in seconds (write + sync, thread hop included).
         self.on_commit: Callable[[float], None] | None = None
         self._file = file
         # Byte offset up to which the file holds whole, synced lines.
@@ -241,7 +241,7 @@ class EventLog(GroupCommit):
             await self._durable_changed.wait()
 
     async def wait_durable(self, seq: int) -> None:
-        """Return once the event with ``seq`` (and every earlier one) is fsynced.
+        """Return once the event with ``seq`` (and every earlier one) is synced.
 
         Needs :meth:`run` (or a :meth:`flush`) to make progress.
         """
@@ -252,7 +252,7 @@ class EventLog(GroupCommit):
         """The group-commit writer; a ``nursery.start`` target, ready at once.
 
         Sleeps while nothing is buffered; after the first appended event it waits only until
-        the appending tasks yielded, then writes and fsyncs the whole buffer in one worker-thread
+        the appending tasks yielded, then writes and syncs the whole buffer in one worker-thread
         call.
         A failed write is logged and retried every second.
 
@@ -268,7 +268,7 @@ class EventLog(GroupCommit):
                 if not self._unsynced:
                     continue
                 # Let the tasks that are appending right now finish their step, so one burst
-                # shares one fsync; never wait for events that may not come.
+                # shares one sync; never wait for events that may not come.
                 await trio.lowlevel.checkpoint()
                 try:
                     await self.flush()
@@ -373,7 +373,7 @@ class EventLog(GroupCommit):
         Resource handling:
             Releases the log's file handle; the log cannot be used afterwards.
         """
-        # Bounded: a commit thread stuck in a hung fsync (its waiters gave up) holds this lock;
+        # Bounded: a commit thread stuck in a hung sync (its waiters gave up) holds this lock;
         # then the file is left to the OS rather than hanging the exit (the events were never
         # acknowledged). A commit in flight that has not taken the lock yet finds the log
         # closed and writes nothing: these same events are written here, at the same offset.
