@@ -252,6 +252,12 @@ async def run(
         # codexd's own CPU per measured turn (the websocket follower and the turn itself).
         "cpu_ms_per_turn": cpu_ms,
     }
+    # Paired: each round measured every path back to back, so its differences share that
+    # moment's load; on a shared machine their median is steadier than a difference of medians.
+    for name in paths[1:]:
+        result[f"{name}_paired_added_ms"] = percentiles(
+            [c - d for c, d in zip(samples[name]["total"], samples["direct"]["total"],
+                                   strict=True)])
     if baseline is not None:
         base_total = percentiles(samples["baseline"]["total"])
         result["baseline"] = str(baseline)
@@ -282,6 +288,11 @@ def summary(result: dict[str, Any]) -> list[str]:
             f"  ratio of medians C/A {result['baseline_ratio_p50']:.3f}, added "
             f"{result['baseline_added_p50_ms']:.2f} ms",
         ]
+    for name in ("codexd", "baseline"):
+        if f"{name}_paired_added_ms" in result:
+            paired = result[f"{name}_paired_added_ms"]
+            lines.append(f"  paired, {name} minus direct in the same round: p50 "
+                         f"{paired['p50']:.2f}, p90 {paired['p90']:.2f} ms")
     lines.append("  codexd CPU per turn (ms): "
                  + ", ".join(f"{n} {v:.2f}" for n, v in result["cpu_ms_per_turn"].items()
                              if v is not None))
