@@ -113,10 +113,15 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
 
     proxy = await run_quick("bench.bench_conductor_proxy")
     assert proxy["benchmark"] == "conductor_proxy"
-    for key in ("direct_ms", "proxied_ms", "added_ms"):
-        assert proxy[key]["n"] == 30
-    # The added latency is the distribution of paired differences, not a difference of p99s.
-    assert proxy["added_ms"]["min"] <= proxy["added_ms"]["p50"] <= proxy["added_ms"]["max"]
+    for kind in ("get", "post"):
+        for key in ("direct", "conductor", "conductor_added"):
+            assert proxy[kind][key]["n"] == 20
+    assert {"cpu_ms_per_request", "conductor_idle_rss_mib", "goal_met"} <= set(proxy)
+
+    syncs = await run_quick("bench.bench_sync_strategies")
+    assert syncs["benchmark"] == "sync_strategies"
+    assert set(syncs["ms"]) == {"fsync", "fdatasync", "fallocate", "zeroed"}
+    assert all(stats["n"] == 20 for stats in syncs["ms"].values())
 
     failover = await run_quick("bench.bench_failover")
     assert failover["benchmark"] == "failover"

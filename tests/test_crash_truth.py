@@ -157,3 +157,51 @@ async def test_a_turn_that_completed_just_before_a_sigkill_comes_back_completed(
             assert (back.lastTurnId, back.lastTurnStatus) == (turn["turnId"], "completed")
             assert back.lastTurnOutput == "quick answer"
             assert back.lastTurnError is None
+
+
+async def test_every_acknowledgement_survives_a_sigkill_right_after_it(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    """Issue 27: a 201 or 202 waits for a data-only sync into space the log reserved ahead of
+    its data. codexd is SIGKILLed right after each answer, six times on the same files: each
+    killed log is its data, then nothing but zeros, and every session and turn acknowledged
+    before any of the kills is there after the restart."""
+    node = tmp_path / "node"
+    sessions: list[str] = []
+    turns: dict[str, str] = {}  # session id -> the turn acknowledged last
+    with trio.fail_after(GUARD):
+        for round_ in range(6):
+            async with (
+                running_codexd(node, codex_home) as codexd,
+                CodexdClient(codexd.url) as client,
+            ):
+                for session_id in sessions:
+                    back, _ = await client.get_session(session_id)
+                    assert back.lastTurnId == turns.get(session_id)
+                session = await client.create_session()
+                sessions.append(session.sessionId)
+                if round_ % 2:
+                    scripted_model.script(Plain("answered after the kill, or never"))
+                    turn = await client.start_turn(session.sessionId, f"round {round_}")
+                    turns[session.sessionId] = turn["turnId"]
+                _kill(codexd)  # right after the 201 (even rounds) or the 202 (odd rounds)
+                await codexd.process.wait()
+                journal = codexd.logs_dir / "codexd" / "events.jsonl"
+                raw = journal.read_bytes()
+                data = raw.partition(b"\0")[0]
+                assert len(raw) > len(data)  # the kill left the reserved space behind
+                assert raw[len(data):].strip(b"\0") == b""
+                assert data.endswith(b"\n")
+                on_disk = _journal(codexd).values()
+                assert session.sessionId in {e.sessionId for e in on_disk
+                                             if e.type == "session.created"}
+                if round_ % 2:
+                    assert turns[session.sessionId] in {e.turnId for e in on_disk
+                                                        if e.type == "turn.accepted"}
+        async with running_codexd(node, codex_home) as codexd, CodexdClient(codexd.url) as client:
+            for session_id in sessions:
+                back, _ = await client.get_session(session_id)
+                assert back.lastTurnId == turns.get(session_id)
+            await codexd.terminate()
+        # A clean stop leaves plain JSON lines.
+        assert b"\0" not in (codexd.logs_dir / "codexd" / "events.jsonl").read_bytes()
