@@ -50,6 +50,8 @@ from conductor_trio.contracts import (
     StatusSnapshot,
     lease_view,
 )
+from conductor_trio.fleet.fleet import Fleet
+from conductor_trio.fleet.records import NodeRecord, record_for
 from conductor_trio.health import (
     METRICS_CHECK_EVERY_S,
     CodexdProbe,
@@ -148,8 +150,16 @@ class Conductor:
         self.auth = NodeAuth(config.conductor_state, action_ttl_s=config.action_ttl_s)
         self.notifier = Notifier(config, self.client, self.auth.actions, base=self.link_base,
                                  role=lambda: (self.lease.role, self.lease.last_error))
+        # The fleet (issue 28): with etcd, this node's registration; the fleet's reads.
+        self.fleet = Fleet.for_node(config, self.lease, own_base=lambda: self.url,
+                                    own_record=self.fleet_record)
         # Last: its collectors read the parts above.
         self.metrics = ConductorMetrics(self)
+
+    async def fleet_record(self) -> NodeRecord:
+        """This node's fleet registration, codexd asked now."""
+        return record_for(self.config, await self.probe_codexd(), mode=self.modes.current.mode,
+                          role=self.lease.role, version=__version__, started_at=self.started_at)
 
     def _lease_holder(self) -> LeaseHolder:
         """What this node writes into the etcd key: enough for a client to come here."""
@@ -163,9 +173,11 @@ class Conductor:
 
     @property
     def writes_refused(self) -> bool:
-        """Whether ``POST /v1/codex/*`` must be refused here: this node does not lead and the
-        configuration does not let a standby forward writes."""
-        return self.config.standby_writes == "refuse" and self.lease.role != "leader"
+        """Whether ``POST /v1/codex/*`` must be refused here: this node does not lead, the
+        configuration does not let a standby forward writes, and it is not a fleet node (in a
+        fleet every node works on its own sessions; only leader-only jobs need the lease)."""
+        return (self.config.standby_writes == "refuse" and self.lease.role != "leader"
+                and not self.config.fleet)
 
     @property
     def uptime_s(self) -> float:
@@ -425,12 +437,14 @@ class Conductor:
                 await nursery.start(self._heartbeat_loop)
                 await nursery.start(self.hold.run)
                 await nursery.start(self.notifier.run)
+                await nursery.start(self.fleet.run)
                 task_status.started(self.url)
         finally:
             # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.
             # Each step its own deadline: an unreachable etcd must not use up the time the
             # clients need to close.
             with trio.CancelScope(shield=True):
+                await self.fleet.aclose()
                 with trio.move_on_after(5):
                     await self.lease.release()
                 with trio.move_on_after(2):
