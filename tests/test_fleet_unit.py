@@ -4,6 +4,7 @@ and its etcd records against a real etcd (issue 28)."""
 from __future__ import annotations
 
 import argparse
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ from conductor_trio.fleet.records import (
 from conductor_trio.fleet.registry import FleetRegistry
 from conductor_trio.lease.etcd_gateway import EtcdGateway
 from conductor_trio.web.access import Caller, fleet_access
-from tests.etcd_fixture import open_etcd, require_etcd
+from tests.etcd_fixture import free_port, open_etcd, require_etcd
+from tests.fake_codexd import open_fake_codexd
+from tests.test_lease_etcd import TTL, conductor, wait_one_leader
 
 
 def _session(sid: str, updated: str) -> dict[str, Any]:
@@ -254,3 +257,48 @@ async def test_registrations_members_and_owner_records_in_a_real_etcd(tmp_path: 
                 with trio.CancelScope(shield=True):
                     await one.release()
                     await gateway.aclose()
+
+
+async def test_a_fleet_standby_serves_its_own_sessions_and_a_pause_is_registered_at_once(
+        tmp_path: Path) -> None:
+    """Issue 28 §3: on a fleet node ``not_leader`` refuses only leader-only work: the standby
+    creates sessions on its own codexd (a pair's standby refuses them: test_lease_etcd)."""
+    require_etcd()
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    auth = {"Authorization": "Bearer t0ken"}
+    with trio.fail_after(120):
+        async with open_etcd(tmp_path) as etcd, open_fake_codexd() as fake, \
+                AsyncExitStack() as stack:
+            nodes = []
+            for name in ("a", "b"):
+                port = free_port()
+                nodes.append(await stack.enter_async_context(conductor(
+                    name, etcd, tmp_path, fake.url, "--fleet", "--token-file", str(token),
+                    "--local-api", f"http://127.0.0.1:{port}",
+                    "--advertise-url", f"http://127.0.0.1:{port}", port=port)))
+            leader = await wait_one_leader(nodes, within_s=TTL + 3)
+            standby = nodes[1] if leader is nodes[0] else nodes[0]
+            assert await standby.role() == "standby"
+            made = await standby.http.post("/v1/codex/sessions", json={}, headers=auth)
+            assert made.status_code == 201, made.text
+            # The standby answers for the fleet too, and names both nodes.
+            listed = await standby.http.get("/v1/fleet/nodes", headers=auth)
+            assert {n["nodeId"] for n in listed.json()["data"]["nodes"]} == {"a", "b"}
+
+            # A pause is in the registration at once (not at the next refresh, 5 s away).
+            paused = await standby.http.post("/v1/system/pause", json={}, headers=auth)
+            assert paused.status_code == 200
+            with trio.fail_after(3):
+                while True:
+                    seen = (await leader.http.get("/v1/fleet/nodes", headers=auth)
+                            ).json()["data"]["nodes"]
+                    if {n["nodeId"]: n["registration"]["mode"] for n in seen}[
+                            standby.name] == "paused":
+                        break
+                    await trio.sleep(0.05)
+            # ... and placement leaves it out, saying why.
+            refused = await leader.http.post("/v1/fleet/sessions", headers=auth,
+                                             json={"node": standby.name})
+            assert refused.status_code == 503
+            assert refused.json()["error"]["details"]["nodes"][standby.name] == "mode paused"
