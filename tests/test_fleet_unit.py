@@ -8,11 +8,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
 from codexd_trio.store.sessiontable import activity_time as codexd_activity_time
 from codexd_trio.web.envelope import decode_key_cursor, encode_key_cursor
+from conductor_trio.auth.devices import DeviceStore
 from conductor_trio.config import (
     ConductorConfig,
     ConfigError,
@@ -134,6 +136,18 @@ def test_placement_fewest_active_turns_among_the_healthy_ones() -> None:
     assert why["f"].startswith("does not answer")
     assert why["g"].startswith("not registered")
     assert "busier" in why["a"]
+
+
+def test_this_node_is_placed_on_without_an_advertised_address() -> None:
+    # One node without etcd: it calls itself at its bound address (found by the console test).
+    alone = _node("n")
+    assert alone.registration is not None
+    record = msgspec.structs.replace(alone.registration, apiBase=None)
+    me = msgspec.structs.replace(alone, registration=record, self=True)
+    other = msgspec.structs.replace(me, nodeId="m", self=False)
+    chosen, why = place([me, other])
+    assert chosen is me
+    assert why["m"] == "no advertised API base (--advertise-url)"
 
 
 def test_placement_by_label_and_by_name_and_why_nothing_fits() -> None:
@@ -302,3 +316,22 @@ async def test_a_fleet_standby_serves_its_own_sessions_and_a_pause_is_registered
                                              json={"node": standby.name})
             assert refused.status_code == 503
             assert refused.json()["error"]["details"]["nodes"][standby.name] == "mode paused"
+
+
+async def test_a_paired_device_reads_the_fleet_and_a_revoked_one_does_not(
+        tmp_path: Path) -> None:
+    """The phone pairing of issue 25 works against any node: its device token is a credential
+    for /v1/fleet/* there (the node then calls the others with its own node credential)."""
+    store = DeviceStore(tmp_path / "devices.json")
+    store.load()
+    device, token = await store.add("phone", ["codex"])
+    config = ConductorConfig(shared_token="s3cret", lease_store="etcd",
+                             lease_endpoints=("127.0.0.1:2379",))
+    came_as, refused = fleet_access(config, Caller("GET", f"Bearer {token}"), store)
+    assert refused is None
+    assert came_as is not None
+    assert came_as.id == device.id
+    await store.revoke(device.id)
+    _, refused = fleet_access(config, Caller("GET", f"Bearer {token}"), store)
+    assert refused is not None
+    assert refused.details["reason"] == "device_revoked"

@@ -160,7 +160,8 @@ def _unfit(n: FleetNode, *, node: str | None, labels: Sequence[str]) -> str | No
         return "not registered (its lease expired: the node is down)"
     if not n.reachable:
         return f"does not answer: {n.error}" if n.error else "does not answer"
-    if record.apiBase is None:
+    if record.apiBase is None and not n.self:
+        # This node calls itself at its bound address; others need the advertised one.
         return "no advertised API base (--advertise-url)"
     if not labels_match(record.labels, labels):
         return f"labels {sorted(record.labels)} do not match {list(labels)}"
