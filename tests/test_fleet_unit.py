@@ -4,6 +4,8 @@ and its etcd records against a real etcd (issue 28)."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -335,3 +337,48 @@ async def test_a_paired_device_reads_the_fleet_and_a_revoked_one_does_not(
     _, refused = fleet_access(config, Caller("GET", f"Bearer {token}"), store)
     assert refused is not None
     assert refused.details["reason"] == "device_revoked"
+
+
+async def test_a_node_that_does_not_answer_in_time_is_named_with_its_last_counts(
+        tmp_path: Path) -> None:
+    """Per-node deadlines: B frozen (SIGSTOP) but still registered (its lease has 10 s): A's
+    merged page still answers, with A's sessions, and B ``unreachable`` with its counts."""
+    require_etcd()
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    auth = {"Authorization": "Bearer t0ken"}
+    with trio.fail_after(120):
+        async with open_etcd(tmp_path) as etcd, open_fake_codexd() as fake, \
+                AsyncExitStack() as stack:
+            nodes = []
+            for name in ("a", "b"):
+                port = free_port()
+                nodes.append(await stack.enter_async_context(conductor(
+                    name, etcd, tmp_path, fake.url, "--fleet", "--token-file", str(token),
+                    "--advertise-url", f"http://127.0.0.1:{port}", "--lease-ttl", "10",
+                    port=port)))
+            a, b = nodes
+            made = await a.http.post("/v1/fleet/sessions", headers=auth, json={"node": "a"})
+            assert made.status_code == 201, made.text
+            with trio.fail_after(10):
+                while True:  # another process registering: bounded polling
+                    seen = (await a.http.get("/v1/fleet/nodes", headers=auth)
+                            ).json()["data"]["nodes"]
+                    if len(seen) == 2 and all(n["reachable"] for n in seen):
+                        break
+                    await trio.sleep(0.05)
+            os.killpg(b.daemon.process.pid, signal.SIGSTOP)
+            try:
+                page = (await a.http.get("/v1/fleet/sessions", headers=auth)).json()["data"]
+                states = {n["nodeId"]: n for n in page["nodes"]}
+                assert states["a"]["state"] == "ok"
+                assert states["b"]["state"] == "unreachable"
+                assert "no answer within" in states["b"]["error"]
+                assert states["b"]["counts"]["sessions"] is not None
+                # The fake codexd is shared: A's answer holds its sessions, named A's.
+                assert {s["node"] for s in page["sessions"]} == {"a"}
+                listed = (await a.http.get("/v1/fleet/nodes", headers=auth)).json()["data"]
+                b_now = {n["nodeId"]: n for n in listed["nodes"]}["b"]
+                assert (b_now["registered"], b_now["reachable"]) == (True, False)
+            finally:
+                os.killpg(b.daemon.process.pid, signal.SIGCONT)
