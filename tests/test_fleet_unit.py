@@ -382,3 +382,43 @@ async def test_a_node_that_does_not_answer_in_time_is_named_with_its_last_counts
                 assert (b_now["registered"], b_now["reachable"]) == (True, False)
             finally:
                 os.killpg(b.daemon.process.pid, signal.SIGCONT)
+
+
+async def test_with_etcd_silent_the_fleet_answers_from_what_it_last_read(tmp_path: Path) -> None:
+    """etcd frozen: the views keep the last registrations read (``etcdError`` says why), and a
+    session is still placed and created; its owner is found by asking the nodes."""
+    require_etcd()
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    auth = {"Authorization": "Bearer t0ken"}
+    with trio.fail_after(120):
+        async with open_etcd(tmp_path) as etcd, open_fake_codexd() as fake, \
+                AsyncExitStack() as stack:
+            nodes = []
+            for name in ("a", "b"):
+                port = free_port()
+                nodes.append(await stack.enter_async_context(conductor(
+                    name, etcd, tmp_path, fake.url, "--fleet", "--token-file", str(token),
+                    "--advertise-url", f"http://127.0.0.1:{port}", port=port)))
+            a = nodes[0]
+            with trio.fail_after(10):
+                while True:  # another process registering: bounded polling
+                    listed = (await a.http.get("/v1/fleet/nodes", headers=auth)).json()["data"]
+                    if len(listed["nodes"]) == 2:
+                        break
+                    await trio.sleep(0.05)
+            etcd.pause()
+            try:
+                listed = (await a.http.get("/v1/fleet/nodes", headers=auth)).json()["data"]
+                assert {n["nodeId"] for n in listed["nodes"]} == {"a", "b"}
+                assert listed["etcdError"]
+                made = await a.http.post("/v1/fleet/sessions", headers=auth, json={"node": "b"})
+                assert made.status_code == 201, made.text
+                sid = made.json()["data"]["session"]["sessionId"]
+                # No owner record could be written: every node is asked (the fake codexd is
+                # shared, so the first to answer owns it here).
+                found = await a.http.get(f"/v1/fleet/sessions/{sid}", headers=auth)
+                assert found.status_code == 200
+                assert found.headers["X-Baa-Node"] in {"a", "b"}
+            finally:
+                etcd.resume()

@@ -18,6 +18,7 @@ import msgspec
 from quart import Response, g, request, websocket
 from quart_trio import QuartTrio
 
+from codexd_trio.base.context import current_request_id
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
 from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.envelope import error
@@ -69,7 +70,11 @@ def _choice(name: str, allowed: tuple[str, ...]) -> str | None:
 
 
 def _forwarded_headers() -> dict[str, str]:
-    return {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
+    headers = {name: request.headers[name] for name in FORWARD_HEADERS
+               if name in request.headers}
+    if (request_id := current_request_id()) is not None:
+        headers["X-Request-Id"] = request_id  # one id through every node's access log
+    return headers
 
 
 async def _json_object() -> dict[str, Any]:
@@ -263,6 +268,8 @@ async def _relay(conductor: Conductor, session_id: str, device_id: str | None
     url = base.replace("http", "ws", 1) + "/v1/codex/events?" + urlencode(query)
     token = conductor.config.shared_token
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if (request_id := current_request_id()) is not None:
+        headers["X-Request-Id"] = request_id
     try:
         async with open_websocket(url, headers=headers) as upstream:
             await websocket.accept()
