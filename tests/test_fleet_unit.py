@@ -33,6 +33,7 @@ from conductor_trio.fleet.merge import (
     merge_sessions,
     node_cursor,
 )
+from conductor_trio.fleet.peers import Peers
 from conductor_trio.fleet.records import (
     FleetNode,
     NodeCounts,
@@ -422,3 +423,18 @@ async def test_with_etcd_silent_the_fleet_answers_from_what_it_last_read(tmp_pat
                 assert found.headers["X-Baa-Node"] in {"a", "b"}
             finally:
                 etcd.resume()
+
+
+async def test_a_peer_at_an_unusable_address_is_an_answer_with_its_error() -> None:
+    # etcd is shared: a registration may name an address no client can use; the fan-out must
+    # still answer for every other node.
+    peers = Peers("t0ken")
+    try:
+        answers = await peers.fan_out({"bad": "http://[::1", "noscheme": "mini:4317",
+                                       "closed": f"http://127.0.0.1:{free_port()}"},
+                                      "/healthz", deadline_s=5)
+    finally:
+        await peers.aclose()
+    assert {n: a.status for n, a in answers.items()} == {
+        "bad": None, "noscheme": None, "closed": None}
+    assert all(a.error for a in answers.values())

@@ -71,7 +71,8 @@ class Peers:
             try:
                 answer = await self._client.request(method, base + path, content=body,
                                                     headers=dict(headers or {}))
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                # InvalidURL: a registration's address no client could use (etcd is shared).
                 return PeerAnswer(node, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
             return PeerAnswer(node, answer.status_code, answer.content, answer.headers)
         return PeerAnswer(node, error=f"no answer within {deadline_s:g} s")
