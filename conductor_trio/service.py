@@ -241,6 +241,8 @@ class Conductor:
             out.append(f"codexd unreachable at {self.config.codexd_base}")
         if self.lease.role == "degraded":
             out.append(f"lease not renewed in time or store failing: {self.lease.last_error}")
+        if (registry := self.fleet.registry) is not None and registry.last_error:
+            out.append(f"fleet registration failing: {registry.last_error}")
         mode = self.modes.current.mode
         if mode != "running":
             out.append(f"automation {mode}: new work is refused")

@@ -421,6 +421,13 @@ async def test_with_etcd_silent_the_fleet_answers_from_what_it_last_read(tmp_pat
                 found = await a.http.get(f"/v1/fleet/sessions/{sid}", headers=auth)
                 assert found.status_code == 200
                 assert found.headers["X-Baa-Node"] in {"a", "b"}
+                # The node says its registration is not getting through.
+                with trio.fail_after(10):
+                    while True:  # another process: bounded polling
+                        warnings = (await a.http.get("/v1/runtime")).json()["data"]["warnings"]
+                        if any(w.startswith("fleet registration failing") for w in warnings):
+                            break
+                        await trio.sleep(0.05)
             finally:
                 etcd.resume()
 
