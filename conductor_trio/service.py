@@ -23,7 +23,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 import trio
@@ -51,13 +50,13 @@ from conductor_trio.contracts import (
     lease_view,
 )
 from conductor_trio.fleet.fleet import Fleet
-from conductor_trio.fleet.records import NodeRecord, record_for
 from conductor_trio.health import (
     METRICS_CHECK_EVERY_S,
     CodexdProbe,
     LoopInfo,
     MetricsHealth,
     active_turns,
+    after_first,
     count_families,
 )
 from conductor_trio.hold import HoldSync
@@ -152,14 +151,10 @@ class Conductor:
                                  role=lambda: (self.lease.role, self.lease.last_error))
         # The fleet (issue 28): with etcd, this node's registration; the fleet's reads.
         self.fleet = Fleet.for_node(config, self.lease, own_base=lambda: self.url,
-                                    own_record=self.fleet_record)
+                                    probe=self.probe_codexd, started_at=self.started_at,
+                                    mode=lambda: self.modes.current.mode)
         # Last: its collectors read the parts above.
         self.metrics = ConductorMetrics(self)
-
-    async def fleet_record(self) -> NodeRecord:
-        """This node's fleet registration, codexd asked now."""
-        return record_for(self.config, await self.probe_codexd(), mode=self.modes.current.mode,
-                          role=self.lease.role, version=__version__, started_at=self.started_at)
 
     def _lease_holder(self) -> LeaseHolder:
         """What this node writes into the etcd key: enough for a client to come here."""
@@ -361,7 +356,7 @@ class Conductor:
                           ) -> None:
         if isinstance(self.lease, EtcdLeaseKeeper):
             self.loops["lease"].interval_s = self.lease.renew_s
-            await self.lease.run(task_status=_after_first(task_status, self.loops["lease"]))
+            await self.lease.run(task_status=after_first(task_status, self.loops["lease"]))
             return
         await self.lease.step()
         self.loops["lease"].tick()
@@ -457,15 +452,3 @@ class Conductor:
                     with trio.move_on_after(2):
                         await self.lease.gateway.aclose()
 
-
-def _after_first(task_status: trio.TaskStatus[None], info: LoopInfo
-                 ) -> trio.TaskStatus[Any]:
-    """Adapts the etcd keeper's ``started(role)`` to the loop's ``started()``, counting the
-    first attempt as a run of the lease loop."""
-
-    class _Status:
-        def started(self, value: Any = None) -> None:
-            info.tick()
-            task_status.started()
-
-    return _Status()

@@ -26,6 +26,7 @@ import msgspec
 import trio
 
 from codexd_trio.base.contracts import now_iso
+from conductor_trio import __version__
 from conductor_trio.config import ConductorConfig
 from conductor_trio.fleet.merge import (
     decode_fleet_cursor,
@@ -34,10 +35,11 @@ from conductor_trio.fleet.merge import (
     node_cursor,
 )
 from conductor_trio.fleet.peers import PeerAnswer, Peers
-from conductor_trio.fleet.records import FleetNode, NodeRecord, place
+from conductor_trio.fleet.records import FleetNode, NodeRecord, place, record_for
 from conductor_trio.fleet.registry import FleetRegistry
+from conductor_trio.health import CodexdProbe
 from conductor_trio.lease.etcd import EtcdLeaseKeeper
-from conductor_trio.lease.file import LeaseStoreError
+from conductor_trio.lease.file import LeaseKeeper, LeaseStoreError
 
 __all__ = ["Fleet", "FleetRefusal"]
 
@@ -84,11 +86,18 @@ class Fleet:
         self.refresh_s = 5.0
 
     @classmethod
-    def for_node(cls, config: ConductorConfig, lease: object, *,
+    def for_node(cls, config: ConductorConfig, lease: LeaseKeeper | EtcdLeaseKeeper, *,
                  own_base: Callable[[], str | None],
-                 own_record: Callable[[], Awaitable[NodeRecord]]) -> Fleet:
+                 probe: Callable[[], Awaitable[CodexdProbe]], mode: Callable[[], str],
+                 started_at: str) -> Fleet:
         """The conductor's fleet: registered in etcd when its lease is on etcd (sharing the
-        lease's gateway), else this node alone; peers called with the shared token."""
+        lease's gateway), else this node alone; peers called with the shared token. Its
+        registration: the configuration, codexd asked now (``probe``), the mode and role."""
+
+        async def own_record() -> NodeRecord:
+            return record_for(config, await probe(), mode=mode(), role=lease.role,
+                              version=__version__, started_at=started_at)
+
         registry = None
         if isinstance(lease, EtcdLeaseKeeper):
             registry = FleetRegistry(lease.gateway, prefix=config.fleet_prefix,
