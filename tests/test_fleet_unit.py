@@ -299,6 +299,9 @@ async def test_a_fleet_standby_serves_its_own_sessions_and_a_pause_is_registered
             assert await standby.role() == "standby"
             made = await standby.http.post("/v1/codex/sessions", json={}, headers=auth)
             assert made.status_code == 201, made.text
+            # ... so it is ready (a pair's standby is not: test_lease_etcd).
+            ready = await standby.http.get("/readyz")
+            assert (ready.status_code, ready.json()["data"]["role"]) == (200, "standby")
             # The standby answers for the fleet too, and names both nodes.
             listed = await standby.http.get("/v1/fleet/nodes", headers=auth)
             assert {n["nodeId"] for n in listed.json()["data"]["nodes"]} == {"a", "b"}

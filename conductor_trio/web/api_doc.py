@@ -82,7 +82,8 @@ def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) 
     codex_ops = [*proxied]
     return [
         Op("GET", "/healthz", "liveness", data=ConductorHealth, auth_exempt=True),
-        Op("GET", "/readyz", "200 when leader", data=Ready, errors=("not_ready",)),
+        Op("GET", "/readyz", "200 when leader (a fleet node: or standby)", data=Ready,
+           errors=("not_ready",)),
         Op("GET", "/rolez", "leader, standby or degraded", media="text/plain"),
         Op("GET", "/describe", "routes, auth and codex backend", data=ConductorDescribe),
         Op("GET", "/v1/runtime", "node, role, lease, loops, paths", data=Runtime),

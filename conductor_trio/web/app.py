@@ -179,7 +179,8 @@ def create_app(conductor: Conductor) -> QuartTrio:
     @app.get("/readyz")
     async def readyz() -> Response:
         role = conductor.lease.role
-        if role == "leader":
+        # In a fleet every node works: a standby serves its own sessions, so it is ready.
+        if role == "leader" or (cfg.fleet and role == "standby"):
             return ok(Ready(ready=True, role=role))
         reasons = []
         if role == "degraded":
