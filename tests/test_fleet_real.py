@@ -120,6 +120,11 @@ async def test_two_nodes_one_fleet(tmp_path: Path, scripted_model: ScriptedModel
                 httpx.AsyncClient(base_url=a.url, timeout=30, headers=AUTH))
             async with conductor(tmp_path, "b", etcd, b_codexd.url, b_port, "gpu") as b:
                 sessions = await _both_up(http, tmp_path, scripted_model, a.url)
+                # B's registration has caught up with its sessions (it is put on change, at
+                # B's next look at its codexd): these are the counts it leaves behind.
+                await _poll(http, "/v1/fleet/nodes", lambda d: {
+                    n["nodeId"]: n["registration"]["counts"]["sessions"] for n in d["nodes"]
+                }.get("b") == len(sessions["b"]), within_s=30)
                 # B dies without a word: its registration expires with its lease.
                 os.killpg(b.process.pid, signal.SIGKILL)
                 with trio.fail_after(TTL + 1 + OBSERVE_MARGIN_S):
@@ -195,6 +200,26 @@ async def _both_up(http: httpx.AsyncClient, tmp: Path, model: ScriptedModel, a_u
                 and d["session"]["lastTurnStatus"] == "completed", within_s=60)
     assert (work / "approved-through-a.txt").exists()
 
+    # The rest of a session's routes reach B the same way: its queue, its events page, its
+    # approvals, its title, and closing it (a session of its own, closed at the end).
+    queue = await http.get(f"/v1/fleet/sessions/{asker}/queue")
+    assert (queue.status_code, queue.headers["X-Baa-Node"]) == (200, "b")
+    assert queue.json()["data"]["queue"]["entries"] == []
+    page = (await http.get(f"/v1/fleet/sessions/{asker}/events?after=0&limit=1000")
+            ).json()["data"]
+    assert {e["sessionId"] for e in page["events"]} == {asker}
+    mine = (await http.get(f"/v1/fleet/sessions/{asker}/approvals")).json()["data"]
+    assert [a["approvalId"] for a in mine["approvals"]] == [approval["approvalId"]]
+    closing = await http.post("/v1/fleet/sessions", json={"node": "b", "cwd": str(work)})
+    doomed = closing.json()["data"]["session"]["sessionId"]
+    titled = await http.post(f"/v1/fleet/sessions/{doomed}/title", json={"title": "to close"})
+    assert titled.status_code == 200, titled.text
+    closed = await http.post(f"/v1/fleet/sessions/{doomed}/close", json={})
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["data"]["session"]["status"] == "closed"
+    active = (await http.get("/v1/fleet/sessions?status=active")).json()["data"]
+    assert doomed not in {s["sessionId"] for s in active["sessions"]}
+
     # No node named, no label: the least busy healthy node (A has no session yet).
     plain = await http.post("/v1/fleet/sessions", json={"cwd": str(work)})
     assert plain.status_code == 201, plain.text
@@ -202,18 +227,20 @@ async def _both_up(http: httpx.AsyncClient, tmp: Path, model: ScriptedModel, a_u
     on_a = plain.json()["data"]["session"]["sessionId"]
 
     # The merged list, paged: every session once, each naming its node.
-    first = (await http.get("/v1/fleet/sessions?limit=2")).json()["data"]
-    assert len(first["sessions"]) == 2
-    assert first["nextCursor"] is not None
-    second = (await http.get(f"/v1/fleet/sessions?limit=2&cursor={first['nextCursor']}")
-              ).json()["data"]
-    listed = {s["sessionId"]: s["node"] for s in first["sessions"] + second["sessions"]}
-    assert listed == {on_b: "b", asker: "b", on_a: "a"}
-    assert second["nextCursor"] is None
-    assert {n["nodeId"]: n["state"] for n in first["nodes"]} == {"a": "ok", "b": "ok"}
+    pages: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        pages.append((await http.get(f"/v1/fleet/sessions?limit=2{cursor}")).json()["data"])
+        if pages[-1]["nextCursor"] is None:
+            break
+        cursor = f"&cursor={pages[-1]['nextCursor']}"
+    assert [len(p["sessions"]) for p in pages] == [2, 2]
+    listed = [(s["sessionId"], s["node"]) for p in pages for s in p["sessions"]]
+    assert sorted(listed) == sorted([(on_b, "b"), (asker, "b"), (doomed, "b"), (on_a, "a")])
+    assert {n["nodeId"]: n["state"] for n in pages[0]["nodes"]} == {"a": "ok", "b": "ok"}
     bad = await http.get("/v1/fleet/sessions?cursor=made-up")
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")
-    return {"a": [on_a], "b": [on_b, asker]}
+    return {"a": [on_a], "b": [on_b, asker, doomed]}
 
 
 async def _b_down(http: httpx.AsyncClient, tmp: Path, sessions: dict[str, list[str]]) -> None:
@@ -221,13 +248,13 @@ async def _b_down(http: httpx.AsyncClient, tmp: Path, sessions: dict[str, list[s
     offline = {n["nodeId"]: n for n in nodes["offline"]}
     # Gone from the registered nodes, still listed with its last known counts.
     assert offline["b"]["registered"] is False
-    assert offline["b"]["registration"]["counts"]["sessions"] == 2
+    assert offline["b"]["registration"]["counts"]["sessions"] == 3
 
     listed = (await http.get("/v1/fleet/sessions")).json()["data"]
     assert {s["sessionId"] for s in listed["sessions"]} == set(sessions["a"])
     states = {n["nodeId"]: n for n in listed["nodes"]}
     assert states["b"]["state"] == "offline"
-    assert states["b"]["counts"]["sessions"] == 2
+    assert states["b"]["counts"]["sessions"] == 3
 
     gone = await http.get(f"/v1/fleet/sessions/{sessions['b'][0]}")
     assert gone.status_code == 503
