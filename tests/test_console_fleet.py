@@ -15,7 +15,15 @@ import trio
 from playwright.sync_api import Page, expect
 
 from codexd_trio.testing import ExecCommand, Plain, ScriptedModel
-from tests.test_console import DESKTOP, TOKEN, _assert_fits, _browse, _node, needs_chromium
+from tests.test_console import (
+    ARTIFACTS,
+    DESKTOP,
+    TOKEN,
+    _assert_fits,
+    _browse,
+    _node,
+    needs_chromium,
+)
 
 pytestmark = [needs_chromium, pytest.mark.real_codex]
 
@@ -74,6 +82,8 @@ async def test_the_fleet_view_places_lists_and_decides(
             expect(item).to_contain_text("touch fleet-view.txt")
             _assert_fits(page)  # on a phone too: nothing of the view sticks out sideways
             page.set_viewport_size(DESKTOP)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.get_by_test_id("fleet").screenshot(path=str(ARTIFACTS / "console-fleet.png"))
             item.get_by_test_id("fleet-approval-accept").click()
             expect(page.get_by_test_id("fleet-approval")).to_have_count(0)
             return asker
