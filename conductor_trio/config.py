@@ -35,6 +35,7 @@ __all__ = [
     "add_conductor_flags",
     "add_status_api_flags",
     "check_listen",
+    "parse_labels",
     "parse_lease_store",
     "resolve_conductor",
     "resolve_shared_token",
@@ -80,6 +81,18 @@ class ConductorConfig:
     notify_outbox_max: int = 1000
     # How long a notification's Accept/Decline links work (at most 900 s).
     action_ttl_s: float = 900.0
+    # The fleet (issue 28): where other conductors reach this one (never guessed), this node's
+    # labels for placement, and whether it is a fleet node (every node works; not_leader only
+    # for leader-only operations) rather than one of a primary/standby pair.
+    advertise_url: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    fleet: bool = False
+
+    @property
+    def fleet_prefix(self) -> str:
+        """The etcd prefix of the fleet's keys: the lease key's parent (``/baa-conductor``)."""
+        parent = self.lease_key.rstrip("/").rpartition("/")[0]
+        return parent or "/baa-conductor"
 
     @property
     def listen_host(self) -> str:
@@ -112,6 +125,7 @@ class ConductorConfig:
         out["allowed_hosts"] = list(self.allowed_hosts)
         out["allowed_origins"] = list(self.allowed_origins)
         out["lease_endpoints"] = list(self.lease_endpoints)
+        out["labels"] = dict(self.labels)
         # Sink URLs carry secrets (topics, tokens): only their scheme, id and kinds.
         out["notify_sinks"] = [{"id": s.id, "scheme": s.scheme, "kinds": list(s.kinds)}
                                for s in self.notify_sinks]
@@ -219,6 +233,16 @@ def add_conductor_flags(parser: argparse.ArgumentParser) -> None:
                         help="notifications kept waiting at most (default 1000)")
     parser.add_argument("--action-ttl",
                         help="seconds a notification's Accept/Decline links work (max 900)")
+    parser.add_argument("--advertise-url",
+                        help="the API base other conductors of the fleet reach this one at; "
+                        "env BAA_CONDUCTOR_ADVERTISE_URL")
+    parser.add_argument("--label", action="append", dest="labels",
+                        help="a placement label of this node, NAME or NAME=VALUE (repeatable; "
+                        "env BAA_CONDUCTOR_LABELS, comma-separated)")
+    parser.add_argument("--fleet", action="store_true", default=None,
+                        help="a fleet node: every node works, not_leader refuses only "
+                        "leader-only operations (needs etcd and --advertise-url); env "
+                        "BAA_CONDUCTOR_FLEET=1")
 
 
 def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = None
@@ -302,7 +326,22 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
                          or str(d.action_ttl_s), "BAA_ACTION_TTL_S", minimum=1)
     if action_ttl > 900:
         raise ConfigError(f"BAA_ACTION_TTL_S must be at most 900 (15 minutes), got {action_ttl}")
+    advertise = pick(getattr(args, "advertise_url", None), "BAA_CONDUCTOR_ADVERTISE_URL")
+    if advertise is not None:
+        advertise = advertise.rstrip("/")
+        split_base(advertise)
+    labels = parse_labels(getattr(args, "labels", None)
+                          or _hosts(env.get("BAA_CONDUCTOR_LABELS", "")))
+    fleet_flag = getattr(args, "fleet", None)
+    fleet = bool(fleet_flag) if fleet_flag is not None else (
+        env.get("BAA_CONDUCTOR_FLEET", "") in ("1", "true", "yes"))
+    if fleet and not endpoints:
+        raise ConfigError("a fleet node needs an etcd lease store (--lease-store etcd://...)")
+    if fleet and advertise is None and public is None:
+        raise ConfigError("a fleet node needs --advertise-url (BAA_CONDUCTOR_ADVERTISE_URL): "
+                          "the address other conductors reach it at")
     config = ConductorConfig(
+        advertise_url=advertise, labels=labels, fleet=fleet,
         notify_sinks=sinks, notify_outbox_max=outbox_max, action_ttl_s=action_ttl,
         node_id=node_id, local_api=local_api.rstrip("/"), allowed_hosts=allowed,
         allowed_origins=origins, codexd_token=codexd_token,
@@ -315,6 +354,22 @@ def resolve_conductor(args: argparse.Namespace, env: Mapping[str, str] | None = 
     )
     check_listen(config.local_api, allowed, variable="BAA_CONDUCTOR_LOCAL_API_ALLOWED_HOSTS")
     return config
+
+
+def parse_labels(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``["gpu", "repo=baa"]`` → ``(("gpu", ""), ("repo", "baa"))``.
+
+    Raises:
+        ConfigError: an empty name or one with spaces.
+    """
+    out: dict[str, str] = {}
+    for raw in values:
+        name, _, value = raw.strip().partition("=")
+        name = name.strip()
+        if not name or any(c.isspace() for c in name):
+            raise ConfigError(f"a label is NAME or NAME=VALUE without spaces, got {raw!r}")
+        out[name] = value.strip()
+    return tuple(sorted(out.items()))
 
 
 def parse_lease_store(value: str) -> tuple[str, ...]:

@@ -66,7 +66,8 @@ class StatusApiHealth(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True):
-    """``GET /readyz`` when this conductor is the ready leader (else 503 ``not_ready``)."""
+    """``GET /readyz`` when this conductor is the ready leader, or a fleet node's standby (else 503
+    ``not_ready``)."""
 
     ready: bool
     role: LeaseRole

@@ -86,3 +86,15 @@ def active_turns(probe: CodexdProbe) -> list[ActiveTurn] | None:
     if probe.status is None:
         return None
     return list(probe.status.snapshot.activeTurns)
+
+
+def after_first(task_status: trio.TaskStatus[None], info: LoopInfo) -> trio.TaskStatus[Any]:
+    """Adapts the etcd keeper's ``started(role)`` to a loop's ``started()``, counting the
+    first attempt as a run of the loop (the lease loop's)."""
+
+    class _Status:
+        def started(self, value: Any = None) -> None:
+            info.tick()
+            task_status.started()
+
+    return _Status()

@@ -23,7 +23,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 import trio
@@ -50,6 +49,7 @@ from conductor_trio.contracts import (
     StatusSnapshot,
     lease_view,
 )
+from conductor_trio.fleet.fleet import Fleet
 from conductor_trio.health import (
     METRICS_CHECK_EVERY_S,
     CodexdProbe,
@@ -57,6 +57,7 @@ from conductor_trio.health import (
     MetricsHealth,
     active_turns,
     check_metrics,
+    after_first,
     count_families,
 )
 from conductor_trio.hold import HoldSync
@@ -149,6 +150,10 @@ class Conductor:
         self.auth = NodeAuth(config.conductor_state, action_ttl_s=config.action_ttl_s)
         self.notifier = Notifier(config, self.client, self.auth.actions, base=self.link_base,
                                  role=lambda: (self.lease.role, self.lease.last_error))
+        # The fleet (issue 28): with etcd, this node's registration; the fleet's reads.
+        self.fleet = Fleet.for_node(config, self.lease, own_base=lambda: self.url,
+                                    probe=self.probe_codexd, started_at=self.started_at,
+                                    mode=lambda: self.modes.current.mode)
         # Last: its collectors read the parts above.
         self.metrics = ConductorMetrics(self)
 
@@ -164,9 +169,11 @@ class Conductor:
 
     @property
     def writes_refused(self) -> bool:
-        """Whether ``POST /v1/codex/*`` must be refused here: this node does not lead and the
-        configuration does not let a standby forward writes."""
-        return self.config.standby_writes == "refuse" and self.lease.role != "leader"
+        """Whether ``POST /v1/codex/*`` must be refused here: this node does not lead, the
+        configuration does not let a standby forward writes, and it is not a fleet node (in a
+        fleet every node works on its own sessions; only leader-only jobs need the lease)."""
+        return (self.config.standby_writes == "refuse" and self.lease.role != "leader"
+                and not self.config.fleet)
 
     @property
     def uptime_s(self) -> float:
@@ -216,6 +223,8 @@ class Conductor:
             out.append(f"codexd unreachable at {self.config.codexd_base}")
         if self.lease.role == "degraded":
             out.append(f"lease not renewed in time or store failing: {self.lease.last_error}")
+        if (registry := self.fleet.registry) is not None and registry.last_error:
+            out.append(f"fleet registration failing: {registry.last_error}")
         mode = self.modes.current.mode
         if mode != "running":
             out.append(f"automation {mode}: new work is refused")
@@ -334,7 +343,7 @@ class Conductor:
                           ) -> None:
         if isinstance(self.lease, EtcdLeaseKeeper):
             self.loops["lease"].interval_s = self.lease.renew_s
-            await self.lease.run(task_status=_after_first(task_status, self.loops["lease"]))
+            await self.lease.run(task_status=after_first(task_status, self.loops["lease"]))
             return
         await self.lease.step()
         self.loops["lease"].tick()
@@ -412,12 +421,14 @@ class Conductor:
                 await nursery.start(self._heartbeat_loop)
                 await nursery.start(self.hold.run)
                 await nursery.start(self.notifier.run)
+                await nursery.start(self.fleet.run)
                 task_status.started(self.url)
         finally:
             # Shielded: under a cancel, httpx's close would otherwise leave pooled sockets open.
             # Each step its own deadline: an unreachable etcd must not use up the time the
             # clients need to close.
             with trio.CancelScope(shield=True):
+                await self.fleet.aclose()
                 with trio.move_on_after(5):
                     await self.lease.release()
                 with trio.move_on_after(2):
@@ -428,15 +439,3 @@ class Conductor:
                     with trio.move_on_after(2):
                         await self.lease.gateway.aclose()
 
-
-def _after_first(task_status: trio.TaskStatus[None], info: LoopInfo
-                 ) -> trio.TaskStatus[Any]:
-    """Adapts the etcd keeper's ``started(role)`` to the loop's ``started()``, counting the
-    first attempt as a run of the lease loop."""
-
-    class _Status:
-        def started(self, value: Any = None) -> None:
-            info.tick()
-            task_status.started()
-
-    return _Status()

@@ -62,7 +62,8 @@ async def run_quick_and_note(module: str) -> dict[str, Any]:
 
 
 async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> None:
-    require_etcd()  # bench_failover needs one; under BAA_REQUIRE=etcd its absence fails
+    # bench_failover and bench_fleet need one; under BAA_REQUIRE=etcd its absence fails
+    require_etcd()
     before = set(BENCH_ROOT.glob("*"))
     run_quick = run_quick_and_note
 
@@ -139,6 +140,12 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
     frames = await run_quick("bench.bench_ws_frame_cost")
     assert frames["benchmark"] == "ws_frame_cost"
     assert frames["frames"] == 200
+
+    fleet = await run_quick("bench.bench_fleet")
+    assert fleet["benchmark"] == "fleet"
+    # The cursor walk listed every session of every node once.
+    assert fleet["walk_sessions_seen"] == fleet["nodes"] * fleet["sessions_per_node"]
+    assert fleet["first_page_ms"]["n"] == fleet["requests"]
 
     # Every script removed its working directory under var/bench/.
     assert set(BENCH_ROOT.glob("*")) <= before

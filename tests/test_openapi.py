@@ -184,7 +184,8 @@ async def test_conductor_document_marks_what_needs_the_callers_credential(
         await conductor.client.aclose()
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
-            guarded = path.startswith("/v1/codex/") or (
+            # Issue 28: the fleet's routes always need the caller's credential.
+            guarded = path.startswith(("/v1/codex/", "/v1/fleet/")) or (
                 path.startswith("/v1/system/") and method in ("post", "delete")) or (
                 # Issue 25: the device list, and "this device" (a device token).
                 path == "/v1/system/devices" or path.startswith("/v1/devices/"))

@@ -61,6 +61,9 @@ STATUS_FOR_CODE: dict[str, int] = {
     "codexd_unavailable": 503,
     "not_ready": 503,
     "not_leader": 503,
+    # The fleet's (issue 28): a session's owner node does not answer; no node fits a placement.
+    "node_unavailable": 503,
+    "no_node_available": 503,
     # The conductor's pairing codes, device tokens and one-tap action links (issue 25).
     "pairing_code_invalid": 401,
     "action_invalid": 403,

@@ -13,6 +13,11 @@ or relay websocket reaches a route, and on ``/v1/system/*`` writes.
 * ``/v1/codex/*`` when codexd has no token: codexd itself trusts loopback, and so does the
   conductor on loopback; an exposed conductor (tailnet, LAN) needs the shared token for writes.
 * ``/v1/system/*`` writes: the shared token when one is configured, else loopback callers only.
+* ``/v1/fleet/*`` (issue 28): the conductor calls other nodes (and itself) with the shared
+  token, so a caller must present its own credential — the shared token or a device token —
+  whenever a shared token is configured, reads included; with etcd and no shared token the
+  fleet has no node credential and every fleet route is refused. One node without a shared
+  token: the same rules as ``/v1/codex/*`` (the fleet is then this node alone).
 
 Device tokens (issue 25, :mod:`conductor_trio.auth.devices`) count wherever the shared token
 does for ``/v1/codex/*``, and for ``/v1/system/*`` only on devices granted ``system``. A device
@@ -35,6 +40,7 @@ from conductor_trio.config import ConductorConfig
 
 __all__ = [
     "CODEX_PREFIX",
+    "FLEET_PREFIX",
     "SHARED_TOKEN_SETTING",
     "WRITE_METHODS",
     "Caller",
@@ -43,6 +49,7 @@ __all__ = [
     "codex_needs_credential",
     "codex_refusal",
     "device_access",
+    "fleet_access",
     "request_address",
     "shared_token_refusal",
 ]
@@ -53,6 +60,8 @@ class _Headers(Protocol):
 
 # The proxied routes (the conductor's own view is ``/v1/codex``, without the slash).
 CODEX_PREFIX = "/v1/codex/"
+# The fleet's routes (issue 28).
+FLEET_PREFIX = "/v1/fleet/"
 # What an operator sets to give the conductor its shared token (the file form is preferred).
 SHARED_TOKEN_SETTING = "BAA_SHARED_TOKEN_FILE"
 # The methods that change something under /v1/codex/* (DELETE: removing a queued turn).
@@ -125,6 +134,32 @@ def codex_access(config: ConductorConfig, caller: Caller, devices: DeviceStore |
     device, refused = device_access(devices, caller)
     if refused is not None or device is not None:
         return device, refused
+    return None, codex_refusal(config, caller)
+
+
+def fleet_access(config: ConductorConfig, caller: Caller, devices: DeviceStore | None = None
+                 ) -> tuple[Device | None, Refusal | None]:
+    """Whether ``caller`` may use ``/v1/fleet/*``: the device it came as (if any), or why not.
+
+    A fleet route calls conductors with the node credential (the shared token): it must never
+    do so for a caller it has not authenticated."""
+    device, refused = device_access(devices, caller)
+    if refused is not None or device is not None:
+        return device, refused
+    token = config.shared_token
+    if token is not None:
+        if caller.presents(token):
+            return None, None
+        return None, Refusal(
+            401, "unauthorized",
+            "/v1/fleet/* needs Authorization: Bearer <BAA_SHARED_TOKEN> or a device token "
+            "(websocket: the same header, or ?token=).", header="Authorization")
+    if config.lease_endpoints:
+        return None, Refusal(
+            401, "unauthorized",
+            f"The fleet's nodes call each other with the shared token, and this conductor has "
+            f"none: configure {SHARED_TOKEN_SETTING} (the same token on every node).",
+            setting=SHARED_TOKEN_SETTING)
     return None, codex_refusal(config, caller)
 
 

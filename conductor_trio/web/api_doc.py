@@ -34,6 +34,7 @@ from conductor_trio.contracts import (
     UnreachableStatus,
 )
 from conductor_trio.web.access import WRITE_METHODS
+from conductor_trio.web.fleet_doc import fleet_ops
 
 __all__ = [
     "conductor_openapi", "conductor_ops", "conductor_websockets", "status_api_openapi",
@@ -78,9 +79,11 @@ def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) 
         proxied.append(replace(op, summary=f"{op.summary} (proxied to codexd)",
                                errors=(*op.errors, *extra)))
     mode_errors = ("unauthorized",)
+    codex_ops = [*proxied]
     return [
         Op("GET", "/healthz", "liveness", data=ConductorHealth, auth_exempt=True),
-        Op("GET", "/readyz", "200 when leader", data=Ready, errors=("not_ready",)),
+        Op("GET", "/readyz", "200 when leader (a fleet node: or standby)", data=Ready,
+           errors=("not_ready",)),
         Op("GET", "/rolez", "leader, standby or degraded", media="text/plain"),
         Op("GET", "/describe", "routes, auth and codex backend", data=ConductorDescribe),
         Op("GET", "/v1/runtime", "node, role, lease, loops, paths", data=Runtime),
@@ -97,6 +100,7 @@ def conductor_ops(mode_change: Any, *, exposed: bool, codex_auth: bool = False) 
         Op("POST", "/v1/system/drain", "refuse new turns, let running ones finish",
            data=ModeState, body=mode_change, body_required=False, errors=mode_errors),
         *device_ops(),
+        *fleet_ops(codex_ops),
         Op("GET", "/v1/status", "status snapshot", data=StatusSnapshot),
         Op("GET", "/v1/status/ui", "status page", media="text/html"),
         Op("GET", "/", "links: console, status page, describe", media="text/html"),
@@ -148,7 +152,10 @@ def conductor_websockets(*, codex_auth: bool = False) -> list[dict[str, Any]]:
     if codex_auth:
         # Browsers cannot set headers on an upgrade: ?token= does there what the header does.
         relay.update(auth=True, summary=relay["summary"] + "; Authorization or ?token=")
-    return [relay]
+    fleet = {"path": "/v1/fleet/sessions/{session_id}/events", "auth": True,
+             "summary": "a session's live events from its node (?after=&batch=1); "
+             "Authorization or ?token="}
+    return [relay, fleet]
 
 
 def conductor_openapi(mode_change: Any, *, exposed: bool, codex_auth: bool = False

@@ -38,11 +38,13 @@ from conductor_trio.mode import Mode
 from conductor_trio.service import Conductor
 from conductor_trio.web.access import (
     CODEX_PREFIX,
+    FLEET_PREFIX,
     SHARED_TOKEN_SETTING,
     WRITE_METHODS,
     Caller,
     codex_access,
     codex_needs_credential,
+    fleet_access,
     request_address,
     shared_token_refusal,
 )
@@ -52,6 +54,7 @@ from conductor_trio.web.codex_routes import install_codex_routes
 from conductor_trio.web.console import install_console
 from conductor_trio.web.devices import install_device_routes
 from conductor_trio.web.fastpath import CodexFastPath
+from conductor_trio.web.fleet_routes import install_fleet_routes
 from conductor_trio.web.proxy import install_rule_proxy
 from conductor_trio.web.status_page import render_page
 
@@ -133,6 +136,8 @@ def create_app(conductor: Conductor) -> QuartTrio:
     # whether this node leads or is paused), and nothing is forwarded.
     @app.before_request
     async def _codex_callers_need_a_credential() -> Response | None:
+        if request.path.startswith(FLEET_PREFIX):
+            return answer(fleet_access(cfg, http_caller(), conductor.auth.devices)[1])
         if not request.path.startswith(CODEX_PREFIX):
             return None
         return answer(codex_access(cfg, http_caller(), conductor.auth.devices)[1])
@@ -142,9 +147,10 @@ def create_app(conductor: Conductor) -> QuartTrio:
         # Answered before the upgrade is accepted (and before codexd is asked for a stream).
         # ?token= is read here only: the relay never puts it in the upstream URL, and the
         # access log records the path without the query.
-        if not websocket.path.startswith(CODEX_PREFIX):
+        fleet = websocket.path.startswith(FLEET_PREFIX)
+        if not fleet and not websocket.path.startswith(CODEX_PREFIX):
             return None
-        device, refused = codex_access(cfg, Caller(
+        device, refused = (fleet_access if fleet else codex_access)(cfg, Caller(
             method="WS", authorization=websocket.headers.get("Authorization"),
             query_tokens=websocket.args.getlist("token"),
             remote_addr=request_address(websocket.remote_addr, websocket.headers)),
@@ -178,7 +184,8 @@ def create_app(conductor: Conductor) -> QuartTrio:
     @app.get("/readyz")
     async def readyz() -> Response:
         role = conductor.lease.role
-        if role == "leader":
+        # In a fleet every node works: a standby serves its own sessions, so it is ready.
+        if role == "leader" or (cfg.fleet and role == "standby"):
             return ok(Ready(ready=True, role=role))
         reasons = []
         if role == "degraded":
@@ -262,6 +269,7 @@ def create_app(conductor: Conductor) -> QuartTrio:
         body = decode_body(raw, ModeChange) if raw.strip() else ModeChange()
         await conductor.modes.set(mode, reason=body.reason,
                                   requested_by=body.requested_by or request.remote_addr)
+        conductor.fleet.changed()  # the fleet's registration says so at once
         # codexd's queue hold follows the mode at once; if codexd cannot be told now, the
         # hold's task keeps trying (the answer's queue_hold.confirmed says which).
         if not await conductor.hold.push():
@@ -299,5 +307,6 @@ def create_app(conductor: Conductor) -> QuartTrio:
     install_device_routes(app, conductor)
     install_action_routes(app, conductor)
     install_rule_proxy(app, conductor)
+    install_fleet_routes(app, conductor)  # issue 28
     return app
 

@@ -25,6 +25,8 @@ ASSETS = {
     # a one-tap action link (action.js).
     "pair.js": "text/javascript; charset=utf-8",
     "action.js": "text/javascript; charset=utf-8",
+    # Issue 28: the fleet view (its own module; it adds its section to the page).
+    "fleet.js": "text/javascript; charset=utf-8",
 }
 
 # The console has buttons that pause the node and accept commands: it must never be framed by
