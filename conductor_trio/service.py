@@ -56,8 +56,8 @@ from conductor_trio.health import (
     LoopInfo,
     MetricsHealth,
     active_turns,
-    check_metrics,
     after_first,
+    check_metrics,
     count_families,
 )
 from conductor_trio.hold import HoldSync

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos.checks import DiskLog, check_approvals, check_seen, check_turns
-from bench.chaos.clients import World
 from bench.chaos.context import Context, Settings, digest
+from bench.chaos.world import World
 
 
 def _ctx(tmp_path: Path) -> Context:

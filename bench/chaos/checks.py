@@ -26,8 +26,8 @@ from typing import Any
 
 import msgspec
 
-from bench.chaos.clients import World
 from bench.chaos.context import Context, digest
+from bench.chaos.world import World
 from codexd_trio.core.turns import turn_outcome
 
 _SETTLING = ("app-server.turn.completed", "app-server.turn.completed.missing")

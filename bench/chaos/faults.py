@@ -23,11 +23,12 @@ import httpx
 import msgspec
 import trio
 
-from bench.chaos.clients import Client, Endpoints, World
+from bench.chaos.clients import Client
 from bench.chaos.context import Context, Fault
 from bench.chaos.disk import Disk
 from bench.chaos.node import Managed, child_pid_from_state, is_run_process
 from bench.chaos.streams import Subscriber
+from bench.chaos.world import Endpoints, World
 
 RECOVER_S = 60.0
 # A Codex child whose codexd was killed reads EOF on its stdin and must go by itself.

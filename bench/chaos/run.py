@@ -19,12 +19,13 @@ import httpx
 import trio
 
 from bench.chaos import checks, plot, report, sampler
-from bench.chaos.clients import Endpoints, World, worker
+from bench.chaos.clients import worker
 from bench.chaos.context import Context, Settings
 from bench.chaos.disk import Disk
 from bench.chaos.faults import FAULTS, Targets, kinds, lane
 from bench.chaos.node import Managed, groups_alive, run_processes
 from bench.chaos.streams import follow, make_subscribers
+from bench.chaos.world import Endpoints, World
 from bench.common import machine_facts
 from codexd_trio.base.logsetup import LOG_FILE_BACKUPS, LOG_FILE_MAX_BYTES
 from codexd_trio.testing.codexhome import scratch_root, write_codex_home

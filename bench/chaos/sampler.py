@@ -8,7 +8,6 @@ from pathlib import Path
 import httpx
 import trio
 
-from bench.chaos.clients import Endpoints
 from bench.chaos.context import Context
 from bench.chaos.node import (
     Managed,
@@ -17,6 +16,7 @@ from bench.chaos.node import (
     rss_and_fds,
     start_ticks,
 )
+from bench.chaos.world import Endpoints
 
 SAMPLE_EVERY_S = 1.0
 LEADER_EVERY_S = 0.2

@@ -22,8 +22,8 @@ import msgspec
 import trio
 import trio_websocket
 
-from bench.chaos.clients import Endpoints, World
 from bench.chaos.context import Context, digest
+from bench.chaos.world import Endpoints, World
 from codexd_trio.client._ws import MAX_FRAME_BYTES
 
 KINDS = ("normal", "slow", "chatty", "dropper")

@@ -27,7 +27,7 @@ from conductor_trio.fleet.fleet import FleetRefusal
 from conductor_trio.fleet.merge import BadCursor
 from conductor_trio.fleet.peers import FORWARD_HEADERS, PeerAnswer
 from conductor_trio.service import Conductor
-from conductor_trio.web.proxy import _pump, _without_token
+from conductor_trio.web.proxy import _pump, without_token
 
 __all__ = ["NODE_HEADER", "install_fleet_routes"]
 
@@ -149,7 +149,7 @@ def install_fleet_routes(app: QuartTrio, conductor: Conductor) -> None:
             body = raw
         node = await fleet.owner(session_id)
         if query is None:
-            text = _without_token(request.query_string.decode("latin-1"))
+            text = without_token(request.query_string.decode("latin-1"))
         else:
             text = urlencode(query)
         headers = _forwarded_headers()
