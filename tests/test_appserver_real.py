@@ -33,6 +33,7 @@ from codexd_trio.testing import (
     read_only_sandbox_enforced,
 )
 from codexd_trio.testing.daemon import assert_group_gone
+from tests.capabilities import missing
 from tests.notifications import Notifications
 
 pytestmark = pytest.mark.real_codex
@@ -240,7 +241,7 @@ async def test_command_approval(
 def read_only_sandbox(codex_binary: Path) -> None:
     enforced, said = read_only_sandbox_enforced(codex_binary)
     if not enforced:
-        pytest.skip(f"Codex's sandbox cannot be enforced on this machine ({said})")
+        missing("sandbox", f"Codex's sandbox cannot be enforced on this machine ({said})")
 
 
 @pytest.mark.usefixtures("read_only_sandbox")

@@ -1,6 +1,8 @@
-"""Smoke of the benchmark code: each ``bench/`` script runs at its ``--quick`` size and prints a
-JSON result with the expected shape. This checks the benchmarks work, not how fast codexd is:
-no figure is compared with a goal here (that is ``docs/benchmarks.md``'s job)."""
+"""Smoke of the benchmark code: every ``bench/bench_*.py`` script runs at its ``--quick`` size
+and prints a JSON result with the expected shape (a script added without a smoke run here
+fails the test). This checks the benchmarks work, not how fast codexd is: no figure is compared
+with a goal here (that is ``docs/benchmarks.md``'s job). The chaos harness (``bench/chaos/``)
+has its own quick run, ``tests/test_chaos_quick.py``."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import trio
 
 from bench.common import BENCH_ROOT
 from codexd_trio.base.codexbin import REPO_ROOT
+from tests.etcd_fixture import require_etcd
 
 pytestmark = pytest.mark.real_codex
 
@@ -49,8 +52,19 @@ async def run_quick(module: str) -> dict[str, Any]:
     return result
 
 
+BENCH_DIR = REPO_ROOT / "bench"
+ran: set[str] = set()
+
+
+async def run_quick_and_note(module: str) -> dict[str, Any]:
+    ran.add(module)
+    return await run_quick(module)
+
+
 async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> None:
+    require_etcd()  # bench_failover needs one; under BAA_REQUIRE=etcd its absence fails
     before = set(BENCH_ROOT.glob("*"))
+    run_quick = run_quick_and_note
 
     roundtrip = await run_quick("bench.bench_turn_roundtrip")
     assert roundtrip["benchmark"] == "turn_roundtrip"
@@ -97,5 +111,36 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
         assert transcript[key]["p50"] > 0
     assert "goal_met" in transcript
 
+    proxy = await run_quick("bench.bench_conductor_proxy")
+    assert proxy["benchmark"] == "conductor_proxy"
+    for kind in ("get", "post"):
+        for key in ("direct", "conductor", "conductor_added"):
+            assert proxy[kind][key]["n"] == 20
+    assert {"cpu_ms_per_request", "conductor_idle_rss_mib", "goal_met"} <= set(proxy)
+
+    syncs = await run_quick("bench.bench_sync_strategies")
+    assert syncs["benchmark"] == "sync_strategies"
+    assert set(syncs["ms"]) == {"fsync", "fdatasync", "fallocate", "zeroed"}
+    assert all(stats["n"] == 20 for stats in syncs["ms"].values())
+
+    failover = await run_quick("bench.bench_failover")
+    assert failover["benchmark"] == "failover"
+    faults = {s["fault"]: s for s in failover["series"]}
+    assert set(faults) == {"kill", "freeze"}
+    # The frozen leader was sampled after it woke, and it answered: the two-leader count
+    # measured something.
+    assert faults["freeze"]["after_wake"]["old_leader_answered"] > 0
+    assert faults["freeze"]["two_leader_samples"] == 0
+
+    idem = await run_quick("bench.bench_idempotency")
+    assert idem["benchmark"] == "idempotency"
+    assert {"sequential_ms", "concurrent_ms", "replay_ms"} <= set(idem["journal"])
+
+    frames = await run_quick("bench.bench_ws_frame_cost")
+    assert frames["benchmark"] == "ws_frame_cost"
+    assert frames["frames"] == 200
+
     # Every script removed its working directory under var/bench/.
     assert set(BENCH_ROOT.glob("*")) <= before
+    scripts = {f"bench.{p.stem}" for p in BENCH_DIR.glob("bench_*.py")}
+    assert ran == scripts, f"bench scripts without a quick run here: {sorted(scripts - ran)}"

@@ -5,7 +5,6 @@ tries to drive and read codexd and the conductor. Headless Debian Chromium, driv
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -16,20 +15,14 @@ import pytest
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+from playwright import sync_api as playwright_sync
 
 from codexd_trio.testing import ScriptedModel
 from codexd_trio.testing.daemon import read_events, running_codexd
+from tests.capabilities import CHROMIUM, needs_chromium
 from tests.fake_codexd import open_conductor
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-
-pytestmark = [
-    pytest.mark.real_codex,
-    pytest.mark.skipif(
-        CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)"
-    ),
-]
+pytestmark = [pytest.mark.real_codex, needs_chromium()]
 
 # What a hostile page can do without any permission: no-cors "simple" requests (text/plain and
 # form bodies need no preflight) and websockets (browsers apply no CORS to them).

@@ -36,7 +36,8 @@ async def test_a_clean_log_and_matching_sightings_pass(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     events = [_event(seq) for seq in range(1, 6)]
     _write(tmp_path / "events-000000000001.jsonl", events[:3])
-    _write(tmp_path / "events.jsonl", events[3:])
+    # A killed codexd's active file: its data, then the space it reserved (zeros).
+    _write(tmp_path / "events.jsonl", events[3:], tail=bytes(4096))
     for event in events:
         ctx.saw(event["seq"], digest(event), "client")
     log = DiskLog(tmp_path)

@@ -462,7 +462,8 @@ async def test_send_queue_waits_for_the_running_turn_then_streams_its_own(
         status, out, err = decoded(result)
         assert status == 0, err
         assert out == "echo: second one\n"  # its own turn's answer, not the first turn's
-        assert err.startswith("queued as queue-") and "position 0" in err
+        assert err.startswith("queued as queue-")
+        assert "position 0" in err
         # The third starts only after the second settled, and runs to its end.
         order: list[str] = []
         with trio.fail_after(60):

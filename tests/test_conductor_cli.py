@@ -87,6 +87,13 @@ async def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
                     [*CONDUCTOR, "status", "--local-api", daemon.url],
                     env=_env(), capture_stdout=True)
                 assert "(node proc, pid " in human.stdout.decode()
+                # With a public API base, `status` asks there (the address clients use), not
+                # at the local one (here a port nobody listens on).
+                status = await trio.run_process(
+                    [*CONDUCTOR, "status", "--json", "--local-api", "http://127.0.0.1:9",
+                     "--public-api-base", daemon.url],
+                    env=_env(), capture_stdout=True)
+                assert json.loads(status.stdout)["data"]["node"]["node_id"] == "proc"
                 assert await terminate(daemon) == 0
             lease = json.loads((tmp_path / "conductor" / "lease.json").read_text())
             # Released on the graceful stop, so a standby may take over at once.

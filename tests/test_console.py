@@ -10,7 +10,6 @@ Waiting is Playwright's ``expect`` (it polls the page until the condition holds)
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ from playwright.sync_api import Page, Route, ViewportSize, expect, sync_playwrig
 
 from codexd_trio.testing import ExecCommand, Plain, ScriptedModel, Streamed
 from codexd_trio.testing.daemon import running_codexd
+from tests import capabilities
+from tests.capabilities import CHROMIUM
 from tests.fake_codexd import RunningConductor, open_conductor, open_fake_codexd
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TOKEN = "console-shared-token"
 WAIT_MS = 60_000  # an upper bound for the page to catch up with a real Codex turn
@@ -34,9 +34,7 @@ WAIT_MS = 60_000  # an upper bound for the page to catch up with a real Codex tu
 # machine can take longer than that.
 expect.set_options(timeout=WAIT_MS)
 
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)"
-)
+needs_chromium = capabilities.needs_chromium()
 
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}

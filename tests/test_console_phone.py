@@ -16,8 +16,9 @@ import trio
 from playwright.sync_api import Page, expect, sync_playwright
 
 from codexd_trio.base.contracts import Approval, now_iso
+from tests.capabilities import CHROMIUM
 from tests.fake_codexd import FakeCodexd, RunningConductor, open_conductor, open_fake_codexd
-from tests.test_console import ARTIFACTS, CHROMIUM, PHONE, WAIT_MS, _assert_fits, needs_chromium
+from tests.test_console import ARTIFACTS, PHONE, WAIT_MS, _assert_fits, needs_chromium
 
 
 def _cli(c: RunningConductor, *args: str) -> subprocess.CompletedProcess[str]:

@@ -43,6 +43,9 @@ async def test_full_segments_are_sealed_and_old_ones_dropped(tmp_path: Path) -> 
         assert log.first_seq == firsts[0] > 1
         total = sum(p.stat().st_size for p in segments) + path.stat().st_size
         assert total < 5 * SEGMENT  # bounded: 3 sealed + the active one
+        # Sealed segments were cut back to their data: no reserved zeros in old files.
+        assert all(b"\0" not in p.read_bytes() for p in segments)
+        assert path.stat().st_size <= SEGMENT  # nothing reserved past the seal
         events = await log.read_after(0)
         assert [e.seq for e in events] == list(range(log.first_seq, 601))
     finally:

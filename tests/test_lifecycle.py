@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,18 +139,61 @@ async def test_a_child_that_cannot_be_spawned_is_a_failure_codexd_survives_and_r
 async def test_a_client_that_goes_away_never_orphans_a_turn(
     tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
 ) -> None:
-    # The client gives up 0…20 ms into POST /turn. Whatever point of the operation that lands
-    # on, every turn Codex started is a turn codexd recorded, and it completes.
+    """A client gives up at known points of ``POST /turn`` — before sending, once the model
+    has the prompt (Codex accepted the turn, codexd may not have recorded it yet), once the
+    turn is accepted but before the answer is read — and then at 0…20 ms into it. Wherever
+    it lands, every turn Codex started is a turn codexd recorded, and it completes. The known
+    points do not depend on the machine's speed; the sweep adds
+    whatever points a given machine's timing reaches."""
     with trio.fail_after(GUARD * 2):
         async with (
             running_codexd(tmp_path / "node", codex_home) as codexd,
             CodexdClient(codexd.url) as client,
             httpx.AsyncClient(base_url=codexd.url) as http,
         ):
-            sessions = [(await client.create_session()).sessionId for _ in range(11)]
-            for n, sid in enumerate(sessions):
+            sessions = [(await client.create_session()).sessionId for _ in range(15)]
+            gave_up: dict[str, bool] = {}
+
+            async def give_up_when(n: int, sid: str, point: Any) -> None:
+                """POST the turn; cancel it once ``point()`` returns; note whether the answer
+                had come first."""
+                answered = False
+
+                async def post() -> None:
+                    nonlocal answered
+                    await post_json(http, "/v1/codexd/turn", {"sessionId": sid, "input": _q(n)})
+                    answered = True
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(post)
+                    await point()
+                    nursery.cancel_scope.cancel(reason="the client goes away")
+                gave_up[sid] = not answered
+
+            async def at_once() -> None:
+                return
+
+            def model_has(count: int) -> Any:
+                return lambda: scripted_model.wait_requests(count)
+
+            async def accepted_event(sid: str) -> None:
+                async for event in stream:
+                    if event.type == "turn.accepted" and event.sessionId == sid:
+                        return
+
+            async with client.events() as stream:
+                scripted_model.script(Plain("answer 0"))
+                await give_up_when(0, sessions[0], at_once)  # nothing was sent
+                for n in (1, 2):
+                    scripted_model.script(Plain(f"answer {n}"))
+                    await give_up_when(n, sessions[n],
+                                       model_has(scripted_model.request_count + 1))
+                scripted_model.script(Plain("answer 3"))
+                await give_up_when(3, sessions[3], partial(accepted_event, sessions[3]))
+            assert gave_up[sessions[0]]
+            for n, sid in enumerate(sessions[4:], start=4):
                 scripted_model.script(Plain(f"answer {n}"))
-                with trio.move_on_after(n * 0.002):
+                with trio.move_on_after((n - 4) * 0.002):
                     await post_json(http, "/v1/codexd/turn", {"sessionId": sid, "input": _q(n)})
             # Let every operation that was started settle: a turn whose start was accepted by
             # Codex completes; the others never reached it.
@@ -165,6 +209,12 @@ async def test_a_client_that_goes_away_never_orphans_a_turn(
                 assert session.currentTurnId is None
                 if session.lastTurnId is not None:
                     recorded[sid] = session
+            # The known points: nothing sent → nothing recorded; the model had the prompt →
+            # the turn is recorded although the client left before its answer.
+            assert sessions[0] not in recorded
+            assert {_q(0)} & prompts_seen == set()
+            for n in (1, 2, 3):
+                assert sessions[n] in recorded, f"point {n}: Codex had the turn, codexd lost it"
             # Every prompt the model received belongs to a turn codexd knows, completed.
             assert len(prompts_seen) == len(recorded)
             for session in recorded.values():

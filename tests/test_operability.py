@@ -313,6 +313,28 @@ def test_a_log_file_rolls_over_by_size(tmp_path: Path) -> None:
     assert newest[-1] == "line 199"
 
 
+@pytest.mark.parametrize(("level", "httpx_info"), [("INFO", False), ("DEBUG", True)])
+def test_httpx_does_not_log_every_request_unless_debugging(level: str, httpx_info: bool) -> None:
+    # It logged each proxied request at INFO: a line formatted and written per request on the
+    # conductor's hot path, saying what the access log says (issue 27).
+    root = logging.getLogger()
+    saved, saved_level = list(root.handlers), root.level
+    try:
+        setup_logging("text", level=level)
+        for name in ("httpx", "httpcore"):
+            assert logging.getLogger(name).isEnabledFor(logging.INFO) is httpx_info
+            assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+        assert logging.getLogger("conductor.access").isEnabledFor(logging.INFO)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
 async def test_error_details_may_use_any_key() -> None:
     # The conductor's fake codexd (and any daemon) may put "status", "code" or "message" in
     # details; the shared helper used to take them for its own arguments (TypeError, a 500).

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 from contextlib import suppress
 from pathlib import Path
 
-import pytest
 import trio
 
+from tests.capabilities import CHROMIUM, needs_chromium
 from tests.fake_codexd import open_conductor, open_fake_codexd
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)"
-)
+pytestmark = needs_chromium()
 
 
 async def _chromium(profile: Path, *args: str) -> str:

@@ -98,6 +98,11 @@ class DiskLog:
             raw = path.read_bytes()
         except FileNotFoundError:
             return  # removed by retention before the harness got to it
+        data, zero, rest = raw.partition(b"\0")
+        if zero and not rest.strip(b"\0"):
+            # The active file's reserved space (zeros to the end) is not data; a hole of zeros
+            # followed by anything else still is, and is reported below.
+            raw = data
         first = last = None
         for number, line in enumerate(raw.splitlines(), 1):
             self.lines += 1

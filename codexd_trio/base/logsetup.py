@@ -33,6 +33,8 @@ LOG_FORMATS = ("text", "json")
 # runs for months under launchd (whose StandardErrorPath nothing rotates) stays within ~128 MiB.
 LOG_FILE_MAX_BYTES = 32 * 1024 * 1024
 LOG_FILE_BACKUPS = 3
+# Libraries whose INFO lines are per request: kept to their warnings (see setup_logging).
+_CHATTY_LIBRARIES = ("httpx", "httpcore")
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName", "requestId",
@@ -126,3 +128,9 @@ def setup_logging(log_format: str, *, level: str | None = None, log_file: Path |
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel((level or os.environ.get("BAA_LOG_LEVEL", "INFO")).upper())
+    # httpx logs every request it sends at INFO: one line per proxied request (and per probe),
+    # formatted and written on the hot path, repeating what the access log already says. Only
+    # its warnings, unless the daemon logs at DEBUG.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)

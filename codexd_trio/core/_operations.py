@@ -162,15 +162,10 @@ class DaemonOperations:
             exc.details.setdefault("child", msgspec.to_builtins(self.child))
             raise
         finally:
-            # Durable before the answer either way: resolved, or expired undelivered.
-            try:
-                await self.files.approvals.flush()
-            except StoreWriteError as exc:
-                # Decided and sent to Codex; only its record waits for the disk (its writer
-                # keeps retrying). Not a 500: the caller learns the record is not durable yet.
-                raise StoreUnavailable(
-                    f"approval {approval_id} was decided but its record cannot be written yet: "
-                    f"{exc}", approvalId=approval_id) from exc
+            # Durable before the answer either way: resolved, or expired undelivered. The
+            # approval's event is the record (approvals.json is a snapshot of those events,
+            # replayed at start); when the disk refuses, 503 after the bound, never a 500.
+            await self._acknowledge()
         return approval
 
     def approval_rules(self, session_id: str | None = None) -> ApprovalRulesView:

@@ -11,7 +11,7 @@ against the next one's requests.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from codexd_trio.base.contracts import (
     Approval,
     ApprovalBook,
     Decision,
+    Event,
     Level,
     Session,
     TimeoutDecision,
@@ -70,7 +71,29 @@ class ApprovalLedger:
         if len(settled) > KEEP_SETTLED:
             drop = {a.approvalId for a in settled[: len(settled) - KEEP_SETTLED]}
             items = [a for a in items if a.approvalId not in drop]
-        self.doc.set(ApprovalBook(approvals=items))
+        self.doc.set(ApprovalBook(lastSeq=self.doc.value.lastSeq, approvals=items))
+
+    # -- persistence: approvals.json is a snapshot of the approval events (issue 26) --------
+    #
+    # Every change above is published as an event in the same synchronous step, so the durable
+    # event log is the journal and approvals.json a snapshot stamped with the seq it reflects
+    # (the daemon stamps it at write time and writes it only once that seq is durable). At
+    # start the approval events after the stamp are replayed over it: a SIGKILL between an
+    # approval's event and the file's rewrite can no longer make the restart settle it twice.
+
+    def replay(self, events: Iterable[Event]) -> int:
+        """Apply the logged approval events after the snapshot; returns how many changed it."""
+        applied = 0
+        for event in events:
+            if event.type not in ("approval.requested", "approval.resolved"):
+                continue
+            try:
+                approval = msgspec.convert(event.detail["approval"], Approval)
+            except (KeyError, msgspec.ValidationError):
+                continue  # not an event this ledger wrote; the log stays the truth for it
+            self.put(approval)
+            applied += 1
+        return applied
 
     def resolve(self, approval_id: str, decision: Decision, decided_by: str) -> Emit:
         approval = msgspec.structs.replace(

@@ -21,15 +21,15 @@ from typing import BinaryIO
 import trio
 
 from codexd_trio.base.contracts import Event
-from codexd_trio.base.files import append_synced, fsync_dir
 from codexd_trio.base.limiters import journal_limiter
+from codexd_trio.store import _eventlog_segment as segment
 from codexd_trio.store._eventlog_files import INDEX_EVERY
 
 logger = logging.getLogger("codexd_trio.store.eventlog")
 
 
 class _Commit:
-    """One write + ``fsync`` of the buffered events, in a worker thread the log owns.
+    """One write + sync (``fdatasync``) of the buffered events, in a worker thread the log owns.
 
     Why not ``trio.to_thread.run_sync(..., abandon_on_cancel=True)``: an abandoned thread's
     result was lost, so a later commit wrote the same events again and a rotation could follow;
@@ -77,6 +77,8 @@ class GroupCommit:
     _rotating: trio.Event | None
     _file: BinaryIO
     _durable_end: int
+    _allocated: int
+    _reserve_failed: bool
     _append_end: int
     _index_seqs: list[int]
     _index_offsets: list[int]
@@ -106,15 +108,37 @@ class GroupCommit:
         self._append_end += len(line)
 
     def _write_batch(self, data: bytes, start: int) -> None:
-        # Worker thread. Writes at the known durable end; on failure cuts whatever part of the
-        # batch landed so the retry does not leave a torn line in the middle of the log.
+        # Worker thread. Writes at the known durable end, into reserved space when it can (so
+        # the sync is a pure data sync); on failure cuts whatever part of the batch landed so
+        # the retry does not leave a torn line in the middle of the log.
         with self._io_lock:
             if self._closed:
                 raise OSError("event log is closed")
-            append_synced(self._file, data, start)
+            self._reserve_ahead(start + len(data))
+            try:
+                segment.write_synced(self._file, data, start)
+            except OSError:
+                self._allocated = start  # cut back at ``start``: reserve again next time
+                raise
+
+    def _reserve_ahead(self, end: int) -> None:
+        """Reserve space up to ``end`` if the file has not got it (under ``_io_lock``, or before
+        the log is shared). Best effort: without it a commit grows the file, which is as
+        durable, only slower (a metadata sync)."""
+        try:
+            self._allocated = segment.reserve(self._file, self._allocated, end,
+                                             self._segment_bytes)
+        except OSError as exc:
+            if not self._reserve_failed:
+                logger.warning("event log: cannot reserve space in %s (%s); commits grow the "
+                               "file until a reservation succeeds", self.path.name,
+                               exc.strerror or exc)
+            self._reserve_failed = True
+        else:
+            self._reserve_failed = False
 
     async def flush(self) -> None:
-        """Write and fsync everything appended so far, now.
+        """Write and sync everything appended so far, now.
 
         Concurrent flushes share commits: each waits for the commit in flight, then starts the
         next one if its own events were not in it.
@@ -126,7 +150,7 @@ class GroupCommit:
             Cancelling a flush abandons only its *wait*, never the commit: the commit's worker
             thread goes on and is settled on the Trio thread when it returns, whoever is still
             waiting (see :class:`_Commit`). So a flush returns at once even while the thread is
-            stuck in a hung ``fsync``, and every deadline on a commit (the final flush's ~5 s)
+            stuck in a hung sync, and every deadline on a commit (the final flush's ~5 s)
             really bounds it.
         """
         target = self.last_seq
@@ -250,6 +274,10 @@ class GroupCommit:
         # to leave the log writing to a closed file, and a ValueError took the daemon down);
         # an OSError here is a failed commit like any other, and the next commit retries.
         with self._io_lock:
+            # Sealed, a segment holds its data only (no reserved tail), synced before the
+            # segment gets its new name.
+            segment.cut(self._file, self._durable_end)
+            self._allocated = self._durable_end
             os.rename(self.path, sealed)
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -258,10 +286,11 @@ class GroupCommit:
                 raise
             old, self._file = self._file, os.fdopen(fd, "r+b")
             old.close()
-            try:
-                fsync_dir(self.path.parent)
-            except OSError:
-                logger.warning("event log: cannot fsync %s after sealing", self.path.parent)
+            # The new segment starts with its reserved space; its size reaches the disk with
+            # its first commit's sync, its name with the directory's sync below.
+            self._allocated = 0
+            self._reserve_ahead(1)
+            segment._sync_dir(self.path.parent)
 
     @staticmethod
     def _delete(paths: list[Path]) -> None:

@@ -8,6 +8,7 @@ import collections
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +22,9 @@ INDEX_EVERY = 256
 # How many undecodable lines at the end of the file open() cuts before calling the file corrupt
 # rather than torn: a torn write damages the tail of one write, never pages of events.
 MAX_CUT_LINES = 64
+# Start-up reads the active file in chunks this big (the data, then at most one chunk of the
+# reserved zeros after it).
+_SCAN_CHUNK = 1 << 20
 
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(Event)
@@ -132,16 +136,45 @@ def read_lines(parts: list[tuple[BinaryIO, int, int]], after_seq: int,
             f.close()
 
 
+def iter_data_lines(file: BinaryIO, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(offset, line)`` of the data in ``file`` from ``start``: every line with its newline,
+    up to the first zero byte (the reserved, zero-filled rest of an active segment; a JSON line
+    never holds one). The last piece has no newline when the data ends torn."""
+    file.seek(start)
+    offset = start
+    pending = b""
+    while True:
+        chunk = file.read(_SCAN_CHUNK)
+        if not chunk:
+            break
+        zero = chunk.find(b"\0")
+        if zero >= 0:
+            chunk = chunk[:zero]
+        pieces = (pending + chunk).split(b"\n")
+        pending = pieces.pop()
+        for piece in pieces:
+            yield offset, piece + b"\n"
+            offset += len(piece) + 1
+        if zero >= 0:
+            break
+    if pending:
+        yield offset, pending
+
+
 def scan_active(path: Path, file: BinaryIO) -> tuple[list[tuple[int, int]], int, int, int]:
     """Scan the active file at start-up: ``(sparse index, lines since the last index entry,
-    last seq, end offset)``, cutting a torn or undecodable tail (at most ``MAX_CUT_LINES``)."""
+    last seq, end offset)``.
+
+    The data ends at the first zero byte (the framing of a segment with reserved space, see
+    ``_eventlog_segment``); a torn or undecodable tail before it (at most ``MAX_CUT_LINES``
+    lines) is cut too. Nothing is changed on disk: the caller cuts the file back to ``end``.
+    """
     index: list[tuple[int, int]] = []
     since_index = INDEX_EVERY  # index the first line
     # (offset, line) of the last lines, to cut back through a damaged tail.
     tail: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=MAX_CUT_LINES + 1)
     offset = 0
-    file.seek(0)
-    for line in file:
+    for offset, line in iter_data_lines(file):
         if since_index >= INDEX_EVERY and line.endswith(b"\n"):
             try:
                 index.append((_head_decoder.decode(line).seq, offset))
@@ -150,8 +183,8 @@ def scan_active(path: Path, file: BinaryIO) -> tuple[list[tuple[int, int]], int,
                 pass  # damaged line: sample the next one instead
         since_index += 1
         tail.append((offset, line))
-        offset += len(line)
-    end = offset
+    data_end = tail[-1][0] + len(tail[-1][1]) if tail else 0
+    end = data_end
     last_seq = 0
     cut = 0
     while tail:
@@ -171,15 +204,12 @@ def scan_active(path: Path, file: BinaryIO) -> tuple[list[tuple[int, int]], int,
                 f"{path}: more than {MAX_CUT_LINES} damaged lines at the end "
                 f"(from byte {line_offset}); refusing to cut them",
             )
-    if end != offset:
+    if end != data_end:
         logger.warning(
             "event log %s: cut %d torn/undecodable trailing line(s), %d bytes from offset %d; "
             "continuing after seq %d",
-            path, cut, offset - end, end, last_seq,
+            path, cut, data_end - end, end, last_seq,
         )
-        file.truncate(end)
-        file.flush()
-        os.fsync(file.fileno())
         while index and index[-1][1] >= end:
             index.pop()
         since_index = 0

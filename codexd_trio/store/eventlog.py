@@ -2,15 +2,21 @@
 
 One compact JSON object per line (:class:`~codexd_trio.base.contracts.Event`), ``\\n`` terminated,
 strictly increasing ``seq``. :meth:`EventLog.append` only buffers; the :meth:`EventLog.run` task
-writes and fsyncs everything buffered in one worker-thread call as soon as the appending tasks
+writes and syncs everything buffered in one worker-thread call as soon as the appending tasks
 have yielded (group commit without a fixed window): an idle log commits at once, and under load
-the events appended while one commit is in the worker thread share the next ``fsync``. Each
+the events appended while one commit is in the worker thread share the next sync. Each
 committed batch is handed to :attr:`EventLog.on_durable`: subscribers only ever see durable
 events, so a seq a client has seen is never taken back or reused by a crash.
 
-Crash safety: a crash can tear only the tail of the last write. :meth:`EventLog.open` cuts a last
-line that has no newline or does not decode (and logs it), so ``seq`` continues from the last
-whole event.
+Disk format: the active file reserves space ahead of its data (zero bytes, see
+``_eventlog_segment``) so a commit is a pure data sync (``fdatasync``); **the data ends at the
+first zero byte**. Sealed segments, and the active file after a clean stop, are cut back to their
+data: plain JSON lines.
+
+Crash safety: a crash can tear only the tail of the last write. :meth:`EventLog.open` finds the
+end of the data (the first zero byte), cuts a last line that has no newline or does not decode
+(and logs it) and cuts the file back to what remains, so ``seq`` continues from the last whole
+event and everything after it reads as zeros again.
 
 Retention: the active file is ``events.jsonl``. Once it holds ``segment_bytes`` it is sealed —
 renamed to ``events-<first seq, 12 digits>.jsonl`` — and a new active file starts; only the
@@ -43,8 +49,8 @@ from typing import BinaryIO
 import trio
 
 from codexd_trio.base.contracts import Event
-from codexd_trio.base.files import fsync_dir
 from codexd_trio.base.limiters import reads_limiter
+from codexd_trio.store import _eventlog_segment as segment
 from codexd_trio.store._eventlog_commit import GroupCommit, _Commit
 from codexd_trio.store._eventlog_files import (
     INDEX_EVERY,
@@ -85,13 +91,14 @@ class EventLog(GroupCommit):
     Attributes:
         path: The log file.
         last_seq: The seq of the last appended event (durable or still buffered); 0 when empty.
-        durable_seq: The seq of the last event known to be fsynced.
+        durable_seq: The seq of the last event known to be synced.
     """
 
     def __init__(self, path: Path, file: BinaryIO, *, last_seq: int, end: int,
                  index: list[tuple[int, int]], lines_since_index: int,
                  segments: list[tuple[int, Path]], segment_bytes: int,
-                 retain_segments: int, backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
+                 retain_segments: int, allocated: int,
+                 backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
         """Internal; use :meth:`open`."""
         self.path = path
         self.last_seq = last_seq
@@ -105,13 +112,18 @@ class EventLog(GroupCommit):
         self.durable_seq = last_seq
         # The last commit's failure while it lasts (the disk is full, say), else None.
         self.write_error: str | None = None
-        # Called with each batch once it is fsynced (the hub publishes durable events only).
+        # Called with each batch once it is synced (the hub publishes durable events only).
         self.on_durable: Callable[[list[Event]], None] | None = None
-        # Called with each commit's duration in seconds (write + fsync, thread hop included).
+        # Called with each commit's duration in seconds (write + sync, thread hop included).
         self.on_commit: Callable[[float], None] | None = None
         self._file = file
-        # Byte offset up to which the file holds whole, fsynced lines.
+        # Byte offset up to which the file holds whole, synced lines.
         self._durable_end = end
+        # The file's size: its data, then reserved space (zeros) up to here. Changed only by
+        # whoever holds _io_lock (commit threads, rotation, close).
+        self._allocated = allocated
+        # A reservation failed (full disk): logged once until one succeeds again.
+        self._reserve_failed = False
         # Byte offset the next appended line will have (durable end + pending bytes).
         self._append_end = end
         self._index_seqs = [seq for seq, _ in index]
@@ -155,11 +167,12 @@ class EventLog(GroupCommit):
             The returned log owns an open file; call :meth:`close`.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Binary read/write without O_APPEND so a failed write can be truncated away and retried.
+        # Binary read/write without O_APPEND: commits write at known offsets (into reserved
+        # space), and a failed write can be cut away and retried.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         file = os.fdopen(fd, "r+b")
         # A freshly created log must survive a crash together with its first commits.
-        fsync_dir(path.parent)
+        segment._sync_dir(path.parent)
         try:
             return cls._scan(path, file, segment_bytes=segment_bytes,
                              retain_segments=retain_segments)
@@ -171,13 +184,22 @@ class EventLog(GroupCommit):
     def _scan(cls, path: Path, file: BinaryIO, *, segment_bytes: int,
               retain_segments: int) -> EventLog:
         index, since_index, last_seq, end = scan_active(path, file)
+        size = os.fstat(file.fileno()).st_size
+        if size != end:
+            # A torn line, or the reserved zeros a crash (or an old version) left: everything
+            # after the data must read as zeros again before anything is appended, or a later
+            # crash could find stale bytes right after new data.
+            segment.cut(file, end)
         segments = find_segments(path)
         if end == 0 and segments:
             # A fresh active file right after a rotation: seq continues from the newest segment.
             last_seq = last_seq_of(segments[-1][1])
-        return cls(path, file, last_seq=last_seq, end=end, index=index,
-                   lines_since_index=since_index, segments=segments,
-                   segment_bytes=segment_bytes, retain_segments=retain_segments)
+        log = cls(path, file, last_seq=last_seq, end=end, index=index,
+                  lines_since_index=since_index, segments=segments,
+                  segment_bytes=segment_bytes, retain_segments=retain_segments,
+                  allocated=end)
+        log._reserve_ahead(end + 1)
+        return log
 
     # ----------------------------------------------------------------------------------------
     # Appending
@@ -219,7 +241,7 @@ class EventLog(GroupCommit):
             await self._durable_changed.wait()
 
     async def wait_durable(self, seq: int) -> None:
-        """Return once the event with ``seq`` (and every earlier one) is fsynced.
+        """Return once the event with ``seq`` (and every earlier one) is synced.
 
         Needs :meth:`run` (or a :meth:`flush`) to make progress.
         """
@@ -230,7 +252,7 @@ class EventLog(GroupCommit):
         """The group-commit writer; a ``nursery.start`` target, ready at once.
 
         Sleeps while nothing is buffered; after the first appended event it waits only until
-        the appending tasks yielded, then writes and fsyncs the whole buffer in one worker-thread
+        the appending tasks yielded, then writes and syncs the whole buffer in one worker-thread
         call.
         A failed write is logged and retried every second.
 
@@ -246,7 +268,7 @@ class EventLog(GroupCommit):
                 if not self._unsynced:
                     continue
                 # Let the tasks that are appending right now finish their step, so one burst
-                # shares one fsync; never wait for events that may not come.
+                # shares one sync; never wait for events that may not come.
                 await trio.lowlevel.checkpoint()
                 try:
                     await self.flush()
@@ -343,14 +365,15 @@ class EventLog(GroupCommit):
         return out
 
     def close(self) -> None:
-        """Close the file, first writing (synchronously) anything still buffered.
+        """Close the file, first writing (synchronously) anything still buffered and cutting
+        the reserved space off.
 
         Call after :meth:`run` has ended. Idempotent.
 
         Resource handling:
             Releases the log's file handle; the log cannot be used afterwards.
         """
-        # Bounded: a commit thread stuck in a hung fsync (its waiters gave up) holds this lock;
+        # Bounded: a commit thread stuck in a hung sync (its waiters gave up) holds this lock;
         # then the file is left to the OS rather than hanging the exit (the events were never
         # acknowledged). A commit in flight that has not taken the lock yet finds the log
         # closed and writes nothing: these same events are written here, at the same offset.
@@ -364,14 +387,18 @@ class EventLog(GroupCommit):
             try:
                 if self._unsynced:
                     data = b"".join(line for _, line in self._unsynced)
-                    self._file.seek(self._durable_end)
-                    self._file.write(data)
-                    self._file.flush()
-                    os.fsync(self._file.fileno())
+                    segment.write_synced(self._file, data, self._durable_end)
                     self._durable_end += len(data)
                     self.durable_seq = self._unsynced[-1][0].seq
                     self._unsynced.clear()
                     self._unsynced_bytes = 0
+                # A clean stop leaves plain JSON lines (no reserved tail) for whoever reads the
+                # file next; a leftover tail would be harmless (the data ends at the first zero).
+                if os.fstat(self._file.fileno()).st_size != self._durable_end:
+                    try:
+                        segment.cut(self._file, self._durable_end)
+                    except OSError:
+                        logger.warning("event log: cannot cut %s back to its data", self.path)
             finally:
                 self._closed = True
                 self._file.close()

@@ -99,9 +99,12 @@ class StateDir:
         # durable, so a restarted codexd does not start queued turns the node holds.
         hold = read_document(state / "hold.json", QueueHold)
         self.hold = JsonDocument(state / "hold.json", QueueHold, hold or QueueHold())
+        # A snapshot of the approval events, stamped with the seq it reflects (no file yet:
+        # every approval event in the log is after it).
         approvals = read_document(state / "approvals.json", ApprovalBook)
         self.approvals = JsonDocument(
-            state / "approvals.json", ApprovalBook, approvals or ApprovalBook(), pretty=False
+            state / "approvals.json", ApprovalBook, approvals or ApprovalBook(lastSeq=0),
+            pretty=False,
         )
         rules = read_document(state / "approval-rules.json", ApprovalRulesBook)
         self.approval_rules = JsonDocument(

@@ -67,8 +67,12 @@ class CodexdProcess:
 
 
 def read_events(log: Path) -> list[Event]:
-    """Every event of a codexd ``events.jsonl``, in file order."""
-    return [event_decoder.decode(line) for line in log.read_bytes().splitlines()]
+    """Every event of a codexd ``events.jsonl``, in file order.
+
+    The data ends at the first zero byte: a running (or killed) codexd's active file has
+    reserved space after its data (see ``codexd_trio.store._eventlog_segment``)."""
+    data = log.read_bytes().partition(b"\0")[0]
+    return [event_decoder.decode(line) for line in data.splitlines()]
 
 
 def pid_alive(pid: int) -> bool:

@@ -55,16 +55,26 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
     query = _without_token(request.query_string.decode("latin-1"))
     path = upstream_path + (f"?{query}" if query else "")
     try:
-        answer = await conductor.client.request(request.method, path, content=body,
-                                                headers=headers)
+        if conductor.upstream is not None:
+            if request.method == "POST":
+                # codexd takes JSON bodies only (CONTRACT.md "Who may call"), even empty ones.
+                headers.setdefault("Content-Type", "application/json")
+            lean = await conductor.upstream.request(request.method, path,
+                                                    headers=list(headers.items()), body=body)
+            status, content, answer_headers = lean.status, lean.content, lean.headers
+        else:
+            answer = await conductor.client.request(request.method, path, content=body,
+                                                    headers=headers)
+            status, content, answer_headers = (answer.status_code, answer.content,
+                                               dict(answer.headers))
     except CodexdUnavailable as exc:
         return unavailable(conductor, exc)
     return Response(
-        answer.content,
-        status=answer.status_code,
-        content_type=answer.headers.get("content-type", "application/json"),
-        headers={name: answer.headers[name] for name in _ANSWER_HEADERS
-                 if name in answer.headers},
+        content,
+        status=status,
+        content_type=answer_headers.get("content-type", "application/json"),
+        headers={name: answer_headers[name.lower()] for name in _ANSWER_HEADERS
+                 if name.lower() in answer_headers},
     )
 
 

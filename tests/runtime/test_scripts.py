@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.capabilities import missing
 from tests.runtime.support import (
     RUNTIME,
     SCRIPTS,
@@ -181,7 +182,7 @@ def test_smoke_dry_run_passes_pytest_arguments(sandbox: dict[str, str]) -> None:
 def test_scripts_are_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck is not installed (Debian package 'shellcheck')")
+        missing("shellcheck", "shellcheck is not installed (Debian package 'shellcheck')")
     scripts = sorted(str(p) for p in RUNTIME.glob("*.sh"))
     proc = subprocess.run(
         [shellcheck, "-x", *scripts], capture_output=True, text=True, timeout=120, check=False

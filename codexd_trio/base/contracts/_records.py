@@ -206,6 +206,11 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApprovalBook(msgspec.Struct, frozen=True, kw_only=True):
-    """``state/codexd/approvals.json``: every pending approval and the latest settled ones."""
+    """``state/codexd/approvals.json``: every pending approval and the latest settled ones.
 
+    A snapshot current up to event ``lastSeq`` of ``events.jsonl`` (the approval events after it
+    are replayed at start); ``None`` in a file written before the stamp existed.
+    """
+
+    lastSeq: int | None = None
     approvals: list[Approval] = msgspec.field(default_factory=list)
