@@ -22,8 +22,17 @@ from codexd_trio.web.envelope import error
 # file system.
 _JS = "text/javascript; charset=utf-8"
 ASSETS = {
+    # The page's ES modules (issue 24): console.js imports the others.
     "console.js": _JS,
+    "dom.js": _JS,
+    "api.js": _JS,
+    "markdown.js": _JS,
+    "conversation.js": _JS,
+    "queue.js": _JS,
+    "threads.js": _JS,
+    "alerts.js": _JS,
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
     # Issue 25: pairing, "this device", accept-for-session and the rules (pair.js); the page of
     # a one-tap action link (action.js).
     "pair.js": _JS,
@@ -77,7 +86,7 @@ def _page(body: bytes | str, content_type: str) -> Response:
 
 
 def install_console(app: QuartTrio) -> None:
-    """Add ``GET /`` (links), ``GET /console`` and its two static files to the conductor's app."""
+    """Add ``GET /`` (links), ``GET /console`` and its files (fixed tables) to the app."""
 
     @app.get("/")
     async def home() -> Response:
