@@ -260,12 +260,17 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
 
             script = await c.http.get("/console/console.js")
             assert script.headers["content-type"].startswith("text/javascript")
+            from conductor_trio.web.console import ASSETS
+
+            modules = "".join([(await c.http.get(f"/console/{name}")).text
+                               for name in ASSETS if name.endswith(".js")
+                               and name not in ("pair.js", "action.js")])
             for testid in ("session-row", "event-row", "approval-row", "approval-accept",
                            "approval-decline"):
-                assert f'"{testid}"' in script.text
-            assert "sessionStorage" in script.text
-            assert "document.cookie" not in script.text
-            assert "localStorage" not in script.text
+                assert f'"{testid}"' in script.text + modules
+            assert "sessionStorage" in modules
+            assert "document.cookie" not in modules
+            assert "localStorage" not in modules
             # Issue 25: a paired device's token is kept across tabs (pair.js), the shared
             # token never is.
             pair = await c.http.get("/console/pair.js")
@@ -279,8 +284,9 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
 
             # Issue 24: the page's ES modules, the favicon, and the vendored Markdown renderer
             # and sanitizer with their licences (a fixed table of names too).
-            for name in ("dom.js", "api.js", "markdown.js", "conversation.js", "queue.js",
-                         "threads.js", "alerts.js"):
+            for name in ("state.js", "node.js", "sessions.js", "approvals.js", "dom.js",
+                         "api.js", "markdown.js", "conversation.js", "queue.js", "threads.js",
+                         "alerts.js"):
                 module = await c.http.get(f"/console/{name}")
                 assert module.headers["content-type"].startswith("text/javascript"), name
                 assert "http://" not in module.text, name

@@ -24,6 +24,10 @@ _JS = "text/javascript; charset=utf-8"
 ASSETS = {
     # The page's ES modules (issue 24): console.js imports the others.
     "console.js": _JS,
+    "state.js": _JS,
+    "node.js": _JS,
+    "sessions.js": _JS,
+    "approvals.js": _JS,
     "dom.js": _JS,
     "api.js": _JS,
     "markdown.js": _JS,

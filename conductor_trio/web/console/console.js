@@ -6,257 +6,34 @@
 // transcript's lastSeq, folded in. The shared token goes on the relay websocket as ?token=
 // (browsers cannot set headers on an upgrade; the conductor neither forwards nor logs it).
 
-import {$, el, excerpt, folderName, short, tailPath, typing, when} from "./dom.js";
+import {$, el, folderName, typing} from "./dom.js";
 import {act, api, failed, hideNotice, noticeBox, notify, token, tokenEntered, tokenWait,
         TOKEN_KEY} from "./api.js";
 import {Conversation} from "./conversation.js";
 import {refreshQueue, resetQueue, resumeQueue} from "./queue.js";
 import {closeThreads, initThreads, threadsOpen} from "./threads.js";
-import {initNotifications, noteApprovals} from "./alerts.js";
+import {initNotifications} from "./alerts.js";
+import {RETRY_MIN_MS, ROWS_STEP, node, table, view} from "./state.js";
+import {changeMode, refreshMetrics, refreshNode} from "./node.js";
+import {createSession, moveSelection, opened, refreshSessions, renderSessions} from
+  "./sessions.js";
+import {decide, refreshApprovals} from "./approvals.js";
 
 const NODE_REFRESH_MS = 4000;
 const SESSIONS_REFRESH_MS = 5000;
 const APPROVALS_REFRESH_MS = 5000;
-// Sessions come newest activity first from the API (order=activity); the console walks its
-// cursor until it has the rows it shows, and "more" walks further. ?limit=N in the page URL
-// sets the page size.
-const PAGE_LIMIT = Math.max(1, Math.min(1000,
-  Number(new URLSearchParams(location.search).get("limit")) || 100));
-const ROWS_STEP = 50;
 const TURNS_PAGE = 20;
 const MAX_EVENT_ROWS = 1000;
-const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10000;
 const TURN_END_TYPES = new Set([
   "app-server.turn.completed", "turn.failed", "app-server.turn.completed.missing",
 ]);
 
-// -- node panel --------------------------------------------------------------------------------
-
-const node = {mode: null, lastSeq: null};
-
-function setValue(id, text, cls) {
-  const e = $(id);
-  e.textContent = text;
-  e.className = cls || "";
-}
-
-async function refreshNode() {
-  let s;
-  try {
-    s = await api("GET", "/v1/status");
-  } catch (e) {
-    setValue("codexd", "conductor unreachable: " + e.message, "bad");
-    return;
-  }
-  $("node-id").textContent = (s.node || {}).node_id || "?";
-  const roleCls = s.role === "leader" ? "ok" : s.role === "degraded" ? "bad" : "warn";
-  setValue("role", s.role || "?", roleCls);
-  setValue("top-role", s.role || "?", roleCls);
-  const l = s.lease || {};
-  setValue("lease", l.holder_id ? l.holder_id + " · term " + l.term : "no lease held",
-           l.holder_id ? "" : "warn");
-  renderMode(s.mode || {});
-  const cx = s.codexd || {};
-  setValue("codexd", cx.reachable ? "reachable" + (cx.pid ? " (pid " + cx.pid + ")" : "")
-    : "unreachable" + (cx.error ? ": " + cx.error : ""), cx.reachable ? "ok" : "bad");
-  const child = cx.child || {};
-  setValue("child", child.status ? child.status + (child.pid ? " (pid " + child.pid + ")" : "")
-    : "—", child.status === "running" ? "ok" : "warn");
-  setValue("restarts", child.restarts == null ? "—" : String(child.restarts),
-           child.restarts ? "warn" : "");
-  const ss = s.sessions || {};
-  setValue("session-counts", ss.count == null ? "—"
-    : ss.count + " (" + ss.active_count + " active)");
-  setValue("active-turns", String((s.active_turns || []).length));
-  setValue("last-seq", s.last_event_seq == null ? "—" : "#" + s.last_event_seq);
-  if (s.last_event_seq != null) node.lastSeq = s.last_event_seq;
-  $("warnings").replaceChildren(...(s.warnings || []).map((w) => el("li", {}, w)));
-}
-
-function renderMode(m) {
-  node.mode = m.mode || null;
-  setValue("mode-value", m.mode || "?", m.mode === "running" ? "ok" : "warn");
-  setValue("top-mode", m.mode || "?", m.mode === "running" ? "ok" : "warn");
-  $("mode-reason").textContent = m.reason ? "— " + m.reason : "";
-  $("mode-pause").disabled = m.mode === "paused";
-  $("mode-resume").disabled = m.mode === "running";
-  $("mode-drain").disabled = m.mode === "draining";
-}
-
-async function changeMode(button, verb) {
-  await act(button, verb, async () => {
-    const state = await api("POST", "/v1/system/" + verb, {requested_by: "console"});
-    renderMode(state);
-    notify("mode: " + state.mode, "info", button);
-  });
-}
-
-// Metrics highlights: /metrics (Prometheus text) when the daemon serves it; otherwise the panel
-// stays hidden. Kept in one function because the metric names are still settling.
-let lastTurns = null;
-async function refreshMetrics() {
-  // The conductor's own series (requests) and codexd's through the conductor (turns).
-  const texts = [];
-  for (const path of ["/metrics", "/v1/codex/metrics"]) {
-    try {
-      const headers = token() ? {Authorization: "Bearer " + token()} : {};
-      const r = await fetch(path, {cache: "no-store", headers});
-      if (r.ok) texts.push(await r.text());
-    } catch (e) {
-      // a daemon without metrics: its part is left out
-    }
-  }
-  const text = texts.join("\n");
-  if (!text) { $("metrics").hidden = true; return; }
-  let turns = 0; let failures = 0; let requests = 0; let errors = 0;
-  for (const line of text.split("\n")) {
-    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+\w.]+)/.exec(line);
-    if (!m || line.startsWith("#")) continue;
-    const [, name, labels = "", raw] = m;
-    const v = Number(raw);
-    if (!Number.isFinite(v)) continue;
-    if (/turns?_total$/.test(name)) {
-      turns += v;
-      if (/status="failed"/.test(labels)) failures += v;
-    } else if (/^conductor_.*requests?_total$/.test(name)) {  // this node's API, not codexd's
-      requests += v;
-      if (/status="5\d\d"/.test(labels)) errors += v;
-    }
-  }
-  const now = Date.now();
-  let perMin = "—";
-  if (lastTurns && now > lastTurns.at) {
-    perMin = ((turns - lastTurns.n) * 60000 / (now - lastTurns.at)).toFixed(1);
-  }
-  lastTurns = {n: turns, at: now};
-  const facts = [["Turns/min", perMin], ["Turns", turns], ["Failed turns", failures],
-                 ["Requests", requests], ["5xx answers", errors]];
-  $("metrics-facts").replaceChildren(...facts.flatMap(([k, v]) =>
-    [el("dt", {}, k), el("dd", {}, String(v))]));
-  $("metrics").hidden = false;
-}
-
-// -- sessions ----------------------------------------------------------------------------------
-
-const table = {sessions: [], shown: ROWS_STEP, more: false, loading: false};
-
-// What a person needs to know about a session, in their words. "waiting for you" sorts first.
-const STATES = {waiting: "waiting for you", working: "working", failed: "failed", done: "done",
-                new: "new"};
-
-function humanState(s) {
-  if (pending.bySession.get(s.sessionId)) return "waiting";
-  if (s.currentTurnId) return "working";
-  if (s.lastTurnStatus === "failed") return "failed";
-  return s.turnCount || s.lastTurnStatus ? "done" : "new";
-}
-
-async function refreshSessions() {
-  if (table.loading) return;
-  table.loading = true;
-  try {
-    // Walk the API's cursor only as far as the rows on show: the cost does not grow with the
-    // node's history.
-    const all = [];
-    let cursor = null;
-    do {
-      const q = new URLSearchParams({order: "activity", limit: String(PAGE_LIMIT)});
-      if (cursor) q.set("cursor", cursor);
-      const data = await api("GET", "/v1/codex/sessions?" + q, null, {wait: false});
-      all.push(...data.sessions);
-      cursor = data.nextCursor;
-    } while (cursor && all.length < table.shown);
-    table.sessions = all;
-    table.more = Boolean(cursor);
-    $("sessions-count").textContent = "(" + all.length + (table.more ? "+" : "") + ")";
-    renderSessions();
-  } catch (e) {
-    $("sessions-count").textContent = "(" + e.message + ")";
-  } finally {
-    table.loading = false;
-  }
-}
-
-function renderSessions() {
-  const shown = table.sessions.slice(0, table.shown);
-  // Stable: within each group the API's order (newest activity first) stays.
-  const ordered = [...shown.filter((s) => humanState(s) === "waiting"),
-                   ...shown.filter((s) => humanState(s) !== "waiting")];
-  const rows = ordered.map((s) => {
-    const st = humanState(s);
-    const waiting = pending.bySession.get(s.sessionId);
-    const tr = el("tr", {
-      "data-testid": "session-row", "data-session-id": s.sessionId, "data-state": st,
-      tabindex: "0", class: s.sessionId === view.id ? "selected" : "",
-    },
-    el("td", {class: "title"},
-       el("span", {"data-testid": "session-title", class: "session-title"},
-          s.title || "untitled"),
-       " ", el("span", {class: "muted tag", title: s.sessionId}, short(s.sessionId)),
-       " ", el("span", {class: "muted tag"}, s.purpose || "")),
-    el("td", {class: "cwd", title: s.cwd || ""},
-       el("b", {class: "folder"}, folderName(s.cwd)), " ",
-       el("span", {class: "muted"}, tailPath(s.cwd))),
-    el("td", {class: "state"},
-       el("span", {class: "badge state-" + st, "data-testid": "session-state"}, STATES[st]),
-       waiting ? el("span", {class: "badge waiting", "data-testid": "session-pending"},
-                    waiting + " to approve") : null),
-    el("td", {class: "excerpt"}, excerpt(s.lastTurnOutput, 80)),
-    el("td", {class: "age", title: s.updatedAt || ""}, when(s.updatedAt)));
-    tr.addEventListener("click", () => select(s.sessionId));
-    tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") select(s.sessionId); });
-    return tr;
-  });
-  $("session-rows").replaceChildren(...rows);
-  $("sessions-more").hidden = !table.more && table.sessions.length <= table.shown;
-}
-
-async function createSession(ev) {
-  ev.preventDefault();
-  const body = {purpose: $("new-purpose").value};
-  const cwd = $("new-cwd").value.trim();
-  if (cwd) body.cwd = cwd;
-  for (const [id, key] of [["new-policy", "approvalPolicy"], ["new-sandbox", "sandbox"],
-                           ["new-approvals", "approvals"]]) {
-    if ($(id).value) body[key] = $(id).value;
-  }
-  const button = ev.submitter || document.querySelector("[data-testid=new-session]");
-  const data = await act(button, "new session", () => api("POST", "/v1/codex/sessions", body));
-  if (!data) return;
-  notify("created " + data.session.sessionId, "info", button);
-  await opened(data.session.sessionId);
-}
-
-// A session made elsewhere on the page (adopted, forked): list it and open it.
-async function opened(sessionId) {
-  refreshNode();
-  await refreshSessions();
-  await select(sessionId);
-}
-
-// j/k (and the arrows on a focused row) move between sessions.
-function moveSelection(step) {
-  const rows = [...document.querySelectorAll("[data-testid=session-row]")];
-  if (!rows.length) return;
-  const at = rows.findIndex((r) => r.dataset.sessionId === view.id);
-  const next = rows[Math.max(0, Math.min(rows.length - 1, at < 0 ? 0 : at + step))];
-  next.focus({preventScroll: false});
-  select(next.dataset.sessionId);
-}
-
 // -- the selected session ----------------------------------------------------------------------
 
-// view.cursor is the highest event seq folded (the transcript's lastSeq to begin with): every
-// event at or below it is a duplicate, and a reconnect asks for after=cursor, so nothing is
-// lost or doubled.
-const view = {
-  id: null, session: null, cursor: null, ws: null, retryMs: RETRY_MIN_MS, retryTimer: null,
-  reconnects: 0, generation: 0, turnId: null, outputItems: new Map(), older: null,
-};
 let conversation = null;
 
-async function select(sessionId) {
+export async function select(sessionId) {
   if (view.id === sessionId) return;
   closeStream();
   Object.assign(view, {
@@ -615,87 +392,6 @@ function onEvent(e) {
     refreshQueue();
     if (e.type === "turn.queued" || e.type === "turn.dequeued") reloadSession();
   }
-}
-
-// -- approvals ---------------------------------------------------------------------------------
-
-// Pending approvals of the whole node: the selected session's are listed with their buttons
-// (and shown inline in its conversation), the others are counted on their session's row; the
-// page's title counts them all.
-const pending = {bySession: new Map(), total: 0};
-
-async function refreshApprovals() {
-  const generation = view.generation;
-  let data;
-  try {
-    data = await api("GET", "/v1/codex/approvals?state=pending", null, {wait: false});
-  } catch (e) {
-    $("approvals-count").textContent = "(" + e.message + ")";
-    return;
-  }
-  const bySession = new Map();
-  for (const a of data.approvals) {
-    bySession.set(a.sessionId, (bySession.get(a.sessionId) || 0) + 1);
-  }
-  const changed = pending.total !== data.approvals.length
-    || [...bySession].some(([k, v]) => pending.bySession.get(k) !== v);
-  pending.bySession = bySession;
-  pending.total = data.approvals.length;
-  setValue("approvals-total", String(pending.total), pending.total ? "warn" : "");
-  noteApprovals(data.approvals, (id) => table.sessions.find((s) => s.sessionId === id));
-  if (changed) renderSessions();
-  if (!view.id || generation !== view.generation) return;
-  const mine = data.approvals.filter((a) => a.sessionId === view.id);
-  $("approvals-box").hidden = mine.length === 0;
-  $("approvals-count").textContent = mine.length ? "(" + mine.length + " pending)" : "(none)";
-  // Keyed by approval id: a row the person is about to tap is kept as it is, decided ones go.
-  const list = $("approvals");
-  const keep = new Set(mine.map((a) => a.approvalId));
-  for (const row of [...list.children]) {
-    if (!keep.has(row.dataset.approvalId)) row.remove();
-  }
-  const shown = new Set([...list.children].map((row) => row.dataset.approvalId));
-  for (const a of mine) {
-    if (!shown.has(a.approvalId)) list.append(approvalRow(a));
-  }
-}
-
-function approvalWhat(a) {
-  const p = a.params || {};
-  if (p.command) return Array.isArray(p.command) ? p.command.join(" ") : String(p.command);
-  if (a.kind === "fileChange") return "file change" + (p.reason ? ": " + p.reason : "");
-  return JSON.stringify(p).slice(0, 300);
-}
-
-async function decide(approvalId, decision, button) {
-  const done = await act(button, "approval " + approvalId, () =>
-    api("POST", "/v1/codex/approvals/" + encodeURIComponent(approvalId),
-        {decision, decidedBy: "console"}));
-  refreshApprovals();  // decided here, elsewhere (409) or gone: show what is true now
-  return done;
-}
-
-function approvalRow(a) {
-  const p = a.params || {};
-  const buttons = [["accept", "Accept", "accept", "approval-accept"],
-                   // Accept for session: Codex stops asking for the same command here.
-                   ["acceptForSession", "Accept for session", "accept",
-                    "approval-accept-session"],
-                   ["decline", "Decline", "decline", "approval-decline"]]
-    .map(([decision, label, cls, testid]) => {
-      const b = el("button", {type: "button", "data-testid": testid, class: cls}, label);
-      b.addEventListener("click", async () => {
-        if (await decide(a.approvalId, decision, b) !== undefined) row.remove();
-      });
-      return b;
-    });
-  const row = el("li", {"data-testid": "approval-row", "data-approval-id": a.approvalId},
-    el("div", {class: "what"}, el("span", {class: "badge"}, a.kind), " ",
-       el("code", {}, approvalWhat(a))),
-    el("div", {class: "muted"}, [p.cwd && "in " + p.cwd, p.reason,
-                                 "asked " + when(a.createdAt)].filter(Boolean).join(" · ")),
-    el("div", {class: "buttons"}, buttons));
-  return row;
 }
 
 // -- wiring ------------------------------------------------------------------------------------
