@@ -617,6 +617,16 @@ async def test_console_resumes_the_event_stream_after_the_relay_is_cut_mid_turn(
         session_id = _create_session(page, node.workdir)
         status = page.locator("#stream-status")
         expect(status).to_have_attribute("data-state", "live")
+        # Every text the agent's message shows, as it changes.
+        page.evaluate("""() => {
+          window.__agentTexts = [];
+          new MutationObserver(() => {
+            const agent = document.querySelector("[data-testid=transcript-agent]");
+            const text = agent ? agent.textContent.trim() : "";
+            if (text && window.__agentTexts.at(-1) !== text) window.__agentTexts.push(text);
+          }).observe(document.getElementById("conversation"),
+                     {childList: true, subtree: true, characterData: true});
+        }""")
         _send(page, "stream slowly")
         trio.from_thread.run(scripted_model.wait_streaming)
         deltas_shown = page.locator(
@@ -639,6 +649,14 @@ async def test_console_resumes_the_event_stream_after_the_relay_is_cut_mid_turn(
         resumed_after = int(status.get_attribute("data-after") or "0")
         assert 0 < resumed_after < max(seqs)
         assert len(deltas_shown.all()) == len(deltas)
+        # The conversation folded each delta once: one turn, its text whole, and every text it
+        # showed while streaming (across the cut) a prefix of the answer, never a repeat.
+        expect(page.get_by_test_id("transcript-turn")).to_have_count(1)
+        whole = "".join(deltas).strip()
+        expect(page.get_by_test_id("transcript-agent")).to_have_text(whole)
+        streamed: list[str] = page.evaluate("window.__agentTexts")
+        assert len(streamed) > 2, streamed
+        assert [t for t in streamed if not whole.startswith(t)] == []
 
     with trio.fail_after(300):
         async with _node(tmp_path, codex_home) as node:

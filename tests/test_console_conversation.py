@@ -188,14 +188,18 @@ async def test_console_conversation_on_a_desktop(
         expect(items).to_have_count(2)
         expect(items.nth(0)).to_contain_text("ECHO: queued one")
         expect(items.nth(1)).to_contain_text("ECHO: queued two")
-        items.nth(1).get_by_test_id("queue-remove").click()
+        items.nth(1).get_by_test_id("queue-up").click()  # "two" goes first
+        expect(items.nth(0)).to_contain_text("ECHO: queued two")
+        items.nth(1).get_by_test_id("queue-remove").click()  # "one" is taken out
         expect(items).to_have_count(1)
         expect(_turn(page, 5)).to_have_attribute("data-status", "completed")
         expect(turns).to_have_count(7)
-        expect(_turn(page, 6).get_by_test_id("transcript-user")).to_have_text("ECHO: queued one")
+        expect(_turn(page, 6).get_by_test_id("transcript-user")).to_have_text("ECHO: queued two")
         expect(_turn(page, 6)).to_have_attribute("data-status", "completed")
         expect(items).to_have_count(0)
-        expect(page.get_by_test_id("transcript-user")).not_to_contain_text(["queued two"])
+        expect(page.locator("#queue-box")).to_be_hidden()
+        texts = page.get_by_test_id("transcript-user").all_text_contents()
+        assert not [t for t in texts if "queued one" in t], texts
 
         # Raw events stay one tab away.
         page.get_by_test_id("tab-events").click()
@@ -203,11 +207,18 @@ async def test_console_conversation_on_a_desktop(
             .to_have_count(1)
         page.get_by_test_id("tab-conversation").click()
 
-        # Read back from the transcript (a reload): the same conversation.
-        page.reload()
+        # Read back from the transcript (a new load, three turns a page): the same
+        # conversation, paged back to the first turn.
+        page.goto(page.url.split("?")[0] + "?turns=3")
         page.evaluate("window.__sameLoad = true")
         row.click()
+        expect(turns).to_have_count(3)
+        older = page.get_by_test_id("turns-older")
+        older.click()
+        expect(turns).to_have_count(6)
+        older.click()
         expect(turns).to_have_count(7)
+        expect(older).to_be_hidden()
         expect(page.get_by_test_id("transcript-user").first).to_have_text("ECHO: first question")
         expect(page.get_by_test_id("command-output")).to_contain_text("console-output-marker")
         expect(page.get_by_test_id("diff-add").first).to_have_text("+hello from the patch")
@@ -318,16 +329,26 @@ async def test_console_on_a_phone_long_strings_notices_keyboard_and_threads(
         expect(page.get_by_test_id("transcript-user")).to_have_text("remember the word PAPAYA")
         expect(page.get_by_test_id("transcript-agent")).to_have_text("exec says PAPAYA")
         expect(page.get_by_test_id("selected-title")).to_contain_text("PAPAYA")
+        # Fork it: a new session with the same history.
+        page.get_by_test_id("session-fork").click()
+        expect(page.locator("#selected-id")).not_to_have_text(adopted or "")
+        forked = page.locator("#selected-id").text_content()
+        expect(page.get_by_test_id("transcript-agent")).to_have_text("exec says PAPAYA")
+        page.locator(f"[data-session-id='{adopted}']").click()
+        expect(page.locator("#selected-id")).to_have_text(adopted or "")
 
         # The keyboard: j and k move between sessions (not while typing in a field).
         page.locator("body").click(position={"x": 5, "y": 5})
         sessions = page.get_by_test_id("session-row")
-        expect(sessions).to_have_count(2)
-        order = [sessions.nth(i).get_attribute("data-session-id") for i in range(2)]
+        expect(sessions).to_have_count(3)
+        order = [sessions.nth(i).get_attribute("data-session-id") for i in range(3)]
+        assert forked in order
         at = order.index(adopted)
-        page.keyboard.press("j" if at == 0 else "k")
-        expect(page.locator("#selected-id")).to_have_text(order[1 - at] or "")
-        page.keyboard.press("k" if at == 0 else "j")
+        step, back = ("j", "k") if at < 2 else ("k", "j")
+        page.keyboard.press(step)
+        expect(page.locator("#selected-id")).to_have_text(order[at + (1 if at < 2 else -1)]
+                                                          or "")
+        page.keyboard.press(back)
         expect(page.locator("#selected-id")).to_have_text(adopted or "")
         page.get_by_test_id("turn-input").fill("j")
         page.get_by_test_id("turn-input").press("j")

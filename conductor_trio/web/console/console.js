@@ -22,7 +22,10 @@ import {decide, refreshApprovals} from "./approvals.js";
 const NODE_REFRESH_MS = 4000;
 const SESSIONS_REFRESH_MS = 5000;
 const APPROVALS_REFRESH_MS = 5000;
-const TURNS_PAGE = 20;
+// The conversation shows the last TURNS_PAGE turns, and "Earlier turns" pages back to the
+// first; ?turns=N in the page URL sets N.
+const TURNS_PAGE = Math.max(1, Math.min(1000,
+  Number(new URLSearchParams(location.search).get("turns")) || 20));
 const MAX_EVENT_ROWS = 1000;
 const RETRY_MAX_MS = 10000;
 const TURN_END_TYPES = new Set([
