@@ -38,6 +38,7 @@ DOCS = Path(__file__).parent.parent / "docs" / "console"
 def _shot(page: Page, name: str) -> None:
     """A screenshot into tests/artifacts/ (docs/console/ holds copies made by hand)."""
     ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # the node panel is sticky
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
@@ -326,14 +327,16 @@ async def test_console_on_a_phone_long_strings_notices_keyboard_and_threads(
         expect(page.locator("#threads")).to_be_hidden()
         expect(page.locator("#selected-id")).not_to_have_text(session_id)
         adopted = page.locator("#selected-id").text_content()
-        expect(page.get_by_test_id("transcript-user")).to_have_text("remember the word PAPAYA")
-        expect(page.get_by_test_id("transcript-agent")).to_have_text("exec says PAPAYA")
+        talk = page.get_by_test_id("conversation")
+        expect(talk.get_by_test_id("transcript-user")).to_have_text("remember the word PAPAYA")
+        expect(talk.get_by_test_id("transcript-agent")).to_have_text("exec says PAPAYA")
+        expect(page.get_by_test_id("thread-turns").locator("*")).to_have_count(0)
         expect(page.get_by_test_id("selected-title")).to_contain_text("PAPAYA")
         # Fork it: a new session with the same history.
         page.get_by_test_id("session-fork").click()
         expect(page.locator("#selected-id")).not_to_have_text(adopted or "")
         forked = page.locator("#selected-id").text_content()
-        expect(page.get_by_test_id("transcript-agent")).to_have_text("exec says PAPAYA")
+        expect(talk.get_by_test_id("transcript-agent")).to_have_text("exec says PAPAYA")
         page.locator(f"[data-session-id='{adopted}']").click()
         expect(page.locator("#selected-id")).to_have_text(adopted or "")
 

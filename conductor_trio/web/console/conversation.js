@@ -111,7 +111,9 @@ function commandMeta(item) {
   const bits = [];
   if (item.cwd) bits.push("in " + item.cwd);
   if (Number.isInteger(item.exitCode)) bits.push("exit " + item.exitCode);
-  else if (item.status && item.status !== "completed") bits.push(item.status);
+  else if (item.status && !["completed", "inProgress"].includes(item.status)) {
+    bits.push(item.status);  // declined, failed
+  }
   if (Number.isInteger(item.durationMs)) {
     bits.push(item.durationMs < 1000 ? item.durationMs + " ms"
       : (item.durationMs / 1000).toFixed(1) + " s");
@@ -183,7 +185,10 @@ function renderApproval(item, hooks) {
                          "data-status": item.status},
     el("div", {class: "what"}, what),
     item.reason ? el("div", {class: "muted"}, item.reason) : null,
-    item.changes ? renderChanges(item.changes) : null);
+    // The diffs to decide on while it waits; once decided, the file change shows them.
+    item.changes && item.status === "pending" ? renderChanges(item.changes) : null,
+    item.changes && item.status !== "pending"
+      ? el("div", {class: "muted"}, item.changes.map((c) => c.path).join(", ")) : null);
   if (item.status === "pending") {
     const buttons = DECISIONS.map(([decision, label, cls]) => {
       const b = el("button", {type: "button", class: cls,
@@ -327,7 +332,8 @@ export class Conversation {
 
   foot(st) {
     st.node.dataset.status = st.status;
-    const bits = [el("span", {class: "badge", "data-status": st.status}, st.status)];
+    const bits = [el("span", {class: "badge", "data-status": st.status},
+                     st.status === "inProgress" ? "working" : st.status)];
     if (st.error) bits.push(el("span", {class: "bad"}, " " + st.error.message));
     const usage = usageText(st.usage);
     if (usage) bits.push(el("span", {class: "muted", "data-testid": "turn-usage"}, " " + usage));

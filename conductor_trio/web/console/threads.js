@@ -13,7 +13,7 @@ export function initThreads(hooks) {
   state.reader = new Conversation($("thread-turns"), {decide: () => {}});
   $("threads-open").addEventListener("click", () => openThreads());
   $("threads-close").addEventListener("click", () => closeThreads());
-  $("thread-back").addEventListener("click", () => { $("thread-view").hidden = true; });
+  $("thread-back").addEventListener("click", closeThreadView);
   $("threads-search").addEventListener("input", () => {
     clearTimeout(state.timer);
     state.timer = setTimeout(loadThreads, 250);
@@ -34,15 +34,21 @@ export function openThreads() {
 // Esc: the read-only thread first, then the browser.
 export function closeThreads() {
   if (!$("thread-view").hidden) {
-    $("thread-view").hidden = true;
+    closeThreadView();
     return;
   }
   $("threads").hidden = true;
   $("threads-open").focus();
 }
 
-function hideThreads() {
+// The read-only thread goes away whole (its turns are not left in the page).
+function closeThreadView() {
   $("thread-view").hidden = true;
+  state.reader.clear();
+}
+
+function hideThreads() {
+  closeThreadView();
   $("threads").hidden = true;
 }
 
