@@ -149,7 +149,7 @@ async def test_console_conversation_on_a_desktop(
         expect(inline).to_have_attribute("data-status", "resolved")
         expect(inline).to_contain_text("accept by console")
         expect(page).to_have_title("conductor console")
-        block = page.get_by_test_id("command-block")
+        block = _turn(page, 3).get_by_test_id("command-block")
         expect(block).to_have_count(1)
         expect(block).to_have_attribute("data-exit-code", "0")
         expect(block.get_by_test_id("command-output")).to_contain_text("console-output-marker")
@@ -158,10 +158,23 @@ async def test_console_conversation_on_a_desktop(
         expect(agents.nth(3)).to_have_text("ran: echo console-output-marker")
         expect(_turn(page, 3).get_by_test_id("turn-usage")).to_contain_text("tokens")
 
+        # A command's output is live while it runs: this one prints, then waits for the test.
+        _send_with_keys(page, "SHELL: sh -c 'echo early; while [ ! -e go ]; do sleep 0.05; "
+                              "done; echo late'")
+        live_turn = _turn(page, 4)
+        live_turn.get_by_test_id("approval-inline-accept").click()
+        live = live_turn.get_by_test_id("command-block")
+        expect(live.get_by_test_id("command-output")).to_contain_text("early")
+        expect(live).to_have_attribute("data-status", "inProgress")
+        (node.workdir / "go").touch()
+        expect(live.get_by_test_id("command-output")).to_contain_text("late")
+        expect(live).to_have_attribute("data-exit-code", "0")
+        expect(live_turn).to_have_attribute("data-status", "completed")
+
         # A patch: the file's name as a heading, added lines coloured.
         _send_with_keys(page, "PATCH: *** Add File: notes.txt\n+hello from the patch\n+second")
-        expect(turns).to_have_count(5)
-        patch_turn = _turn(page, 4)
+        expect(turns).to_have_count(6)
+        patch_turn = _turn(page, 5)
         asked = patch_turn.get_by_test_id("approval-inline")
         expect(asked.or_(patch_turn.get_by_test_id("diff-file")).first).to_be_visible()
         if asked.count():
@@ -181,7 +194,7 @@ async def test_console_conversation_on_a_desktop(
         # Typing while Codex works queues the message; removing one takes it out; the other
         # runs after the turn.
         _send_with_keys(page, "SLOW 300 20: a slow answer that takes a while")
-        expect(turns).to_have_count(6)
+        expect(turns).to_have_count(7)
         expect(page.get_by_test_id("turn-submit")).to_have_text("Queue turn")
         _send_with_keys(page, "ECHO: queued one")
         _send_with_keys(page, "ECHO: queued two")
@@ -193,10 +206,10 @@ async def test_console_conversation_on_a_desktop(
         expect(items.nth(0)).to_contain_text("ECHO: queued two")
         items.nth(1).get_by_test_id("queue-remove").click()  # "one" is taken out
         expect(items).to_have_count(1)
-        expect(_turn(page, 5)).to_have_attribute("data-status", "completed")
-        expect(turns).to_have_count(7)
-        expect(_turn(page, 6).get_by_test_id("transcript-user")).to_have_text("ECHO: queued two")
         expect(_turn(page, 6)).to_have_attribute("data-status", "completed")
+        expect(turns).to_have_count(8)
+        expect(_turn(page, 7).get_by_test_id("transcript-user")).to_have_text("ECHO: queued two")
+        expect(_turn(page, 7)).to_have_attribute("data-status", "completed")
         expect(items).to_have_count(0)
         expect(page.locator("#queue-box")).to_be_hidden()
         texts = page.get_by_test_id("transcript-user").all_text_contents()
@@ -218,10 +231,11 @@ async def test_console_conversation_on_a_desktop(
         older.click()
         expect(turns).to_have_count(6)
         older.click()
-        expect(turns).to_have_count(7)
+        expect(turns).to_have_count(8)
         expect(older).to_be_hidden()
         expect(page.get_by_test_id("transcript-user").first).to_have_text("ECHO: first question")
-        expect(page.get_by_test_id("command-output")).to_contain_text("console-output-marker")
+        expect(page.get_by_test_id("command-output").first).to_contain_text(
+            "console-output-marker")
         expect(page.get_by_test_id("diff-add").first).to_have_text("+hello from the patch")
         expect(page.get_by_test_id("approval-inline").first).to_contain_text("accept")
         _assert_fits(page)
