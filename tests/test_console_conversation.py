@@ -20,6 +20,7 @@ import trio
 from playwright.sync_api import Page, expect
 
 from codexd_trio.testing import Plain, Prompted, ScriptedModel, codex_child_env
+from tests.fake_codexd import open_conductor, open_fake_codexd
 from tests.test_console import (
     ARTIFACTS,
     DESKTOP,
@@ -27,6 +28,7 @@ from tests.test_console import (
     _assert_fits,
     _browse,
     _create_session,
+    _in_browser,
     _long_workdir,
     _node,
     needs_chromium,
@@ -158,23 +160,10 @@ async def test_console_conversation_on_a_desktop(
         expect(agents.nth(3)).to_have_text("ran: echo console-output-marker")
         expect(_turn(page, 3).get_by_test_id("turn-usage")).to_contain_text("tokens")
 
-        # A command's output is live while it runs: this one prints, then waits for the test.
-        _send_with_keys(page, "SHELL: sh -c 'echo early; while [ ! -e go ]; do sleep 0.05; "
-                              "done; echo late'")
-        live_turn = _turn(page, 4)
-        live_turn.get_by_test_id("approval-inline-accept").click()
-        live = live_turn.get_by_test_id("command-block")
-        expect(live.get_by_test_id("command-output")).to_contain_text("early")
-        expect(live).to_have_attribute("data-status", "inProgress")
-        (node.workdir / "go").touch()
-        expect(live.get_by_test_id("command-output")).to_contain_text("late")
-        expect(live).to_have_attribute("data-exit-code", "0")
-        expect(live_turn).to_have_attribute("data-status", "completed")
-
         # A patch: the file's name as a heading, added lines coloured.
         _send_with_keys(page, "PATCH: *** Add File: notes.txt\n+hello from the patch\n+second")
-        expect(turns).to_have_count(6)
-        patch_turn = _turn(page, 5)
+        expect(turns).to_have_count(5)
+        patch_turn = _turn(page, 4)
         asked = patch_turn.get_by_test_id("approval-inline")
         expect(asked.or_(patch_turn.get_by_test_id("diff-file")).first).to_be_visible()
         if asked.count():
@@ -194,7 +183,7 @@ async def test_console_conversation_on_a_desktop(
         # Typing while Codex works queues the message; removing one takes it out; the other
         # runs after the turn.
         _send_with_keys(page, "SLOW 300 20: a slow answer that takes a while")
-        expect(turns).to_have_count(7)
+        expect(turns).to_have_count(6)
         expect(page.get_by_test_id("turn-submit")).to_have_text("Queue turn")
         _send_with_keys(page, "ECHO: queued one")
         _send_with_keys(page, "ECHO: queued two")
@@ -206,10 +195,10 @@ async def test_console_conversation_on_a_desktop(
         expect(items.nth(0)).to_contain_text("ECHO: queued two")
         items.nth(1).get_by_test_id("queue-remove").click()  # "one" is taken out
         expect(items).to_have_count(1)
+        expect(_turn(page, 5)).to_have_attribute("data-status", "completed")
+        expect(turns).to_have_count(7)
+        expect(_turn(page, 6).get_by_test_id("transcript-user")).to_have_text("ECHO: queued two")
         expect(_turn(page, 6)).to_have_attribute("data-status", "completed")
-        expect(turns).to_have_count(8)
-        expect(_turn(page, 7).get_by_test_id("transcript-user")).to_have_text("ECHO: queued two")
-        expect(_turn(page, 7)).to_have_attribute("data-status", "completed")
         expect(items).to_have_count(0)
         expect(page.locator("#queue-box")).to_be_hidden()
         texts = page.get_by_test_id("transcript-user").all_text_contents()
@@ -231,7 +220,7 @@ async def test_console_conversation_on_a_desktop(
         older.click()
         expect(turns).to_have_count(6)
         older.click()
-        expect(turns).to_have_count(8)
+        expect(turns).to_have_count(7)
         expect(older).to_be_hidden()
         expect(page.get_by_test_id("transcript-user").first).to_have_text("ECHO: first question")
         expect(page.get_by_test_id("command-output").first).to_contain_text(
@@ -385,3 +374,90 @@ async def test_console_on_a_phone_long_strings_notices_keyboard_and_threads(
         async with _node(tmp_path, codex_home) as node:
             scripted_model.default = Prompted()
             await _browse(node, flow, PHONE, init_script=FAKE_NOTIFICATIONS)
+
+
+# What the relay carries while a turn runs, in Codex's own shapes (docs/codex-app-server notes):
+# the fold must show a command's output as it streams, an agent message as its deltas arrive,
+# and an added file (Codex sends its raw content) as a unified diff. Codex streams command
+# output only sometimes (short commands: in some runs, not others), so this is fed by hand.
+FOLD_JS = r"""async () => {
+  const {Conversation} = await import("/console/conversation.js");
+  const box = document.createElement("div");
+  box.className = "conversation";
+  document.getElementById("selected").hidden = false;
+  document.getElementById("selected").append(box);
+  const c = new Conversation(box, {decide() {}});
+  let seq = 0;
+  const ev = (type, detail) => c.apply({seq: ++seq, type, turnId: "t1", sessionId: "s",
+                                        detail});
+  const look = () => ({
+    status: box.querySelector("[data-testid=command-block]").dataset.status,
+    output: box.querySelector("[data-testid=command-output]").textContent,
+    agent: (box.querySelector("[data-testid=transcript-agent]") || {}).textContent || "",
+  });
+  const cmd = {type: "commandExecution", id: "call-1", command: "/bin/bash -lc 'make'",
+               cwd: "/w", status: "inProgress", aggregatedOutput: null};
+  ev("turn.accepted", {input: [{type: "text", text: "build it"}]});
+  ev("app-server.item.started", {item: cmd});
+  ev("app-server.item.commandExecution.outputDelta", {itemId: "call-1", delta: "step 1\n"});
+  const first = look();
+  ev("app-server.item.commandExecution.outputDelta", {itemId: "call-1", delta: "step 2\n"});
+  const second = look();
+  ev("app-server.item.completed", {item: {...cmd, status: "completed", exitCode: 2,
+                                          durationMs: 1500,
+                                          aggregatedOutput: "step 1\nstep 2\n"}});
+  const done = look();
+  ev("app-server.item.started", {item: {type: "fileChange", id: "call-2", status: "inProgress",
+    changes: [{path: "/w/new.txt", kind: {type: "add"}, diff: "one\ntwo\n"}]}});
+  ev("app-server.item.completed", {item: {type: "fileChange", id: "call-2",
+    status: "completed",
+    changes: [{path: "/w/new.txt", kind: {type: "add"}, diff: "one\ntwo\n"},
+              {path: "/w/old.txt", kind: {type: "update", move_path: null},
+               diff: "@@ -1 +1 @@\n-before\n+after\n"}]}});
+  for (const d of ["It ", "is **", "built**."]) {
+    ev("app-server.item.agentMessage.delta", {itemId: "msg-1", delta: d});
+  }
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const streamed = look().agent;
+  ev("app-server.item.completed", {item: {type: "agentMessage", id: "msg-1",
+                                          text: "It is **built**."}});
+  ev("app-server.turn.completed", {turn: {id: "t1", status: "completed"}});
+  const files = [...box.querySelectorAll("[data-testid=diff-file]")].map((f) => ({
+    heading: f.querySelector("h4").textContent,
+    add: [...f.querySelectorAll("[data-testid=diff-add]")].map((n) => n.textContent),
+    del: [...f.querySelectorAll("[data-testid=diff-del]")].map((n) => n.textContent),
+    lines: [...f.querySelectorAll(".diff-body span")].map((n) => n.textContent),
+  }));
+  const meta = box.querySelector(".cmd-meta").textContent;
+  const turn = box.querySelector("[data-testid=transcript-turn]").dataset.status;
+  const bold = box.querySelector("[data-testid=transcript-agent] strong").textContent;
+  return {first, second, done, files, meta, turn, streamed, bold};
+}"""
+
+
+@needs_chromium
+async def test_console_folds_live_output_deltas_and_codex_diffs(tmp_path: Path) -> None:
+    def flow(page: Page) -> dict[str, Any]:
+        expect(page.get_by_test_id("mode-value")).to_have_text("running")
+        folded: dict[str, Any] = page.evaluate(FOLD_JS)
+        return folded
+
+    with trio.fail_after(120):
+        async with open_fake_codexd() as fake, open_conductor(fake.url, tmp_path) as c:
+            got = await trio.to_thread.run_sync(_in_browser, c.url, flow, DESKTOP)
+    assert got["first"] == {"status": "inProgress", "output": "step 1\n", "agent": ""}
+    assert got["second"]["output"] == "step 1\nstep 2\n"
+    assert got["done"]["status"] == "completed"
+    assert got["done"]["output"] == "step 1\nstep 2\n"
+    assert got["meta"] == "in /w · exit 2 · 1.5 s"
+    assert got["streamed"].strip() == "It is built."  # Markdown while it streams
+    assert got["bold"] == "built"
+    assert got["turn"] == "completed"
+    added, updated = got["files"]
+    assert added["heading"] == "/w/new.txt add"
+    assert added["lines"] == ["--- /dev/null", "+++ b/w/new.txt", "@@ -0,0 +1,2 @@", "+one",
+                              "+two"]
+    assert added["add"] == ["+one", "+two"]
+    assert updated["lines"] == ["--- a/w/old.txt", "+++ b/w/old.txt", "@@ -1 +1 @@",
+                                "-before", "+after"]
+    assert (updated["add"], updated["del"]) == (["+after"], ["-before"])
