@@ -98,6 +98,8 @@ async def test_console_conversation_on_a_desktop(
         session_id = _create_session(page, node.workdir, policy="untrusted",
                                      sandbox="workspace-write", approvals="clients")
         turns = page.get_by_test_id("transcript-turn")
+        expect(page.locator("#notice")).to_contain_text("created")
+        assert _notice_covers_nothing(page) == []
 
         # Two turns: both prompts and both answers, in order; the second sent with Ctrl+Enter
         # and rendered as Markdown.
@@ -417,7 +419,7 @@ FOLD_JS = r"""async () => {
   for (const d of ["It ", "is **", "built**."]) {
     ev("app-server.item.agentMessage.delta", {itemId: "msg-1", delta: d});
   }
-  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  await new Promise((r) => { const t = () => look().agent ? r() : setTimeout(t, 10); t(); });
   const streamed = look().agent;
   ev("app-server.item.completed", {item: {type: "agentMessage", id: "msg-1",
                                           text: "It is **built**."}});

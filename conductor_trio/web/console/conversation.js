@@ -214,7 +214,9 @@ function renderItem(item, hooks) {
     case "userMessage":
       return el("div", {class: "user steer", "data-testid": "transcript-steer"}, item.text);
     case "reasoning":
-      return el("details", {class: "reasoning"}, el("summary", {}, "thinking"),
+      // Collapsed; and not shown at all when Codex sent no summary.
+      return el("details", {class: "reasoning", hidden: !item.summary},
+                el("summary", {}, "thinking"),
                 el("div", {class: "md"}, renderMarkdown(item.summary)));
     default: {
       const name = (item.data && (item.data.tool || item.data.query || item.data.name)) || "";
@@ -349,11 +351,14 @@ export class Conversation {
     this.root.scrollTop = this.root.scrollHeight;
   }
 
-  // Streamed text is re-rendered once per frame, not once per delta.
+  // Streamed text is re-rendered at most once per frame, not once per delta; a long message
+  // (rendering grows with its length: ~2 ms per kB) waits a little longer between renders.
   schedule(st, itemId) {
     this.dirty.set(itemId, st);
     if (this.frame) return;
-    this.frame = requestAnimationFrame(() => {
+    const size = (st.items.get(itemId).item.text || "").length;
+    const wait = Math.min(500, Math.floor(size / 100));
+    this.frame = setTimeout(() => requestAnimationFrame(() => {
       this.frame = 0;
       const follow = this.atBottom();
       for (const [id, s] of this.dirty) {
@@ -362,7 +367,7 @@ export class Conversation {
       }
       this.dirty.clear();
       if (follow) this.toBottom();
-    });
+    }), wait);
   }
 
   // One event of the session's stream (already de-duplicated by seq).
