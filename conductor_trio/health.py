@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from codexd_trio.base.contracts import ActiveTurn, CodexdStatus, now_iso
+from codexd_trio.client import CodexdClient, CodexdUnavailable
 
 
 @dataclass
@@ -50,6 +53,22 @@ def count_families(text: str, prefix: str) -> int:
         1 for line in text.splitlines()
         if line.startswith("# TYPE ") and line[7:].startswith(prefix + "_")
     )
+
+
+async def check_metrics(client: CodexdClient, *, timeout_s: float = 3.0) -> MetricsHealth:
+    """Check codexd's ``GET /metrics`` now (for the status page); never raises."""
+    checked = now_iso()
+    try:
+        with trio.fail_after(timeout_s):
+            answer = await client.request("GET", "/metrics")
+    except (CodexdUnavailable, trio.TooSlowError) as exc:
+        return MetricsHealth(False, checked, str(exc) or "codexd did not answer in time")
+    families = count_families(answer.text, "codexd")
+    if answer.status_code != 200:
+        return MetricsHealth(False, checked, f"HTTP {answer.status_code}")
+    if not families:
+        return MetricsHealth(False, checked, "no codexd_* metrics in the answer")
+    return MetricsHealth(True, checked, None, families)
 
 
 @dataclass

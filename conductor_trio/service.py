@@ -56,6 +56,7 @@ from conductor_trio.health import (
     LoopInfo,
     MetricsHealth,
     active_turns,
+    check_metrics,
     count_families,
 )
 from conductor_trio.hold import HoldSync
@@ -191,22 +192,8 @@ class Conductor:
 
     async def probe_codexd_metrics(self, *, timeout_s: float = 3.0) -> MetricsHealth:
         """Check codexd's ``GET /metrics`` now (for the status page); never raises."""
-        checked = now_iso()
-        try:
-            with trio.fail_after(timeout_s):
-                answer = await self.client.request("GET", "/metrics")
-        except (CodexdUnavailable, trio.TooSlowError) as exc:
-            health = MetricsHealth(False, checked, str(exc) or "codexd did not answer in time")
-        else:
-            families = count_families(answer.text, "codexd")
-            if answer.status_code != 200:
-                health = MetricsHealth(False, checked, f"HTTP {answer.status_code}")
-            elif not families:
-                health = MetricsHealth(False, checked, "no codexd_* metrics in the answer")
-            else:
-                health = MetricsHealth(True, checked, None, families)
-        self.codexd_metrics = health
-        return health
+        self.codexd_metrics = await check_metrics(self.client, timeout_s=timeout_s)
+        return self.codexd_metrics
 
     def metrics_health(self) -> MetricsStatus:
         """``metrics`` of ``/v1/status``: this conductor's and codexd's ``/metrics``."""

@@ -8,6 +8,8 @@ segment by sealed segment, and whole at the end), the session registry and the a
   journal) ends exactly once: one ``app-server.turn.completed`` or
   ``app-server.turn.completed.missing``; the registry agrees with that ending and holds no turn
   still running once codexd has stopped.
+* ``queued_once`` — every turn a client was told is queued is in the journal, and no queued
+  turn starts twice.
 * ``approval_decided_once`` / ``approval_delivered`` — each approval is settled at most once;
   the decision a client was answered 200 for is the one recorded; and when Codex reports the
   command item's end, it matches (``accept`` → the command ran: ``completed``/``failed``;
@@ -50,6 +52,9 @@ class DiskLog:
         default_factory=lambda: defaultdict(list))
     approvals: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     items: dict[tuple[str, str], str] = field(default_factory=dict)
+    # queue id -> the seq of its turn.queued; -> the seqs of its turn.dequeued (at most one).
+    queued: dict[str, int] = field(default_factory=dict)
+    dequeued: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     lines: int = 0
 
     def segments(self) -> list[Path]:
@@ -148,6 +153,10 @@ class DiskLog:
                 self.approvals[str(approval.get("approvalId"))].append(
                     {**approval, "seq": seq, "type": kind, "at": event.get("at"),
                      "why": detail.get("reason")})
+        elif kind == "turn.queued" and isinstance(detail.get("queueId"), str):
+            self.queued.setdefault(detail["queueId"], seq)
+        elif kind == "turn.dequeued" and isinstance(detail.get("queueId"), str):
+            self.dequeued[detail["queueId"]].append(seq)
         elif kind == "app-server.item.completed":
             item = detail.get("item")
             if isinstance(item, dict) and item.get("type") == "commandExecution" and turn_id:
@@ -286,6 +295,30 @@ def check_approvals(ctx: Context, disk: DiskLog, world: World, book: Path) -> di
                           f"{approval.get('decision')} for {approval.get('approvalId')}, the "
                           f"journal {record['state']}/{record.get('decision')}")
     return dict(figures)
+
+
+def check_queue(ctx: Context, disk: DiskLog, world: World) -> dict[str, int]:
+    """Every turn a client was told is queued is in the journal (durable before its 202), and
+    no queued turn ever starts twice (a start interrupted by a crash stops the queue instead)."""
+    first_on_disk = min(disk.digests) if disk.digests else 1
+    started = removed_or_waiting = 0
+    for queue_id, (_, at) in sorted(world.queued.items()):
+        ctx.check("queued_once")
+        if queue_id not in disk.queued and first_on_disk <= 1:
+            ctx.violation("queued_once", f"turn {queue_id} was queued (202) but its turn.queued "
+                          "is not in the journal", queueId=queue_id, at=at)
+    for queue_id in sorted(set(disk.queued) | set(disk.dequeued)):
+        ctx.check("queued_once")
+        starts = disk.dequeued.get(queue_id, [])
+        if len(starts) > 1:
+            ctx.violation("queued_once", f"queued turn {queue_id} started {len(starts)} times "
+                          f"(turn.dequeued at seqs {starts})", queueId=queue_id)
+        if starts:
+            started += 1
+        else:
+            removed_or_waiting += 1
+    return {"queuedByClients": len(world.queued), "inJournal": len(disk.queued),
+            "started": started, "notStarted": removed_or_waiting}
 
 
 def check_log_files(ctx: Context, paths: list[Path], limit: int, keep: int) -> dict[str, int]:

@@ -90,6 +90,10 @@ class World:
     keyed: dict[str, KeyedRecord] = field(default_factory=dict)
     # approval id -> the decision a 200 answered with.
     decisions: dict[str, str] = field(default_factory=dict)
+    # queue id -> (session id, when the 202 said "queued") for every queued turn.
+    queued: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # turn id -> the terminal status a transcript first showed for it.
+    transcript_status: dict[str, str] = field(default_factory=dict)
     counter: int = 0
 
     def next_id(self) -> int:
@@ -387,6 +391,62 @@ async def status(c: Client) -> None:
         await c.call("status", "GET", "/v1/codex", via="conductor")
 
 
+async def queue_turn(c: Client) -> None:
+    """A turn posted with ``whenBusy: "queue"``, aimed at a busy session so that it waits."""
+    active = c.world.active()
+    busy = [s for s in active if s.running] or active
+    if not busy:
+        return
+    session = c.rng.choice(busy)
+    body = {"sessionId": session.session_id, "input": prompt(c.rng, c.world.next_id()),
+            "whenBusy": "queue"}
+    key = c.maybe_key(0.3)
+    answer = (await c.keyed("queue_turn", "/v1/codexd/turn", body, key) if key
+              else await c.call("queue_turn", "POST", "/v1/codexd/turn", body=body))
+    if answer is None or answer.status != 202:
+        return
+    data = answer.data()
+    if data.get("queued"):
+        c.world.queued.setdefault(str(data["queueId"]), (session.session_id, c.ctx.now()))
+    else:  # the session was idle: it started at once
+        c.world.turns.setdefault(str(data["turnId"]), (session.session_id, c.ctx.now()))
+
+
+async def unqueue(c: Client) -> None:
+    """Take a queued turn back (it may have started meanwhile: a 409, or gone: a 404)."""
+    if not c.world.queued:
+        return
+    queue_id = c.rng.choice(sorted(c.world.queued))
+    session_id = c.world.queued[queue_id][0]
+    await c.call("unqueue", "DELETE", f"/v1/codexd/sessions/{session_id}/queue/{queue_id}")
+
+
+async def read_transcript(c: Client) -> None:
+    """The newest turns of a session: each turn once, and a turn's ending never changes."""
+    if not c.world.sessions:
+        return
+    session = c.rng.choice(list(c.world.sessions.values()))
+    answer = await c.call("read_transcript", "GET",
+                          f"/v1/codexd/sessions/{session.session_id}/transcript"
+                          "?order=desc&limit=10")
+    if answer is None or answer.status != 200:
+        return
+    c.ctx.check("transcript_stable")
+    turns = answer.data()["turns"]
+    ids = [str(t["turnId"]) for t in turns]
+    if len(set(ids)) != len(ids):
+        c.ctx.violation("transcript_stable", f"a transcript page of {session.session_id} "
+                        f"lists a turn twice: {ids}", sessionId=session.session_id)
+    for turn in turns:
+        status = turn.get("status")
+        if status not in ("completed", "failed", "interrupted"):
+            continue
+        first = c.world.transcript_status.setdefault(str(turn["turnId"]), str(status))
+        if first != status:
+            c.ctx.violation("transcript_stable", f"turn {turn['turnId']} read {status} in a "
+                            f"transcript after it had read {first}", turnId=turn["turnId"])
+
+
 @dataclass(frozen=True)
 class Action:
     weight: Callable[[World, int], float]
@@ -411,6 +471,9 @@ ACTIONS: dict[str, Action] = {
     "close_session": Action(lambda w, most: 1.0 if len(w.active()) >= most else 0.2,
                             close_session),
     "status": Action(_fixed(0.5), status),
+    "queue_turn": Action(_fixed(1.5), queue_turn),
+    "unqueue": Action(lambda w, most: 0.3 if w.queued else 0.0, unqueue),
+    "read_transcript": Action(_fixed(1.0), read_transcript),
 }
 
 

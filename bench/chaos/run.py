@@ -188,9 +188,10 @@ async def _get(http: httpx.AsyncClient, url: str, token: str) -> httpx.Response 
         return None
 
 
-async def settle(ctx: Context, node: Node, ep: Endpoints) -> None:
-    """After the faults: codexd ready, every running turn interrupted and settled, every pending
-    approval declined (bounded; polling another process is the only way to know)."""
+async def settle(ctx: Context, node: Node, ep: Endpoints, world: World) -> None:
+    """After the faults: codexd ready, every queued turn taken back, every running turn
+    interrupted and settled, every pending approval declined (bounded; polling another process
+    is the only way to know)."""
     async with httpx.AsyncClient() as http:
         with trio.move_on_after(SETTLE_S):
             while True:
@@ -200,6 +201,12 @@ async def settle(ctx: Context, node: Node, ep: Endpoints) -> None:
                 await trio.sleep(0.2)
         headers = {"Authorization": f"Bearer {ep.codexd_token}",
                    "Content-Type": "application/json"}
+        for queue_id, (session_id, _) in sorted(world.queued.items()):
+            # Else each interrupt below would start the next queued turn. Gone or started
+            # already: a 404 or 409, which is fine.
+            with contextlib.suppress(httpx.HTTPError):
+                await http.delete(f"{ep.codexd}/v1/codexd/sessions/{session_id}/queue/{queue_id}",
+                                  headers=headers, timeout=5)
         with trio.move_on_after(SETTLE_S) as scope:
             while True:
                 status = await _get(http, f"{ep.codexd}/v1/codexd/status", ep.codexd_token)
@@ -347,7 +354,7 @@ async def run(settings: Settings) -> int:
                             for daemon in node.daemons():
                                 await daemon.wait_up()
                         ctx.stop_clients.set()
-                    await settle(ctx, node, ep)
+                    await settle(ctx, node, ep, world)
                     await subscribers_released(ctx, ep)
                 background.cancel_scope.cancel(reason="run over")
             await node.stop()
@@ -359,6 +366,7 @@ async def run(settings: Settings) -> int:
         extra["seenOnDisk"] = checks.check_seen(ctx, log)
         extra["turns"] = checks.check_turns(ctx, log, world,
                                             node.state / "codexd" / "session-registry.json")
+        extra["queue"] = checks.check_queue(ctx, log, world)
         extra["approvals"] = checks.check_approvals(ctx, log, world,
                                                     node.state / "codexd" / "approvals.json")
         extra["logFiles"] = checks.check_log_files(ctx, node.log_files(), LOG_FILE_MAX_BYTES,

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import msgspec
 import trio
 
 from codexd_trio import __version__
@@ -47,6 +46,7 @@ from codexd_trio.core.hub import EventHub
 from codexd_trio.core.metrics import TURN_END_TYPES, CodexdMetrics
 from codexd_trio.core.recovery import recover_after_restart, replay_journal
 from codexd_trio.core.sessions import SessionService
+from codexd_trio.core.snapshots import ApprovalSnapshots
 from codexd_trio.core.status import codexd_status, readiness
 from codexd_trio.core.supervisor import (
     Backoff,
@@ -58,7 +58,6 @@ from codexd_trio.core.threads import ThreadService
 from codexd_trio.core.transcripts import Transcripts
 from codexd_trio.protocol.appserver import Notification, ServerRequest
 from codexd_trio.protocol.child import ChildSpec, ExitStatus
-from codexd_trio.store.documents import encode_document
 from codexd_trio.store.idempotency import IdempotencyStore
 from codexd_trio.store.statedir import StateDir
 
@@ -66,8 +65,6 @@ log = logging.getLogger("codexd")
 
 # How many sessions the registry snapshot may hold per second of its rewrite interval.
 REGISTRY_SESSIONS_PER_S = 25_000
-# How far approvals.json's stamp may lag the registry's before it is rewritten to catch up.
-APPROVALS_RESTAMP_EVENTS = 10_000
 
 __all__ = ["Daemon", "TurnOutcome", "UnsupportedServerRequest"]
 
@@ -125,9 +122,9 @@ class Daemon(QueueOperations):
                                      timeout_s=config.request_timeout_s)
         self.ledger = ApprovalLedger(self.files.approvals)
         self.rules = RuleBook(self.files.approval_rules, config.approval_timeout_s)
-        self.files.approvals.capture = self._approvals_job
-        self.files.approvals.before_write = self._approvals_durable
-        self._approvals_seq = 0
+        # Stamped with the seq it reflects, replayed at start (issue 26).
+        self.approval_snapshots = ApprovalSnapshots(self.files.approvals, self.log,
+                                                    lambda: self.hub.last_seq)
         self.broker = ApprovalBroker(
             self.ledger, self.publish, timeout_s=config.approval_timeout_s, rules=self.rules
         )
@@ -194,7 +191,7 @@ class Daemon(QueueOperations):
         # It claims every event emitted so far; the write waits until they are durable
         # (_registry_durable), so a snapshot is never ahead of the journal it shortens.
         self._registry_seq = self.hub.last_seq
-        self._restamp_approvals()
+        self.approval_snapshots.restamp(self._registry_seq)
         return functools.partial(self.book.freeze().registry_json, self._registry_seq,
                                  self.book.queue.snapshot())
 
@@ -203,30 +200,6 @@ class Daemon(QueueOperations):
         # SIGKILL: the next start keeps the snapshot and those events (a turn's end, say) are
         # never journaled. Found by the chaos harness on a disk that refused the log's commits.
         await self.log.wait_durable(self._registry_seq)
-
-    # approvals.json is a snapshot of the approval events, as the registry is of the session
-    # events (issue 26): stamped with the seq it reflects, written once that seq is durable,
-    # and the approval events after the stamp are replayed at start (recovery.replay_journal).
-
-    def _approvals_job(self) -> Callable[[], bytes]:
-        self._approvals_seq = self.hub.last_seq
-        book = msgspec.structs.replace(self.files.approvals.value, lastSeq=self._approvals_seq)
-        # The value carries the stamp it will have on disk (no new version: nothing changed).
-        self.files.approvals.value = book
-        return functools.partial(encode_document, book, pretty=False)
-
-    async def _approvals_durable(self) -> None:
-        await self.log.wait_durable(self._approvals_seq)
-
-    def _restamp_approvals(self) -> None:
-        # Approvals change rarely; a stamp left far behind would make the next start read a
-        # long stretch of log for nothing. Whenever the registry snapshot is written and the
-        # approvals' stamp lags it by more than APPROVALS_RESTAMP_EVENTS, rewrite that file
-        # too, so a start never reads more than that many events beyond the registry's replay.
-        stamp = self.files.approvals.value.lastSeq
-        if stamp is None or stamp < self._registry_seq - APPROVALS_RESTAMP_EVENTS:
-            self.files.approvals.set(
-                msgspec.structs.replace(self.files.approvals.value, lastSeq=self._registry_seq))
 
     def _save_registry(self) -> None:
         self.files.registry.touch()

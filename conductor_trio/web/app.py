@@ -51,6 +51,7 @@ from conductor_trio.web.api_doc import conductor_openapi, conductor_ops, conduct
 from conductor_trio.web.codex_routes import install_codex_routes
 from conductor_trio.web.console import install_console
 from conductor_trio.web.devices import install_device_routes
+from conductor_trio.web.fastpath import CodexFastPath
 from conductor_trio.web.proxy import install_rule_proxy
 from conductor_trio.web.status_page import render_page
 
@@ -95,6 +96,10 @@ def create_app(conductor: Conductor) -> QuartTrio:
         list[RouteInfo],
     )
     codex_route_info = [r for r in route_info if r.path.startswith("/v1/codex/")]
+    # The plain relays skip Quart (issue 27); install() puts the caller guard and Observe
+    # around it, so it sees only requests the guard let through.
+    quart: Any = app  # the middleware slot; Quart types it with its own ASGI TypedDicts
+    quart.asgi_app = CodexFastPath(quart.asgi_app, conductor, max_body_bytes=cfg.max_body_bytes)
     install(
         app,
         WebSetup(

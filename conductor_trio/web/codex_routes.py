@@ -5,6 +5,10 @@ queue's exception (a queued turn is taken while held, once codexd confirms the h
 Who may call is decided before any of these run (the ``before_request`` and
 ``before_websocket`` hooks of :func:`conductor_trio.web.app.create_app`); each handler only
 forwards.
+
+The routes that only relay are also in :data:`conductor_trio.web.fastpath.FAST_ROUTES`, which
+serves them without Quart when nothing would refuse them: a route that gains a check of its own
+here leaves that table (or the check moves where both read it).
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from conductor_trio.auth.node import REVOKED_CLOSE_CODE
 from conductor_trio.service import Conductor
 
 # Request headers worth passing on; hop-by-hop and Host stay with this hop.
-_FORWARD_HEADERS = ("Content-Type", "Accept", "Idempotency-Key")
+FORWARD_HEADERS = ("Content-Type", "Accept", "Idempotency-Key")
 # codexd's answer headers a client of the conductor needs too (a replayed keyed POST says so).
-_ANSWER_HEADERS = ("Idempotency-Replayed",)
+ANSWER_HEADERS = ("Idempotency-Replayed",)
 # 1006 (abnormal) cannot be sent in a close frame: tell the client codexd failed instead.
 _ABNORMAL_RELAY_CODE = 1011
 # Codes that name a state and may not be sent in a close frame (RFC 6455 7.4.1).
@@ -51,8 +51,8 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
     if request.method == "POST":
         raw = await request.get_data()
         body = raw.encode() if isinstance(raw, str) else raw
-    headers = {name: request.headers[name] for name in _FORWARD_HEADERS if name in request.headers}
-    query = _without_token(request.query_string.decode("latin-1"))
+    headers = {name: request.headers[name] for name in FORWARD_HEADERS if name in request.headers}
+    query = without_token(request.query_string.decode("latin-1"))
     path = upstream_path + (f"?{query}" if query else "")
     try:
         if conductor.upstream is not None:
@@ -73,12 +73,12 @@ async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
         content,
         status=status,
         content_type=answer_headers.get("content-type", "application/json"),
-        headers={name: answer_headers[name.lower()] for name in _ANSWER_HEADERS
+        headers={name: answer_headers[name.lower()] for name in ANSWER_HEADERS
                  if name.lower() in answer_headers},
     )
 
 
-def _without_token(query: str) -> str:
+def without_token(query: str) -> str:
     """``query`` without its ``token`` parameters, the rest byte for byte: a caller's credential
     is the conductor's to check, never codexd's to see (the relay builds its upstream URL from
     named parameters, so it never passes one either)."""
