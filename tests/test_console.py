@@ -284,9 +284,9 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
 
             # Issue 24: the page's ES modules, the favicon, and the vendored Markdown renderer
             # and sanitizer with their licences (a fixed table of names too).
-            for name in ("state.js", "node.js", "sessions.js", "approvals.js", "dom.js",
-                         "api.js", "markdown.js", "conversation.js", "queue.js", "threads.js",
-                         "alerts.js"):
+            for name in ("state.js", "node.js", "sessions.js", "approvals.js", "stream.js",
+                         "items.js", "dom.js", "api.js", "markdown.js", "conversation.js",
+                         "queue.js", "threads.js", "alerts.js"):
                 module = await c.http.get(f"/console/{name}")
                 assert module.headers["content-type"].startswith("text/javascript"), name
                 assert "http://" not in module.text, name

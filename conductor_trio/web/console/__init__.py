@@ -28,6 +28,8 @@ ASSETS = {
     "node.js": _JS,
     "sessions.js": _JS,
     "approvals.js": _JS,
+    "stream.js": _JS,
+    "items.js": _JS,
     "dom.js": _JS,
     "api.js": _JS,
     "markdown.js": _JS,

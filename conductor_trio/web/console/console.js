@@ -7,7 +7,7 @@
 // (browsers cannot set headers on an upgrade; the conductor neither forwards nor logs it).
 
 import {$, el, folderName, typing} from "./dom.js";
-import {act, api, failed, hideNotice, noticeBox, notify, token, tokenEntered, tokenWait,
+import {act, api, failed, hideNotice, noticeBox, notify, tokenEntered, tokenWait,
         TOKEN_KEY} from "./api.js";
 import {Conversation} from "./conversation.js";
 import {refreshQueue, resetQueue, resumeQueue} from "./queue.js";
@@ -18,6 +18,7 @@ import {changeMode, refreshMetrics, refreshNode} from "./node.js";
 import {createSession, moveSelection, opened, refreshSessions, renderSessions} from
   "./sessions.js";
 import {decide, refreshApprovals} from "./approvals.js";
+import {closeStream, eventRow, initStream, openStream, setStreamState} from "./stream.js";
 
 const NODE_REFRESH_MS = 4000;
 const SESSIONS_REFRESH_MS = 5000;
@@ -26,8 +27,6 @@ const APPROVALS_REFRESH_MS = 5000;
 // first; ?turns=N in the page URL sets N.
 const TURNS_PAGE = Math.max(1, Math.min(1000,
   Number(new URLSearchParams(location.search).get("turns")) || 20));
-const MAX_EVENT_ROWS = 1000;
-const RETRY_MAX_MS = 10000;
 const TURN_END_TYPES = new Set([
   "app-server.turn.completed", "turn.failed", "app-server.turn.completed.missing",
 ]);
@@ -277,78 +276,6 @@ function showTab(name) {
 
 // -- live events -------------------------------------------------------------------------------
 
-function setStreamState(state) {
-  const badge = $("stream-status");
-  badge.dataset.state = state;
-  badge.dataset.reconnects = String(view.reconnects);
-  badge.textContent = state + (view.reconnects ? " · reconnects " + view.reconnects : "");
-}
-
-function streamUrl() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  // batch=1: a burst arrives as a few frames holding arrays of events (far less work for
-  // codexd, the relay and this page than one frame per event).
-  const q = new URLSearchParams({sessionId: view.id, after: String(view.cursor || 0),
-                                 batch: "1"});
-  $("stream-status").dataset.after = String(view.cursor || 0);
-  const t = token();
-  if (t) q.set("token", t);
-  return scheme + "//" + location.host + "/v1/codex/events?" + q;
-}
-
-function openStream() {
-  const generation = view.generation;
-  const ws = new WebSocket(streamUrl());
-  view.ws = ws;
-  ws.onopen = () => {
-    if (generation !== view.generation) return;
-    setStreamState("live");
-  };
-  ws.onmessage = (msg) => {
-    if (generation !== view.generation) return;
-    let frame;
-    try { frame = JSON.parse(msg.data); } catch (e) { return; }
-    // The retry delay starts over only once events flow again: a stream that opens and
-    // closes at once keeps backing off instead of reconnecting twice a second.
-    if (frame && frame.type !== "hello") view.retryMs = RETRY_MIN_MS;
-    if (Array.isArray(frame)) {
-      for (const e of frame) if (e && typeof e.seq === "number") addEvent(e);
-    } else if (typeof frame.seq === "number") {
-      addEvent(frame);
-    } else if (frame.type === "overflow") {
-      // The server closes next (1013); the reconnect asks for everything after what we have.
-      setStreamState("overflow");
-    }
-  };
-  ws.onclose = (ev) => {
-    if (view.ws === ws) view.ws = null;
-    if (generation !== view.generation) return;
-    view.reconnects += 1;
-    setStreamState("reconnecting");
-    $("stream-status").title = "closed with code " + ev.code;
-    const delay = view.retryMs;
-    view.retryMs = Math.min(RETRY_MAX_MS, view.retryMs * 2);
-    view.retryTimer = setTimeout(() => {
-      if (generation !== view.generation) return;
-      // Events missed while disconnected may include the end of a turn or an approval.
-      reloadSession();
-      refreshApprovals();
-      openStream();
-    }, delay);
-  };
-}
-
-function closeStream() {
-  clearTimeout(view.retryTimer);
-  view.generation += 1;
-  if (view.ws) {
-    const ws = view.ws;
-    view.ws = null;
-    ws.onclose = null;
-    ws.close(1000, "console selected another session");
-  }
-}
-
 function addEvent(e) {
   if (e.sessionId !== view.id) return;
   if (view.cursor != null && e.seq <= view.cursor) return;  // already folded: not doubled
@@ -356,20 +283,6 @@ function addEvent(e) {
   eventRow(e);
   conversation.apply(e);
   onEvent(e);
-}
-
-function eventRow(e) {
-  const list = $("events");
-  const d = e.detail || {};
-  const text = e.type === "app-server.item.agentMessage.delta"
-    ? JSON.stringify(d.delta || "") : e.message || "";
-  list.prepend(el("li", {"data-testid": "event-row", "data-seq": String(e.seq),
-                         "data-type": e.type, class: "lvl-" + (e.level || "info")},
-    el("span", {class: "seq"}, "#" + e.seq),
-    el("span", {class: "time"}, (e.at || "").slice(11, 19)),
-    el("span", {class: "type", title: e.type}, e.type),
-    el("span", {class: "msg"}, text)));
-  while (list.childElementCount > MAX_EVENT_ROWS) list.lastElementChild.remove();
 }
 
 function onEvent(e) {
@@ -466,6 +379,7 @@ function init() {
     else renderSessions();
   });
   document.addEventListener("keydown", onKey);
+  initStream({onEvent: addEvent, onReconnect: () => { reloadSession(); refreshApprovals(); }});
   initThreads({onAdopted: opened, onOpenSession: select});
   initNotifications();
   refreshNode();

@@ -4,7 +4,7 @@
 
 import {$, el, excerpt} from "./dom.js";
 import {act, api} from "./api.js";
-import {inputText} from "./conversation.js";
+import {inputText} from "./items.js";
 
 const queue = {sessionId: null, generation: 0};
 
