@@ -137,6 +137,12 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
     assert idem["benchmark"] == "idempotency"
     assert {"sequential_ms", "concurrent_ms", "replay_ms"} <= set(idem["journal"])
 
+    markdown = await run_quick("bench.bench_console_markdown")
+    assert markdown["benchmark"] == "console_markdown"
+    assert markdown["turns"] == 10
+    assert markdown["weight"]["vendored"]["files"] == 2
+    assert markdown["markdown_ms_median"] > 0
+
     frames = await run_quick("bench.bench_ws_frame_cost")
     assert frames["benchmark"] == "ws_frame_cost"
     assert frames["frames"] == 200

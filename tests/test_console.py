@@ -67,7 +67,8 @@ async def _node(
 
 
 def _in_browser(
-    url: str, flow: Callable[[Page], Any], viewport: ViewportSize, path: str = "/console"
+    url: str, flow: Callable[[Page], Any], viewport: ViewportSize, path: str = "/console",
+    init_script: str | None = None,
 ) -> Any:
     """Runs in a worker thread: Playwright's sync API starts its own driver and Chromium."""
     with sync_playwright() as pw:
@@ -83,6 +84,8 @@ def _in_browser(
             page.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            if init_script:
+                page.add_init_script(init_script)
             page.goto(url + path)
             # A marker that a reload would wipe: everything below happens in one page load.
             page.evaluate("window.__sameLoad = true")
@@ -95,9 +98,11 @@ def _in_browser(
 
 
 async def _browse(
-    node: Node, flow: Callable[[Page], Any], viewport: ViewportSize, path: str = "/console"
+    node: Node, flow: Callable[[Page], Any], viewport: ViewportSize, path: str = "/console",
+    init_script: str | None = None,
 ) -> Any:
-    return await trio.to_thread.run_sync(_in_browser, node.url, flow, viewport, path)
+    return await trio.to_thread.run_sync(_in_browser, node.url, flow, viewport, path,
+                                         init_script)
 
 
 def _shot(page: Page, name: str, viewport: ViewportSize) -> None:
@@ -165,16 +170,19 @@ _OVERFLOW_JS = """() => {
   const outside = (r) => r.left < -0.5 || r.right > width + 0.5;
   const name = (e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className}`;
   const wide = [];
+  // The inside of a closed <details> is not drawn (Chromium skips its layout).
+  const folded = (e) => e.closest("details:not([open]) > :not(summary)") !== null;
   for (const e of document.querySelectorAll("body *")) {
     const r = e.getBoundingClientRect();
-    if (r.width === 0 && r.height === 0) continue;  // not rendered
+    if ((r.width === 0 && r.height === 0) || folded(e)) continue;  // not rendered
     if (outside(r)) wide.push(name(e));
   }
   // Text can stick out of a box that fits (or be hidden in a sideways scroller inside it).
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
     const parent = n.parentElement;
-    if (!n.data.trim() || getComputedStyle(parent).textOverflow === "ellipsis") continue;
+    if (!n.data.trim() || getComputedStyle(parent).textOverflow === "ellipsis"
+        || folded(parent)) continue;
     const range = document.createRange();
     range.selectNodeContents(n);
     const r = range.getBoundingClientRect();
@@ -252,12 +260,17 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
 
             script = await c.http.get("/console/console.js")
             assert script.headers["content-type"].startswith("text/javascript")
+            from conductor_trio.web.console import ASSETS
+
+            modules = "".join([(await c.http.get(f"/console/{name}")).text
+                               for name in ASSETS if name.endswith(".js")
+                               and name not in ("pair.js", "action.js")])
             for testid in ("session-row", "event-row", "approval-row", "approval-accept",
                            "approval-decline"):
-                assert f'"{testid}"' in script.text
-            assert "sessionStorage" in script.text
-            assert "document.cookie" not in script.text
-            assert "localStorage" not in script.text
+                assert f'"{testid}"' in script.text + modules
+            assert "sessionStorage" in modules
+            assert "document.cookie" not in modules
+            assert "localStorage" not in modules
             # Issue 25: a paired device's token is kept across tabs (pair.js), the shared
             # token never is.
             pair = await c.http.get("/console/pair.js")
@@ -268,6 +281,30 @@ async def test_console_files_links_and_headers(tmp_path: Path) -> None:
             css = await c.http.get("/console/console.css")
             assert css.headers["content-type"].startswith("text/css")
             assert "@media (max-width" in css.text
+
+            # Issue 24: the page's ES modules, the favicon, and the vendored Markdown renderer
+            # and sanitizer with their licences (a fixed table of names too).
+            for name in ("state.js", "node.js", "sessions.js", "approvals.js", "stream.js",
+                         "items.js", "dom.js", "api.js", "markdown.js", "conversation.js",
+                         "queue.js", "threads.js", "alerts.js"):
+                module = await c.http.get(f"/console/{name}")
+                assert module.headers["content-type"].startswith("text/javascript"), name
+                assert "http://" not in module.text, name
+                assert "https://" not in module.text, name
+            icon = await c.http.get("/console/favicon.svg")
+            assert icon.headers["content-type"] == "image/svg+xml"
+            assert 'rel="icon" href="/console/favicon.svg"' in page.text
+            for name, kind in (("marked.umd.js", "text/javascript"),
+                               ("purify.min.js", "text/javascript"),
+                               ("marked.LICENSE.md", "text/plain"),
+                               ("dompurify.LICENSE", "text/plain"),
+                               ("README.md", "text/plain")):
+                vendored = await c.http.get(f"/console/vendor/{name}")
+                assert vendored.status_code == 200, name
+                assert vendored.headers["content-type"].startswith(kind), name
+                assert vendored.headers["x-content-type-options"] == "nosniff"
+            outside = await c.http.get("/console/vendor/..%2F__init__.py")
+            assert (outside.status_code, outside.json()["error"]["code"]) == (404, "not_found")
 
             missing = await c.http.get("/console/../app.py")
             assert missing.status_code == 404
@@ -298,10 +335,16 @@ async def test_status_page_links_the_console_it_is_given(tmp_path: Path) -> None
 def test_console_files_are_package_data() -> None:
     from importlib.resources import files
 
+    from conductor_trio.web.console import ASSETS, VENDORED
+
     here = files("conductor_trio.web.console")
-    assert {"index.html", "console.js", "console.css"} <= {p.name for p in here.iterdir()}
+    names = {p.name for p in here.iterdir()}
+    # Every file the conductor serves is there (the table is the allow list).
+    assert {"index.html"} | set(ASSETS) <= names
+    assert set(VENDORED) <= {p.name for p in here.joinpath("vendor").iterdir()}
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
-    assert '"conductor_trio.web.console" = ["*.html", "*.js", "*.css"]' in pyproject
+    assert ('"conductor_trio.web.console" = ["*.html", "*.js", "*.css", "*.svg", "vendor/*"]'
+            in pyproject)
 
 
 CODEXD_METRICS = """# HELP codexd_turns_total Turns by final status.
@@ -387,7 +430,7 @@ async def test_console_creates_a_session_runs_a_turn_and_pauses_the_node(
         expect(output).to_have_attribute("data-status", "completed")
         expect(output).to_have_text("echo: " + prompt)
         row = page.locator(f"[data-testid=session-row][data-session-id='{session_id}']")
-        expect(row).to_contain_text("completed")
+        expect(row.get_by_test_id("session-state")).to_have_text("done")  # a human state
         expect(row).to_contain_text("echo: " + prompt)
         expect(row).to_contain_text("worker")
         # Newest activity first: the session that just ran a turn leads the table.
@@ -574,6 +617,16 @@ async def test_console_resumes_the_event_stream_after_the_relay_is_cut_mid_turn(
         session_id = _create_session(page, node.workdir)
         status = page.locator("#stream-status")
         expect(status).to_have_attribute("data-state", "live")
+        # Every text the agent's message shows, as it changes.
+        page.evaluate("""() => {
+          window.__agentTexts = [];
+          new MutationObserver(() => {
+            const agent = document.querySelector("[data-testid=transcript-agent]");
+            const text = agent ? agent.textContent.trim() : "";
+            if (text && window.__agentTexts.at(-1) !== text) window.__agentTexts.push(text);
+          }).observe(document.getElementById("conversation"),
+                     {childList: true, subtree: true, characterData: true});
+        }""")
         _send(page, "stream slowly")
         trio.from_thread.run(scripted_model.wait_streaming)
         deltas_shown = page.locator(
@@ -596,6 +649,14 @@ async def test_console_resumes_the_event_stream_after_the_relay_is_cut_mid_turn(
         resumed_after = int(status.get_attribute("data-after") or "0")
         assert 0 < resumed_after < max(seqs)
         assert len(deltas_shown.all()) == len(deltas)
+        # The conversation folded each delta once: one turn, its text whole, and every text it
+        # showed while streaming (across the cut) a prefix of the answer, never a repeat.
+        expect(page.get_by_test_id("transcript-turn")).to_have_count(1)
+        whole = "".join(deltas).strip()
+        expect(page.get_by_test_id("transcript-agent")).to_have_text(whole)
+        streamed: list[str] = page.evaluate("window.__agentTexts")
+        assert len(streamed) > 2, streamed
+        assert [t for t in streamed if not whole.startswith(t)] == []
 
     with trio.fail_after(300):
         async with _node(tmp_path, codex_home) as node:

@@ -3,7 +3,9 @@
 The page only talks to the conductor that served it (same origin: ``fetch`` with
 ``application/json`` bodies, and the ``/v1/codex/events`` relay websocket), so the daemons' Host
 and Origin rules apply to it unchanged. There is no build step and nothing is fetched from
-elsewhere: the node has no internet. The three files are package data (see ``pyproject.toml``).
+elsewhere: the node has no internet. The files are package data (see ``pyproject.toml``): the
+page, its ES modules, the stylesheet, the favicon, and under ``vendor/`` the pinned Markdown
+renderer and sanitizer with their licences (``vendor/README.md`` says where they come from).
 """
 
 from __future__ import annotations
@@ -18,15 +20,40 @@ from codexd_trio.web.envelope import error
 
 # The only files served under /console/: a fixed table, so no path from a URL ever reaches the
 # file system.
+_JS = "text/javascript; charset=utf-8"
 ASSETS = {
-    "console.js": "text/javascript; charset=utf-8",
+    # The page's ES modules (issue 24): console.js imports the others.
+    "console.js": _JS,
+    "state.js": _JS,
+    "node.js": _JS,
+    "sessions.js": _JS,
+    "approvals.js": _JS,
+    "stream.js": _JS,
+    "items.js": _JS,
+    "dom.js": _JS,
+    "api.js": _JS,
+    "markdown.js": _JS,
+    "conversation.js": _JS,
+    "queue.js": _JS,
+    "threads.js": _JS,
+    "alerts.js": _JS,
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
     # Issue 25: pairing, "this device", accept-for-session and the rules (pair.js); the page of
     # a one-tap action link (action.js).
-    "pair.js": "text/javascript; charset=utf-8",
-    "action.js": "text/javascript; charset=utf-8",
+    "pair.js": _JS,
+    "action.js": _JS,
     # Issue 28: the fleet view (its own module; it adds its section to the page).
-    "fleet.js": "text/javascript; charset=utf-8",
+    "fleet.js": _JS,
+}
+# Pinned third-party files (vendor/README.md): the Markdown renderer, the sanitizer, licences.
+VENDORED = {
+    "marked.umd.js": _JS,
+    "purify.min.js": _JS,
+    "marked.LICENSE.md": "text/plain; charset=utf-8",
+    "dompurify.LICENSE": "text/plain; charset=utf-8",
+    "dompurify.LICENSE-MPL": "text/plain; charset=utf-8",
+    "README.md": "text/plain; charset=utf-8",
 }
 
 # The console has buttons that pause the node and accept commands: it must never be framed by
@@ -67,7 +94,7 @@ def _page(body: bytes | str, content_type: str) -> Response:
 
 
 def install_console(app: QuartTrio) -> None:
-    """Add ``GET /`` (links), ``GET /console`` and its two static files to the conductor's app."""
+    """Add ``GET /`` (links), ``GET /console`` and its files (fixed tables) to the app."""
 
     @app.get("/")
     async def home() -> Response:
@@ -84,3 +111,11 @@ def install_console(app: QuartTrio) -> None:
             return error(404, "not_found", f"No console file named {name!r}.",
                          {"name": name, "files": sorted(ASSETS)})
         return _page(_read(name), content_type)
+
+    @app.get("/console/vendor/<name>")
+    async def console_vendored(name: str) -> Response:
+        content_type = VENDORED.get(name)
+        if content_type is None:
+            return error(404, "not_found", f"No vendored console file named {name!r}.",
+                         {"name": name, "files": sorted(VENDORED)})
+        return _page(_read(f"vendor/{name}"), content_type)
