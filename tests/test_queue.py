@@ -348,6 +348,11 @@ async def test_the_hold_survives_a_codexd_restart_and_closing_a_session_cancels_
             dequeued = of(events, "turn.dequeued")
             assert [e.detail["queueId"] for e in dequeued] == waiting
             assert all(e.seq > release.seq for e in dequeued)
+            # A turn that started from the queue is recorded as a direct one is: its input on
+            # turn.accepted, and the session's first prompt as its default title.
+            accepted = of(events, "turn.accepted")
+            assert [e.detail["input"][0]["text"] for e in accepted] == ["one", "two"]
+            assert (await client.get_session(keep))[0].title == "one"
         every = read_events(work / "logs" / "codexd" / "events.jsonl")
         removed = [e for e in every if e.type == "turn.queue.removed"]
         assert [(e.detail["queueId"], e.detail["reason"]) for e in removed] == [

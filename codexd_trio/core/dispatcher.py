@@ -173,9 +173,8 @@ class QueueDispatcher:
         except BaseException:
             self.book.abort_turn(sid)
             raise
-        session, accepted = self.book.accept_turn(sid, turn_id)
-        self.publish(self.book.dequeue(qid, turn_id))
-        self.publish(accepted)
+        self.sessions.accept(sid, turn_id, entry.input,
+                             before=lambda: self.book.dequeue(qid, turn_id))
         self.starts += 1
         self.changed()
         try:

@@ -145,18 +145,27 @@ class SessionService:
             # operation is not cancelled by the HTTP client): no turn runs that we do not know.
             self.book.abort_turn(req.sessionId)
             raise
-        session, emit = self.book.accept_turn(req.sessionId, turn_id)
-        # What was sent, for the transcript (Codex's userMessage item says it too, but only
-        # once the turn got that far).
-        emit.detail["input"] = input_items(req.input)
-        self.publish(emit)
-        if session.title is None and (text := _input_text(req.input)):
-            self.publish(self.book.set_title(req.sessionId, default_title(text),
-                                             source="default"))
-            session = self.book.get(req.sessionId)
+        session = self.accept(req.sessionId, turn_id, req.input)
         self.changed()
         await self.flush()
         return session, turn_id
+
+    def accept(self, session_id: str, turn_id: str, input: TurnInput,
+               before: Callable[[], Emit] | None = None) -> Session:
+        """Record that Codex accepted turn ``turn_id`` with ``input``, a direct turn and a
+        queued one alike: ``turn.accepted`` with what was sent (for the transcript; Codex's
+        userMessage item says it too, but only once the turn got that far) after ``before``'s
+        event (a queued turn's ``turn.dequeued``), and the first prompt as the session's
+        default title."""
+        session, emit = self.book.accept_turn(session_id, turn_id)
+        emit.detail["input"] = input_items(input)
+        if before is not None:
+            self.publish(before())
+        self.publish(emit)
+        if session.title is None and (text := _input_text(input)):
+            self.publish(self.book.set_title(session_id, default_title(text), source="default"))
+            session = self.book.get(session_id)
+        return session
 
     async def send_turn_start(self, inc: Incarnation, session: Session, input: TurnInput) -> str:
         """Send ``turn/start`` for a turn the caller has reserved (``begin_turn``) and recorded;
