@@ -20,6 +20,7 @@ from codexd_trio.store.documents import (
     JsonDocument,
     StoreCorrupt,
     StoreWriteError,
+    encode_document,
     read_document,
 )
 
@@ -188,12 +189,121 @@ async def test_write_failure_is_a_typed_error(tmp_path: Path) -> None:
     blocker.write_text("a file where a directory should be")
     doc = JsonDocument(blocker / "doc.json", Counter, Counter())
     doc.set(Counter(n=1))
-    with pytest.raises(StoreWriteError) as info:
+    with pytest.raises(StoreWriteError, match=r"cannot write .*doc\.json") as info:
         await doc.flush()
     assert info.value.path == blocker / "doc.json"
     assert doc.dirty
-    with pytest.raises(StoreWriteError):
+    with pytest.raises(StoreWriteError, match=r"cannot write .*doc\.json") as info:
         doc.write_now()
+    assert info.value.path == blocker / "doc.json"
+
+
+def test_a_document_on_disk_is_indented_json_unless_asked_otherwise() -> None:
+    assert encode_document(Counter(n=1)) == b'{\n  "n": 1,\n  "label": ""\n}\n'
+    assert encode_document(Counter(n=1), pretty=False) == b'{"n":1,"label":""}\n'
+
+
+async def _until_written(doc: JsonDocument[Counter]) -> None:
+    # Waits on the condition (the writer's own write); the bound is a hang guard.
+    with trio.fail_after(20):
+        while doc.dirty:  # noqa: ASYNC110 - written from a worker thread, bounded
+            await trio.sleep(0.01)
+
+
+async def test_the_writer_writes_on_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter(), coalesce_s=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        await _until_written(doc)  # no flush: the writer alone
+        assert read_document(path, Counter) == Counter(n=1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_writer_keeps_running_after_a_flush_wrote_what_woke_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    doc = JsonDocument(tmp_path / "doc.json", Counter, Counter(), coalesce_s=1.0)
+    ended = trio.Event()
+
+    async def writer(task_status: trio.TaskStatus[None]) -> None:
+        await doc.run(task_status=task_status)
+        ended.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer)
+        doc.set(Counter(n=1))
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits out its coalescing
+        doc.set(Counter(n=2))  # wakes the writer again, later
+        await doc.flush()  # ... but this writes everything first
+        await trio.sleep(5)  # virtual: the writer wakes to nothing left to do
+        assert not ended.is_set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_value_changed_in_place_is_written_after_touch(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter())
+    kept = [Counter(n=1)]
+    doc.capture = lambda: partial(encode_document, kept[0])
+    for n in (1, 2):  # a couple of writes first: the version is past 1
+        doc.set(Counter(n=n))
+        await doc.flush()
+    kept[0] = Counter(n=9)
+    doc.touch()
+    assert doc.dirty
+    await doc.flush()
+    assert read_document(path, Counter) == Counter(n=9)
+
+
+async def test_the_writer_logs_a_failed_write_and_retries_until_it_lands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where a directory should be")
+    doc = JsonDocument(blocker / "doc.json", Counter, Counter(), coalesce_s=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        with trio.fail_after(20):
+            while "store write failed; retrying in 1.0 s" not in caplog.messages:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        blocker.unlink()  # the disk is back: the next retry (a second later) writes
+        await _until_written(doc)
+        assert read_document(blocker / "doc.json", Counter) == Counter(n=1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_final_write_is_logged_with_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where a directory should be")
+    doc = JsonDocument(blocker / "doc.json", Counter, Counter(), coalesce_s=3600.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert f"final write of {blocker / 'doc.json'} failed" in caplog.messages
+
+
+async def test_a_final_write_that_hangs_is_given_up_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter(), coalesce_s=3600.0)
+    doc.before_write = trio.sleep_forever  # the write never gets its turn
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert f"final write of {path} did not finish in time" in caplog.messages
+    assert doc.dirty
 
 
 async def test_limiters_are_per_run_and_separate() -> None:
