@@ -88,8 +88,14 @@ def test_read_document_missing_invalid_and_wrong_shape(tmp_path: Path) -> None:
     assert info.value.path == path
     assert str(path) in str(info.value)
     path.write_bytes(b'{"n": "three"}')
-    with pytest.raises(StoreCorrupt, match="expected shape"):
+    with pytest.raises(StoreCorrupt, match="expected shape") as info:
         read_document(path, Counter)
+    assert info.value.path == path
+    folder = tmp_path / "folder.json"
+    folder.mkdir()  # there, but not a file that can be read
+    with pytest.raises(StoreCorrupt, match=r"cannot read .*folder\.json") as info:
+        read_document(folder, Counter)
+    assert info.value.path == folder
 
 
 async def test_set_does_not_write_until_flushed(tmp_path: Path) -> None:
@@ -106,6 +112,9 @@ async def test_set_does_not_write_until_flushed(tmp_path: Path) -> None:
     assert doc.writes == 1
     await doc.flush()  # nothing new: no write
     assert doc.writes == 1
+    doc.set(Counter(n=3))
+    await doc.flush()
+    assert doc.writes == 2
 
 
 async def test_writer_writes_on_its_own_and_coalesces(
@@ -198,9 +207,14 @@ async def test_write_failure_is_a_typed_error(tmp_path: Path) -> None:
     assert info.value.path == blocker / "doc.json"
 
 
-def test_a_document_on_disk_is_indented_json_unless_asked_otherwise() -> None:
-    assert encode_document(Counter(n=1)) == b'{\n  "n": 1,\n  "label": ""\n}\n'
-    assert encode_document(Counter(n=1), pretty=False) == b'{"n":1,"label":""}\n'
+def test_a_document_on_disk_is_indented_json_unless_asked_otherwise(tmp_path: Path) -> None:
+    indented, compact = b'{\n  "n": 1,\n  "label": ""\n}\n', b'{"n":1,"label":""}\n'
+    assert encode_document(Counter(n=1)) == indented
+    assert encode_document(Counter(n=1), pretty=False) == compact
+    JsonDocument(tmp_path / "a.json", Counter, Counter(n=1)).write_now()
+    JsonDocument(tmp_path / "b.json", Counter, Counter(n=1), pretty=False).write_now()
+    assert (tmp_path / "a.json").read_bytes() == indented
+    assert (tmp_path / "b.json").read_bytes() == compact
 
 
 async def _until_written(doc: JsonDocument[Counter]) -> None:
