@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ import trio.testing
 from codexd_trio.base.errors import IdempotencyMismatch, InvalidRequest
 from codexd_trio.base.limiters import documents_limiter, reads_limiter
 from codexd_trio.store import _idempotency_journal as journal_module
+from codexd_trio.store._idempotency_records import _encode_line
 from codexd_trio.store.documents import StoreWriteError
 from codexd_trio.store.idempotency import (
     MAX_KEY_LENGTH,
@@ -122,12 +125,22 @@ async def test_same_key_with_another_body_or_route_is_a_mismatch(tmp_path: Path)
             await store.run("key-1", ROUTE, b'{"other":1}', handler)
         assert info.value.code == "idempotency_mismatch"
         assert info.value.details == {"key": "key-1", "originalRoute": ROUTE}
+        assert info.value.message == "this Idempotency-Key was used with a different request"
         with pytest.raises(IdempotencyMismatch):
             await store.run("key-1", "POST /v1/codexd/turn/steer", BODY, handler)
         assert handler.calls == 1
 
 
-@pytest.mark.parametrize("status", [400, 409, 500, 503])
+@pytest.mark.parametrize("status", [200, 299])
+async def test_every_2xx_answer_is_recorded(tmp_path: Path, status: int) -> None:
+    handler = Handler(status=status)
+    with opened(tmp_path / "idempotency.jsonl", Clock()) as store:
+        await store.run("key-1", ROUTE, BODY, handler)
+        assert (await store.run("key-1", ROUTE, BODY, handler)).replayed is True
+        assert handler.calls == 1
+
+
+@pytest.mark.parametrize("status", [300, 400, 409, 500, 503])
 async def test_only_successful_answers_are_recorded(tmp_path: Path, status: int) -> None:
     path = tmp_path / "idempotency.jsonl"
     handler = Handler(status=status)
@@ -147,6 +160,7 @@ async def test_long_or_unprintable_keys_are_invalid(tmp_path: Path, key: str) ->
         with pytest.raises(InvalidRequest) as info:
             await store.run(key, ROUTE, BODY, handler)
         assert info.value.details == {"field": "Idempotency-Key"}
+        assert info.value.message == "Idempotency-Key must be at most 255 printable characters"
         assert handler.calls == 0
         await store.run("k" * MAX_KEY_LENGTH, ROUTE, BODY, handler)  # the longest valid key
         assert handler.calls == 1
@@ -439,8 +453,10 @@ async def test_the_journal_task_compacts_in_the_background_and_closes_on_cancel(
                 nursery.cancel_scope.cancel()
         assert keys_on_disk(path) == ["live-0", "live-1", "live-2"]
         # The task closed the journal on its way out: nothing can be recorded any more.
-        with pytest.raises(StoreWriteError):
+        closed = r"cannot append to .*: the idempotency journal is closed$"
+        with pytest.raises(StoreWriteError, match=closed) as info:
             await store.run("late", ROUTE, BODY, Handler())
+        assert info.value.path == path
 
 
 async def test_a_compaction_is_not_due_for_a_small_or_mostly_live_journal(
@@ -628,11 +644,11 @@ async def test_a_compaction_that_cannot_write_its_snapshot_leaves_nothing_behind
             raise OSError(28, "No space left on device")
 
         with monkeypatch.context() as patch:
-            patch.setattr(journal_module.tempfile, "mkstemp", no_space)
+            patch.setattr(tempfile, "mkstemp", no_space)
             with pytest.raises(StoreWriteError, match="No space left"):
                 await store.journal.compact()
         with monkeypatch.context() as patch:
-            patch.setattr(journal_module.os, "fsync", no_space)
+            patch.setattr(os, "fsync", no_space)
             with pytest.raises(StoreWriteError, match="No space left"):
                 await store.journal.compact()
         assert list(tmp_path.iterdir()) == [path]
@@ -711,3 +727,130 @@ async def test_the_journal_task_logs_a_failed_close(
                 await nursery.start(journal.run)
                 nursery.cancel_scope.cancel()
         assert "closing the idempotency journal failed" in caplog.messages
+
+
+async def test_no_lock_stays_behind_for_a_key_once_its_requests_are_done(tmp_path: Path) -> None:
+    # One lock per key in flight; a node answers keyed requests for months.
+    with opened(tmp_path / "idempotency.jsonl", Clock()) as store:
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(store.run, "key-1", ROUTE, BODY, Handler())
+        await store.run("key-2", ROUTE, BODY, Handler())
+        assert store._locks == {}
+
+
+async def test_close_writes_every_queued_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    with opened(path, Clock()) as store:
+        journal = store.journal
+
+        def full_disk(data: bytes, start: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        await store.run("key-0", ROUTE, BODY, Handler())
+        with monkeypatch.context() as patch:
+            patch.setattr(journal, "_append", full_disk)
+            for i in (1, 2):
+                with pytest.raises(StoreWriteError, match="cannot append to") as info:
+                    await store.run(f"key-{i}", ROUTE, BODY, Handler())
+                assert info.value.path == path
+        journal.close()
+        assert journal.lines == 3
+    assert keys_on_disk(path) == ["key-0", "key-1", "key-2"]
+
+
+async def test_the_old_file_may_be_named_explicitly(tmp_path: Path) -> None:
+    clock = Clock()
+    old = tmp_path / "elsewhere.json"
+    old.write_bytes(msgspec.json.encode(IdempotencyBook(records=[record("old", clock.now)])))
+    journal = IdempotencyJournal.open(tmp_path / "idempotency.jsonl", clock=clock,
+                                      legacy_path=old)
+    try:
+        assert len(journal) == 1
+        assert not old.exists()
+    finally:
+        journal.close()
+
+
+async def test_a_record_is_kept_exactly_24_hours_also_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    handler = Handler()
+    with opened(path, clock) as store:
+        await store.run("key-1", ROUTE, BODY, handler)
+        clock.now += RETENTION_S
+        assert (await store.run("key-1", ROUTE, BODY, handler)).replayed is True
+    with opened(path, clock) as store:
+        assert len(store.journal) == 1
+
+
+async def test_prune_drops_the_oldest_first_and_asks_for_a_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    with opened(path, clock, compact_min_lines=10) as store:
+        journal = store.journal
+        for i in range(20):
+            await store.run(f"dead-{i}", ROUTE, BODY, Handler())
+        clock.now += 100
+        for i in range(2):
+            await store.run(f"live-{i}", ROUTE, BODY, Handler())
+        assert not journal.compaction_due
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(journal.run)
+                clock.now += RETENTION_S - 50  # the dead ones expire, the live ones not yet
+                journal.prune()  # no append: the prune itself wakes the compaction
+                assert len(journal) == 2
+                await journal.wait_compacted(1)
+                nursery.cancel_scope.cancel()
+        assert keys_on_disk(path) == ["live-0", "live-1"]
+
+
+async def test_at_most_max_records_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "MAX_RECORDS", 3)
+    with opened(tmp_path / "idempotency.jsonl", Clock()) as store:
+        for i in range(3):
+            await store.run(f"key-{i}", ROUTE, BODY, Handler())
+        store.journal.prune()
+        assert len(store.journal) == 3
+        await store.run("key-3", ROUTE, BODY, Handler())
+        store.journal.prune()
+        assert len(store.journal) == 3
+        assert store.journal.get("key-0") is None
+
+
+def test_the_journal_file_is_read_write_for_its_owner_only_writable(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        journal = IdempotencyJournal.open(tmp_path / "idempotency.jsonl")
+        journal.close()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "idempotency.jsonl").stat().st_mode) == 0o644
+
+
+async def test_undecodable_lines_inside_are_skipped_and_a_damaged_tail_is_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "idempotency.jsonl"
+    clock = Clock()
+    with opened(path, clock) as store:
+        await store.run("key-0", ROUTE, BODY, Handler())
+    good = [path.read_bytes()]
+    for i in (1, 2):
+        good.append(_encode_line(record(f"key-{i}", clock.now)))
+    whole = good[0] + b"not json\n" + good[1] + b'{"shape": "wrong"}\n[]\n' + good[2]
+    path.write_bytes(whole + b"{torn\n" + b'{"key": "half')
+    with caplog.at_level(logging.WARNING, logger=RECORDS_LOGGER), opened(path, clock) as store:
+        assert [store.journal.get(f"key-{i}") is not None for i in range(3)] == [True] * 3
+        assert store.journal.lines == 6
+    assert caplog.messages == [
+        f"idempotency journal {path}: cut 2 torn/undecodable trailing line(s) from byte "
+        f"{len(whole)}",
+        f"idempotency journal {path}: skipped 3 undecodable line(s)",
+    ]
+    assert path.read_bytes() == whole
