@@ -143,8 +143,9 @@ def test_many_damaged_lines_are_corruption_not_a_torn_write(tmp_path: Path) -> N
     original = path.read_bytes()
     with path.open("ab") as f:
         f.write(b"not json\n" * 100)
-    with pytest.raises(EventLogCorrupt, match="damaged lines"):
+    with pytest.raises(EventLogCorrupt, match="damaged lines") as info:
         EventLog.open(path)
+    assert info.value.path == path
     assert path.read_bytes().startswith(original)  # nothing was cut
 
 
