@@ -7,12 +7,14 @@ import logging
 import threading
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
 
 from codexd_trio.base.contracts import Event, event_decoder
 from codexd_trio.base.limiters import reads_limiter
+from codexd_trio.store._eventlog_files import _encode_line, last_seq_of
 from codexd_trio.store.eventlog import EventLog, EventLogCorrupt
 from tests.full_disk import FullDisk
 from tests.test_store import all_tokens_held
@@ -331,3 +333,19 @@ async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_wri
     finally:
         log.close()
     assert [e.seq for e in lines_on_disk(tmp_path / "events.jsonl")] == list(range(1, seq + 1))
+
+
+@pytest.mark.timeout(30)  # a broken tail search loops forever: fail fast
+def test_the_last_seq_of_a_sealed_segment_is_found_from_its_tail(tmp_path: Path) -> None:
+    segment = tmp_path / "events-000000000001.jsonl"
+    segment.write_bytes(b"")
+    assert last_seq_of(segment) == 0  # nothing in it
+    segment.write_bytes(_encode_line(make_event(7)))
+    assert last_seq_of(segment) == 7  # one line, the window reaches the start
+    segment.write_bytes(_encode_line(make_event(7)) + _encode_line(make_event(8)) + b"not json\n")
+    assert last_seq_of(segment) == 8  # an undecodable last line is passed over
+    # A last line larger than the first window: the window grows until it holds it.
+    big = msgspec.structs.replace(make_event(10), message="x" * 300_000)
+    segment.write_bytes(b"".join(_encode_line(make_event(n)) for n in range(1, 10))
+                        + _encode_line(big))
+    assert last_seq_of(segment) == 10
