@@ -349,3 +349,20 @@ def test_the_last_seq_of_a_sealed_segment_is_found_from_its_tail(tmp_path: Path)
     segment.write_bytes(b"".join(_encode_line(make_event(n)) for n in range(1, 10))
                         + _encode_line(big))
     assert last_seq_of(segment) == 10
+
+
+async def test_the_log_task_keeps_committing_after_flushes_did_its_work(tmp_path: Path) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log.run)
+            for seq in range(1, 4):
+                log.append(make_event(seq))
+                await log.flush()  # the task wakes to nothing left to commit
+                await trio.testing.wait_all_tasks_blocked()
+            log.append(make_event(4))
+            with trio.fail_after(20):
+                await log.wait_durable(4)  # committed by the task alone
+            nursery.cancel_scope.cancel()
+    finally:
+        log.close()

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -323,5 +324,29 @@ async def test_a_damaged_line_where_the_bisection_lands_does_not_break_a_replay(
         damaged_seq = int(bytes(data[:start]).count(b"\n")) + 1
         got = await log.read_after(damaged_seq + 10, limit=3)
         assert [e.seq for e in got] == [damaged_seq + 11, damaged_seq + 12, damaged_seq + 13]
+    finally:
+        log.close()
+
+
+async def test_non_ascii_events_are_read_back_exactly_from_sealed_and_active_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Offsets are bytes: files are read as bytes, a bisection never lands inside a character.
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=256 * 1024, retain_segments=10)
+    try:
+        for seq in range(1, 3001):
+            log.append(msgspec.structs.replace(make_event(seq), message="é" * 60 + "✓"))
+            if seq % 500 == 0:
+                await log.flush()
+        await log.flush()
+        assert sealed(path)
+        for after in (0, 1500, 2990):
+            got = await log.read_after(after, limit=5)
+            assert [e.seq for e in got] == list(range(after + 1, min(after + 6, 3001))), after
+            assert got[0].message == "é" * 60 + "✓"
+        assert [e.seq for e in await log.read_after(2995)] == [2996, 2997, 2998, 2999, 3000]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert await log.read_after(0, limit=0) == []
     finally:
         log.close()
