@@ -309,7 +309,7 @@ async def test_every_read_from_the_active_file_after_a_rotation_starts_on_a_line
 
 
 async def test_a_damaged_line_where_the_bisection_lands_does_not_break_a_replay(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "events.jsonl"
     log = EventLog.open(path, segment_bytes=256 * 1024, retain_segments=10)
@@ -324,6 +324,14 @@ async def test_a_damaged_line_where_the_bisection_lands_does_not_break_a_replay(
         damaged_seq = int(bytes(data[:start]).count(b"\n")) + 1
         got = await log.read_after(damaged_seq + 10, limit=3)
         assert [e.seq for e in got] == [damaged_seq + 11, damaged_seq + 12, damaged_seq + 13]
+        # Read across it: the damaged line is skipped, with a warning naming where; the read
+        # goes on past it.
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="codexd_trio.store.eventlog"):
+            got = await log.read_after(damaged_seq - 2, limit=3)
+        assert [e.seq for e in got] == [damaged_seq - 1, damaged_seq + 1, damaged_seq + 2]
+        assert caplog.messages == [
+            f"event log {first}: skipping undecodable line at byte {start}"]
     finally:
         log.close()
 

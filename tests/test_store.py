@@ -340,3 +340,24 @@ async def test_a_document_write_completes_while_replays_hold_every_other_thread(
             doc.set(Counter(n=1))
             await doc.flush()
             assert read_document(path, Counter) == Counter(n=1)
+
+
+def test_atomic_write_creates_missing_folders_and_writes_beside_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a" / "b" / "doc.json"
+    renames: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def recording_replace(src: str, dst: str) -> None:
+        renames.append((str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    atomic_write_bytes(path, b"{}\n")
+    assert path.read_bytes() == b"{}\n"
+    [(src, dst)] = renames
+    assert dst == str(path)
+    assert Path(src).parent == path.parent  # the same folder: the rename is atomic
+    assert Path(src).name.startswith(".doc.json.")
+    assert Path(src).name.endswith(".tmp")
