@@ -296,7 +296,7 @@ async def test_a_hung_fsync_cannot_hold_the_stop_past_the_final_flush_deadline(
 
 
 async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # While the disk refuses writes, events used to pile up in memory without limit. Past
     # backlog_bytes the log now holds its producer (codexd's JSON-RPC reader) in room().
@@ -323,6 +323,9 @@ async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_wri
                 await disk.retried.wait()
                 await trio.testing.wait_all_tasks_blocked()
                 assert not admitted  # held while nothing can be written
+                # Readiness shows why, and the log says it retries.
+                assert log.write_error == "No space left on device"
+                assert "event log write failed; retrying in 1.0 s" in caplog.messages
                 assert log.waiting == seq
                 disk.failing = False
                 await log.wait_durable(seq)  # the writer's retry lands ...
@@ -364,5 +367,34 @@ async def test_the_log_task_keeps_committing_after_flushes_did_its_work(tmp_path
             with trio.fail_after(20):
                 await log.wait_durable(4)  # committed by the task alone
             nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+
+
+async def test_a_read_never_starts_after_an_index_entry_it_needs(tmp_path: Path) -> None:
+    # The active file is indexed every INDEX_EVERY lines; a read after seq N starts at the
+    # last entry at or before N + 1.
+    log = EventLog.open(tmp_path / "events.jsonl")
+    try:
+        for seq in range(1, 601):
+            log.append(make_event(seq))
+        await log.flush()
+        for after in range(250, 262):
+            got = await log.read_after(after, limit=2)
+            assert [e.seq for e in got] == [after + 1, after + 2], after
+    finally:
+        log.close()
+
+
+async def test_a_read_from_before_the_active_file_reads_all_of_it(tmp_path: Path) -> None:
+    # The active file after a rotation, with several index entries: a read that begins in a
+    # sealed segment reads the active file from its start, not from its last entry.
+    log = EventLog.open(tmp_path / "events.jsonl", segment_bytes=128 * 1024, retain_segments=10)
+    try:
+        for seq in range(1, 1301):  # 800 a segment: the active file holds 500 (2 entries)
+            log.append(make_event(seq))
+            if seq % 50 == 0:
+                await log.flush()
+        assert [e.seq for e in await log.read_after(0)] == list(range(log.first_seq, 1301))
     finally:
         log.close()

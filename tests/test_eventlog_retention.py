@@ -356,5 +356,6 @@ async def test_non_ascii_events_are_read_back_exactly_from_sealed_and_active_fil
         assert [e.seq for e in await log.read_after(2995)] == [2996, 2997, 2998, 2999, 3000]
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert await log.read_after(0, limit=0) == []
+        assert [e.seq for e in await log.read_after(0)] == list(range(1, 3001))
     finally:
         log.close()

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.base.files import atomic_write_bytes
+from codexd_trio.base.files import append_synced, atomic_write_bytes
 from codexd_trio.base.limiters import documents_limiter, journal_limiter, reads_limiter
 from codexd_trio.store.documents import (
     JsonDocument,
@@ -361,3 +361,35 @@ def test_atomic_write_creates_missing_folders_and_writes_beside_its_file(
     assert Path(src).parent == path.parent  # the same folder: the rename is atomic
     assert Path(src).name.startswith(".doc.json.")
     assert Path(src).name.endswith(".tmp")
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "doc.json"
+    path.write_bytes(b"old")
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="Permission denied"):
+        atomic_write_bytes(path, b"new")
+    assert list(tmp_path.iterdir()) == [path]
+    assert path.read_bytes() == b"old"
+
+
+def test_a_failed_synced_append_cuts_what_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b"one\n")
+    with path.open("r+b") as file:
+
+        def no_sync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", no_sync)
+        with pytest.raises(OSError, match="Input/output error"):
+            append_synced(file, b"two\n", 4)
+    assert path.read_bytes() == b"one\n"
