@@ -398,3 +398,46 @@ async def test_a_read_from_before_the_active_file_reads_all_of_it(tmp_path: Path
         assert [e.seq for e in await log.read_after(0)] == list(range(log.first_seq, 1301))
     finally:
         log.close()
+
+
+async def test_a_failed_final_flush_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    disk = FullDisk(log, monkeypatch)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                log.append(make_event(1))
+                await disk.retried.wait()
+                nursery.cancel_scope.cancel()  # stopping with the event still not written
+        assert "final event log flush failed" in caplog.messages
+    finally:
+        disk.failing = False
+        log.close()
+
+
+async def test_a_final_flush_that_hangs_is_given_up_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    gate = threading.Event()
+    real_write = log._write_batch
+
+    def stuck(data: bytes, start: int) -> None:
+        gate.wait()
+        real_write(data, start)
+
+    monkeypatch.setattr(log, "_write_batch", stuck)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log.run)
+            log.append(make_event(1))
+            await trio.testing.wait_all_tasks_blocked()  # its commit hangs in the disk
+            nursery.cancel_scope.cancel()
+        assert "final event log flush did not finish in time" in caplog.messages
+    finally:
+        gate.set()
+        log.close()
