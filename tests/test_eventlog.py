@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -440,4 +441,21 @@ async def test_a_final_flush_that_hangs_is_given_up_and_logged(
         assert "final event log flush did not finish in time" in caplog.messages
     finally:
         gate.set()
+        log.close()
+
+
+async def test_a_commit_reports_how_long_it_took(tmp_path: Path) -> None:
+    # The commit-latency metric: the time from the commit's start to its sync's return, which
+    # lies within the time the flush took (a bound on the value, not on the machine's speed).
+    log = EventLog.open(tmp_path / "events.jsonl")
+    durations: list[float] = []
+    log.on_commit = durations.append
+    try:
+        started = time.perf_counter()
+        log.append(make_event(1))
+        await log.flush()
+        elapsed = time.perf_counter() - started
+        assert len(durations) == 1
+        assert 0 <= durations[0] <= elapsed
+    finally:
         log.close()
