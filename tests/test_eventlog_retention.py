@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -358,4 +359,43 @@ async def test_non_ascii_events_are_read_back_exactly_from_sealed_and_active_fil
         assert await log.read_after(0, limit=0) == []
         assert [e.seq for e in await log.read_after(0)] == list(range(1, 3001))
     finally:
+        log.close()
+
+
+async def test_events_appended_during_a_rotation_are_indexed_in_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=SEGMENT, retain_segments=50)
+    gate = threading.Event()
+    real_swap = log._swap_files
+    held = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def first_swap_held(sealed_path: Path) -> None:
+        if not gate.is_set():
+            trio.from_thread.run_sync(held.set, trio_token=token)
+            gate.wait()
+        real_swap(sealed_path)
+
+    monkeypatch.setattr(log, "_swap_files", first_swap_held)
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                seq = 0
+                while not held.is_set():  # until the first rotation is under way
+                    seq += 1
+                    log.append(make_event(seq))
+                    await trio.testing.wait_all_tasks_blocked()
+                for _ in range(5):  # appended while the files are swapped
+                    seq += 1
+                    log.append(make_event(seq))
+                gate.set()
+                await log.wait_durable(seq)
+                nursery.cancel_scope.cancel()
+        for after in range(seq - 8, seq):
+            assert [e.seq for e in await log.read_after(after, limit=1)] == [after + 1], after
+    finally:
+        gate.set()
         log.close()
