@@ -459,3 +459,37 @@ async def test_a_commit_reports_how_long_it_took(tmp_path: Path) -> None:
         assert 0 <= durations[0] <= elapsed
     finally:
         log.close()
+
+
+async def test_a_commit_that_meets_a_closed_log_fails_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    gate = threading.Event()
+    real_write = log._write_batch
+
+    def held(data: bytes, start: int) -> None:
+        gate.wait()
+        real_write(data, start)
+
+    monkeypatch.setattr(log, "_write_batch", held)
+    errors: list[str] = []
+
+    async def flush() -> None:
+        try:
+            await log.flush()
+        except OSError as exc:
+            errors.append(str(exc))
+
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                log.append(make_event(1))
+                nursery.start_soon(flush)
+                await trio.testing.wait_all_tasks_blocked()  # the commit waits in its thread
+                log.close()  # shutdown overtakes it
+                gate.set()
+        assert errors == ["event log is closed"]
+    finally:
+        gate.set()
+        log.close()
