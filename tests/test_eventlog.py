@@ -493,3 +493,24 @@ async def test_a_commit_that_meets_a_closed_log_fails_saying_so(
     finally:
         gate.set()
         log.close()
+
+
+async def test_the_commit_thread_is_named_for_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a thread dump or py-spy shows when a sync hangs.
+    log = EventLog.open(tmp_path / "events.jsonl")
+    names: list[str] = []
+    real_write = log._write_batch
+
+    def recording(data: bytes, start: int) -> None:
+        names.append(threading.current_thread().name)
+        real_write(data, start)
+
+    monkeypatch.setattr(log, "_write_batch", recording)
+    try:
+        log.append(make_event(1))
+        await log.flush()
+        assert names == ["codexd event log commit events.jsonl"]
+    finally:
+        log.close()
