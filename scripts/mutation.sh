@@ -18,7 +18,7 @@ cd "$ROOT"
 
 declare -A MODULES=(
   [approvals]="codexd_trio.core.approvals.*"
-  [eventlog]="codexd_trio.store.eventlog.* codexd_trio.store._eventlog_commit.* codexd_trio.store._eventlog_files.* codexd_trio.base.files.*"
+  [eventlog]="codexd_trio.store.eventlog.* codexd_trio.store._eventlog_commit.* codexd_trio.store._eventlog_files.* codexd_trio.store._eventlog_segment.* codexd_trio.base.files.*"
   [documents]="codexd_trio.store.documents.*"
   [idempotency]="codexd_trio.store.idempotency.* codexd_trio.store._idempotency_journal.* codexd_trio.store._idempotency_records.*"
   [sessiontable]="codexd_trio.store.sessiontable.*"

@@ -14,8 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
+from codexd_trio.base.contracts import Event, now_iso
 from codexd_trio.client import CodexdClient, CodexdError, open_websocket
 from codexd_trio.core.subscription import Overflowed
 from codexd_trio.testing import ScriptedModel, Streamed
@@ -113,6 +115,82 @@ async def test_next_batch_replays_then_overflows_at_the_last_seq_handed_over(
             with pytest.raises(Overflowed) as info:
                 await sub.next_batch()
             assert info.value.last_delivered_seq == 5
+
+
+async def test_a_batch_budget_counts_every_event_and_an_exact_fit_is_taken(
+    tmp_path: Path,
+) -> None:
+    # Two large events fill the budget exactly, a small third one waits: the budget is the sum
+    # of every text in the batch, not only the last two, and "past the budget" is strict.
+    async with (
+        running_hub(tmp_path) as hub,
+        hub.subscribe() as learn,
+        hub.subscribe() as sub,
+    ):
+        hub.emit("e", message="a" * 100)
+        hub.emit("e", message="b" * 100)
+        hub.emit("e", message="c")
+        await hub.log.flush()
+        texts = [text for _, text in await learn.next_batch()]
+        assert len(texts) == 3
+        budget = len(texts[0]) + len(texts[1])
+        assert [e.seq for e, _ in await sub.next_batch(max_bytes=budget)] == [1, 2]
+        assert [e.seq for e, _ in await sub.next_batch(max_bytes=budget)] == [3]
+
+
+async def test_an_overflow_after_a_cut_batch_resumes_after_the_last_event_handed_over(
+    tmp_path: Path,
+) -> None:
+    async with running_hub(tmp_path) as hub, hub.subscribe(queue_size=2) as sub:
+        hub.emit("small")
+        hub.emit("large", message="x" * 10_000)
+        await hub.log.flush()  # one commit: both queued
+        assert [e.seq for e, _ in await sub.next_batch(max_bytes=5_000)] == [1]
+        for _ in range(3):
+            await _commit_one(hub)  # 3, 4 queued; the third commit finds 2 >= 2: dropped
+        with pytest.raises(Overflowed) as info:
+            await sub.next_batch()
+        # 2 went back to the buffer, it was never handed over: resume after 1.
+        assert info.value.last_delivered_seq == 1
+        assert str(info.value) == "subscriber overflowed after seq 1"
+
+
+@pytest.mark.parametrize("end", ["close", "overflow"])
+async def test_a_batch_stops_at_once_when_its_stream_ends_while_the_consumer_waits(
+    tmp_path: Path, end: str
+) -> None:
+    # The consumer is parked in next_batch; a commit reaches it, then (before its task runs)
+    # the hub closes its subscribers or a second commit overflows it. Events still queued are
+    # not handed over (next_batch's and close_subscribers' contract): the batch holds only the
+    # event its wait returned, and the stream ends right after it.
+    async with running_hub(tmp_path) as hub, hub.subscribe(queue_size=2) as sub:
+        publish = hub.log.on_durable  # what the log calls after a commit's sync (no real log
+        assert publish is not None    # commit: both steps must land before the consumer runs)
+
+        def commit(*seqs: int) -> None:
+            assert publish is not None
+            publish([Event(seq=seq, at=now_iso(), type="e") for seq in seqs])
+
+        batches: list[list[int]] = []
+
+        async def consume() -> None:
+            batches.append([e.seq for e, _ in await sub.next_batch()])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            await trio.testing.wait_all_tasks_blocked()
+            commit(1, 2, 3)
+            if end == "close":
+                hub.close_subscribers()
+            else:
+                commit(4)  # finds 3 queued >= 2: dropped
+        assert batches == [[1]]
+        if end == "close":
+            assert await sub.next_batch() == []
+        else:
+            with pytest.raises(Overflowed) as info:
+                await sub.next_batch()
+            assert info.value.last_delivered_seq == 1
 
 
 async def _commit_one(hub: Any) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
 
 from codexd_trio.base.contracts import Event, event_decoder
 from codexd_trio.base.limiters import reads_limiter
+from codexd_trio.store._eventlog_files import _encode_line, last_seq_of
 from codexd_trio.store.eventlog import EventLog, EventLogCorrupt
 from tests.full_disk import FullDisk
 from tests.test_store import all_tokens_held
@@ -143,8 +146,9 @@ def test_many_damaged_lines_are_corruption_not_a_torn_write(tmp_path: Path) -> N
     original = path.read_bytes()
     with path.open("ab") as f:
         f.write(b"not json\n" * 100)
-    with pytest.raises(EventLogCorrupt, match="damaged lines"):
+    with pytest.raises(EventLogCorrupt, match="damaged lines") as info:
         EventLog.open(path)
+    assert info.value.path == path
     assert path.read_bytes().startswith(original)  # nothing was cut
 
 
@@ -293,7 +297,7 @@ async def test_a_hung_fsync_cannot_hold_the_stop_past_the_final_flush_deadline(
 
 
 async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # While the disk refuses writes, events used to pile up in memory without limit. Past
     # backlog_bytes the log now holds its producer (codexd's JSON-RPC reader) in room().
@@ -320,6 +324,9 @@ async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_wri
                 await disk.retried.wait()
                 await trio.testing.wait_all_tasks_blocked()
                 assert not admitted  # held while nothing can be written
+                # Readiness shows why, and the log says it retries.
+                assert log.write_error == "No space left on device"
+                assert "event log write failed; retrying in 1.0 s" in caplog.messages
                 assert log.waiting == seq
                 disk.failing = False
                 await log.wait_durable(seq)  # the writer's retry lands ...
@@ -330,3 +337,180 @@ async def test_a_backlog_the_disk_cannot_take_holds_the_producer_until_it_is_wri
     finally:
         log.close()
     assert [e.seq for e in lines_on_disk(tmp_path / "events.jsonl")] == list(range(1, seq + 1))
+
+
+@pytest.mark.timeout(30)  # a broken tail search loops forever: fail fast
+def test_the_last_seq_of_a_sealed_segment_is_found_from_its_tail(tmp_path: Path) -> None:
+    segment = tmp_path / "events-000000000001.jsonl"
+    segment.write_bytes(b"")
+    assert last_seq_of(segment) == 0  # nothing in it
+    segment.write_bytes(_encode_line(make_event(7)))
+    assert last_seq_of(segment) == 7  # one line, the window reaches the start
+    segment.write_bytes(_encode_line(make_event(7)) + _encode_line(make_event(8)) + b"not json\n")
+    assert last_seq_of(segment) == 8  # an undecodable last line is passed over
+    # A last line larger than the first window: the window grows until it holds it.
+    big = msgspec.structs.replace(make_event(10), message="x" * 300_000)
+    segment.write_bytes(b"".join(_encode_line(make_event(n)) for n in range(1, 10))
+                        + _encode_line(big))
+    assert last_seq_of(segment) == 10
+
+
+async def test_the_log_task_keeps_committing_after_flushes_did_its_work(tmp_path: Path) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log.run)
+            for seq in range(1, 4):
+                log.append(make_event(seq))
+                await log.flush()  # the task wakes to nothing left to commit
+                await trio.testing.wait_all_tasks_blocked()
+            log.append(make_event(4))
+            with trio.fail_after(20):
+                await log.wait_durable(4)  # committed by the task alone
+            nursery.cancel_scope.cancel()
+    finally:
+        log.close()
+
+
+async def test_a_read_never_starts_after_an_index_entry_it_needs(tmp_path: Path) -> None:
+    # The active file is indexed every INDEX_EVERY lines; a read after seq N starts at the
+    # last entry at or before N + 1.
+    log = EventLog.open(tmp_path / "events.jsonl")
+    try:
+        for seq in range(1, 601):
+            log.append(make_event(seq))
+        await log.flush()
+        for after in range(250, 262):
+            got = await log.read_after(after, limit=2)
+            assert [e.seq for e in got] == [after + 1, after + 2], after
+    finally:
+        log.close()
+
+
+async def test_a_read_from_before_the_active_file_reads_all_of_it(tmp_path: Path) -> None:
+    # The active file after a rotation, with several index entries: a read that begins in a
+    # sealed segment reads the active file from its start, not from its last entry.
+    log = EventLog.open(tmp_path / "events.jsonl", segment_bytes=128 * 1024, retain_segments=10)
+    try:
+        for seq in range(1, 1301):  # 800 a segment: the active file holds 500 (2 entries)
+            log.append(make_event(seq))
+            if seq % 50 == 0:
+                await log.flush()
+        assert [e.seq for e in await log.read_after(0)] == list(range(log.first_seq, 1301))
+    finally:
+        log.close()
+
+
+async def test_a_failed_final_flush_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    disk = FullDisk(log, monkeypatch)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(log.run)
+                log.append(make_event(1))
+                await disk.retried.wait()
+                nursery.cancel_scope.cancel()  # stopping with the event still not written
+        assert "final event log flush failed" in caplog.messages
+    finally:
+        disk.failing = False
+        log.close()
+
+
+async def test_a_final_flush_that_hangs_is_given_up_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    gate = threading.Event()
+    real_write = log._write_batch
+
+    def stuck(data: bytes, start: int) -> None:
+        gate.wait()
+        real_write(data, start)
+
+    monkeypatch.setattr(log, "_write_batch", stuck)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log.run)
+            log.append(make_event(1))
+            await trio.testing.wait_all_tasks_blocked()  # its commit hangs in the disk
+            nursery.cancel_scope.cancel()
+        assert "final event log flush did not finish in time" in caplog.messages
+    finally:
+        gate.set()
+        log.close()
+
+
+async def test_a_commit_reports_how_long_it_took(tmp_path: Path) -> None:
+    # The commit-latency metric: the time from the commit's start to its sync's return, which
+    # lies within the time the flush took (a bound on the value, not on the machine's speed).
+    log = EventLog.open(tmp_path / "events.jsonl")
+    durations: list[float] = []
+    log.on_commit = durations.append
+    try:
+        started = time.perf_counter()
+        log.append(make_event(1))
+        await log.flush()
+        elapsed = time.perf_counter() - started
+        assert len(durations) == 1
+        assert 0 <= durations[0] <= elapsed
+    finally:
+        log.close()
+
+
+async def test_a_commit_that_meets_a_closed_log_fails_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    gate = threading.Event()
+    real_write = log._write_batch
+
+    def held(data: bytes, start: int) -> None:
+        gate.wait()
+        real_write(data, start)
+
+    monkeypatch.setattr(log, "_write_batch", held)
+    errors: list[str] = []
+
+    async def flush() -> None:
+        try:
+            await log.flush()
+        except OSError as exc:
+            errors.append(str(exc))
+
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                log.append(make_event(1))
+                nursery.start_soon(flush)
+                await trio.testing.wait_all_tasks_blocked()  # the commit waits in its thread
+                log.close()  # shutdown overtakes it
+                gate.set()
+        assert errors == ["event log is closed"]
+    finally:
+        gate.set()
+        log.close()
+
+
+async def test_the_commit_thread_is_named_for_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a thread dump or py-spy shows when a sync hangs.
+    log = EventLog.open(tmp_path / "events.jsonl")
+    names: list[str] = []
+    real_write = log._write_batch
+
+    def recording(data: bytes, start: int) -> None:
+        names.append(threading.current_thread().name)
+        real_write(data, start)
+
+    monkeypatch.setattr(log, "_write_batch", recording)
+    try:
+        log.append(make_event(1))
+        await log.flush()
+        assert names == ["codexd event log commit events.jsonl"]
+    finally:
+        log.close()

@@ -56,21 +56,35 @@ async def test_emit_numbers_events_and_persists_the_recent_ring(tmp_path: Path) 
                      thread_id="t", turn_id="u", detail={"i": i})
         assert hub.last_seq == 60
         assert [e.seq for e in hub.recent()] == list(range(11, 61))
+        last = hub.recent()[-1]
+        assert (last.sessionId, last.threadId, last.turnId, last.level) == ("s2", "t", "u", "warn")
+        assert (last.message, last.detail) == ("", {"i": 58})  # no message given: empty
         assert [e.seq for e in hub.recent(limit=3)] == [58, 59, 60]
         assert all(e.sessionId == "s1" for e in hub.recent(session_id="s1"))
         assert [e.seq for e in hub.recent(session_id="s1", limit=2)] == [57, 59]
         assert hub.recent(limit=0) == []
+        assert [e.seq for e in hub.recent(limit=1)] == [60]
 
     on_disk = read_document(tmp_path / "state" / "recent-events.json", RecentEvents)
     assert on_disk is not None
     assert [e.seq for e in on_disk.events] == list(range(11, 61))
     assert on_disk.events[-1].detail == {"i": 58}
 
-    # A restart: seq continues from the log, the ring comes back from recent-events.json.
+    # A restart: seq continues from the log, the ring comes back from recent-events.json
+    # (whole, or its newest part for a smaller ring).
+    async with running_hub(tmp_path, recent_size=50) as hub:
+        assert [e.seq for e in hub.recent()] == list(range(11, 61))
     async with running_hub(tmp_path, recent_size=20) as hub:
         assert hub.last_seq == 60
         assert [e.seq for e in hub.recent()] == list(range(41, 61))
         assert (await emitted(hub, "daemon.started")).seq == 61
+
+
+async def test_a_hub_without_a_recent_ring_keeps_none(tmp_path: Path) -> None:
+    async with running_hub(tmp_path, recent_size=0) as hub:
+        await emitted(hub, "e")
+        assert hub.recent() == []
+    assert not (tmp_path / "state" / "recent-events.json").exists()
 
 
 async def test_live_subscription_sees_only_new_events(tmp_path: Path) -> None:
@@ -285,6 +299,39 @@ async def test_exiting_a_subscription_unregisters_it(tmp_path: Path) -> None:
             await emitted(hub, "e")
         with pytest.raises(StopAsyncIteration):
             await sub.__anext__()
+        # Nothing of it stays with the hub (a node serves many short-lived websockets).
+        assert sub not in hub._live
+        assert sub not in hub._subscriptions
+
+
+async def test_a_subscriber_is_live_from_subscribe_even_right_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # A restarted hub has nothing in its tail yet. A subscriber is registered at subscribe()
+    # all the same: commits before its first read go to its queue (and count against it), they
+    # are not left to a replay from the log later.
+    async with running_hub(tmp_path) as hub:
+        for _ in range(3):
+            await emitted(hub, "before")
+    async with running_hub(tmp_path) as hub, hub.subscribe(queue_size=2) as sub:
+        for _ in range(3):
+            await emitted(hub, "after")  # 4, 5 queued; the third commit finds 2 >= 2: dropped
+        with pytest.raises(Overflowed) as info:
+            await sub.__anext__()
+        assert info.value.last_delivered_seq == 3
+
+
+async def test_replay_attaches_to_the_tail_only_when_it_holds_the_next_event(
+    tmp_path: Path,
+) -> None:
+    # The tail holds 13..20; a subscriber after 11 must read 12 from the log first: attaching
+    # at once would skip it.
+    async with running_hub(tmp_path, tail_size=8, replay_page=4) as hub:
+        for _ in range(20):
+            hub.emit("e")
+        await hub.log.flush()
+        async with hub.subscribe(after=11) as sub:
+            assert await take(sub, 9) == list(range(12, 21))
 
 
 def _seqs(events: list[Event]) -> list[int]:

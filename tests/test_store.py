@@ -14,12 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from codexd_trio.base.files import atomic_write_bytes
+from codexd_trio.base.files import append_synced, atomic_write_bytes
 from codexd_trio.base.limiters import documents_limiter, journal_limiter, reads_limiter
 from codexd_trio.store.documents import (
     JsonDocument,
     StoreCorrupt,
     StoreWriteError,
+    encode_document,
     read_document,
 )
 
@@ -87,8 +88,14 @@ def test_read_document_missing_invalid_and_wrong_shape(tmp_path: Path) -> None:
     assert info.value.path == path
     assert str(path) in str(info.value)
     path.write_bytes(b'{"n": "three"}')
-    with pytest.raises(StoreCorrupt, match="expected shape"):
+    with pytest.raises(StoreCorrupt, match="expected shape") as info:
         read_document(path, Counter)
+    assert info.value.path == path
+    folder = tmp_path / "folder.json"
+    folder.mkdir()  # there, but not a file that can be read
+    with pytest.raises(StoreCorrupt, match=r"cannot read .*folder\.json") as info:
+        read_document(folder, Counter)
+    assert info.value.path == folder
 
 
 async def test_set_does_not_write_until_flushed(tmp_path: Path) -> None:
@@ -105,6 +112,9 @@ async def test_set_does_not_write_until_flushed(tmp_path: Path) -> None:
     assert doc.writes == 1
     await doc.flush()  # nothing new: no write
     assert doc.writes == 1
+    doc.set(Counter(n=3))
+    await doc.flush()
+    assert doc.writes == 2
 
 
 async def test_writer_writes_on_its_own_and_coalesces(
@@ -188,12 +198,126 @@ async def test_write_failure_is_a_typed_error(tmp_path: Path) -> None:
     blocker.write_text("a file where a directory should be")
     doc = JsonDocument(blocker / "doc.json", Counter, Counter())
     doc.set(Counter(n=1))
-    with pytest.raises(StoreWriteError) as info:
+    with pytest.raises(StoreWriteError, match=r"cannot write .*doc\.json") as info:
         await doc.flush()
     assert info.value.path == blocker / "doc.json"
     assert doc.dirty
-    with pytest.raises(StoreWriteError):
+    with pytest.raises(StoreWriteError, match=r"cannot write .*doc\.json") as info:
         doc.write_now()
+    assert info.value.path == blocker / "doc.json"
+
+
+def test_a_document_on_disk_is_indented_json_unless_asked_otherwise(tmp_path: Path) -> None:
+    indented, compact = b'{\n  "n": 1,\n  "label": ""\n}\n', b'{"n":1,"label":""}\n'
+    assert encode_document(Counter(n=1)) == indented
+    assert encode_document(Counter(n=1), pretty=False) == compact
+    JsonDocument(tmp_path / "a.json", Counter, Counter(n=1)).write_now()
+    JsonDocument(tmp_path / "b.json", Counter, Counter(n=1), pretty=False).write_now()
+    assert (tmp_path / "a.json").read_bytes() == indented
+    assert (tmp_path / "b.json").read_bytes() == compact
+
+
+async def _until_written(doc: JsonDocument[Counter]) -> None:
+    # Waits on the condition (the writer's own write); the bound is a hang guard.
+    with trio.fail_after(20):
+        while doc.dirty:  # noqa: ASYNC110 - written from a worker thread, bounded
+            await trio.sleep(0.01)
+
+
+async def test_the_writer_writes_on_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter(), coalesce_s=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        await _until_written(doc)  # no flush: the writer alone
+        assert read_document(path, Counter) == Counter(n=1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_writer_keeps_running_after_a_flush_wrote_what_woke_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    doc = JsonDocument(tmp_path / "doc.json", Counter, Counter(), coalesce_s=1.0)
+    ended = trio.Event()
+
+    async def writer(task_status: trio.TaskStatus[None]) -> None:
+        await doc.run(task_status=task_status)
+        ended.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer)
+        doc.set(Counter(n=1))
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits out its coalescing
+        doc.set(Counter(n=2))  # wakes the writer again, later
+        await doc.flush()  # ... but this writes everything first
+        await trio.sleep(5)  # virtual: the writer wakes to nothing left to do
+        assert not ended.is_set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_value_changed_in_place_is_written_after_touch(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter())
+    kept = [Counter(n=1)]
+    doc.capture = lambda: partial(encode_document, kept[0])
+    for n in (1, 2):  # a couple of writes first: the version is past 1
+        doc.set(Counter(n=n))
+        await doc.flush()
+    kept[0] = Counter(n=9)
+    doc.touch()
+    assert doc.dirty
+    await doc.flush()
+    assert read_document(path, Counter) == Counter(n=9)
+
+
+async def test_the_writer_logs_a_failed_write_and_retries_until_it_lands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where a directory should be")
+    doc = JsonDocument(blocker / "doc.json", Counter, Counter(), coalesce_s=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        with trio.fail_after(20):
+            while "store write failed; retrying in 1.0 s" not in caplog.messages:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        blocker.unlink()  # the disk is back: the next retry (a second later) writes
+        await _until_written(doc)
+        assert read_document(blocker / "doc.json", Counter) == Counter(n=1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_final_write_is_logged_with_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where a directory should be")
+    doc = JsonDocument(blocker / "doc.json", Counter, Counter(), coalesce_s=3600.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert f"final write of {blocker / 'doc.json'} failed" in caplog.messages
+
+
+async def test_a_final_write_that_hangs_is_given_up_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "doc.json"
+    doc = JsonDocument(path, Counter, Counter(), coalesce_s=3600.0)
+    doc.before_write = trio.sleep_forever  # the write never gets its turn
+    async with trio.open_nursery() as nursery:
+        await nursery.start(doc.run)
+        doc.set(Counter(n=1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert f"final write of {path} did not finish in time" in caplog.messages
+    assert doc.dirty
 
 
 async def test_limiters_are_per_run_and_separate() -> None:
@@ -216,3 +340,56 @@ async def test_a_document_write_completes_while_replays_hold_every_other_thread(
             doc.set(Counter(n=1))
             await doc.flush()
             assert read_document(path, Counter) == Counter(n=1)
+
+
+def test_atomic_write_creates_missing_folders_and_writes_beside_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a" / "b" / "doc.json"
+    renames: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def recording_replace(src: str, dst: str) -> None:
+        renames.append((str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    atomic_write_bytes(path, b"{}\n")
+    assert path.read_bytes() == b"{}\n"
+    [(src, dst)] = renames
+    assert dst == str(path)
+    assert Path(src).parent == path.parent  # the same folder: the rename is atomic
+    assert Path(src).name.startswith(".doc.json.")
+    assert Path(src).name.endswith(".tmp")
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "doc.json"
+    path.write_bytes(b"old")
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="Permission denied"):
+        atomic_write_bytes(path, b"new")
+    assert list(tmp_path.iterdir()) == [path]
+    assert path.read_bytes() == b"old"
+
+
+def test_a_failed_synced_append_cuts_what_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b"one\n")
+    with path.open("r+b") as file:
+
+        def no_sync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", no_sync)
+        with pytest.raises(OSError, match="Input/output error"):
+            append_synced(file, b"two\n", 4)
+    assert path.read_bytes() == b"one\n"
