@@ -19,15 +19,13 @@ from quart import Response, g, request, websocket
 from quart_trio import QuartTrio
 
 from codexd_trio.base.context import current_request_id
-from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
 from codexd_trio.web.envelope import envelope as ok
 from codexd_trio.web.envelope import error
-from codexd_trio.web.websockets import discarding_client_frames
 from conductor_trio.fleet.fleet import FleetRefusal
 from conductor_trio.fleet.merge import BadCursor
 from conductor_trio.fleet.peers import FORWARD_HEADERS, PeerAnswer
 from conductor_trio.service import Conductor
-from conductor_trio.web.proxy import _pump, without_token
+from conductor_trio.web.proxy import relay_websocket, without_token
 
 __all__ = ["NODE_HEADER", "install_fleet_routes"]
 
@@ -268,17 +266,7 @@ async def _relay(conductor: Conductor, session_id: str, device_id: str | None
     url = base.replace("http", "ws", 1) + "/v1/codex/events?" + urlencode(query)
     token = conductor.config.shared_token
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if (request_id := current_request_id()) is not None:
-        headers["X-Request-Id"] = request_id
-    try:
-        async with open_websocket(url, headers=headers) as upstream:
-            await websocket.accept()
-            async with discarding_client_frames():
-                code = await _pump(conductor, upstream, device_id)
-            await websocket.close(code)
-    except CodexdError as exc:
-        return error(exc.status, exc.code, exc.message, exc.details)
-    except CodexdUnavailable as exc:
-        return error(503, "node_unavailable", f"Node {node.nodeId} did not answer: {exc}",
-                     {"node": node.nodeId, "error": str(exc)})
-    return None
+    return await relay_websocket(
+        conductor, url, headers, device_id,
+        lambda exc: error(503, "node_unavailable", f"Node {node.nodeId} did not answer: {exc}",
+                          {"node": node.nodeId, "error": str(exc)}))

@@ -7,6 +7,7 @@ cannot be reached does the conductor answer itself, with 503 ``codexd_unavailabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote, unquote_plus
 
 import trio
@@ -114,22 +115,33 @@ async def relay_events(conductor: Conductor, device_id: str | None = None) -> Re
         after=int(after) if after is not None else None, session_id=session_id,
         batch=batch == "1",
     )
+    return await relay_websocket(conductor, url, dict(conductor.client.auth_headers), device_id,
+                                 lambda exc: unavailable(conductor, exc))
+
+
+async def relay_websocket(conductor: Conductor, url: str, headers: dict[str, str],
+                          device_id: str | None,
+                          unreachable: Callable[[CodexdUnavailable], Response]
+                          ) -> Response | None:
+    """Open the upstream websocket ``url`` (codexd's stream, or a peer conductor's relay) with
+    ``headers`` and the request id, then accept the current client and relay every frame until
+    one side closes, closing the client with the upstream's code. A refused handshake is the
+    upstream's own status and envelope; an unreachable upstream is ``unreachable(exc)``."""
+    if (request_id := current_request_id()) is not None:
+        headers = {**headers, "X-Request-Id": request_id}  # one id from the client through
     try:
-        headers = dict(conductor.client.auth_headers)
-        if (request_id := current_request_id()) is not None:
-            headers["X-Request-Id"] = request_id  # one id from the client through to codexd
         async with open_websocket(url, headers=headers) as upstream:
             await websocket.accept()
             # Read what the client sends, or its leaving goes unseen and the relay (and its
-            # upstream stream on codexd) stays open for good.
+            # upstream stream) stays open for good.
             async with discarding_client_frames():
                 code = await _pump(conductor, upstream, device_id)
             await websocket.close(code)
     except CodexdError as exc:
-        # codexd refused the handshake: hand its status and envelope on unchanged.
+        # The upstream refused the handshake: hand its status and envelope on unchanged.
         return error(exc.status, exc.code, exc.message, exc.details)
     except CodexdUnavailable as exc:
-        return unavailable(conductor, exc)
+        return unreachable(exc)
     return None
 
 
