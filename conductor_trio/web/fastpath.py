@@ -34,7 +34,12 @@ from codexd_trio.web.callers import ASGIApp, Receive, Refusal, Scope, Send
 from conductor_trio.mode import Mode
 from conductor_trio.service import Conductor
 from conductor_trio.web.access import WRITE_METHODS, Caller, codex_access, request_address
-from conductor_trio.web.proxy import ANSWER_HEADERS, FORWARD_HEADERS, without_token
+from conductor_trio.web.proxy import (
+    ANSWER_HEADERS,
+    FORWARD_HEADERS,
+    unavailable_refusal,
+    without_token,
+)
 
 __all__ = ["FAST_ROUTES", "CodexFastPath"]
 
@@ -162,11 +167,8 @@ class CodexFastPath:
                 method, upstream_path + (f"?{query}" if query else ""), headers=forward,
                 body=body if method == "POST" else None)
         except CodexdUnavailable as exc:
-            base = self.conductor.config.codexd_base
-            refusal = Refusal(503, "codexd_unavailable",
-                              f"The conductor cannot reach codexd at {base}.",
-                              target=base, error=str(exc))
-            await _answer(send, 503, refusal.body(), "application/json", [])
+            refusal = unavailable_refusal(self.conductor, exc)
+            await _answer(send, refusal.status, refusal.body(), "application/json", [])
             return
         except Exception:
             # A bug, not codexd's answer: the same 500 envelope Quart's handler gives.

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 
 from codexd_trio.base.context import current_request_id
 from codexd_trio.client import CodexdError, CodexdUnavailable, open_websocket
+from codexd_trio.web.callers import Refusal
 from codexd_trio.web.envelope import error
 from codexd_trio.web.websockets import discarding_client_frames
 from conductor_trio.auth.node import REVOKED_CLOSE_CODE
@@ -34,12 +35,16 @@ _UNSENDABLE_CLOSE_CODES = frozenset({1005, 1006, 1015})
 
 def unavailable(conductor: Conductor, exc: BaseException) -> Response:
     """503 ``codexd_unavailable`` naming the target."""
-    return error(
-        503,
-        "codexd_unavailable",
-        f"The conductor cannot reach codexd at {conductor.config.codexd_base}.",
-        {"target": conductor.config.codexd_base, "error": str(exc)},
-    )
+    refusal = unavailable_refusal(conductor, exc)
+    return error(refusal.status, refusal.code, refusal.message, refusal.details)
+
+
+def unavailable_refusal(conductor: Conductor, exc: BaseException) -> Refusal:
+    """What :func:`unavailable` answers, for a relay that writes its answer at the ASGI level
+    (:mod:`conductor_trio.web.fastpath`)."""
+    base = conductor.config.codexd_base
+    return Refusal(503, "codexd_unavailable", f"The conductor cannot reach codexd at {base}.",
+                   target=base, error=str(exc))
 
 
 async def proxy_http(conductor: Conductor, upstream_path: str) -> Response:
