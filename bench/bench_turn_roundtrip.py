@@ -15,13 +15,20 @@ against what it replaces under the same load (rounds rotate the order of all thr
 ``--metrics`` adds each codexd's event-log commit histogram (``codexd_event_log_sync_seconds``)
 to the result; ``--keyed`` sends every codexd turn with an ``Idempotency-Key``.
 
+Codex spends about as much CPU on a turn as the turn lasts (~45 ms for ``say ok``), so on a
+machine with few cores whatever else runs during a turn — codexd, this client — slows Codex
+itself. ``--model-process`` moves the scripted model out of this process (where it shares one
+Trio loop with the client); ``--pin-codex`` (Linux) puts every Codex on a core of its own and
+the rest on the others, which measures what codexd adds without that contention.
+
     .venv/bin/python -m bench.bench_turn_roundtrip [--turns 50] [--warmup 5] [--streamed]
-        [--baseline DIR] [--quick] [--json]
+        [--baseline DIR] [--model-process] [--pin-codex] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -158,6 +165,58 @@ async def codexd_path(work: Path, name: str, model_url: str, registry_sessions: 
         nursery.cancel_scope.cancel(reason="benchmark done")
 
 
+@asynccontextmanager
+async def model_in_process(scenario: Scenario) -> AsyncIterator[str]:
+    """The scripted model in this (the client's) process, answering ``scenario``: its URL."""
+    async with open_scripted_model() as model:
+        model.default = scenario
+        yield model.base_url
+
+
+@asynccontextmanager
+async def model_process() -> AsyncIterator[str]:
+    """The scripted model in a process of its own (``python -m codexd_trio.testing``, which
+    echoes the prompt): its URL. In this process it would share one Trio loop with the
+    client, whose websocket work on the codexd paths would then delay the model's answers to
+    Codex, which is not codexd's cost. Stopped with SIGTERM (then killed) on the way out."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "codexd_trio.testing"], stdout=subprocess.PIPE
+    )
+    stdout = proc.stdout
+    assert stdout is not None
+    try:
+        buffer = b""
+        while b"\n" not in buffer:
+            chunk = await stdout.receive_some(4096)
+            if not chunk:
+                raise RuntimeError("the scripted model exited before it was ready")
+            buffer += chunk
+        yield str(json.loads(buffer.split(b"\n", 1)[0])["url"])
+    finally:
+        with trio.CancelScope(shield=True):
+            proc.terminate()
+            with trio.move_on_after(5):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await stdout.aclose()
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux: ``/proc/<pid>/task/*/children``)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 async def sync_histogram(client: CodexdClient) -> dict[str, float]:
     """The event log's commit histogram from codexd's ``/metrics``: count, mean and the upper
     bound of the bucket holding the median (seconds)."""
@@ -180,16 +239,26 @@ async def sync_histogram(client: CodexdClient) -> dict[str, float]:
 async def run(
     turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool,
     baseline: Path | None = None, metrics: bool = False, keyed: bool = False,
+    separate_model: bool = False, pin_codex: bool = False,
 ) -> dict[str, Any]:
     binary = codex_binary()
     paths = ["direct", "codexd"] + (["baseline"] if baseline is not None else [])
     samples: dict[str, dict[str, list[float]]] = {p: {"total": [], "ack": []} for p in paths}
     histograms: dict[str, dict[str, float]] = {}
-    async with open_scripted_model() as model:
-        model.default = scenario
+    codex_cpu: set[int] = set()
+    if pin_codex:
+        # Codex on a core of its own, everything else (this client, the model, codexd) on the
+        # others: what codexd adds without taking CPU from Codex (see docs/benchmarks.md).
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin-codex needs at least two CPUs")
+        codex_cpu = {cpus[-1]}
+        os.sched_setaffinity(0, set(cpus[:-1]))
+    model = model_process() if separate_model else model_in_process(scenario)
+    async with model as model_url:
         with (
             bench_dir("roundtrip", keep=keep) as work,
-            temporary_codex_home(model.base_url) as home_a,
+            temporary_codex_home(model_url) as home_a,
         ):
             direct_waiter = TurnWaiter()
 
@@ -209,11 +278,16 @@ async def run(
                 thread = await direct.thread_start(cwd=str(work))
                 thread_id = str(thread["thread"]["id"])
                 daemons = {"codexd": await stack.enter_async_context(
-                    codexd_path(work, "codexd", model.base_url, registry_sessions, None))}
+                    codexd_path(work, "codexd", model_url, registry_sessions, None))}
                 if baseline is not None:
                     daemons["baseline"] = await stack.enter_async_context(
-                        codexd_path(work, "baseline", model.base_url, registry_sessions,
+                        codexd_path(work, "baseline", model_url, registry_sessions,
                                     baseline_env(baseline)))
+                if codex_cpu:
+                    codexes = [direct.pid] + [c for d in daemons.values() for c in children(d[3])]
+                    for pid in codexes:
+                        assert pid is not None
+                        pin(pid, codex_cpu)
                 cpu_before: dict[str, float | None] = {}
                 for index in range(warmup + turns):
                     if index == warmup:
@@ -243,7 +317,9 @@ async def run(
         "benchmark": "turn_roundtrip",
         "turns": turns,
         "warmup": warmup,
-        "scenario": repr(scenario),
+        "scenario": "Echo (model process)" if separate_model else repr(scenario),
+        "model": "own process" if separate_model else "the client's process",
+        "codex_pinned_to_cpu": sorted(codex_cpu) or None,
         "registry_sessions": registry_sessions,
         "keyed": keyed,
         "direct_ms": direct_total,
@@ -277,7 +353,9 @@ async def run(
 def summary(result: dict[str, Any]) -> list[str]:
     lines = [
         f"turn round trip, {result['turns']} turns per path after {result['warmup']} warm-up "
-        f"({result['scenario']}; {result['registry_sessions']} other sessions in the registry)",
+        f"({result['scenario']}; {result['registry_sessions']} other sessions in the registry"
+        + (f"; Codex pinned to CPU {result['codex_pinned_to_cpu']}"
+           if result["codex_pinned_to_cpu"] else "") + ")",
         f"  A direct stdio  : {fmt_ms(result['direct_ms'])}  "
         f"(turn/start answer {fmt_ms(result['direct_ack_ms'], 'p50')})",
         f"  B codexd HTTP+WS: {fmt_ms(result['codexd_ms'])}  "
@@ -328,6 +406,12 @@ def main() -> None:
     parser.add_argument("--keyed", action="store_true",
                         help="every codexd turn carries an Idempotency-Key (its journal's "
                              "append is then part of the 202)")
+    parser.add_argument("--model-process", action="store_true",
+                        help="run the scripted model in its own process (it echoes the prompt) "
+                             "instead of in the client's")
+    parser.add_argument("--pin-codex", action="store_true",
+                        help="Linux: every Codex app-server on the last CPU, the rest on the "
+                             "others (what codexd adds when it does not share Codex's core)")
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)
@@ -335,7 +419,8 @@ def main() -> None:
     if args.baseline is not None:
         check_baseline(args.baseline)
     result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep,
-                      args.baseline, args.metrics, args.keyed)
+                      args.baseline, args.metrics, args.keyed, args.model_process,
+                      args.pin_codex)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
 

@@ -7,6 +7,7 @@ has its own quick run, ``tests/test_chaos_quick.py``."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from typing import Any
@@ -34,10 +35,10 @@ async def _interrupt_then_kill(process: trio.Process) -> None:
     process.kill()
 
 
-async def run_quick(module: str) -> dict[str, Any]:
+async def run_quick(module: str, *extra: str) -> dict[str, Any]:
     with trio.fail_after(SCRIPT_GUARD_S):
         done = await trio.run_process(
-            [sys.executable, "-m", module, "--quick", "--json"],
+            [sys.executable, "-m", module, "--quick", "--json", *extra],
             cwd=str(REPO_ROOT),
             capture_stdout=True,
             capture_stderr=True,
@@ -56,9 +57,9 @@ BENCH_DIR = REPO_ROOT / "bench"
 ran: set[str] = set()
 
 
-async def run_quick_and_note(module: str) -> dict[str, Any]:
+async def run_quick_and_note(module: str, *extra: str) -> dict[str, Any]:
     ran.add(module)
-    return await run_quick(module)
+    return await run_quick(module, *extra)
 
 
 async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> None:
@@ -73,6 +74,16 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
         assert roundtrip[key]["n"] == 3
         assert roundtrip[key]["p50"] > 0
     assert {"ratio_p50", "added_p50_ms", "goal_met"} <= set(roundtrip)
+    assert roundtrip["model"] == "the client's process"
+    assert roundtrip["codex_pinned_to_cpu"] is None
+    # The model in its own process, and (with two CPUs or more) every Codex on a core of its own.
+    pinned = len(os.sched_getaffinity(0)) >= 2
+    apart = await run_quick("bench.bench_turn_roundtrip", "--model-process",
+                            *(["--pin-codex"] if pinned else []))
+    assert apart["model"] == "own process"
+    assert apart["codexd_ms"]["n"] == apart["direct_ms"]["n"] == 3
+    if pinned:
+        assert apart["codex_pinned_to_cpu"] == [max(os.sched_getaffinity(0))]
 
     fanout = await run_quick("bench.bench_event_fanout")
     assert fanout["benchmark"] == "event_fanout"
