@@ -40,7 +40,7 @@ def test_a_commit_that_returns_after_the_run_ended_is_dropped_quietly(
     def deliver(token: trio.lowlevel.TrioToken, commit: object, outcome: object) -> None:
         try:
             real_deliver(token, commit, outcome)  # type: ignore[arg-type]
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+        except BaseException as exc:  # recorded for the assertion below
             raised.append(exc)
         finally:
             delivered.set()
@@ -189,7 +189,7 @@ async def test_a_failed_commit_reports_the_write_error_even_when_cutting_back_fa
         with monkeypatch.context() as patched:
             patched.setattr(os, "pwrite", no_space)
             patched.setattr(os, "ftruncate", broken_truncate)
-            with pytest.raises(OSError) as failed:
+            with pytest.raises(OSError, match="No space left on device") as failed:
                 await log.flush()
         assert failed.value.errno == errno.ENOSPC
         await log.flush()  # the disk is back: the same event is written, once
@@ -202,7 +202,7 @@ async def test_a_failed_commit_reports_the_write_error_even_when_cutting_back_fa
 def test_appending_to_a_closed_log_is_a_programming_error_that_says_so(tmp_path: Path) -> None:
     log = EventLog.open(tmp_path / "events.jsonl")
     log.close()
-    with pytest.raises(AssertionError, match="^append to a closed event log$"):
+    with pytest.raises(AssertionError, match=r"^append to a closed event log$"):
         log.append(make_event(1))
 
 
