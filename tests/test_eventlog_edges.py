@@ -124,9 +124,17 @@ async def test_a_commit_syncs_its_data_only_where_the_os_has_fdatasync(
         pytest.skip("macOS syncs with F_FULLFSYNC")
     calls: list[tuple[str, int]] = []
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", fd)), real_fsync(fd)))
-    monkeypatch.setattr(os, "fdatasync",
-                        lambda fd: (calls.append(("fdatasync", fd)), real_fdatasync(fd)))
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", fd))
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        calls.append(("fdatasync", fd))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     log = EventLog.open(tmp_path / "events.jsonl")
     try:
         fd = log._file.fileno()
