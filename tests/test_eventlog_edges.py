@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -18,8 +19,10 @@ import trio
 import trio.testing
 
 from codexd_trio.store import _eventlog_segment as segment
-from codexd_trio.store.eventlog import EventLog
-from tests.test_eventlog import lines_on_disk, make_event
+from codexd_trio.store import eventlog as eventlog_module
+from codexd_trio.store._eventlog_files import INDEX_EVERY, MAX_CUT_LINES, find_segments
+from codexd_trio.store.eventlog import EventLog, EventLogCorrupt
+from tests.test_eventlog import lines_on_disk, make_event, write_log
 
 
 def test_a_commit_that_returns_after_the_run_ended_is_dropped_quietly(
@@ -264,3 +267,181 @@ async def test_non_ascii_events_of_any_length_are_read_from_bisected_segments_an
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         log.close()
+
+
+async def test_the_index_built_while_appending_is_the_one_a_restart_builds(tmp_path: Path) -> None:
+    # The active file's sparse index (a line every INDEX_EVERY) is built two ways: as events are
+    # appended, and by scanning the file at start-up. A read seeks by either, so they must agree.
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    try:
+        for seq in range(1, 1201):
+            log.append(msgspec.structs.replace(make_event(seq), message="x" * (seq % 37)))
+            if seq % 150 == 0:
+                await log.flush()
+        await log.flush()
+        live = (list(log._index_seqs), list(log._index_offsets), log._lines_since_index)
+        assert len(live[0]) == 1200 // INDEX_EVERY + 1
+        for after in (0, 255, 256, 700, 1100):
+            assert [e.seq for e in await log.read_after(after, limit=3)] == [
+                after + 1, after + 2, after + 3]
+    finally:
+        log.close()
+    reopened = EventLog.open(path)
+    try:
+        assert (reopened._index_seqs, reopened._index_offsets,
+                reopened._lines_since_index) == live
+    finally:
+        reopened.close()
+
+
+def test_segment_names_are_read_back_to_their_first_seq(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    for name in ("events-000000000001.jsonl", "events-123456789012.jsonl",
+                 "events-notaseq.jsonl", "other-000000000002.jsonl"):
+        (tmp_path / name).write_bytes(b"")
+    assert find_segments(path) == [(1, tmp_path / "events-000000000001.jsonl"),
+                                   (123456789012, tmp_path / "events-123456789012.jsonl")]
+
+
+def test_a_log_holding_a_single_event_keeps_it_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    log.append(make_event(1))
+    log.close()
+    reopened = EventLog.open(path)
+    try:
+        assert reopened.last_seq == reopened.durable_seq == 1
+    finally:
+        reopened.close()
+    assert [e.seq for e in lines_on_disk(path)] == [1]
+
+
+def test_a_crash_that_left_only_reserved_space_is_opened_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A crash right after a rotation (or before the first event) leaves an active file that is
+    # all reserved zeros: nothing was torn, so start-up cuts it back without warning anyone.
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    assert path.stat().st_size > 0  # space reserved ahead of the (no) data
+    log._file.close()  # the crash: no close(), no cut
+    reopened = EventLog.open(path)
+    try:
+        assert reopened.last_seq == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        reopened.close()
+
+
+def test_closing_writes_whats_buffered_and_says_it_is_durable(tmp_path: Path) -> None:
+    log = EventLog.open(tmp_path / "events.jsonl")
+    for seq in (1, 2, 3):
+        log.append(make_event(seq))
+    log.close()
+    assert log.durable_seq == 3
+    assert log.waiting == 0
+
+
+def test_a_stop_that_cannot_cut_the_reserved_space_warns_and_keeps_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path)
+    log.append(make_event(1))
+
+    def broken_cut(file: object, end: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(segment, "cut", broken_cut)
+    log.close()
+    assert f"event log: cannot cut {path} back to its data" in caplog.messages
+    assert [e.seq for e in lines_on_disk(path)] == [1]  # the data ends at the first zero
+
+
+def test_a_stop_that_finds_a_write_stuck_in_the_kernel_gives_up_on_the_file_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(eventlog_module, "FINAL_FLUSH_TIMEOUT_S", 0.01)
+    log = EventLog.open(tmp_path / "events.jsonl")
+    log._io_lock.acquire()  # what a commit thread stuck in a hung sync holds
+    try:
+        log.close()
+        assert "event log: a write is stuck in the kernel; giving up on the file" in (
+            caplog.messages)
+        assert not log._closed  # a later close, once the write came back, still closes it
+    finally:
+        log._io_lock.release()
+    log.close()
+    assert log._closed
+
+
+def test_a_new_log_file_is_rw_for_its_owner_only_writable(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        log = EventLog.open(tmp_path / "events.jsonl")
+        log.close()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "events.jsonl").stat().st_mode) == 0o644
+
+
+async def test_a_disk_too_full_to_reserve_space_is_logged_once_per_episode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Commits go on without the reservation (the file grows with each write); the operator is
+    # told once when reserving starts failing, and again only after it worked in between.
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, segment_bytes=64 * 1024 * 1024)
+    real_reserve = segment.reserve
+    full = True
+
+    def reserve(file: object, allocated: int, end: int, limit: int) -> int:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_reserve(file, allocated, end, limit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segment, "reserve", reserve)
+    warning = ("event log: cannot reserve space in events.jsonl (No space left on device); "
+               "commits grow the file until a reservation succeeds")
+    big = "y" * (segment.RESERVE_STEP // 4)
+    try:
+        seq = 0
+        for episode in range(2):
+            for _ in range(6):  # past the reserved space: every commit wants a reservation
+                seq += 1
+                log.append(msgspec.structs.replace(make_event(seq), message=big))
+                await log.flush()
+            assert caplog.messages.count(warning) == episode + 1
+            full = False
+            seq += 1
+            log.append(make_event(seq))
+            await log.flush()  # reserves again: the next failure is a new episode
+            full = True
+        assert log.durable_seq == seq
+    finally:
+        log.close()
+    assert [e.seq for e in lines_on_disk(path)] == list(range(1, seq + 1))
+
+
+def test_up_to_max_cut_lines_damaged_lines_are_a_torn_tail_and_one_more_is_corruption(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.jsonl"
+    write_log(path, 3)
+    whole = path.read_bytes()
+    damage = b"not json\n" * (MAX_CUT_LINES - 1) + b'{"seq": 4, "torn'
+    with path.open("ab") as f:
+        f.write(damage)
+    log = EventLog.open(path)  # MAX_CUT_LINES lines cut, as the warning says, exactly
+    try:
+        assert log.last_seq == 3
+    finally:
+        log.close()
+    assert caplog.messages == [
+        f"event log {path}: cut {MAX_CUT_LINES} torn/undecodable trailing line(s), "
+        f"{len(damage)} bytes from offset {len(whole)}; continuing after seq 3"]
+    with path.open("ab") as f:
+        f.write(b"not json\n" * (MAX_CUT_LINES + 1))
+    with pytest.raises(EventLogCorrupt, match="damaged lines"):
+        EventLog.open(path)
