@@ -445,3 +445,20 @@ def test_up_to_max_cut_lines_damaged_lines_are_a_torn_tail_and_one_more_is_corru
         f.write(b"not json\n" * (MAX_CUT_LINES + 1))
     with pytest.raises(EventLogCorrupt, match="damaged lines"):
         EventLog.open(path)
+
+
+def test_without_fallocate_space_is_reserved_by_writing_zeros_up_to_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # macOS has no posix_fallocate: the reservation writes zeros, from wherever the data ends
+    # (not a multiple of the write size) to exactly the step.
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    path = tmp_path / "events.jsonl"
+    with path.open("w+b") as f:
+        f.write(b"x" * 100)
+        f.flush()
+        assert segment.reserve(f, 100, 101, 64 * 1024 * 1024) == segment.RESERVE_STEP
+        assert os.fstat(f.fileno()).st_size == segment.RESERVE_STEP
+    data = path.read_bytes()
+    assert data[:100] == b"x" * 100
+    assert data[100:] == bytes(segment.RESERVE_STEP - 100)
