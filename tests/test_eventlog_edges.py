@@ -7,17 +7,20 @@ other test held: a change to the code that breaks it left the rest of the suite 
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import trio
 import trio.testing
 
+from codexd_trio.store import _eventlog_files as files_module
 from codexd_trio.store import _eventlog_segment as segment
 from codexd_trio.store import eventlog as eventlog_module
 from codexd_trio.store._eventlog_files import INDEX_EVERY, MAX_CUT_LINES, find_segments
@@ -462,3 +465,121 @@ def test_without_fallocate_space_is_reserved_by_writing_zeros_up_to_the_step(
     data = path.read_bytes()
     assert data[:100] == b"x" * 100
     assert data[100:] == bytes(segment.RESERVE_STEP - 100)
+
+
+class CountingReads:
+    """The files a module of the event log opens by name (replays, the tail read at start-up)
+    and the bytes read from each: what "a replay reads only near what it wants" is held by."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *modules: object) -> None:
+        self.opened: list[str] = []
+        self.read: dict[str, int] = {}
+        counts = self
+
+        class Raw(io.FileIO):
+            # Every way a buffered reader reads its raw file: readinto, and read/readall for
+            # read() without a size.
+            def _count(self, n: int) -> None:
+                name = Path(str(self.name)).name
+                counts.read[name] = counts.read.get(name, 0) + n
+
+            def readinto(self, buffer: Any) -> int | None:
+                n = super().readinto(buffer)
+                self._count(n or 0)
+                return n
+
+            def read(self, size: int | None = -1, /) -> bytes:
+                data = super().read(size)
+                self._count(len(data))
+                return data
+
+            def readall(self) -> bytes:
+                data = super().readall()
+                self._count(len(data))
+                return data
+
+        def counting_open(file: Any, mode: str = "r") -> io.BufferedReader:
+            assert mode == "rb"
+            counts.opened.append(Path(file).name)
+            return io.BufferedReader(Raw(file, "r"))
+
+        for module in modules:
+            monkeypatch.setattr(module, "open", counting_open, raising=False)
+
+    def reset(self) -> None:
+        self.opened.clear()
+        self.read.clear()
+
+
+async def test_a_replay_opens_only_the_files_it_needs_and_reads_near_what_it_wants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 22's transcripts read the newest turns of a log of gigabytes: a replay must not read
+    # segments that hold nothing it wants, nor a whole segment to find where to start — it
+    # bisects a sealed segment (down to 64 KiB) and seeks the active file by its sparse index.
+    # Bounds in bytes, with room for the 8 KiB read buffer and the bisection's probes.
+    path = tmp_path / "events.jsonl"
+    mib = 1024 * 1024
+    log = EventLog.open(path, segment_bytes=mib, retain_segments=10)
+    filler = "z" * 400
+    seq = 0
+
+    async def append(count: int) -> None:
+        nonlocal seq
+        for _ in range(count):
+            seq += 1
+            log.append(msgspec.structs.replace(make_event(seq), message=filler))
+        await log.flush()
+
+    try:
+        while len(log._segments) < 3:
+            await append(1)  # one at a time: the rotation leaves the active file empty
+        assert log._durable_end == 0
+        _, s2_first, s3_first = (first for first, _ in log._segments)
+        _, s2, s3 = (segment_path.name for _, segment_path in log._segments)
+        reads = CountingReads(monkeypatch, eventlog_module, files_module)
+
+        async def replay(after: int) -> list[int]:
+            reads.reset()
+            return [e.seq for e in await log.read_after(after, limit=5)]
+
+        # An empty active file (right after a rotation) is not opened at all.
+        middle = (s3_first + log.last_seq) // 2
+        assert await replay(middle) == list(range(middle + 1, middle + 6))
+        assert reads.opened == [s3]
+        assert reads.read[s3] <= 160 * 1024  # bisected, not read from its start (~512 KiB)
+
+        await append(3 * INDEX_EVERY)  # the active file holds events and an index
+        active = path.name
+        assert await replay(middle) == list(range(middle + 1, middle + 6))
+        assert reads.opened == [s3, active]  # the segments before the wanted one stay shut
+        assert reads.read[s3] <= 160 * 1024
+        assert reads.read.get(active, 0) == 0  # the limit was reached before it
+
+        # Wanting what follows a segment's last event: that segment is not opened.
+        assert await replay(s2_first - 1) == list(range(s2_first, s2_first + 5))
+        assert reads.opened == [s2, s3, active]
+        # A segment wanted from its first event is read from its start, not bisected.
+        assert reads.read[s2] <= 16 * 1024
+
+        # The active file is read from the index entry at or before the wanted event.
+        indexed = log._index_seqs[2]
+        for after in (indexed - 1, indexed, indexed + 1):
+            assert await replay(after) == list(range(after + 1, after + 6))
+            assert reads.opened == [active]
+            assert reads.read[active] <= 16 * 1024  # 256 lines apart are ~130 KiB
+
+        # Start-up finds the seq to continue from in the newest segment's tail, not its whole.
+        while log._durable_end:
+            await append(1)
+        newest = log._segments[-1][1].name
+    finally:
+        log.close()
+    reads.reset()
+    reopened = EventLog.open(path, segment_bytes=mib, retain_segments=10)
+    try:
+        assert reopened.last_seq == seq
+        assert reads.opened == [newest]
+        assert reads.read[newest] <= 72 * 1024  # a 64 KiB window first
+    finally:
+        reopened.close()
