@@ -41,6 +41,6 @@ for group in "${groups[@]}"; do
   echo "== mutants of $group"
   # The globs are mutmut's own patterns (split into words, never expanded by the shell).
   read -r -a patterns <<< "${MODULES[$group]}"
-  nice -n 19 .venv/bin/mutmut run --max-children 1 "${patterns[@]}"
+  nice -n 19 .venv/bin/mutmut run --max-children "${MUTMUT_CHILDREN:-1}" "${patterns[@]}"
 done
 .venv/bin/python scripts/mutation_report.py
