@@ -66,3 +66,16 @@ def test_a_failed_atomic_write_reports_its_own_error_when_removing_the_temporary
         atomic_write_bytes(tmp_path / "doc.json", b"{}")
     assert failed.value.errno == errno.EXDEV
     assert not (tmp_path / "doc.json").exists()
+
+
+def test_a_directory_sync_leaves_a_path_that_is_not_a_directory_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    fsync_dir(tmp_path)
+    assert len(synced) == 1
+    (tmp_path / "file").write_bytes(b"data")
+    fsync_dir(tmp_path / "file")
+    fsync_dir(tmp_path / "missing")
+    assert len(synced) == 1

@@ -16,7 +16,8 @@ __all__ = ["append_synced", "atomic_write_bytes", "fsync_dir"]
 
 
 def fsync_dir(directory: Path) -> None:
-    """Make a directory's entries (a rename, a new file) durable; best effort."""
+    """Make a directory's entries (a rename, a new file) durable; best effort. A path that is
+    not a directory is left alone (``O_DIRECTORY``), never opened and synced as a file."""
     # The rename is only durable once the directory entry is; some platforms refuse to open or
     # fsync a directory, and there is nothing better to do there than carry on.
     try:
