@@ -1226,6 +1226,9 @@ async def test_etcd_after_a_handover_the_leader_and_a_late_standby_keep_to_the_p
         assert (c.role, c.lease_holder_id, c.consecutive_failures, c.last_error) == (
             "standby", "b@h", 0, None)
         assert c_link.requests.count("etcd/v3/kv/range") <= 3
+        # Finding the key held, c asks etcd for no lease of its own (no grant-and-revoke churn
+        # at every look).
+        assert "etcd/v3/lease/grant" not in c_link.requests
         # b stops gracefully: c sees the DELETE at once and takes over.
         await b.stop_and_release()
         await trio.sleep(0.5)
