@@ -469,10 +469,14 @@ class HistoryLink(Link):
     refused (HTTP 400, as the gateway does)."""
 
     double: HistoryDouble
+    fail_ranges = 0  # how many reads of the key to refuse from now on
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if len(self.requests) > 2000:
             raise AssertionError("a keeper calls etcd in a tight loop")
+        if request.url.path == "/v3/kv/range" and self.fail_ranges > 0:
+            self.fail_ranges -= 1
+            raise httpx.ConnectError("connection refused", request=request)
         if request.url.path != "/v3/watch" or self.cut:
             return await super().handle_async_request(request)
         await trio.lowlevel.checkpoint()
@@ -616,8 +620,9 @@ def _error_now(k: EtcdLeaseKeeper) -> str | None:
 
 async def _watching(double: GatewayDouble, count: int) -> None:
     """Until ``count`` watches are open on the double (each keeper opens its own)."""
-    while len(double.watchers) < count:  # noqa: ASYNC110 - virtual time
-        await trio.sleep(0.01)
+    with trio.fail_after(10):  # virtual seconds: a watch that never comes fails the test
+        while len(double.watchers) < count:  # noqa: ASYNC110 - virtual time
+            await trio.sleep(0.01)
 
 
 def _put(double: GatewayDouble, kv: dict[str, str]) -> None:
@@ -1184,6 +1189,7 @@ class Running:
     def __init__(self, keeper: EtcdLeaseKeeper) -> None:
         self.keeper = keeper
         self.scope = trio.CancelScope()
+        self.link: Link | None = None
 
     async def run(self, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         with self.scope:
@@ -1199,7 +1205,9 @@ async def _handed_over(nursery: trio.Nursery, double: HistoryDouble) -> Running:
     Returns b, leading."""
     nursery.start_soon(double.expiry_loop)
     a = Running(_etcd(double, "a")[0])
-    b = Running(_etcd(double, "b")[0])
+    b_keeper, b_link = _etcd(double, "b")
+    b = Running(b_keeper)
+    b.link = b_link
     await nursery.start(a.run)
     await nursery.start(b.run)
     await _watching(double, 2)
@@ -1277,4 +1285,28 @@ async def test_etcd_a_standby_that_lost_the_campaign_sees_the_winner_go_at_once(
         _delete_key(double)  # the winner's key goes at the very next revision
         await trio.sleep(0.5)
         assert role_now(a) == "leader"
+        nursery.cancel_scope.cancel()
+
+
+async def test_etcd_a_leader_whose_watch_ended_and_read_failed_watches_on_from_the_present(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The watch stream ends (a member restarts) and the read that follows fails too: the
+    # leader watches again from where its last watch was, neither replaying older events
+    # (the DELETE of the handover) nor skipping the next one.
+    double = HistoryDouble()
+    async with trio.open_nursery() as nursery:
+        b = await _handed_over(nursery, double)
+        assert isinstance(b.link, HistoryLink)
+        b.link.fail_ranges = 1
+        for _, send in list(double.watchers):
+            send.close()
+        double.watchers.clear()
+        await trio.sleep(10 / 3 + 0.1)
+        await _watching(double, 1)
+        assert (role_now(b.keeper), b.keeper.last_loss, b.keeper.last_error) == (
+            "leader", None, None)
+        _delete_key(double)
+        await trio.sleep(0.01)
+        assert b.keeper.last_loss == "the leader key was deleted or replaced"
         nursery.cancel_scope.cancel()
