@@ -553,9 +553,9 @@ async def test_etcd_views_of_a_fresh_node_a_leader_a_standby_and_a_released_lead
             **ETCD_FRESH, "configured_role": "standby", "holder_id": "a@h", "holder_host": "h",
             "holder": a_view["holder"], "term": 2, "fencing_token": 2, "revision": 2,
         }
-        # One keep-alive later (every TTL/3), 0.5 s after it was sent.
-        await trio.sleep(10 / 3 + 0.5)
-        assert a.snapshot() == {**a_view, "valid_for_s": 8.5, "expires_at": _iso(T0 + 8.5),
+        # One keep-alive later (every TTL/3), 0.1234 s after it was sent: to the millisecond.
+        await trio.sleep(10 / 3 + 0.1234)
+        assert a.snapshot() == {**a_view, "valid_for_s": 8.877, "expires_at": _iso(T0 + 8.877),
                                 "keepalives": 1}
         await a.release()
         assert "etcd/v3/lease/revoke" in link_a.requests
@@ -1057,6 +1057,8 @@ async def test_etcd_a_leader_whose_key_is_replaced_follows_the_new_holder(
         assert not job.running
         await trio.sleep(0.5)
         assert (role_now(a), a.lease_holder_id) == ("standby", "r@h")
+        # The lease a held is no longer shown as its own.
+        assert a.snapshot()["lease_id"] is None
         nursery.cancel_scope.cancel()
 
 
