@@ -1291,11 +1291,20 @@ async def test_etcd_a_standby_that_lost_the_campaign_sees_the_winner_go_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     double = HistoryDouble()
-    a, _ = _etcd(double, "a", link=RaceLink(double))
+    # Before all this, an earlier holder's key went (put at revision 2, DELETE at 3).
+    _put(double, {"value": base64.b64encode(msgspec.json.encode(_holder("old"))).decode()})
+    double._emit(KEY_B64, {"kv": double.kv[KEY_B64]})
+    _delete_key(double)
+    link = RaceLink(double)
+    a, _ = _etcd(double, "a", link=link)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(double.expiry_loop)
         assert await nursery.start(a.run) == "standby"
         await _watching(double, 1)
+        await trio.sleep(0.1)
+        # a follows the winner from the present: that old DELETE is not news to it (one read
+        # of the key, at the start).
+        assert (a.lease_holder_id, link.requests.count("etcd/v3/kv/range")) == ("r@h", 1)
         _delete_key(double)  # the winner's key goes at the very next revision
         await trio.sleep(0.5)
         assert role_now(a) == "leader"
