@@ -92,8 +92,8 @@ async def test_a_campaign_on_real_etcd_takes_the_key_or_names_who_was_quicker(
 
                     # The rival's lease goes: b sees the key go and takes it, on etcd's terms.
                     await _etcd_call(etcd, "/v3/lease/revoke", {"ID": racing.rival_lease})
-                    while b.role != "leader":  # noqa: ASYNC110 - bounded by fail_after
-                        await trio.sleep(0.01)
+                    while b.role != "leader":
+                        await b._changed.wait()
                     stored = (await _etcd_call(etcd, "/v3/kv/range",
                                                {"key": _b64(KEY.encode())}))["kvs"][0]
                     assert json.loads(base64.b64decode(stored["value"])) == {
@@ -113,3 +113,30 @@ async def test_a_campaign_on_real_etcd_takes_the_key_or_names_who_was_quicker(
                 await gateway_a.aclose()
                 await gateway_b.aclose()
                 await racing.aclose()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_leader_whose_key_is_rewritten_in_place_steps_down_and_names_the_writer(
+    tmp_path: Path,
+) -> None:
+    # Someone else puts the leader key in place (an operator's `etcdctl put`, a node configured
+    # with another key prefix by mistake): the create_revision stays, but the value names
+    # another holder and the key no longer belongs to our lease (a revoke would not delete it).
+    # The key is not ours any more: the leader must step down, not keep leading on it.
+    require_etcd()
+    with trio.fail_after(30):
+        async with open_etcd(tmp_path) as etcd:
+            gateway = EtcdGateway((etcd.endpoint,))
+            a = EtcdLeaseKeeper(gateway, key=KEY, holder=_holder("a"), ttl_s=5)
+            try:
+                async with trio.open_nursery() as nursery:
+                    assert await nursery.start(a.run) == "leader"
+                    await _etcd_call(etcd, "/v3/kv/put", {
+                        "key": _b64(KEY.encode()),
+                        "value": _b64(msgspec.json.encode(_holder("o")))})
+                    while a.role == "leader" or a.lease_holder_id != "o@h":
+                        await a._changed.wait()
+                    assert a.role == "standby"
+                    nursery.cancel_scope.cancel()
+            finally:
+                await gateway.aclose()

@@ -287,7 +287,10 @@ class EtcdLeaseKeeper:
 
     async def _watch_own(self, done: trio.CancelScope) -> None:
         """Any change to our key means we no longer hold it: a delete (revoke, expiry, an
-        operator) or a put by someone else."""
+        operator) or a put by someone else — a new key, or ours rewritten in place (same
+        ``create_revision``, another value, no longer on our lease). We put the key once, at
+        revision ``term``, and watch from the revision after it, so every event is someone
+        else's; the read after a broken watch compares ``mod_revision`` for the same reason."""
         start = (self.term or 0) + 1
         while self._leading:
             try:
@@ -295,13 +298,10 @@ class EtcdLeaseKeeper:
                     async for result in results:
                         if result.get("canceled"):
                             break  # compacted or refused: re-check by reading below
-                        for event in result.get("events") or []:
-                            kv = event.get("kv") or {}
-                            if (event.get("type") == "DELETE"
-                                    or as_int(kv.get("create_revision")) != self.term):
-                                self._lost("the leader key was deleted or replaced")
-                                done.cancel(reason="leader key changed")
-                                return
+                        if result.get("events"):
+                            self._lost("the leader key was deleted or replaced")
+                            done.cancel(reason="leader key changed")
+                            return
                         start = as_int((result.get("header") or {}).get("revision")) + 1
             except LeaseStoreError as exc:
                 self.last_error = str(exc)
@@ -311,7 +311,7 @@ class EtcdLeaseKeeper:
             except LeaseStoreError:
                 continue
             kvs = current.get("kvs") or []
-            if not kvs or as_int(kvs[0].get("create_revision")) != self.term:
+            if not kvs or as_int(kvs[0].get("mod_revision")) != self.term:
                 self._lost("the leader key is no longer ours")
                 done.cancel(reason="leader key changed")
                 return
