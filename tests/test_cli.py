@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -279,6 +280,8 @@ async def test_events_follow_tails_the_live_stream(
                 stdout=subprocess.PIPE,
                 cwd=REPO_ROOT,
                 start_new_session=True,
+                # If it ever fails to stop on Ctrl-C, SIGABRT below makes it print where it is.
+                env={**os.environ, "PYTHONFAULTHANDLER": "1"},
             )
             try:
                 assert follower.stdout is not None
@@ -299,8 +302,14 @@ async def test_events_follow_tails_the_live_stream(
                 assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
             finally:
                 follower.send_signal(signal.SIGINT)
-                with trio.move_on_after(10):
+                # A margin, not a speed: it stops in well under a second; once, on a 2-core
+                # machine at load ~7, it had not stopped after 10 s (and printed nothing).
+                with trio.move_on_after(30):
                     await follower.wait()
+                if follower.returncode is None:
+                    follower.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+                    with trio.move_on_after(5):
+                        await follower.wait()
                 if follower.returncode is None:
                     follower.kill()
                     await follower.wait()
