@@ -301,6 +301,7 @@ async def test_events_follow_tails_the_live_stream(
                 seqs = [e["seq"] for e in seen]
                 assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
             finally:
+                signal_state = _signal_state(follower.pid)
                 follower.send_signal(signal.SIGINT)
                 # A margin, not a speed: it stops in well under a second; once, on a 2-core
                 # machine at load ~7, it had not stopped after 10 s (and printed nothing).
@@ -313,7 +314,19 @@ async def test_events_follow_tails_the_live_stream(
                 if follower.returncode is None:
                     follower.kill()
                     await follower.wait()
-            assert follower.returncode == 130
+            assert follower.returncode == 130, signal_state
+
+
+def _signal_state(pid: int) -> str:
+    """The signal masks of a process (``/proc/<pid>/status``: pending, blocked, ignored,
+    caught), for a failure message: a child that inherited SIGINT blocked or ignored cannot be
+    stopped by Ctrl-C."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"no /proc status: {exc}"
+    return " ".join(line.replace("\t", "") for line in lines if line.startswith(
+        ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
 
 
 def test_damaged_files_stop_start_with_one_line(tmp_path: Path) -> None:

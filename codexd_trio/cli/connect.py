@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -116,14 +117,49 @@ def fail(message: str, status: int = EXIT_USAGE) -> int:
 
 def run_client(target: Target, command: Callable[[CodexdClient], Awaitable[int]]) -> int:
     """Run ``command`` with a connected client on a fresh Trio loop; every failure is one
-    line on stderr and its exit status (module constants)."""
+    line on stderr and its exit status (module constants).
 
-    async def main() -> int:
-        async with target.client() as client:
-            return await command(client)
+    Ctrl-C (SIGINT) cancels the command and then raises :class:`KeyboardInterrupt` here, once
+    the loop has ended (callers turn it into exit status 130). Left to Trio's default, the
+    interrupt is raised wherever the loop happens to be — inside a websocket's reader task,
+    halfway through a library's bookkeeping — and ``codexd events --follow`` could be left
+    running after it, idle, never exiting. A cancellation unwinds every task through its own
+    clean-up instead.
+    """
+
+    async def main() -> int | None:
+        interrupted = False
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            try:
+                async with trio.open_nursery() as nursery:
+
+                    async def on_ctrl_c() -> None:
+                        nonlocal interrupted
+                        async for _ in signals:
+                            interrupted = True
+                            nursery.cancel_scope.cancel(reason="Ctrl-C")
+                            return
+
+                    nursery.start_soon(on_ctrl_c, name="Ctrl-C")
+                    try:
+                        async with target.client() as client:
+                            return await command(client)
+                    finally:
+                        nursery.cancel_scope.cancel(reason="the command ended")
+            except BaseExceptionGroup as group:
+                # The command's own error (the Ctrl-C task never raises): as it was raised.
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
+        # Only a Ctrl-C's cancellation gets here: the command's own ending returned above.
+        assert interrupted
+        return None
 
     try:
-        return trio.run(main)
+        status = trio.run(main)
+        if status is None:
+            raise KeyboardInterrupt
+        return status
     except CliFailure as exc:
         return fail(exc.message, exc.status)
     except CodexdUnavailable as exc:

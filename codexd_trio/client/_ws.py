@@ -253,12 +253,20 @@ async def open_websocket(
                     )
             except trio.TooSlowError:
                 raise CodexdUnavailable(f"websocket handshake with {url} timed out") from None
+            cancelled = False
             try:
                 yield ws
+            except trio.Cancelled:
+                cancelled = True
+                raise
             finally:
                 with trio.CancelScope(shield=True):
-                    with trio.move_on_after(2):
-                        await ws.aclose()
+                    # A cancelled consumer (Ctrl-C, a stop) has its websocket's reader task
+                    # cancelled too, so the close handshake could never complete: close the
+                    # connection at once rather than wait out the bound for it.
+                    if not cancelled:
+                        with trio.move_on_after(2):
+                            await ws.aclose()
                     await stream.aclose()
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
