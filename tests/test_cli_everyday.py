@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -476,3 +477,42 @@ async def test_send_queue_waits_for_the_running_turn_then_streams_its_own(
                         if order[-2:] == [f"start {third}", "settled"]:
                             break
         assert order == ["settled", order[1], "settled", f"start {third}", "settled"], order
+
+
+async def test_ctrl_c_on_send_stops_following_exits_130_and_the_turn_runs_on(
+    tmp_path: Path, scripted_model: ScriptedModel, codex_home: Path
+) -> None:
+    # Ctrl-C while `codexd send` follows its turn: it stops following at once (exit 130), says
+    # the turn runs on and how to stop it, and the turn does run on in codexd.
+    async with (
+        prompted_codexd(tmp_path, scripted_model, codex_home) as daemon,
+        CodexdClient(daemon.url) as client,
+    ):
+        base = ["--local-api-base", daemon.url]
+        session_id = await new_session(base, tmp_path / "work")
+        async with client.events(session_id=session_id) as stream:
+            sender = await trio.lowlevel.open_process(
+                [*CODEXD, "send", *base, session_id, "SLOW 50 20: keep going"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO_ROOT,
+                env=clean_env(), start_new_session=True)
+            try:
+                async for event in stream:
+                    if event.type == "app-server.item.agentMessage.delta":
+                        turn_id = event.turnId
+                        break
+                sender.send_signal(signal.SIGINT)
+                with trio.fail_after(30):
+                    await sender.wait()
+            finally:
+                if sender.returncode is None:
+                    sender.kill()
+                    await sender.wait()
+        assert sender.stderr is not None
+        err = (await sender.stderr.receive_some(65536)).decode()
+        assert sender.returncode == 130, err
+        assert err == (f"codexd: stopped following turn {turn_id}; it runs on in codexd "
+                       f"('codexd interrupt {short_id(session_id)}' stops it)\n")
+        assert turn_id is not None
+        with trio.fail_after(60):
+            assert (await client.wait_for_turn(session_id, turn_id)).lastTurnStatus == \
+                "completed"
