@@ -8,6 +8,10 @@
 #   scripts/mutation.sh                 every group below, one at a time
 #   scripts/mutation.sh approvals hub   those groups
 #   scripts/mutation.sh --report        only print the scores of what has run (mutants/)
+#   MUTMUT_CHILDREN=2 scripts/mutation.sh eventlog   two workers (the default is one)
+#
+# One mutant against any test (a survivor's review):
+#   cd mutants && MUTANT_UNDER_TEST=NAME ../.venv/bin/python -m pytest tests/test_x.py
 #
 # The configuration (modules, test selection) is [tool.mutmut] in pyproject.toml. mutmut keeps
 # its work in mutants/ (git-ignored) and skips mutants it already judged; delete that folder to
@@ -29,7 +33,7 @@ declare -A MODULES=(
 ORDER=(approvals callers hub documents eventlog idempotency sessiontable leases)
 
 case "${1:-}" in
-  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   --report) exec .venv/bin/python scripts/mutation_report.py ;;
 esac
 groups=("$@")
