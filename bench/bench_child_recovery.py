@@ -33,6 +33,7 @@ import trio
 from bench.common import (
     add_common_args,
     bench_dir,
+    codexd_child_pid,
     machine_facts,
     percentiles,
     print_result,
@@ -49,16 +50,11 @@ class _Envelope(msgspec.Struct):
     data: Any = None
 
 
-async def _child_pid(client: CodexdClient) -> int:
-    status = await client.status()
-    return int(status["snapshot"]["daemon"]["child"]["pid"])
-
-
 async def kill_and_time(client: CodexdClient, poll_interval: float) -> dict[str, Any]:
     """Kill the child's group once; return the recovery figures (seconds) for that kill."""
     with trio.fail_after(RECOVERY_GUARD_S):
         await client.readyz()  # ready before the kill (raises if not)
-        old_pid = await _child_pid(client)
+        old_pid = await codexd_child_pid(client)
         last_seq = int((await client.status())["snapshot"]["recentEvents"]["lastSeq"])
         t0 = time.perf_counter()
         os.killpg(old_pid, signal.SIGKILL)

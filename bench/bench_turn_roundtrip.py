@@ -28,7 +28,6 @@ the rest on the others, which measures what codexd adds without that contention.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from bench.common import (
     add_common_args,
     bench_dir,
     codex_binary,
+    codexd_child_pid,
     cpu_seconds,
     fmt_ms,
     machine_facts,
@@ -53,6 +53,7 @@ from bench.common import (
     print_result,
     running_codexd,
 )
+from codexd_trio.base.process import follow_ready_line
 from codexd_trio.client import CodexdClient
 from codexd_trio.protocol.appserver import AppServerClient, Notification
 from codexd_trio.protocol.child import ChildSpec
@@ -182,16 +183,11 @@ async def model_process() -> AsyncIterator[str]:
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "codexd_trio.testing"], stdout=subprocess.PIPE
     )
-    stdout = proc.stdout
-    assert stdout is not None
     try:
-        buffer = b""
-        while b"\n" not in buffer:
-            chunk = await stdout.receive_some(4096)
-            if not chunk:
-                raise RuntimeError("the scripted model exited before it was ready")
-            buffer += chunk
-        yield str(json.loads(buffer.split(b"\n", 1)[0])["url"])
+        async with trio.open_nursery() as nursery:
+            ready = await nursery.start(follow_ready_line, proc)
+            yield str(ready["url"])
+            nursery.cancel_scope.cancel(reason="benchmark done")
     finally:
         with trio.CancelScope(shield=True):
             proc.terminate()
@@ -200,15 +196,8 @@ async def model_process() -> AsyncIterator[str]:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-            await stdout.aclose()
-
-
-def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (Linux: ``/proc/<pid>/task/*/children``)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -284,9 +273,9 @@ async def run(
                         codexd_path(work, "baseline", model_url, registry_sessions,
                                     baseline_env(baseline)))
                 if codex_cpu:
-                    codexes = [direct.pid] + [c for d in daemons.values() for c in children(d[3])]
-                    for pid in codexes:
-                        assert pid is not None
+                    assert direct.pid is not None
+                    for pid in [direct.pid] + [await codexd_child_pid(d[0])
+                                               for d in daemons.values()]:
                         pin(pid, codex_cpu)
                 cpu_before: dict[str, float | None] = {}
                 for index in range(warmup + turns):

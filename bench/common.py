@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codexd_trio.base import codexbin
+from codexd_trio.client import CodexdClient
 from codexd_trio.testing.codexhome import scratch_root
 from codexd_trio.testing.daemon import CodexdProcess, group_alive, running_codexd
 
@@ -130,6 +131,12 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     # Fields 14 and 15 of proc(5) (utime, stime); the split above starts at field 3.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def codexd_child_pid(client: CodexdClient) -> int:
+    """The pid of the Codex app-server codexd runs now (from its status)."""
+    status = await client.status()
+    return int(status["snapshot"]["daemon"]["child"]["pid"])
 
 
 def parse_iso_ms(text: str) -> float:
