@@ -84,16 +84,17 @@ async def new_session(base: list[str], work: Path, *extra: str) -> str:
 async def follow_send(nursery: trio.Nursery, client: CodexdClient, session_id: str,
                       argv: list[str], until: str) -> tuple[dict[str, Any], Any]:
     """Start ``codexd send`` in the background and return once the session's stream shows an
-    event of type ``until`` (the send subscribed before it posted, so it sees it too)."""
+    event of type ``until`` (the send subscribed before it posted, so it sees it too).
+    ``result["process"]`` is the running send, ``result["done"]`` its outcome once it ended."""
     result: dict[str, Any] = {}
 
-    async def run() -> None:
+    async def run(task_status: trio.TaskStatus[trio.Process]) -> None:
         result["done"] = await trio.run_process(
             [*CODEXD, *argv], capture_stdout=True, capture_stderr=True, check=False,
-            cwd=REPO_ROOT, env=clean_env())
+            cwd=REPO_ROOT, env=clean_env(), task_status=task_status)
 
     async with client.events(session_id=session_id) as stream:
-        nursery.start_soon(run)
+        result["process"] = await nursery.start(run)
         async for event in stream:
             if event.type == until:
                 return result, event
@@ -490,29 +491,19 @@ async def test_ctrl_c_on_send_stops_following_exits_130_and_the_turn_runs_on(
     ):
         base = ["--local-api-base", daemon.url]
         session_id = await new_session(base, tmp_path / "work")
-        async with client.events(session_id=session_id) as stream:
-            sender = await trio.lowlevel.open_process(
-                [*CODEXD, "send", *base, session_id, "SLOW 50 20: keep going"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO_ROOT,
-                env=clean_env(), start_new_session=True)
-            try:
-                async for event in stream:
-                    if event.type == "app-server.item.agentMessage.delta":
-                        turn_id = event.turnId
-                        break
-                sender.send_signal(signal.SIGINT)
-                with trio.fail_after(30):
-                    await sender.wait()
-            finally:
-                if sender.returncode is None:
-                    sender.kill()
-                    await sender.wait()
-        assert sender.stderr is not None
-        err = (await sender.stderr.receive_some(65536)).decode()
-        assert sender.returncode == 130, err
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                result, delta = await follow_send(
+                    nursery, client, session_id,
+                    ["send", *base, session_id, "SLOW 50 20: keep going"],
+                    "app-server.item.agentMessage.delta")
+                result["process"].send_signal(signal.SIGINT)
+        status, _, err = decoded(result)
+        turn_id = delta.turnId
+        assert turn_id is not None
+        assert status == 130, err
         assert err == (f"codexd: stopped following turn {turn_id}; it runs on in codexd "
                        f"('codexd interrupt {short_id(session_id)}' stops it)\n")
-        assert turn_id is not None
         with trio.fail_after(60):
             assert (await client.wait_for_turn(session_id, turn_id)).lastTurnStatus == \
                 "completed"
