@@ -43,6 +43,7 @@ __all__ = [
     "hypercorn_config",
     "install",
     "install_errors",
+    "internal_error_response",
     "quart_rule_path",
     "serve_app",
 ]
@@ -169,17 +170,22 @@ def install_errors(
 
     @app.errorhandler(Exception)
     async def _internal(exc: Exception) -> Response:
-        correlation = f"err-{uuid.uuid4().hex[:12]}"
-        method, path = _method_path()
-        log.error(
-            "internal error %s on %s %s", correlation, method, path,
-            exc_info=exc, extra={"correlationId": correlation},
-        )
-        return error_response(
-            "internal_error", f"{name} hit an internal error; see its log", 500,
-            correlationId=correlation,
-        )
+        return internal_error_response(name, log, *_method_path(), exc)
 
+
+def internal_error_response(name: str, log: logging.Logger, method: str, path: str,
+                            exc: BaseException) -> Response:
+    """The 500 of a bug: an envelope with a correlation id, the traceback in ``log`` under
+    the same id."""
+    correlation = f"err-{uuid.uuid4().hex[:12]}"
+    log.error(
+        "internal error %s on %s %s", correlation, method, path,
+        exc_info=exc, extra={"correlationId": correlation},
+    )
+    return error_response(
+        "internal_error", f"{name} hit an internal error; see its log", 500,
+        correlationId=correlation,
+    )
 
 
 def _method_path() -> tuple[str, str]:

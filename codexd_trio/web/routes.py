@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -35,7 +35,7 @@ from codexd_trio.base.contracts import (
     TurnRequest,
 )
 from codexd_trio.base.errors import ApiError, InvalidRequest
-from codexd_trio.core.service import Daemon, TurnOutcome
+from codexd_trio.core.service import Daemon
 from codexd_trio.core.subscription import BATCH_MAX_EVENTS, Overflowed, Subscription
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.store.documents import StoreError
@@ -57,7 +57,13 @@ from codexd_trio.web.envelope import (
     status_for,
 )
 from codexd_trio.web.openapi import described_routes
-from codexd_trio.web.queue_routes import install_queue_routes, turn_outcome_answer
+from codexd_trio.web.queue_routes import install_queue_routes
+from codexd_trio.web.turns import (
+    TurnFastPath,
+    answer_turn,
+    app_server_error_response,
+    store_error_response,
+)
 from codexd_trio.web.websockets import discarding_client_frames
 
 log = logging.getLogger("codexd.api")
@@ -65,11 +71,6 @@ _encoder = msgspec.json.Encoder()
 T = TypeVar("T")
 # The largest page a GET list route hands out (?limit=); more is a 400 naming it.
 MAX_PAGE = 1000
-
-# JSON-RPC "invalid request" and "invalid params".
-_JSONRPC_BAD_PARAMS = frozenset({-32600, -32602})
-# App-server methods that carry a client's input items verbatim.
-_INPUT_METHODS = frozenset({"turn/start", "turn/steer"})
 
 
 def _turn_answer(session: Session, turn_id: str, status: int) -> Response:
@@ -89,6 +90,10 @@ def create_app(daemon: Daemon) -> QuartTrio:
     """Build the Quart-Trio app for one daemon."""
     cfg = daemon.config
     app = QuartTrio("codexd")
+    # The ordinary turn request skips Quart (issue 27); install() puts the caller guard and
+    # Observe around it, so it sees only requests the guard let through.
+    quart: Any = app  # the middleware slot; Quart types it with its own ASGI TypedDicts
+    quart.asgi_app = TurnFastPath(quart.asgi_app, daemon, max_body_bytes=cfg.max_body_bytes)
     install(
         app,
         WebSetup(
@@ -115,35 +120,11 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.errorhandler(AppServerError)
     async def _app_server_error(exc: AppServerError) -> Response:
-        if exc.method in _INPUT_METHODS and exc.code in _JSONRPC_BAD_PARAMS:
-            # The turn's input items go to the app-server as the caller wrote them: its
-            # refusal of their shape is the caller's bad request, not a failing upstream.
-            return error_response(
-                "invalid_request",
-                f"the app-server refused the turn input: {exc.message}",
-                400,
-                field="input",
-                method=exc.method,
-                jsonrpcCode=exc.code,
-                jsonrpcMessage=exc.message,
-            )
-        return error_response(
-            "app_server_error",
-            f"the app-server refused {exc.method}: {exc.message}",
-            502,
-            method=exc.method,
-            jsonrpcCode=exc.code,
-            jsonrpcMessage=exc.message,
-        )
+        return app_server_error_response(exc)
 
     @app.errorhandler(StoreError)
     async def _store_error(exc: StoreError) -> Response:
-        # A state file the answer waits for cannot be written (a full disk): the change is
-        # kept and retried by its writer; the caller gets the documented 503, not a 500.
-        return error_response(
-            "store_unavailable", f"a state file cannot be written yet: {exc}", 503,
-            file=exc.path.name,
-        )
+        return store_error_response(exc)
 
     async def _idempotent(route: str, run: Callable[[bytes], Awaitable[Response]]) -> Response:
         """Read the body and run ``run(body)``, through the Idempotency-Key store if keyed.
@@ -269,15 +250,8 @@ def create_app(daemon: Daemon) -> QuartTrio:
 
     @app.post("/v1/codexd/turn")
     async def start_turn() -> Response:
-        async def handle(body: TurnRequest) -> Response:
-            if body.whenBusy == "queue":  # issue 23: wait in the session's queue if busy
-                return turn_outcome_answer(await daemon.turn_or_queue(body))
-            session, turn_id = await daemon.start_turn(body)
-            log.info("turn %s started on %s", turn_id, session.sessionId,
-                     extra={"sessionId": session.sessionId, "turnId": turn_id})
-            return turn_outcome_answer(TurnOutcome(session, turn_id=turn_id))
-
-        return await _post("POST /v1/codexd/turn", TurnRequest, handle)
+        # The ordinary request is answered by TurnFastPath, with the same handler.
+        return await _post("POST /v1/codexd/turn", TurnRequest, partial(answer_turn, daemon))
 
     install_queue_routes(app, daemon, _idempotent, _post)
 

@@ -25,11 +25,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from codexd_trio.base.context import CURRENT
 from codexd_trio.client import CodexdUnavailable
+from codexd_trio.web.asgi import Headers, plain_length, read_body, send_answer
 from codexd_trio.web.callers import ASGIApp, Receive, Refusal, Scope, Send
 from conductor_trio.mode import Mode
 from conductor_trio.service import Conductor
@@ -94,18 +94,6 @@ def _compile(template: str, held: tuple[Mode, ...]) -> _Route:
     return _Route(template, tuple(None if p.startswith("{") else p for p in rest), held)
 
 
-class _Headers:
-    """The request headers, looked up case-insensitively (first value wins, as in Quart)."""
-
-    def __init__(self, raw: Any) -> None:
-        self._map: dict[str, str] = {}
-        for name, value in raw or ():
-            self._map.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-
-    def get(self, key: str) -> str | None:
-        return self._map.get(key.lower())
-
-
 class CodexFastPath:
     """ASGI middleware: answer the plain relays of :data:`FAST_ROUTES` without Quart (see the
     module docstring); pass every other request, and every websocket, to ``app``."""
@@ -145,7 +133,7 @@ class CodexFastPath:
             return
         method = scope.get("method", "GET")
         found = self.match(method, scope.get("path", ""))
-        headers = _Headers(scope.get("headers"))
+        headers = Headers(scope.get("headers"))
         if found is None or not self._plain(method, found[0], scope, headers):
             await self.app(scope, receive, send)
             return
@@ -153,7 +141,7 @@ class CodexFastPath:
         info = CURRENT.get()
         if info is not None:
             info.route = route.template
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # the client went away
         query = without_token(scope.get("query_string", b"").decode("latin-1"))
@@ -168,7 +156,7 @@ class CodexFastPath:
                 body=body if method == "POST" else None)
         except CodexdUnavailable as exc:
             refusal = unavailable_refusal(self.conductor, exc)
-            await _answer(send, refusal.status, refusal.body(), "application/json", [])
+            await send_answer(send, refusal.status, refusal.body(), "application/json", [])
             return
         except Exception:
             # A bug, not codexd's answer: the same 500 envelope Quart's handler gives.
@@ -176,50 +164,24 @@ class CodexFastPath:
             log.exception("internal error %s on %s %s", correlation, method, upstream_path)
             refusal = Refusal(500, "internal_error", "conductor hit an internal error; see its log",
                               correlationId=correlation)
-            await _answer(send, 500, refusal.body(), "application/json", [])
+            await send_answer(send, 500, refusal.body(), "application/json", [])
             return
         extra = [(name, answer.headers[name.lower()]) for name in ANSWER_HEADERS
                  if name.lower() in answer.headers]
-        await _answer(send, answer.status, answer.content,
+        await send_answer(send, answer.status, answer.content,
                       answer.headers.get("content-type", "application/json"), extra)
 
-    def _plain(self, method: str, route: _Route, scope: Scope, headers: _Headers) -> bool:
+    def _plain(self, method: str, route: _Route, scope: Scope, headers: Headers) -> bool:
         """Whether nothing would refuse or treat this request apart (else Quart answers it)."""
         conductor = self.conductor
         if route.held and conductor.modes.current.mode in route.held:
             return False
         if method in WRITE_METHODS and conductor.writes_refused:
             return False
-        if headers.get("Transfer-Encoding") is not None:
-            return False
-        length = headers.get("Content-Length")
-        if length is not None and not (length.isascii() and length.isdigit()
-                                       and int(length) <= self.max_body_bytes):
+        if not plain_length(headers, self.max_body_bytes):
             return False
         client = scope.get("client")
         caller = Caller(method=method, authorization=headers.get("Authorization"),
                         remote_addr=request_address(client[0] if client else None, headers))
         _, refused = codex_access(conductor.config, caller, conductor.auth.devices)
         return refused is None
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body (its length is already known to be within the limit), or
-    ``None`` when the client disconnected."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _answer(send: Send, status: int, body: bytes, content_type: str,
-                  extra: list[tuple[str, str]]) -> None:
-    headers = [(b"content-type", content_type.encode("latin-1")),
-               (b"content-length", str(len(body)).encode("ascii"))]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
