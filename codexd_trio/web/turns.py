@@ -4,8 +4,8 @@ path in front of Quart (issue 27).
 Starting a turn is the one request on a turn's critical path: until codexd has written
 ``turn/start`` to Codex's stdin, Codex cannot begin. Through Quart, a turn request cost about
 0.65 ms from the ASGI app's entry to the handler (the request context, werkzeug's routing, the
-hooks, reading the body) and about 0.55 ms from the handler's answer to the response on the
-wire, on the 2-core development machine (``docs/benchmarks.md``, "The hot path").
+hooks, reading the body) and about 0.57 ms from the handler's answer to the response, on the
+2-core development machine (``docs/benchmarks.md``, "A turn's timeline").
 :class:`TurnFastPath` sits between the :class:`~codexd_trio.web.callers.CallerGuard` (host,
 origin, token, content type: already checked) and Quart and answers the *ordinary* turn request
 itself — a body with a ``Content-Length`` within the limit and no ``Idempotency-Key`` — with
