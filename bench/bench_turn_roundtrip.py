@@ -13,7 +13,9 @@ at the same scripted model. Rounds alternate which path goes first.
 ``git archive main codexd_trio codex-version.txt | tar -x -C DIR``), so a change is measured
 against what it replaces under the same load (rounds rotate the order of all three).
 ``--metrics`` adds each codexd's event-log commit histogram (``codexd_event_log_sync_seconds``)
-to the result; ``--keyed`` sends every codexd turn with an ``Idempotency-Key``.
+to the result; ``--keyed`` sends every codexd turn with an ``Idempotency-Key``; ``--lean-client``
+adds a path to the same codexd POSTing its turns with the conductor's h11 client (``UpstreamPool``)
+instead of httpx: the client's share of the added time.
 
 Codex spends about as much CPU on a turn as the turn lasts (~45 ms for ``say ok``), so on a
 machine with few cores whatever else runs during a turn — codexd, this client — slows Codex
@@ -22,7 +24,7 @@ Trio loop with the client); ``--pin-codex`` (Linux) puts every Codex on a core o
 the rest on the others, which measures what codexd adds without that contention.
 
     .venv/bin/python -m bench.bench_turn_roundtrip [--turns 50] [--warmup 5] [--streamed]
-        [--baseline DIR] [--model-process] [--pin-codex] [--quick] [--json]
+        [--baseline DIR] [--model-process] [--pin-codex] [--lean-client] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from bench.bench_idle_and_status import make_registry
@@ -66,6 +69,7 @@ from codexd_trio.testing import (
     open_scripted_model,
     temporary_codex_home,
 )
+from conductor_trio.upstream import UpstreamPool
 
 # Generous bound for one turn (two shared cores; a turn normally takes ~100 ms).
 TURN_TIMEOUT_S = 60.0
@@ -115,6 +119,18 @@ async def codexd_turn(
                                        idempotency_key=uuid.uuid4().hex if keyed else None)
     t_ack = time.perf_counter()
     ended = await waiter.wait(str(accepted["turnId"]))
+    return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
+
+
+async def lean_turn(pool: UpstreamPool, session_id: str, waiter: TurnWaiter) -> dict[str, float]:
+    t0 = time.perf_counter()
+    body = msgspec.json.encode({"sessionId": session_id, "input": PROMPT_TEXT})
+    answer = await pool.request("POST", "/v1/codexd/turn",
+                                headers=[("Content-Type", "application/json")], body=body)
+    t_ack = time.perf_counter()
+    if answer.status != 202:
+        raise RuntimeError(f"POST /v1/codexd/turn answered {answer.status}: {answer.content!r}")
+    ended = await waiter.wait(str(msgspec.json.decode(answer.content)["data"]["turnId"]))
     return {"total": (ended - t0) * 1000, "ack": (t_ack - t0) * 1000}
 
 
@@ -228,10 +244,11 @@ async def sync_histogram(client: CodexdClient) -> dict[str, float]:
 async def run(
     turns: int, warmup: int, scenario: Scenario, registry_sessions: int, keep: bool,
     baseline: Path | None = None, metrics: bool = False, keyed: bool = False,
-    separate_model: bool = False, pin_codex: bool = False,
+    separate_model: bool = False, pin_codex: bool = False, lean_client: bool = False,
 ) -> dict[str, Any]:
     binary = codex_binary()
-    paths = ["direct", "codexd"] + (["baseline"] if baseline is not None else [])
+    paths = (["direct", "codexd"] + (["baseline"] if baseline is not None else [])
+             + (["lean"] if lean_client else []))
     samples: dict[str, dict[str, list[float]]] = {p: {"total": [], "ack": []} for p in paths}
     histograms: dict[str, dict[str, float]] = {}
     codex_cpu: set[int] = set()
@@ -272,6 +289,8 @@ async def run(
                     daemons["baseline"] = await stack.enter_async_context(
                         codexd_path(work, "baseline", model_url, registry_sessions,
                                     baseline_env(baseline)))
+                pool = UpstreamPool(daemons["codexd"][0].base_url, timeout=TURN_TIMEOUT_S)
+                stack.push_async_callback(pool.aclose)
                 if codex_cpu:
                     assert direct.pid is not None
                     for pid in [direct.pid] + [await codexd_child_pid(d[0])
@@ -286,12 +305,15 @@ async def run(
                         with trio.fail_after(TURN_TIMEOUT_S):
                             if path == "direct":
                                 got = await direct_turn(direct, thread_id, direct_waiter)
+                            elif path == "lean":  # the same codexd and session as "codexd"
+                                got = await lean_turn(pool, *daemons["codexd"][1:3])
                             else:
                                 got = await codexd_turn(*daemons[path][:3], keyed=keyed)
                         if index >= warmup:
                             for key, value in got.items():
                                 samples[path][key].append(value)
                 cpu_ms = {n: (1000 * (after - before) / turns
+                              / (2 if lean_client and n == "codexd" else 1)
                               if (after := cpu_seconds(d[3])) is not None
                               and (before := cpu_before.get(n)) is not None else None)
                           for n, d in daemons.items()}
@@ -334,6 +356,9 @@ async def run(
         result["baseline_ack_ms"] = percentiles(samples["baseline"]["ack"])
         result["baseline_ratio_p50"] = base_total["p50"] / direct_total["p50"]
         result["baseline_added_p50_ms"] = base_total["p50"] - direct_total["p50"]
+    if lean_client:
+        result["lean_ms"] = percentiles(samples["lean"]["total"])
+        result["lean_ack_ms"] = percentiles(samples["lean"]["ack"])
     if histograms:
         result["event_log_commits"] = histograms
     return result
@@ -359,7 +384,10 @@ def summary(result: dict[str, Any]) -> list[str]:
             f"  ratio of medians C/A {result['baseline_ratio_p50']:.3f}, added "
             f"{result['baseline_added_p50_ms']:.2f} ms",
         ]
-    for name in ("codexd", "baseline"):
+    if "lean_ms" in result:
+        lines.append(f"  D codexd, h11 client: {fmt_ms(result['lean_ms'])}  "
+                     f"(202 answer {fmt_ms(result['lean_ack_ms'], 'p50')})")
+    for name in ("codexd", "baseline", "lean"):
         if f"{name}_paired_added_ms" in result:
             paired = result[f"{name}_paired_added_ms"]
             lines.append(f"  paired, {name} minus direct in the same round: p50 "
@@ -401,6 +429,9 @@ def main() -> None:
     parser.add_argument("--pin-codex", action="store_true",
                         help="Linux: every Codex app-server on the last CPU, the rest on the "
                              "others (what codexd adds when it does not share Codex's core)")
+    parser.add_argument("--lean-client", action="store_true",
+                        help="a fourth path: codexd's turns POSTed with the conductor's h11 "
+                             "client instead of httpx (the client's share of the added time)")
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)
@@ -409,7 +440,7 @@ def main() -> None:
         check_baseline(args.baseline)
     result = trio.run(run, turns, warmup, scenario, args.registry_sessions, args.keep,
                       args.baseline, args.metrics, args.keyed, args.model_process,
-                      args.pin_codex)
+                      args.pin_codex, args.lean_client)
     result["machine"] = machine_facts()
     print_result(result, summary(result), as_json=args.json)
 

@@ -78,10 +78,12 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
     assert roundtrip["codex_pinned_to_cpu"] is None
     # The model in its own process, and (with two CPUs or more) every Codex on a core of its own.
     pinned = len(os.sched_getaffinity(0)) >= 2
-    apart = await run_quick("bench.bench_turn_roundtrip", "--model-process",
+    # And the same codexd's turns POSTed with the conductor's h11 client too (--lean-client).
+    apart = await run_quick("bench.bench_turn_roundtrip", "--model-process", "--lean-client",
                             *(["--pin-codex"] if pinned else []))
     assert apart["model"] == "own process"
-    assert apart["codexd_ms"]["n"] == apart["direct_ms"]["n"] == 3
+    assert apart["codexd_ms"]["n"] == apart["direct_ms"]["n"] == apart["lean_ms"]["n"] == 3
+    assert apart["lean_paired_added_ms"]["n"] == 3
     if pinned:
         assert apart["codex_pinned_to_cpu"] == [max(os.sched_getaffinity(0))]
 
