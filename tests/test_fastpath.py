@@ -4,6 +4,7 @@ Quart routes' relay (``codex_routes.proxy_http``) tells which of the two answere
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,29 @@ async def test_an_unreachable_codexd_is_a_503_envelope(tmp_path: Path) -> None:
             assert answer.status_code == 503
             assert answer.json()["error"]["code"] == "codexd_unavailable"
             assert answer.json()["error"]["details"]["target"] == url
+
+
+async def test_a_bug_in_a_relay_is_the_500_envelope_with_its_correlation_id_in_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(30):
+        async with open_fake_codexd() as fake, open_conductor(fake.url, tmp_path) as c:
+            upstream = c.conductor.upstream
+            assert upstream is not None
+
+            async def broken(*args: Any, **kwargs: Any) -> Any:
+                await trio.lowlevel.checkpoint()
+                raise RuntimeError("simulated relay bug")
+
+            monkeypatch.setattr(upstream, "request", broken)
+            with caplog.at_level(logging.ERROR, logger="conductor.api"):
+                answer = await c.http.get("/v1/codex/sessions")
+            assert answer.status_code == 500
+            assert answer.headers["content-type"] == "application/json"
+            error = answer.json()["error"]
+            assert error["code"] == "internal_error"
+            assert error["message"] == "conductor hit an internal error; see its log"
+            correlation = error["details"]["correlationId"]
+            assert correlation in caplog.text
+            assert "simulated relay bug" in caplog.text
+            assert "/v1/codexd/sessions" in caplog.text

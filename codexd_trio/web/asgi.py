@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from quart import Response
+
 from codexd_trio.web.callers import Receive, Send
 
-__all__ = ["Headers", "plain_length", "read_body", "send_answer"]
+__all__ = ["Headers", "plain_length", "read_body", "send_answer", "send_response"]
 
 
 class Headers:
@@ -57,3 +59,12 @@ async def send_answer(send: Send, status: int, body: bytes, content_type: str,
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_response(send: Send, response: Response) -> None:
+    """Send a Quart ``response`` (an envelope built by the routes' own functions) whole."""
+    body = await response.get_data(as_text=False)
+    extra = [(name, value) for name, value in response.headers.items()
+             if name.lower() not in ("content-type", "content-length")]
+    await send_answer(send, response.status_code, body,
+                      response.headers.get("Content-Type", "application/json"), extra)

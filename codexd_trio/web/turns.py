@@ -27,7 +27,7 @@ from codexd_trio.core.service import Daemon, TurnOutcome
 from codexd_trio.protocol.appserver import AppServerError
 from codexd_trio.store.documents import StoreError
 from codexd_trio.web.app import internal_error_response
-from codexd_trio.web.asgi import Headers, plain_length, read_body, send_answer
+from codexd_trio.web.asgi import Headers, plain_length, read_body, send_response
 from codexd_trio.web.callers import ASGIApp, Receive, Scope, Send
 from codexd_trio.web.envelope import decode_body, error_response, status_for
 from codexd_trio.web.queue_routes import turn_outcome_answer
@@ -118,12 +118,7 @@ class TurnFastPath:
         data = await read_body(receive)
         if data is None:
             return  # the client went away before its request was whole: nothing started
-        response = await self._respond(data)
-        body = await response.get_data(as_text=False)
-        extra = [(name, value) for name, value in response.headers.items()
-                 if name.lower() not in ("content-type", "content-length")]
-        await send_answer(send, response.status_code, body,
-                          response.headers.get("Content-Type", "application/json"), extra)
+        await send_response(send, await self._respond(data))
 
     async def _respond(self, data: bytes) -> Response:
         # The route's handler and error answers (routes.py registers the same functions).

@@ -23,14 +23,14 @@ answer headers come down (:mod:`conductor_trio.web.proxy`); an unreachable codex
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from codexd_trio.base.context import CURRENT
 from codexd_trio.client import CodexdUnavailable
-from codexd_trio.web.asgi import Headers, plain_length, read_body, send_answer
-from codexd_trio.web.callers import ASGIApp, Receive, Refusal, Scope, Send
+from codexd_trio.web.app import internal_error_response
+from codexd_trio.web.asgi import Headers, plain_length, read_body, send_answer, send_response
+from codexd_trio.web.callers import ASGIApp, Receive, Scope, Send
 from conductor_trio.mode import Mode
 from conductor_trio.service import Conductor
 from conductor_trio.web.access import WRITE_METHODS, Caller, codex_access, request_address
@@ -158,18 +158,15 @@ class CodexFastPath:
             refusal = unavailable_refusal(self.conductor, exc)
             await send_answer(send, refusal.status, refusal.body(), "application/json", [])
             return
-        except Exception:
-            # A bug, not codexd's answer: the same 500 envelope Quart's handler gives.
-            correlation = f"err-{uuid.uuid4().hex[:12]}"
-            log.exception("internal error %s on %s %s", correlation, method, upstream_path)
-            refusal = Refusal(500, "internal_error", "conductor hit an internal error; see its log",
-                              correlationId=correlation)
-            await send_answer(send, 500, refusal.body(), "application/json", [])
+        except Exception as exc:
+            # A bug, not codexd's answer: the 500 Quart's handler gives (the same function).
+            await send_response(
+                send, internal_error_response("conductor", log, method, upstream_path, exc))
             return
         extra = [(name, answer.headers[name.lower()]) for name in ANSWER_HEADERS
                  if name.lower() in answer.headers]
         await send_answer(send, answer.status, answer.content,
-                      answer.headers.get("content-type", "application/json"), extra)
+                          answer.headers.get("content-type", "application/json"), extra)
 
     def _plain(self, method: str, route: _Route, scope: Scope, headers: Headers) -> bool:
         """Whether nothing would refuse or treat this request apart (else Quart answers it)."""
