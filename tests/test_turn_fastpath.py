@@ -153,3 +153,26 @@ async def test_every_answer_is_the_one_quarts_route_gives(
             assert correlation in caplog.text  # the traceback is in the log under that id
         answers.append((response.status_code, response.headers["content-type"], answer))
     assert answers[0] == answers[1]
+
+
+async def test_the_fast_path_sits_behind_the_caller_rules(
+        daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CONTRACT.md "Who may call": a page's foreign Origin, a rebound Host and a non-JSON body
+    # are refused before the turn request is looked at, and nothing starts.
+    started = _starts_with(daemon, monkeypatch, _started)
+    client = create_app(daemon).test_client()
+    body = {"sessionId": "session-1", "input": "hi"}
+    refused = [
+        (await client.post("/v1/codexd/turn", json=body,
+                           headers={"Origin": "https://evil.example"}), 403, "origin_not_allowed"),
+        (await client.post("/v1/codexd/turn", json=body,
+                           headers={"Host": "evil.example"}), 421, "host_not_allowed"),
+        (await client.post("/v1/codexd/turn", data=b'{"sessionId": "session-1", "input": "hi"}',
+                           headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type"),
+    ]
+    for response, status, code in refused:
+        assert (response.status_code, (await response.get_json())["error"]["code"]) == (
+            status, code)
+    assert started == []
+    assert (await client.post("/v1/codexd/turn", json=body)).status_code == 202
+    assert started == ["hi"]
