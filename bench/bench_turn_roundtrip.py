@@ -14,8 +14,8 @@ at the same scripted model. Rounds alternate which path goes first.
 against what it replaces under the same load (rounds rotate the order of all three).
 ``--metrics`` adds each codexd's event-log commit histogram (``codexd_event_log_sync_seconds``)
 to the result; ``--keyed`` sends every codexd turn with an ``Idempotency-Key``; ``--lean-client``
-adds a path to the same codexd POSTing its turns with the conductor's h11 client (``UpstreamPool``)
-instead of httpx: the client's share of the added time.
+adds a path to the same codexd POSTing its turns on the client's h11 pool (``UpstreamPool``)
+without httpx above it: what httpx's own models add.
 
 Codex spends about as much CPU on a turn as the turn lasts (~45 ms for ``say ok``), so on a
 machine with few cores whatever else runs during a turn — codexd, this client — slows Codex
@@ -57,7 +57,7 @@ from bench.common import (
     running_codexd,
 )
 from codexd_trio.base.process import follow_ready_line
-from codexd_trio.client import CodexdClient
+from codexd_trio.client import CodexdClient, UpstreamPool
 from codexd_trio.protocol.appserver import AppServerClient, Notification
 from codexd_trio.protocol.child import ChildSpec
 from codexd_trio.protocol.spawn import open_app_server
@@ -69,7 +69,6 @@ from codexd_trio.testing import (
     open_scripted_model,
     temporary_codex_home,
 )
-from conductor_trio.upstream import UpstreamPool
 
 # Generous bound for one turn (two shared cores; a turn normally takes ~100 ms).
 TURN_TIMEOUT_S = 60.0
@@ -385,7 +384,7 @@ def summary(result: dict[str, Any]) -> list[str]:
             f"{result['baseline_added_p50_ms']:.2f} ms",
         ]
     if "lean_ms" in result:
-        lines.append(f"  D codexd, h11 client: {fmt_ms(result['lean_ms'])}  "
+        lines.append(f"  D codexd, h11 pool without httpx: {fmt_ms(result['lean_ms'])}  "
                      f"(202 answer {fmt_ms(result['lean_ack_ms'], 'p50')})")
     for name in ("codexd", "baseline", "lean"):
         if f"{name}_paired_added_ms" in result:
@@ -430,8 +429,8 @@ def main() -> None:
                         help="Linux: every Codex app-server on the last CPU, the rest on the "
                              "others (what codexd adds when it does not share Codex's core)")
     parser.add_argument("--lean-client", action="store_true",
-                        help="a fourth path: codexd's turns POSTed with the conductor's h11 "
-                             "client instead of httpx (the client's share of the added time)")
+                        help="a fourth path: codexd's turns POSTed on the client's h11 pool "
+                             "without httpx above it (what httpx's own models add)")
     add_common_args(parser)
     args = parser.parse_args()
     turns, warmup = (3, 1) if args.quick else (args.turns, args.warmup)

@@ -42,7 +42,7 @@ class ConductorMetrics:
         )
 
     def _observe_proxied(self, method: str, status: int, seconds: float) -> None:
-        # Proxied requests (conductor_trio.upstream): until the whole answer is read.
+        # Proxied requests (the UpstreamPool): until the whole answer is read.
         self.codexd_latency.labels(method, str(status)).observe(seconds)
 
 

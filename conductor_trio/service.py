@@ -29,7 +29,7 @@ import trio
 from msgspec import UNSET
 
 from codexd_trio.base.contracts import CodexdStatus, now_iso
-from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable
+from codexd_trio.client import CodexdClient, CodexdError, CodexdUnavailable, UpstreamPool
 from conductor_trio import __version__
 from conductor_trio.auth.node import NodeAuth
 from conductor_trio.config import ConductorConfig
@@ -73,7 +73,6 @@ from conductor_trio.lease.file import (
 from conductor_trio.metrics import ConductorMetrics
 from conductor_trio.mode import ModeStore
 from conductor_trio.notify.notifier import Notifier
-from conductor_trio.upstream import UpstreamPool
 
 
 class Conductor:
@@ -99,8 +98,9 @@ class Conductor:
         self.client = CodexdClient(
             config.codexd_base, timeout=config.codexd_timeout_s, token=config.codexd_token
         )
-        # What /v1/codex/* is proxied through: a lean HTTP/1.1 client (conductor_trio.upstream)
-        # to a plain-HTTP codexd (the usual loopback one), else the client's httpx.
+        # What /v1/codex/* is proxied through: a lean HTTP/1.1 client (an UpstreamPool) to a
+        # plain-HTTP codexd (the usual loopback one), else the client's httpx. The client
+        # sends through a pool of its own: proxied answers are observed apart from its own.
         self.upstream: UpstreamPool | None = None
         if config.codexd_base.startswith("http://"):
             self.upstream = UpstreamPool(config.codexd_base, timeout=config.codexd_timeout_s,

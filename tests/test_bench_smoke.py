@@ -78,7 +78,7 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
     assert roundtrip["codex_pinned_to_cpu"] is None
     # The model in its own process, and (with two CPUs or more) every Codex on a core of its own.
     pinned = len(os.sched_getaffinity(0)) >= 2
-    # And the same codexd's turns POSTed with the conductor's h11 client too (--lean-client).
+    # And the same codexd's turns POSTed on the h11 pool without httpx too (--lean-client).
     apart = await run_quick("bench.bench_turn_roundtrip", "--model-process", "--lean-client",
                             *(["--pin-codex"] if pinned else []))
     assert apart["model"] == "own process"
@@ -131,6 +131,13 @@ async def test_every_benchmark_runs_at_quick_size_and_prints_its_result() -> Non
         for key in ("direct", "conductor", "conductor_added"):
             assert proxy[kind][key]["n"] == 20
     assert {"cpu_ms_per_request", "conductor_idle_rss_mib", "goal_met"} <= set(proxy)
+
+    client = await run_quick("bench.bench_client")
+    assert client["benchmark"] == "client"
+    for kind in ("get", "turn"):
+        assert {path: stats["n"] for path, stats in client[kind].items()} == {
+            "httpx": 5, "client": 5, "pool": 5}
+    assert all(cpu > 0 for cpu in client["client_cpu_ms_per_request"].values())
 
     syncs = await run_quick("bench.bench_sync_strategies")
     assert syncs["benchmark"] == "sync_strategies"

@@ -1,6 +1,7 @@
-"""The conductor's proxy client (``conductor_trio.upstream``, issue 27): kept-alive connections
-reused only when safe, a timeout on every step, 503-worthy errors as ``CodexdUnavailable``, a
-POST never sent twice. Against small h11 servers whose misbehaviour each test chooses."""
+"""The h11 connection pool under the conductor's proxy and the client
+(``codexd_trio.client._pool``, issue 27): kept-alive connections reused only when safe, a
+timeout on every step, 503-worthy errors as ``CodexdUnavailable``, a POST never sent twice.
+Against small h11 servers whose misbehaviour each test chooses."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ import trio
 import trio.testing
 
 from codexd_trio.base.context import CURRENT, RequestInfo
-from codexd_trio.client import CodexdUnavailable
-from conductor_trio import upstream
-from conductor_trio.upstream import UpstreamPool
+from codexd_trio.client import CodexdClient, CodexdUnavailable, UpstreamPool
+from codexd_trio.client import _pool as upstream
 
 Behaviour = Callable[["Server", trio.SocketStream, h11.Connection, h11.Request, bytes],
                      Awaitable[bool]]
@@ -292,3 +292,76 @@ async def test_answers_in_chunks_and_without_a_body_are_read_whole() -> None:
 def test_the_proxy_client_speaks_plain_http_only() -> None:
     with pytest.raises(ValueError, match="plain HTTP"):
         UpstreamPool("https://codexd.example:4319", timeout=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The CodexdClient sends plain HTTP through a pool of its own (PoolTransport)
+
+
+async def test_the_client_sends_through_a_pool_each_header_once() -> None:
+    raw: list[list[tuple[bytes, bytes]]] = []
+
+    async def record(server: Server, stream: trio.SocketStream, conn: h11.Connection,
+                     request: h11.Request, body: bytes) -> bool:
+        raw.append(list(request.headers))
+        await answer(stream, conn, 409, b'{"ok":false}', extra=[(b"x-request-id", b"req-abc")])
+        return True
+
+    async with serving(record) as server, CodexdClient(
+            f"http://127.0.0.1:{server.port}", token="codexd-token") as client:
+        token = CURRENT.set(RequestInfo("req-abc", "POST", "/v1/codex/turn"))
+        try:
+            got = await client.request("POST", "/v1/codexd/turn", json={"input": "hi"},
+                                       params={"q": "a b"}, headers={"Idempotency-Key": "k1"})
+        finally:
+            CURRENT.reset(token)
+        assert (got.status_code, got.content) == (409, b'{"ok":false}')
+        assert got.headers["x-request-id"] == "req-abc"
+        method, target, _, body = server.requests[0]
+        assert (method, target, body) == ("POST", "/v1/codexd/turn?q=a+b", b'{"input":"hi"}')
+        names = [name for name, _ in raw[0]]
+        # The client's hook and the pool both know the request id: it is sent once, and so is
+        # every header the pool writes itself.
+        for name in (b"x-request-id", b"host", b"content-length", b"authorization"):
+            assert names.count(name) == 1, (name, raw[0])
+        sent = dict(raw[0])
+        assert sent[b"x-request-id"] == b"req-abc"
+        assert sent[b"authorization"] == b"Bearer codexd-token"
+        assert sent[b"content-type"] == b"application/json"
+        assert sent[b"idempotency-key"] == b"k1"
+        assert sent[b"content-length"] == b"14"
+
+
+async def test_the_clients_pool_is_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpx's own transport would keep the connection; the pool drops an expired idle one.
+    monkeypatch.setattr(upstream, "IDLE_EXPIRY_S", -1.0)
+    async with serving(ok) as server, CodexdClient(
+            f"http://127.0.0.1:{server.port}") as client:
+        for _ in range(3):
+            assert (await client.request("GET", "/healthz")).status_code == 200
+        assert server.connections == 3
+
+
+async def test_the_client_through_its_pool_reports_a_silent_codexd_as_unavailable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def silent(server: Server, stream: trio.SocketStream, conn: h11.Connection,
+                     request: h11.Request, body: bytes) -> bool:
+        await trio.sleep_forever()
+        return False
+
+    async with serving(silent) as server, CodexdClient(
+            f"http://127.0.0.1:{server.port}", timeout=2.0) as client:
+        with pytest.raises(CodexdUnavailable, match="did not answer within 2 s"):
+            await client.healthz()
+
+
+async def test_the_client_sends_nothing_to_another_host_and_uses_httpx_over_https() -> None:
+    async with serving(ok) as server, CodexdClient(
+            f"http://127.0.0.1:{server.port}") as client:
+        with pytest.raises(CodexdUnavailable, match=r"not to http://127\.0\.0\.2:1/x"):
+            await client.request("GET", "http://127.0.0.2:1/x")
+        assert server.requests == []
+    # No pool for HTTPS (it speaks plain HTTP only): httpx's transport, and no error.
+    async with CodexdClient("https://codexd.example:4319") as client:
+        assert client.base_url == "https://codexd.example:4319"

@@ -1,8 +1,9 @@
 """The public async client of codexd's local API (HTTP and the event websocket).
 
 Used by the codexd CLI, the console, the conductor and the tests. Every call goes to codexd over
-loopback HTTP through one ``httpx.AsyncClient`` (which runs on trio through anyio); the event
-stream goes through trio-websocket.
+loopback HTTP through one ``httpx.AsyncClient``, which sends plain HTTP through a lean h11
+connection pool on Trio sockets (:class:`UpstreamPool`, which the conductor's proxy uses as it
+is); the event stream goes through trio-websocket.
 
 Errors are typed at this boundary:
 
@@ -13,10 +14,11 @@ Errors are typed at this boundary:
 
 Layer: above :mod:`codexd_trio.base` only. The client speaks to codexd over HTTP and never
 imports ``protocol``, ``store``, ``core`` or ``web``: the CLI and the conductor use it, and so can
-any program of a user's. The modules inside (``_http``, ``_ws``) are private.
+any program of a user's. The modules inside (``_http``, ``_ws``, ``_pool``, …) are private.
 """
 
 from codexd_trio.client._http import CodexdClient
+from codexd_trio.client._pool import UpstreamAnswer, UpstreamPool
 from codexd_trio.client._ws import (
     CodexdError,
     CodexdUnavailable,
@@ -31,5 +33,7 @@ __all__ = [
     "CodexdUnavailable",
     "EventStream",
     "StreamOverflow",
+    "UpstreamAnswer",
+    "UpstreamPool",
     "open_websocket",
 ]

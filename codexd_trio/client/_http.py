@@ -20,6 +20,7 @@ from codexd_trio.base.contracts import (
 )
 from codexd_trio.client._approvals import ApprovalCalls
 from codexd_trio.client._conversation import ConversationCalls
+from codexd_trio.client._pool import PoolTransport, UpstreamPool
 from codexd_trio.client._queue import QueueCalls
 from codexd_trio.client._ws import (
     _TURN_END_TYPES,
@@ -68,6 +69,11 @@ class CodexdClient(ApprovalCalls, QueueCalls, ConversationCalls):
         api_root: where codexd's routes live: ``/v1/codexd`` (codexd itself) or ``/v1/codex``
             (a conductor's ``base_url``, which proxies them; ``status()`` is then not there).
 
+    Over plain HTTP (codexd's loopback API, or a conductor's) the ``httpx.AsyncClient`` sends
+    through a lean h11 connection pool (:class:`~codexd_trio.client._pool.PoolTransport`, issue
+    27: httpx's own connection machinery costs more than the loopback hop); over HTTPS through
+    httpx's own transport.
+
     **Resource handling:** owns one ``httpx.AsyncClient`` (connection pool), closed by
     :meth:`aclose`; each :meth:`events` stream owns its websocket and closes it on exit.
     """
@@ -82,9 +88,11 @@ class CodexdClient(ApprovalCalls, QueueCalls, ConversationCalls):
         self.auth_headers: dict[str, str] = (
             {"Authorization": f"Bearer {token}"} if token is not None else {}
         )
+        transport = (PoolTransport(UpstreamPool(self.base_url, timeout=timeout))
+                     if parts.scheme == "http" else None)
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout, headers=self.auth_headers,
-            event_hooks={"request": [_stamp_request], "response": []},
+            event_hooks={"request": [_stamp_request], "response": []}, transport=transport,
         )
 
     def observe_responses(self, observe: Callable[[httpx.Response, float], None]) -> None:

@@ -1,11 +1,15 @@
-"""The conductor's proxy client: HTTP/1.1 to codexd over kept-alive loopback connections, with
-h11 on Trio sockets (issue 27).
+"""HTTP/1.1 to codexd over kept-alive connections, with h11 on Trio sockets (private: import
+from :mod:`codexd_trio.client`; issue 27).
 
-Why not the :class:`~codexd_trio.client.CodexdClient`'s httpx: every proxied request is on the
-hot path of a client of the conductor, and httpx spends most of the proxy's own time per request
-(building its request and response models, its connection pool's locks and event hooks, an INFO
-log line). A pass-through needs far less: write one request, read one answer, put the connection
-back (``docs/benchmarks.md``, "Conductor", has the measurements and the profile).
+Two users: the conductor proxies ``/v1/codex/*`` through an :class:`UpstreamPool` (it passes each
+request and answer through whole), and a :class:`~codexd_trio.client.CodexdClient` talking plain
+HTTP sends its httpx requests through one (:class:`PoolTransport`), so a script, the CLI and the
+conductor's own calls keep httpx's API without httpx's connection machinery.
+
+Why not httpx's own transport: on a loopback hop it costs more than the hop. httpx builds its
+request and response models, runs its connection pool's locks and its backend on every request;
+a request to codexd needs far less: write one request, read one answer, put the connection back
+(``docs/benchmarks.md``, "Conductor" and "A turn's timeline", has the measurements).
 
 What it keeps from httpx: a timeout on every network step (connect, send, each read), an
 unreachable or silent codexd raising :class:`~codexd_trio.client.CodexdUnavailable` (the proxy's
@@ -27,12 +31,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import h11
+import httpx
 import trio
 
 from codexd_trio.base.context import current_request_id
-from codexd_trio.client import CodexdUnavailable
+from codexd_trio.client._ws import CodexdUnavailable
 
-__all__ = ["UpstreamAnswer", "UpstreamPool"]
+__all__ = ["PoolTransport", "UpstreamAnswer", "UpstreamPool"]
 
 # Hypercorn closes a keep-alive connection idle for 5 s (its default); ours expire first.
 IDLE_EXPIRY_S = 4.0
@@ -86,10 +91,10 @@ class UpstreamPool:
                  headers: dict[str, str] | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"the proxy client speaks plain HTTP to codexd: {base_url!r}")
+            raise ValueError(f"the pool speaks plain HTTP to codexd: {base_url!r}")
         self.base_url = base_url.rstrip("/")
-        self._host = parts.hostname
-        self._port = parts.port or 80
+        self.host = parts.hostname
+        self.port = parts.port or 80
         self._host_header = parts.netloc.encode("ascii")
         self._timeout = timeout
         self._headers = [(k.encode("latin-1"), v.encode("latin-1"))
@@ -144,7 +149,8 @@ class UpstreamPool:
                 body: bytes | None) -> list[tuple[bytes, bytes]]:
         fields = [(b"host", self._host_header), *self._headers]
         fields += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        if (request_id := current_request_id()) is not None:
+        request_id = current_request_id()
+        if request_id is not None and not any(k.lower() == b"x-request-id" for k, _ in fields):
             fields.append((b"x-request-id", request_id.encode("latin-1")))
         if body or method not in ("GET", "HEAD"):
             fields.append((b"content-length", str(len(body or b"")).encode()))
@@ -171,7 +177,7 @@ class UpstreamPool:
     async def _connect(self) -> _Connection:
         try:
             with trio.fail_after(self._timeout):
-                stream = await trio.open_tcp_stream(self._host, self._port)
+                stream = await trio.open_tcp_stream(self.host, self.port)
         except (OSError, trio.TooSlowError) as exc:
             raise CodexdUnavailable(self._cannot(exc)) from exc
         return _Connection(stream)
@@ -234,3 +240,38 @@ class UpstreamPool:
 
 class _Retryable(Exception):
     """The exchange failed before any answer arrived (the cause says why)."""
+
+
+# What the pool writes itself: the Host, and the body framed by a Content-Length.
+_POOL_WRITES = frozenset({b"host", b"content-length", b"transfer-encoding"})
+
+
+class PoolTransport(httpx.AsyncBaseTransport):
+    """httpx's transport over an :class:`UpstreamPool`: the wire under a plain-HTTP
+    :class:`~codexd_trio.client.CodexdClient` (httpx still builds the request, runs the event
+    hooks and hands back its ``Response``).
+
+    Differences from httpx's own transport, all within what the client promises: one timeout
+    for every network step (the client's), errors raised as
+    :class:`~codexd_trio.client.CodexdUnavailable` (which httpx passes through unchanged) and
+    the answer read whole. A request for another host than the pool's is refused.
+    """
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if (url.scheme, url.host, url.port or 80) != ("http", self.pool.host, self.pool.port):
+            raise httpx.UnsupportedProtocol(
+                f"this client sends to {self.pool.base_url} only, not to {url}")
+        body = await request.aread()
+        headers = [(name.decode("latin-1"), value.decode("latin-1"))
+                   for name, value in request.headers.raw if name.lower() not in _POOL_WRITES]
+        answer = await self.pool.request(request.method, url.raw_path.decode("ascii"),
+                                         headers=headers, body=body)
+        return httpx.Response(answer.status, headers=list(answer.headers.items()),
+                              content=answer.content)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
