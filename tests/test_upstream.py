@@ -85,6 +85,12 @@ async def ok(server: Server, stream: trio.SocketStream, conn: h11.Connection,
     return True
 
 
+async def silent(server: Server, stream: trio.SocketStream, conn: h11.Connection,
+                 request: h11.Request, body: bytes) -> bool:
+    await trio.sleep_forever()
+    return False
+
+
 @asynccontextmanager
 async def serving(behaviour: Behaviour) -> AsyncIterator[Server]:
     server = Server(behaviour)
@@ -203,11 +209,6 @@ async def test_a_get_that_meets_a_connection_closing_under_it_is_retried_once_a_
 async def test_a_codexd_that_never_answers_is_unavailable_after_the_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async def silent(server: Server, stream: trio.SocketStream, conn: h11.Connection,
-                     request: h11.Request, body: bytes) -> bool:
-        await trio.sleep_forever()
-        return False
-
     async with serving(silent) as server, pool_for(server, step_s=3.0) as pool:
         started = trio.current_time()
         with pytest.raises(CodexdUnavailable, match="did not answer within 3 s"):
@@ -345,11 +346,6 @@ async def test_the_clients_pool_is_the_pool(monkeypatch: pytest.MonkeyPatch) -> 
 async def test_the_client_through_its_pool_reports_a_silent_codexd_as_unavailable(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async def silent(server: Server, stream: trio.SocketStream, conn: h11.Connection,
-                     request: h11.Request, body: bytes) -> bool:
-        await trio.sleep_forever()
-        return False
-
     async with serving(silent) as server, CodexdClient(
             f"http://127.0.0.1:{server.port}", timeout=2.0) as client:
         with pytest.raises(CodexdUnavailable, match="did not answer within 2 s"):
