@@ -34,7 +34,7 @@ from codexd_trio.base.context import CURRENT
 from codexd_trio.base.errors import ApiError
 from codexd_trio.base.metrics import CONTENT_TYPE, AppMetrics
 from codexd_trio.web.callers import CallerPolicy, guard
-from codexd_trio.web.envelope import error_response, status_for
+from codexd_trio.web.envelope import api_error_response, error_response
 from codexd_trio.web.observe import Observe
 
 __all__ = [
@@ -139,7 +139,7 @@ def install_errors(
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.code, exc.message, status_for(exc), **exc.details)
+        return api_error_response(exc)
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:

@@ -52,7 +52,7 @@ async def read_body(receive: Receive) -> bytes | None:
 
 
 async def send_answer(send: Send, status: int, body: bytes, content_type: str,
-                 extra: list[tuple[str, str]]) -> None:
+                      extra: list[tuple[str, str]]) -> None:
     """Send a whole answer: the status, ``Content-Type``, ``Content-Length``, ``extra``."""
     headers = [(b"content-type", content_type.encode("latin-1")),
                (b"content-length", str(len(body)).encode("ascii"))]

@@ -17,6 +17,7 @@ from codexd_trio.base.errors import ApiError, InvalidJson, InvalidRequest
 
 __all__ = [
     "STATUS_FOR_CODE",
+    "api_error_response",
     "decode_body",
     "decode_cursor",
     "encode_cursor",
@@ -88,6 +89,11 @@ def error_response(code: str, message: str, status: int, /, **details: Any) -> R
         ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
     )
     return Response(body, status=status, content_type="application/json")
+
+
+def api_error_response(exc: ApiError) -> Response:
+    """An :class:`~codexd_trio.base.errors.ApiError` as its envelope, with its code's status."""
+    return error_response(exc.code, exc.message, status_for(exc), **exc.details)
 
 
 def error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:

@@ -46,6 +46,7 @@ from codexd_trio.web.app import WebSetup, install, serve_app
 from codexd_trio.web.approval_rules import install_approval_rule_routes
 from codexd_trio.web.conversation import install_conversation
 from codexd_trio.web.envelope import (
+    api_error_response,
     decode_body,
     decode_cursor,
     decode_key_cursor,
@@ -54,7 +55,6 @@ from codexd_trio.web.envelope import (
     envelope,
     error_response,
     int_arg,
-    status_for,
 )
 from codexd_trio.web.openapi import described_routes
 from codexd_trio.web.queue_routes import install_queue_routes
@@ -320,7 +320,7 @@ def create_app(daemon: Daemon) -> QuartTrio:
         try:
             after = int_arg("after", websocket.args.get("after"), default=None)
         except ApiError as exc:
-            return error_response(exc.code, exc.message, status_for(exc), **exc.details)
+            return api_error_response(exc)
         session_id = websocket.args.get("sessionId") or None
         batch = websocket.args.get("batch")
         if batch not in (None, "0", "1"):

@@ -29,7 +29,7 @@ from codexd_trio.store.documents import StoreError
 from codexd_trio.web.app import internal_error_response
 from codexd_trio.web.asgi import Headers, plain_length, read_body, send_response
 from codexd_trio.web.callers import ASGIApp, Receive, Scope, Send
-from codexd_trio.web.envelope import decode_body, error_response, status_for
+from codexd_trio.web.envelope import api_error_response, decode_body, error_response
 from codexd_trio.web.queue_routes import turn_outcome_answer
 
 __all__ = [
@@ -125,11 +125,10 @@ class TurnFastPath:
         try:
             return await answer_turn(self.daemon, decode_body(data, TurnRequest))
         except ApiError as exc:
-            return error_response(exc.code, exc.message, status_for(exc), **exc.details)
+            return api_error_response(exc)
         except AppServerError as exc:
             return app_server_error_response(exc)
         except StoreError as exc:
             return store_error_response(exc)
         except Exception as exc:
             return internal_error_response("codexd", log, "POST", TURN_PATH, exc)
-
